@@ -1,0 +1,48 @@
+"""Fixes applied to moto 5.2.1 before the emulator starts serving.
+
+Each module restores one AWS behaviour that moto gets wrong in a way iotreg
+can notice; its docstring says what AWS does and what moto did instead.
+Every module exposes ``apply()``, which monkeypatches moto in this process
+only (nothing on disk is changed) and is safe to call more than once.
+"""
+
+from __future__ import annotations
+
+from . import (
+    iot_certificate_id,
+    iot_certificate_issuer,
+    iot_csr,
+    iot_endpoint,
+    iot_list_certificates,
+    iot_tags,
+    iot_thing_types,
+    iot_things,
+    iot_topic_rules,
+    iot_update_certificate,
+    iotdata_shadow,
+    lambda_permissions,
+)
+
+FIXES = [
+    iot_csr,  # Fix 1: CreateCertificateFromCsr keeps the CSR's public key
+    iot_certificate_id,
+    iot_certificate_issuer,
+    iot_list_certificates,
+    iot_update_certificate,
+    iot_endpoint,
+    iot_things,
+    iot_thing_types,
+    iot_topic_rules,
+    iot_tags,  # after iot_thing_types: wraps its CreateThingType
+    iotdata_shadow,
+    lambda_permissions,
+]
+
+
+def apply_all() -> list[str]:
+    """Apply every fix; return the module names applied, in order."""
+    applied = []
+    for fix in FIXES:
+        fix.apply()
+        applied.append(fix.__name__.rsplit(".", 1)[-1])
+    return applied

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""iotreg's local AWS emulator: moto's multi-service server with fixes.
+
+Usage:
+    python3 emulator/server.py --host 127.0.0.1 --port 0
+
+Serves the same dispatcher that ``moto_server`` uses (every service on one
+port, requests routed by their SigV4 signing service / Host header) on a
+threaded werkzeug server.  Before serving it applies the fixes in
+``emulator/fixes/`` which make moto 5.2.1 answer like real AWS where iotreg
+can tell the difference (see emulator/README.md).
+
+Once the socket is listening, exactly one line is written to stdout:
+
+    iotreg-emulator listening on http://HOST:PORT
+
+after which stdout is redirected to stderr, so nothing else ever appears on
+stdout.  SIGTERM / SIGINT shut the server down and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+# Must be set before moto is imported: moto reads it when the IAM backend is
+# built (AWS-managed policies such as AWSLambdaBasicExecutionRole exist).
+os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+# Fake credentials in case a moto code path builds a boto3 client itself.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind")
+    parser.add_argument(
+        "--port", type=int, default=0, help="port to bind (0 = a free port)"
+    )
+    parser.add_argument(
+        "--thing-type-delete-delay",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="refuse DeleteThingType until SECONDS after DeprecateThingType "
+        "(AWS: 300; default: $IOTREG_EMULATOR_THING_TYPE_DELETE_DELAY or 0)",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="log every request to stderr (werkzeug access log)",
+    )
+    return parser.parse_args(argv)
+
+
+def build_app():
+    """moto's multi-service WSGI app, with the emulator's fixes applied."""
+    import fixes
+
+    fixes.apply_all()
+
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        create_backend_app,
+    )
+
+    return DomainDispatcherApplication(create_backend_app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.thing_type_delete_delay is not None:
+        os.environ["IOTREG_EMULATOR_THING_TYPE_DELETE_DELAY"] = str(
+            args.thing_type_delete_delay
+        )
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logging.getLogger("werkzeug").setLevel(
+        logging.INFO if args.verbose else logging.WARNING
+    )
+
+    app = build_app()
+
+    from werkzeug.serving import make_server
+
+    server = make_server(args.host, args.port, app, threaded=True)
+    host, port = server.server_address[:2]
+    # moto uses MOTO_PORT when it builds URLs pointing back at itself.
+    os.environ["MOTO_PORT"] = str(port)
+
+    stop = threading.Event()
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    worker = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="serve", daemon=True
+    )
+    worker.start()
+
+    display_host = f"[{host}]" if ":" in host else host
+    sys.stdout.write(f"iotreg-emulator listening on http://{display_host}:{port}\n")
+    sys.stdout.flush()
+    # Anything printed later (moto prints a few diagnostics) goes to stderr so
+    # that stdout carries exactly the one line above.
+    sys.stdout = sys.stderr
+
+    while not stop.wait(0.2):
+        if not worker.is_alive():
+            return 1
+    server.shutdown()
+    server.server_close()
+    worker.join(timeout=5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+//! AWS clients and error helpers shared by the resource modules.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use crate::engine::StepError;
+
+/// Where and as whom to call AWS; resolved from flags and the standard chain.
+#[derive(Debug, Clone, Default)]
+pub struct Remote {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Clients {
+    pub iot: aws_sdk_iot::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub lambda: aws_sdk_lambda::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub sts: aws_sdk_sts::Client,
+    pub sdk_config: aws_types::SdkConfig,
+    /// The iot-data client needs the account's data endpoint, looked up lazily.
+    pub endpoint_override: Option<String>,
+    data: std::sync::Arc<tokio::sync::OnceCell<aws_sdk_iotdataplane::Client>>,
+}
+
+/// Loads the shared SDK config. Retries: the SDK's standard mode (throttling and 5xx, with
+/// exponential backoff and jitter), 5 attempts. Timeouts bound every call so a hung endpoint
+/// is an error naming the call, never a hang.
+pub async fn sdk_config(remote: &Remote) -> aws_types::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(5)
+                .with_max_backoff(Duration::from_secs(10)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .read_timeout(Duration::from_secs(30))
+                .operation_attempt_timeout(Duration::from_secs(35))
+                .operation_timeout(Duration::from_secs(120))
+                .build(),
+        );
+    if let Some(region) = &remote.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(profile) = &remote.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(url) = &remote.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
+
+impl Clients {
+    pub fn new(config: &aws_types::SdkConfig) -> Clients {
+        Clients {
+            iot: aws_sdk_iot::Client::new(config),
+            iam: aws_sdk_iam::Client::new(config),
+            lambda: aws_sdk_lambda::Client::new(config),
+            logs: aws_sdk_cloudwatchlogs::Client::new(config),
+            sts: aws_sdk_sts::Client::new(config),
+            endpoint_override: config.endpoint_url().map(str::to_string),
+            sdk_config: config.clone(),
+            data: Default::default(),
+        }
+    }
+
+    /// The IoT data-plane client. On AWS its endpoint is per account (DescribeEndpoint
+    /// `iot:Data-ATS`); with an endpoint override (an emulator) the override serves it.
+    pub async fn data(&self) -> Result<&aws_sdk_iotdataplane::Client, StepError> {
+        self.data
+            .get_or_try_init(|| async {
+                let mut builder = aws_sdk_iotdataplane::config::Builder::from(&self.sdk_config);
+                if self.endpoint_override.is_none() {
+                    let host = self.data_endpoint().await?;
+                    builder = builder.endpoint_url(format!("https://{host}"));
+                }
+                Ok(aws_sdk_iotdataplane::Client::from_conf(builder.build()))
+            })
+            .await
+    }
+
+    /// The device data endpoint (host name) for this account and region.
+    pub async fn data_endpoint(&self) -> Result<String, StepError> {
+        let out = self
+            .iot
+            .describe_endpoint()
+            .endpoint_type("iot:Data-ATS")
+            .send()
+            .await
+            .map_err(|e| failed("data endpoint", "iot:Data-ATS", "DescribeEndpoint", e))?;
+        out.endpoint_address
+            .ok_or_else(|| StepError::Failed("DescribeEndpoint returned no address".into()))
+    }
+
+    pub async fn account(&self) -> Result<String, StepError> {
+        let out =
+            self.sts.get_caller_identity().send().await.map_err(|e| {
+                failed("credentials", "caller identity", "sts:GetCallerIdentity", e)
+            })?;
+        out.account
+            .ok_or_else(|| StepError::Failed("GetCallerIdentity returned no account".into()))
+    }
+}
+
+/// The partition for ARNs built from a region (aws, aws-cn, aws-us-gov).
+pub fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+/// Turns an SDK error into a step error naming the resource, the call, the AWS error code and
+/// message, and what to do. `DisplayErrorContext` prints the whole cause chain (a plain
+/// `Display` of an SDK error says only "service error").
+pub fn failed<E>(kind: &str, name: &str, call: &str, err: E) -> StepError
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+{
+    let advice = match err.code() {
+        Some("AccessDeniedException" | "AccessDenied" | "UnauthorizedException") => {
+            "; check that the credentials have the IAM permissions listed in the README"
+        }
+        Some(c) if c.contains("Throttl") || c == "TooManyRequestsException" => {
+            "; AWS is throttling this account: retry later"
+        }
+        _ => "",
+    };
+    let code = err.code().unwrap_or("no error code");
+    StepError::Failed(format!(
+        "{kind} {name:?}: {call} failed ({code}): {}{advice}",
+        DisplayErrorContext(&err)
+    ))
+}
+
+/// The error's AWS code, for the few cases where a service reports a condition without a typed
+/// variant in its model (documented at each use).
+pub fn code_of<E: ProvideErrorMetadata>(err: &E) -> Option<&str> {
+    err.code()
+}

@@ -1,0 +1,74 @@
+//! The command line (clap only). Everything here is resolved into [`crate::settings::Settings`]
+//! before any work starts.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "iotreg",
+    version,
+    about = "Provision, verify and tear down an AWS IoT device-registry stack as code",
+    after_help = "Exit codes: 0 success, 1 an operation failed, 2 bad input (nothing was changed), 130 interrupted."
+)]
+pub struct Cli {
+    /// Config file (TOML). Default: ./iotreg.toml when present, else built-in defaults.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// State file recording what this deployment owns.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        default_value = ".iotreg/state.json"
+    )]
+    pub state: PathBuf,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Output format for stdout.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// More detail on stderr (-v, -vv).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where and as whom to call AWS. Unset values come from the standard AWS chain.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// AWS region (default: the standard chain, e.g. AWS_REGION or the profile's region).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// Named profile from the AWS config files.
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// Send every AWS call to this endpoint (an emulator such as the bundled local AWS).
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    pub endpoint_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or converge the stack (idempotent; resumes after a crash).
+    Up,
+    /// Tear the stack down in reverse order.
+    Down {
+        /// Wait out AWS's five-minute thing-type deprecation delay instead of leaving it pending.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show each resource of the deployment and whether it exists.
+    Status,
+}

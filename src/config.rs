@@ -1,0 +1,600 @@
+//! The TOML configuration file: its schema, defaults (the recipe's exact values) and validation.
+//!
+//! Every key is optional. Validation happens here, before any AWS call, so that a typo can never
+//! leave half a stack behind. Names may contain `{{suffix}}`, replaced by the deployment suffix.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A configuration problem: always "bad input" (exit 2), always naming the file and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read config file: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {field}: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+}
+
+pub const SUFFIX_PLACEHOLDER: &str = "{{suffix}}";
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Pins the deployment suffix; otherwise one is generated on the first `up` and kept in state.
+    pub suffix: Option<String>,
+    /// Where key material goes; defaults to the state file's directory.
+    pub key_dir: Option<PathBuf>,
+    pub thing_type: ThingTypeConfig,
+    pub thing: ThingConfig,
+    pub certificate: CertificateConfig,
+    pub policy: PolicyConfig,
+    pub role: RoleConfig,
+    pub function: FunctionConfig,
+    pub rule: RuleConfig,
+    pub shadow: ShadowConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThingTypeConfig {
+    pub name: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThingConfig {
+    pub name: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CertificateMode {
+    /// ECDSA P-256 key generated locally, certificate issued from a CSR: the key never travels.
+    #[default]
+    Local,
+    /// CreateKeysAndCertificate, as the recipe does: AWS generates the key and returns it once.
+    AwsGenerated,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CertificateConfig {
+    pub mode: CertificateMode,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    pub name: String,
+    /// A policy document template file replacing the built-in one.
+    pub template: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoleConfig {
+    pub name: String,
+    pub managed_policies: Vec<String>,
+    pub trust_template: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FunctionConfig {
+    pub name: String,
+    pub description: String,
+    pub runtime: String,
+    pub memory_mb: i64,
+    pub timeout_s: i64,
+    /// File name of the handler inside the zip; the handler is `<module>.lambda_handler`.
+    pub handler_file: String,
+    /// A handler source file replacing the built-in one.
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleConfig {
+    pub name: String,
+    pub description: String,
+    pub sql: String,
+    pub sql_version: String,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShadowConfig {
+    pub enabled: bool,
+    pub template: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            suffix: None,
+            key_dir: None,
+            thing_type: ThingTypeConfig::default(),
+            thing: ThingConfig::default(),
+            certificate: CertificateConfig::default(),
+            policy: PolicyConfig::default(),
+            role: RoleConfig::default(),
+            function: FunctionConfig::default(),
+            rule: RuleConfig::default(),
+            shadow: ShadowConfig::default(),
+        }
+    }
+}
+
+impl Default for ThingTypeConfig {
+    fn default() -> Self {
+        ThingTypeConfig {
+            name: "TemperatureSensor".into(),
+            description: "Temperature sensor devices for production monitoring".into(),
+        }
+    }
+}
+
+impl Default for ThingConfig {
+    fn default() -> Self {
+        let attributes = [
+            ("deviceType", "temperature"),
+            ("manufacturer", "SensorCorp"),
+            ("model", "TC-2000"),
+            ("location", "ProductionFloor-A"),
+            ("firmware", "1.0.0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        ThingConfig {
+            name: "temperature-sensor-{{suffix}}".into(),
+            attributes,
+        }
+    }
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            name: "device-policy-{{suffix}}".into(),
+            template: None,
+        }
+    }
+}
+
+pub const LAMBDA_BASIC_EXECUTION: &str =
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole";
+
+impl Default for RoleConfig {
+    fn default() -> Self {
+        RoleConfig {
+            name: "iot-lambda-role-{{suffix}}".into(),
+            managed_policies: vec![LAMBDA_BASIC_EXECUTION.into()],
+            trust_template: None,
+        }
+    }
+}
+
+impl Default for FunctionConfig {
+    fn default() -> Self {
+        FunctionConfig {
+            name: "iot-data-processor-{{suffix}}".into(),
+            description: "Process IoT sensor data from temperature devices".into(),
+            runtime: "python3.12".into(),
+            memory_mb: 256,
+            timeout_s: 60,
+            handler_file: "lambda-function.py".into(),
+            source: None,
+        }
+    }
+}
+
+impl Default for RuleConfig {
+    fn default() -> Self {
+        RuleConfig {
+            name: "sensor_data_rule_{{suffix}}".into(),
+            description: "Route temperature sensor data to Lambda for processing and alerting"
+                .into(),
+            sql: crate::templates::RULE_SQL.trim().into(),
+            sql_version: "2016-03-23".into(),
+            enabled: true,
+        }
+    }
+}
+
+impl Default for ShadowConfig {
+    fn default() -> Self {
+        ShadowConfig {
+            enabled: true,
+            template: None,
+        }
+    }
+}
+
+/// Loads the config: the named file (which must exist), else `iotreg.toml` in the working
+/// directory when present, else the defaults. Returns the config and the file it came from.
+pub fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigError> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let p = PathBuf::from("iotreg.toml");
+            if !p.exists() {
+                let config = Config::default();
+                config.validate(Path::new("<defaults>"))?;
+                return Ok((config, None));
+            }
+            p
+        }
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let config = parse(&text, &path)?;
+    Ok((config, Some(path)))
+}
+
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: one_line_toml_error(&e),
+    })?;
+    config.validate(path)?;
+    // Relative template paths are relative to the config file, not the working directory.
+    let base = path.parent().unwrap_or(Path::new("."));
+    Ok(config.with_paths_relative_to(base))
+}
+
+/// toml's Display spans several lines with a source excerpt; the contract is one line.
+fn one_line_toml_error(e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => format!("invalid TOML at byte {}: {message}", span.start),
+        None => format!("invalid TOML: {message}"),
+    }
+}
+
+/// A name pattern with a representative suffix substituted, so lengths are checked realistically.
+fn sample_name(pattern: &str, suffix: Option<&str>) -> String {
+    pattern.replace(SUFFIX_PLACEHOLDER, suffix.unwrap_or("a1b2c3"))
+}
+
+struct NameRule {
+    max: usize,
+    allowed: fn(char) -> bool,
+    describe: &'static str,
+}
+
+const THING_NAME: NameRule = NameRule {
+    max: 128,
+    allowed: |c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-'),
+    describe: "letters, digits, ':', '_' and '-'",
+};
+const POLICY_NAME: NameRule = NameRule {
+    max: 128,
+    allowed: |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '=' | ',' | '.' | '@' | '-'),
+    describe: "letters, digits and _+=,.@-",
+};
+const ROLE_NAME: NameRule = NameRule {
+    max: 64,
+    ..POLICY_NAME
+};
+const FUNCTION_NAME: NameRule = NameRule {
+    max: 64,
+    allowed: |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'),
+    describe: "letters, digits, '_' and '-'",
+};
+const RULE_NAME: NameRule = NameRule {
+    max: 128,
+    allowed: |c| c.is_ascii_alphanumeric() || c == '_',
+    describe: "letters, digits and '_' (no hyphens)",
+};
+const ATTRIBUTE_NAME: NameRule = NameRule {
+    max: 128,
+    allowed: |c| c.is_ascii_alphanumeric() || "_.,@/:#-".contains(c),
+    describe: "letters, digits and _.,@/:#-",
+};
+const ATTRIBUTE_VALUE: NameRule = NameRule {
+    max: 800,
+    allowed: |c| c.is_ascii_alphanumeric() || "_.,@/:#=[]-".contains(c),
+    describe: "letters, digits and _.,@/:#=[]- (no spaces)",
+};
+
+fn check_name(value: &str, rule: &NameRule, allow_empty: bool) -> Result<(), String> {
+    if value.is_empty() {
+        return if allow_empty {
+            Ok(())
+        } else {
+            Err("must not be empty".into())
+        };
+    }
+    if value.chars().count() > rule.max {
+        return Err(format!(
+            "{:?} is {} characters long; AWS allows at most {}",
+            value,
+            value.chars().count(),
+            rule.max
+        ));
+    }
+    if let Some(bad) = value.chars().find(|c| !(rule.allowed)(*c)) {
+        return Err(format!(
+            "{value:?} contains {bad:?}; AWS allows only {}",
+            rule.describe
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_suffix(suffix: &str) -> Result<(), String> {
+    if suffix.is_empty() || suffix.len() > 32 {
+        return Err(format!("{suffix:?} must be 1 to 32 characters"));
+    }
+    if !suffix
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    {
+        return Err(format!(
+            "{suffix:?} may contain only lowercase letters and digits"
+        ));
+    }
+    Ok(())
+}
+
+impl Config {
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field: field.to_string(),
+            message,
+        };
+        if let Some(s) = &self.suffix {
+            validate_suffix(s).map_err(|m| invalid("suffix", m))?;
+        }
+        let suffix = self.suffix.as_deref();
+        let names: [(&str, &str, &NameRule); 6] = [
+            ("thing_type.name", &self.thing_type.name, &THING_NAME),
+            ("thing.name", &self.thing.name, &THING_NAME),
+            ("policy.name", &self.policy.name, &POLICY_NAME),
+            ("role.name", &self.role.name, &ROLE_NAME),
+            ("function.name", &self.function.name, &FUNCTION_NAME),
+            ("rule.name", &self.rule.name, &RULE_NAME),
+        ];
+        for (field, pattern, rule) in names {
+            check_name(&sample_name(pattern, suffix), rule, false)
+                .map_err(|m| invalid(field, m))?;
+        }
+        if self.thing_type.description.chars().count() > 2028 {
+            return Err(invalid(
+                "thing_type.description",
+                "AWS allows at most 2028 characters".into(),
+            ));
+        }
+        if self.thing.attributes.len() > 50 {
+            return Err(invalid(
+                "thing.attributes",
+                format!(
+                    "{} attributes; AWS allows at most 50",
+                    self.thing.attributes.len()
+                ),
+            ));
+        }
+        for (k, v) in &self.thing.attributes {
+            check_name(k, &ATTRIBUTE_NAME, false)
+                .map_err(|m| invalid(&format!("thing.attributes.{k}"), format!("name {m}")))?;
+            check_name(v, &ATTRIBUTE_VALUE, true)
+                .map_err(|m| invalid(&format!("thing.attributes.{k}"), format!("value {m}")))?;
+        }
+        for (i, arn) in self.role.managed_policies.iter().enumerate() {
+            if !arn.starts_with("arn:") || !arn.contains(":policy/") {
+                return Err(invalid(
+                    &format!("role.managed_policies[{i}]"),
+                    format!("{arn:?} is not an IAM policy ARN"),
+                ));
+            }
+        }
+        if !(128..=10240).contains(&self.function.memory_mb) {
+            return Err(invalid(
+                "function.memory_mb",
+                format!(
+                    "{} is out of range; Lambda allows 128 to 10240 MB",
+                    self.function.memory_mb
+                ),
+            ));
+        }
+        if !(1..=900).contains(&self.function.timeout_s) {
+            return Err(invalid(
+                "function.timeout_s",
+                format!(
+                    "{} is out of range; Lambda allows 1 to 900 seconds",
+                    self.function.timeout_s
+                ),
+            ));
+        }
+        if self.function.runtime.trim().is_empty() {
+            return Err(invalid("function.runtime", "must not be empty".into()));
+        }
+        let module = self.function.handler_file.strip_suffix(".py");
+        if module.is_none_or(|m| m.is_empty() || m.contains('/')) {
+            return Err(invalid(
+                "function.handler_file",
+                format!(
+                    "{:?} must be a .py file name without directories",
+                    self.function.handler_file
+                ),
+            ));
+        }
+        if self.function.description.chars().count() > 256 {
+            return Err(invalid(
+                "function.description",
+                "Lambda allows at most 256 characters".into(),
+            ));
+        }
+        let sql = self.rule.sql.trim();
+        if sql.is_empty() {
+            return Err(invalid("rule.sql", "must not be empty".into()));
+        }
+        if !sql.to_ascii_uppercase().starts_with("SELECT ") {
+            return Err(invalid(
+                "rule.sql",
+                format!("{sql:?} is not a SELECT statement"),
+            ));
+        }
+        if !matches!(
+            self.rule.sql_version.as_str(),
+            "2015-10-08" | "2016-03-23" | "beta"
+        ) {
+            return Err(invalid(
+                "rule.sql_version",
+                format!(
+                    "{:?} is not one of 2015-10-08, 2016-03-23, beta",
+                    self.rule.sql_version
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn with_paths_relative_to(mut self, base: &Path) -> Config {
+        let fix = |p: &mut Option<PathBuf>| {
+            if let Some(path) = p {
+                if path.is_relative() {
+                    *path = base.join(&*path);
+                }
+            }
+        };
+        fix(&mut self.key_dir);
+        fix(&mut self.policy.template);
+        fix(&mut self.role.trust_template);
+        fix(&mut self.function.source);
+        fix(&mut self.shadow.template);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Config, ConfigError> {
+        parse(text, Path::new("iotreg.toml"))
+    }
+
+    #[test]
+    fn empty_config_is_the_recipe() {
+        let c = parse_str("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.thing_type.name, "TemperatureSensor");
+        assert_eq!(c.thing.attributes["location"], "ProductionFloor-A");
+        assert_eq!(c.thing.attributes.len(), 5);
+        assert_eq!(c.function.memory_mb, 256);
+        assert_eq!(c.function.timeout_s, 60);
+        assert_eq!(c.function.runtime, "python3.12");
+        assert_eq!(
+            c.rule.sql,
+            "SELECT *, topic(3) as device, timestamp() as aws_timestamp FROM 'sensor/temperature/+'"
+        );
+        assert_eq!(c.rule.name, "sensor_data_rule_{{suffix}}");
+    }
+
+    #[test]
+    fn keys_override_defaults() {
+        let c = parse_str(
+            "suffix = \"abc123\"\n[function]\nmemory_mb = 512\n[thing.attributes]\nlocation = \"Line-3\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.function.memory_mb, 512);
+        assert_eq!(c.function.timeout_s, 60);
+        // A table replaces the default attributes wholesale: what you write is what you get.
+        assert_eq!(c.thing.attributes.len(), 1);
+        assert_eq!(c.suffix.as_deref(), Some("abc123"));
+    }
+
+    fn error_of(text: &str) -> String {
+        parse_str(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let e = error_of("[function]\nmemroy_mb = 512\n");
+        assert!(e.starts_with("iotreg.toml: "), "{e}");
+        assert!(e.contains("memroy_mb"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn bad_values_name_file_and_field() {
+        let cases = [
+            ("[rule]\nname = \"sensor-rule\"\n", "rule.name"),
+            ("[thing]\nname = \"{}\"\n", "thing.name"),
+            (
+                "[thing.attributes]\nlocation = \"Production Floor\"\n",
+                "thing.attributes.location",
+            ),
+            ("[function]\nmemory_mb = 64\n", "function.memory_mb"),
+            ("[function]\ntimeout_s = 901\n", "function.timeout_s"),
+            ("[rule]\nsql = \"\"\n", "rule.sql"),
+            ("[rule]\nsql = \"DELETE FROM x\"\n", "rule.sql"),
+            ("suffix = \"ABC\"\n", "suffix"),
+            ("[role]\nname = \"{}\"\n", "role.name"),
+            (
+                "[role]\nmanaged_policies = [\"nope\"]\n",
+                "role.managed_policies[0]",
+            ),
+        ];
+        for (text, field) in cases {
+            let text = text.replace("{}", &"x".repeat(129));
+            let e = error_of(&text);
+            assert!(
+                e.starts_with(&format!("iotreg.toml: {field}: ")),
+                "{text:?} gave {e}"
+            );
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn wrong_types_and_syntax_are_one_line() {
+        for text in [
+            "[function]\nmemory_mb = \"big\"\n",
+            "[thing\nname=1",
+            "suffix = 3",
+        ] {
+            let e = error_of(text);
+            assert!(e.starts_with("iotreg.toml: invalid TOML"), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let e = load(Some(Path::new("/nonexistent/iotreg.toml"))).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/iotreg.toml"));
+    }
+
+    #[test]
+    fn template_paths_are_relative_to_the_config_file() {
+        let c = parse(
+            "[policy]\ntemplate = \"p.json\"\n",
+            Path::new("/etc/iotreg/iotreg.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.policy.template.as_deref(),
+            Some(Path::new("/etc/iotreg/p.json"))
+        );
+    }
+}

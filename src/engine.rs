@@ -1,0 +1,553 @@
+//! The plan runner. It knows resources only through the [`Resource`] trait (no AWS types), runs
+//! `ensure` forward and `destroy` in reverse along the declared dependencies, starts every step
+//! whose prerequisites are done (so independent chains such as IAM and IoT overlap), and saves
+//! state through [`Ctx`] after every change.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
+use crate::state::{self, Phase, Record, State, StateError};
+
+/// What a step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    /// Found live and taken over: after a crash (an intent), or a shared resource.
+    Adopted,
+    /// Changed in place; the text says what.
+    Updated(String),
+    Unchanged,
+    Deleted,
+    /// Nothing to delete: it was already gone (or never created).
+    Absent,
+    /// Left in place on purpose; the text says why (e.g. shared with another deployment).
+    Retained(String),
+    /// Started but cannot finish yet; the text says when it can (e.g. a deprecated thing type).
+    Pending(String),
+}
+
+impl Outcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Created => "created",
+            Outcome::Adopted => "adopted",
+            Outcome::Updated(_) => "updated",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Deleted => "deleted",
+            Outcome::Absent => "absent",
+            Outcome::Retained(_) => "retained",
+            Outcome::Pending(_) => "pending",
+        }
+    }
+
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Outcome::Updated(s) | Outcome::Retained(s) | Outcome::Pending(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// An operation failed; the message already names the resource, call, code and advice.
+    #[error("{0}")]
+    Failed(String),
+    #[error("{kind} {name:?} already exists but this state does not own it; delete it, or pin another suffix in the config")]
+    NotOurs { kind: String, name: String },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("skipped: {0} did not complete")]
+    Skipped(String),
+    #[error("not started: interrupted")]
+    Interrupted,
+}
+
+/// One kind of resource. Implementations live in `resources/`, one file per kind.
+#[async_trait::async_trait]
+pub trait Resource: Send + Sync {
+    /// Stable key of this resource in the state file.
+    fn key(&self) -> &str;
+    /// Human label, e.g. "IoT policy".
+    fn kind(&self) -> &str;
+    /// The resource's name as the user would look for it.
+    fn name(&self) -> String;
+    /// Keys that must be ensured before this one (and destroyed after it).
+    fn depends_on(&self) -> &[&'static str];
+    async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError>;
+    async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError>;
+    /// Read-only: the live resource's ARN (or another identifier) if it exists.
+    async fn probe(&self, cx: &Ctx) -> Result<Option<String>, StepError>;
+}
+
+/// Observer of the run, for progress display.
+pub trait Events: Send + Sync {
+    fn started(&self, key: &str, kind: &str, name: &str);
+    fn progress(&self, key: &str, message: &str);
+    fn finished(&self, report: &StepReport);
+}
+
+/// A state file plus the in-memory copy, saved after every mutation under one mutex so that
+/// concurrent steps never interleave writes.
+pub struct Store {
+    path: PathBuf,
+    state: Mutex<State>,
+}
+
+impl Store {
+    pub fn new(path: PathBuf, state: State) -> Store {
+        Store {
+            path,
+            state: Mutex::new(state),
+        }
+    }
+
+    pub fn snapshot(&self) -> State {
+        self.state.lock().expect("state mutex").clone()
+    }
+
+    pub fn update<T>(&self, f: impl FnOnce(&mut State) -> T) -> Result<T, StateError> {
+        let mut guard = self.state.lock().expect("state mutex");
+        let out = f(&mut guard);
+        state::save(&self.path, &guard)?;
+        Ok(out)
+    }
+}
+
+/// What a step sees of the engine: the state and a way to report progress.
+pub struct Ctx {
+    store: Arc<Store>,
+    events: Arc<dyn Events>,
+    cancel: Arc<AtomicBool>,
+    current: Option<String>,
+}
+
+impl Ctx {
+    pub fn new(store: Arc<Store>, events: Arc<dyn Events>, cancel: Arc<AtomicBool>) -> Ctx {
+        Ctx {
+            store,
+            events,
+            cancel,
+            current: None,
+        }
+    }
+
+    fn for_step(&self, key: &str) -> Ctx {
+        Ctx {
+            store: self.store.clone(),
+            events: self.events.clone(),
+            cancel: self.cancel.clone(),
+            current: Some(key.to_string()),
+        }
+    }
+
+    pub fn record(&self, key: &str) -> Option<Record> {
+        self.store
+            .state
+            .lock()
+            .expect("state mutex")
+            .get(key)
+            .cloned()
+    }
+
+    /// Records that a create call is about to be sent, before it is sent.
+    pub fn intent(&self, mut record: Record) -> Result<Record, StepError> {
+        record.phase = Phase::Intent;
+        record.intent_at_ms = Some(state::now_ms());
+        self.store.update(|s| s.put(record.clone()))?;
+        Ok(record)
+    }
+
+    /// Records a resource as existing (created, adopted or borrowed).
+    pub fn commit(&self, record: Record) -> Result<(), StepError> {
+        self.store.update(|s| s.put(record))?;
+        Ok(())
+    }
+
+    pub fn forget(&self, key: &str) -> Result<(), StepError> {
+        self.store.update(|s| s.remove(key))?;
+        Ok(())
+    }
+
+    pub fn progress(&self, message: &str) {
+        if let Some(key) = &self.current {
+            self.events.progress(key, message);
+        }
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug)]
+pub struct StepReport {
+    pub key: String,
+    pub kind: String,
+    pub name: String,
+    pub result: Result<Outcome, String>,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Up,
+    Down,
+}
+
+/// Runs the plan. In `Up`, a step starts when everything it depends on is ensured; in `Down`,
+/// when everything that depends on it is destroyed. A failed step skips only the steps that
+/// need it; independent chains carry on, so one failure never strands unrelated work.
+/// Reports come back in plan order.
+pub async fn run(plan: &[Box<dyn Resource>], direction: Direction, cx: &Ctx) -> Vec<StepReport> {
+    let index: HashMap<&str, usize> = plan.iter().enumerate().map(|(i, r)| (r.key(), i)).collect();
+    // prerequisites[i]: steps that must succeed before step i runs in this direction.
+    let mut prerequisites: Vec<Vec<usize>> = vec![Vec::new(); plan.len()];
+    for (i, r) in plan.iter().enumerate() {
+        for dep in r.depends_on() {
+            let Some(&d) = index.get(dep) else { continue };
+            match direction {
+                Direction::Up => prerequisites[i].push(d),
+                Direction::Down => prerequisites[d].push(i),
+            }
+        }
+    }
+
+    let mut reports: Vec<Option<StepReport>> = (0..plan.len()).map(|_| None).collect();
+    let mut succeeded: HashSet<usize> = HashSet::new();
+    let mut running = FuturesUnordered::new();
+    let mut started: HashSet<usize> = HashSet::new();
+
+    loop {
+        for i in 0..plan.len() {
+            if started.contains(&i) || reports[i].is_some() {
+                continue;
+            }
+            let r = &plan[i];
+            if let Some(&bad) = prerequisites[i]
+                .iter()
+                .find(|p| reports[**p].as_ref().is_some_and(|rep| rep.result.is_err()))
+            {
+                let reason =
+                    StepError::Skipped(format!("{} {}", plan[bad].kind(), plan[bad].name()));
+                reports[i] = Some(skip_report(r.as_ref(), reason));
+                continue;
+            }
+            if !prerequisites[i].iter().all(|p| succeeded.contains(p)) {
+                continue;
+            }
+            if cx.cancelled() {
+                reports[i] = Some(skip_report(r.as_ref(), StepError::Interrupted));
+                continue;
+            }
+            started.insert(i);
+            let step_cx = cx.for_step(r.key());
+            let name = r.name();
+            cx.events.started(r.key(), r.kind(), &name);
+            running.push(async move {
+                let t0 = Instant::now();
+                let result = match direction {
+                    Direction::Up => r.ensure(&step_cx).await,
+                    Direction::Down => r.destroy(&step_cx).await,
+                };
+                (i, result, t0.elapsed())
+            });
+        }
+        // Skips can unlock further skips; loop until nothing new is decided.
+        let undecided_ready = (0..plan.len()).any(|i| {
+            !started.contains(&i)
+                && reports[i].is_none()
+                && prerequisites[i]
+                    .iter()
+                    .any(|p| reports[*p].as_ref().is_some_and(|rep| rep.result.is_err()))
+        });
+        if undecided_ready {
+            continue;
+        }
+        let Some((i, result, elapsed)) = running.next().await else {
+            break;
+        };
+        let r = &plan[i];
+        if result.is_ok() {
+            succeeded.insert(i);
+        }
+        let report = StepReport {
+            key: r.key().to_string(),
+            kind: r.kind().to_string(),
+            name: r.name(),
+            result: result.map_err(|e| e.to_string()),
+            elapsed,
+        };
+        cx.events.finished(&report);
+        reports[i] = Some(report);
+    }
+    reports
+        .into_iter()
+        .zip(plan)
+        .map(|(rep, r)| {
+            rep.unwrap_or_else(|| {
+                skip_report(r.as_ref(), StepError::Skipped("a prerequisite".into()))
+            })
+        })
+        .collect()
+}
+
+fn skip_report(r: &dyn Resource, reason: StepError) -> StepReport {
+    StepReport {
+        key: r.key().to_string(),
+        kind: r.kind().to_string(),
+        name: r.name(),
+        result: Err(reason.to_string()),
+        elapsed: Duration::ZERO,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A fake resource with an in-memory "cloud", to test the engine without AWS.
+    struct Fake {
+        key: &'static str,
+        deps: Vec<&'static str>,
+        cloud: Arc<Mutex<Vec<String>>>,
+        log: Arc<Mutex<Vec<String>>>,
+        fail_on: Option<Direction>,
+        in_flight: Arc<AtomicUsize>,
+        max_in_flight: Arc<AtomicUsize>,
+    }
+
+    #[async_trait::async_trait]
+    impl Resource for Fake {
+        fn key(&self) -> &str {
+            self.key
+        }
+        fn kind(&self) -> &str {
+            "fake"
+        }
+        fn name(&self) -> String {
+            self.key.to_string()
+        }
+        fn depends_on(&self) -> &[&'static str] {
+            &self.deps
+        }
+        async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+            let n = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.log.lock().unwrap().push(format!("up {}", self.key));
+            if self.fail_on == Some(Direction::Up) {
+                return Err(StepError::Failed(format!("{} broke", self.key)));
+            }
+            if self.cloud.lock().unwrap().contains(&self.key.to_string()) {
+                return Ok(Outcome::Unchanged);
+            }
+            cx.intent(Record::new(self.key, "fake", Phase::Intent, self.key))?;
+            self.cloud.lock().unwrap().push(self.key.to_string());
+            cx.commit(Record::new(self.key, "fake", Phase::Created, self.key))?;
+            Ok(Outcome::Created)
+        }
+        async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
+            let exists = self.cloud.lock().unwrap().contains(&self.key.to_string());
+            Ok(exists.then(|| self.key.to_string()))
+        }
+        async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+            self.log.lock().unwrap().push(format!("down {}", self.key));
+            if self.fail_on == Some(Direction::Down) {
+                return Err(StepError::Failed(format!("{} broke", self.key)));
+            }
+            let mut cloud = self.cloud.lock().unwrap();
+            let before = cloud.len();
+            cloud.retain(|k| k != self.key);
+            let gone = before != cloud.len();
+            drop(cloud);
+            cx.forget(self.key)?;
+            Ok(if gone {
+                Outcome::Deleted
+            } else {
+                Outcome::Absent
+            })
+        }
+    }
+
+    struct NoEvents;
+    impl Events for NoEvents {
+        fn started(&self, _: &str, _: &str, _: &str) {}
+        fn progress(&self, _: &str, _: &str) {}
+        fn finished(&self, _: &StepReport) {}
+    }
+
+    struct World {
+        cloud: Arc<Mutex<Vec<String>>>,
+        log: Arc<Mutex<Vec<String>>>,
+        max_in_flight: Arc<AtomicUsize>,
+        dir: tempfile::TempDir,
+    }
+
+    impl World {
+        fn new() -> World {
+            World {
+                cloud: Default::default(),
+                log: Default::default(),
+                max_in_flight: Default::default(),
+                dir: tempfile::tempdir().unwrap(),
+            }
+        }
+        fn plan(&self, fail: &[(&'static str, Direction)]) -> Vec<Box<dyn Resource>> {
+            // a -> b -> d, c independent, e depends on b and c.
+            let spec: [(&'static str, Vec<&'static str>); 5] = [
+                ("a", vec![]),
+                ("b", vec!["a"]),
+                ("c", vec![]),
+                ("d", vec!["b"]),
+                ("e", vec!["b", "c"]),
+            ];
+            let in_flight = Arc::new(AtomicUsize::new(0));
+            spec.into_iter()
+                .map(|(key, deps)| {
+                    Box::new(Fake {
+                        key,
+                        deps,
+                        cloud: self.cloud.clone(),
+                        log: self.log.clone(),
+                        fail_on: fail.iter().find(|(k, _)| *k == key).map(|(_, d)| *d),
+                        in_flight: in_flight.clone(),
+                        max_in_flight: self.max_in_flight.clone(),
+                    }) as Box<dyn Resource>
+                })
+                .collect()
+        }
+        fn cx(&self) -> Ctx {
+            let path = self.dir.path().join("state.json");
+            let state = state::load(&path)
+                .unwrap()
+                .unwrap_or_else(|| State::new("r", "a", "s"));
+            Ctx::new(
+                Arc::new(Store::new(path, state)),
+                Arc::new(NoEvents),
+                Arc::new(AtomicBool::new(false)),
+            )
+        }
+        fn position(&self, entry: &str) -> usize {
+            self.log
+                .lock()
+                .unwrap()
+                .iter()
+                .position(|e| e == entry)
+                .unwrap()
+        }
+    }
+
+    fn outcomes(reports: &[StepReport]) -> Vec<String> {
+        reports
+            .iter()
+            .map(|r| match &r.result {
+                Ok(o) => format!("{} {}", r.key, o.label()),
+                Err(e) => format!("{} error: {e}", r.key),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn up_respects_dependencies_and_overlaps_independent_steps() {
+        let w = World::new();
+        let reports = run(&w.plan(&[]), Direction::Up, &w.cx()).await;
+        assert!(reports.iter().all(|r| r.result == Ok(Outcome::Created)));
+        assert!(w.position("up a") < w.position("up b"));
+        assert!(w.position("up b") < w.position("up d"));
+        assert!(w.position("up c") < w.position("up e"));
+        assert!(
+            w.max_in_flight.load(Ordering::SeqCst) >= 2,
+            "a and c run together"
+        );
+        let state = w.cx().store.snapshot();
+        assert_eq!(state.resources.len(), 5);
+        assert!(state.resources.iter().all(|r| r.phase == Phase::Created));
+    }
+
+    #[tokio::test]
+    async fn second_up_changes_nothing() {
+        let w = World::new();
+        run(&w.plan(&[]), Direction::Up, &w.cx()).await;
+        let reports = run(&w.plan(&[]), Direction::Up, &w.cx()).await;
+        assert!(reports.iter().all(|r| r.result == Ok(Outcome::Unchanged)));
+        assert_eq!(w.cloud.lock().unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn down_runs_in_reverse_dependency_order() {
+        let w = World::new();
+        run(&w.plan(&[]), Direction::Up, &w.cx()).await;
+        w.log.lock().unwrap().clear();
+        let reports = run(&w.plan(&[]), Direction::Down, &w.cx()).await;
+        assert!(reports.iter().all(|r| r.result == Ok(Outcome::Deleted)));
+        assert!(w.position("down d") < w.position("down b"));
+        assert!(w.position("down e") < w.position("down b"));
+        assert!(w.position("down e") < w.position("down c"));
+        assert!(w.position("down b") < w.position("down a"));
+        assert!(w.cloud.lock().unwrap().is_empty());
+        assert!(w.cx().store.snapshot().resources.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failure_skips_dependents_only() {
+        let w = World::new();
+        let reports = run(&w.plan(&[("b", Direction::Up)]), Direction::Up, &w.cx()).await;
+        assert_eq!(
+            outcomes(&reports),
+            [
+                "a created",
+                "b error: b broke",
+                "c created",
+                "d error: skipped: fake b did not complete",
+                "e error: skipped: fake b did not complete"
+            ]
+        );
+        // A rerun without the fault converges.
+        let reports = run(&w.plan(&[]), Direction::Up, &w.cx()).await;
+        assert_eq!(
+            outcomes(&reports),
+            [
+                "a unchanged",
+                "b created",
+                "c unchanged",
+                "d created",
+                "e created"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn down_failure_keeps_what_the_failed_step_needs() {
+        let w = World::new();
+        run(&w.plan(&[]), Direction::Up, &w.cx()).await;
+        let reports = run(&w.plan(&[("d", Direction::Down)]), Direction::Down, &w.cx()).await;
+        let o = outcomes(&reports);
+        assert_eq!(o[3], "d error: d broke");
+        assert!(o[1].starts_with("b error: skipped"), "{o:?}");
+        assert!(o[0].starts_with("a error: skipped"), "{o:?}");
+        assert_eq!(o[4], "e deleted");
+        assert_eq!(o[2], "c deleted");
+        let left: Vec<_> = w.cloud.lock().unwrap().clone();
+        assert_eq!(left, ["a", "b", "d"]);
+    }
+
+    #[tokio::test]
+    async fn cancellation_starts_nothing_new() {
+        let w = World::new();
+        let cx = w.cx();
+        cx.cancel.store(true, Ordering::SeqCst);
+        let reports = run(&w.plan(&[]), Direction::Up, &cx).await;
+        assert!(reports
+            .iter()
+            .all(|r| r.result == Err("not started: interrupted".into())));
+        assert!(w.cloud.lock().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,197 @@
+//! Device key material: local key generation, CSRs, private files, and matching a registered
+//! certificate to a key by its public key.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("key generation failed: {0}")]
+    Crypto(String),
+    #[error("certificate PEM could not be parsed: {0}")]
+    Certificate(String),
+}
+
+/// The three files of one device's identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFiles {
+    pub certificate: PathBuf,
+    pub public_key: PathBuf,
+    pub private_key: PathBuf,
+}
+
+impl KeyFiles {
+    /// Names follow the AWS console's download names, prefixed with the thing name.
+    pub fn for_thing(dir: &Path, thing: &str) -> KeyFiles {
+        KeyFiles {
+            certificate: dir.join(format!("{thing}-certificate.pem.crt")),
+            public_key: dir.join(format!("{thing}-public.pem.key")),
+            private_key: dir.join(format!("{thing}-private.pem.key")),
+        }
+    }
+
+    pub fn all(&self) -> [&Path; 3] {
+        [&self.certificate, &self.public_key, &self.private_key]
+    }
+
+    pub fn remove_all(&self) -> std::io::Result<()> {
+        for p in self.all() {
+            match std::fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An ECDSA P-256 key pair.
+pub struct DeviceKey {
+    pair: rcgen::KeyPair,
+}
+
+impl DeviceKey {
+    pub fn generate() -> Result<DeviceKey, KeyError> {
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map(|pair| DeviceKey { pair })
+            .map_err(|e| KeyError::Crypto(e.to_string()))
+    }
+
+    pub fn load(path: &Path) -> Result<DeviceKey, KeyError> {
+        let pem = std::fs::read_to_string(path).map_err(|e| KeyError::File {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        rcgen::KeyPair::from_pem(&pem)
+            .map(|pair| DeviceKey { pair })
+            .map_err(|e| KeyError::File {
+                path: path.to_path_buf(),
+                message: format!("not a private key: {e}"),
+            })
+    }
+
+    pub fn private_pem(&self) -> String {
+        self.pair.serialize_pem()
+    }
+
+    pub fn public_pem(&self) -> String {
+        self.pair.public_key_pem()
+    }
+
+    /// SHA-256 of the public key bits, hex: identifies the key in state without revealing it.
+    pub fn fingerprint(&self) -> String {
+        fingerprint_of_spki(&self.pair.public_key_der()).expect("own SPKI parses")
+    }
+
+    /// A CSR for the key, with the thing name as common name.
+    pub fn csr_pem(&self, common_name: &str) -> Result<String, KeyError> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+            .map_err(|e| KeyError::Crypto(e.to_string()))?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params
+            .serialize_request(&self.pair)
+            .and_then(|csr| csr.pem())
+            .map_err(|e| KeyError::Crypto(e.to_string()))
+    }
+}
+
+fn fingerprint_of_spki(spki_der: &[u8]) -> Result<String, KeyError> {
+    use x509_parser::prelude::FromDer;
+    let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der)
+        .map_err(|e| KeyError::Certificate(e.to_string()))?;
+    Ok(hex(&sha2::Sha256::digest(&spki.subject_public_key.data)))
+}
+
+/// The fingerprint of the public key inside a certificate PEM (same scheme as
+/// [`DeviceKey::fingerprint`]), so a certificate can be matched to a key.
+pub fn certificate_key_fingerprint(cert_pem: &str) -> Result<String, KeyError> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+        .map_err(|e| KeyError::Certificate(e.to_string()))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| KeyError::Certificate(e.to_string()))?;
+    Ok(hex(&sha2::Sha256::digest(
+        &cert.public_key().subject_public_key.data,
+    )))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes a file atomically with the given mode (temp file in the same directory, fsync,
+/// rename), so a crash never leaves half a key.
+pub fn write_private(path: &Path, contents: &str, mode: u32) -> Result<(), KeyError> {
+    let err = |e: std::io::Error| KeyError::File {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(err)?;
+    // An existing temp file keeps its old mode; make sure the key never sits readable.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(err)?;
+    f.write_all(contents.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(err)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csr_carries_the_key_and_fingerprints_agree() {
+        let key = DeviceKey::generate().unwrap();
+        let csr = key.csr_pem("temperature-sensor-abc123").unwrap();
+        assert!(csr.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
+        // A certificate issued for the key (here self-signed) matches the key's fingerprint.
+        let params = rcgen::CertificateParams::new(vec!["x".to_string()]).unwrap();
+        let cert = params.self_signed(&key.pair).unwrap();
+        assert_eq!(
+            certificate_key_fingerprint(&cert.pem()).unwrap(),
+            key.fingerprint()
+        );
+        let other = DeviceKey::generate().unwrap();
+        assert_ne!(other.fingerprint(), key.fingerprint());
+    }
+
+    #[test]
+    fn private_key_file_is_0600_and_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k-private.pem.key");
+        let key = DeviceKey::generate().unwrap();
+        write_private(&path, &key.private_pem(), 0o600).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            DeviceKey::load(&path).unwrap().fingerprint(),
+            key.fingerprint()
+        );
+    }
+}

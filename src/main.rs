@@ -1,0 +1,79 @@
+//! iotreg: provision, verify and tear down an AWS IoT device-registry stack as code.
+
+mod app;
+mod aws;
+mod cli;
+mod config;
+mod engine;
+mod keys;
+mod output;
+mod resources;
+mod retry;
+mod settings;
+mod state;
+mod templates;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::Parser;
+
+use app::ExitStatus;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let code = match settings::Settings::resolve(cli) {
+        Err(e) => {
+            eprintln!("iotreg: error: {e}");
+            ExitStatus::BadInput
+        }
+        Ok(settings) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime.block_on(async {
+                let cancel = Arc::new(AtomicBool::new(false));
+                tokio::spawn(watch_signals(cancel.clone()));
+                match app::run(settings, cancel).await {
+                    Ok(status) => status,
+                    Err(e) => {
+                        eprintln!("iotreg: error: {e:#}");
+                        if e.downcast_ref::<settings::BadInput>().is_some() {
+                            ExitStatus::BadInput
+                        } else {
+                            ExitStatus::Failure
+                        }
+                    }
+                }
+            })
+        }
+    };
+    std::process::exit(code as i32);
+}
+
+/// First Ctrl-C (or SIGTERM): start nothing new, let in-flight steps finish and save state.
+/// Second: exit at once; state is still consistent, as it is saved atomically after each step.
+async fn watch_signals(cancel: Arc<AtomicBool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    let mut count = 0;
+    loop {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        count += 1;
+        if count == 1 {
+            cancel.store(true, Ordering::SeqCst);
+            eprintln!("iotreg: interrupted; finishing the steps in flight and saving state (Ctrl-C again to exit now)");
+        } else {
+            std::process::exit(ExitStatus::Interrupted as i32);
+        }
+    }
+}

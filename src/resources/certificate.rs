@@ -1,0 +1,425 @@
+//! The device certificate. By default the key pair is made here and only a CSR travels, so the
+//! certificate can always be found again by its public key: before the create call the private
+//! key is on disk and its fingerprint in the state's intent, and after a crash `up` lists the
+//! certificates created since the intent and adopts the one with that key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_iot::types::CertificateStatus;
+
+use super::{Env, CERTIFICATE};
+use crate::config::CertificateMode;
+use crate::engine::{Ctx, Outcome, Resource, StepError};
+use crate::keys::{self, DeviceKey};
+use crate::retry::Backoff;
+use crate::state::{Phase, Record};
+use crate::{call, done, found};
+
+const KIND: &str = "certificate";
+const FINGERPRINT: &str = "public_key_sha256";
+/// How far before the intent to look, for clock skew between this machine and AWS.
+const SKEW: Duration = Duration::from_secs(300);
+
+pub struct Certificate(pub Arc<Env>);
+
+#[async_trait::async_trait]
+impl Resource for Certificate {
+    fn key(&self) -> &str {
+        CERTIFICATE
+    }
+    fn kind(&self) -> &str {
+        KIND
+    }
+    fn name(&self) -> String {
+        format!("for {}", self.0.d.thing_name)
+    }
+    fn depends_on(&self) -> &[&'static str] {
+        &[]
+    }
+
+    async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+        let record = cx.record(CERTIFICATE);
+        match record {
+            Some(rec) if rec.phase == Phase::Created => self.ensure_recorded(cx, rec).await,
+            Some(rec) => {
+                // A create call may have happened before a crash: look for its result first.
+                if let Some(found) = self.find_by_intent(&rec).await? {
+                    return self.adopt(cx, rec, found).await;
+                }
+                self.create(cx, Some(&rec)).await
+            }
+            None => self.create(cx, None).await,
+        }
+    }
+
+    async fn probe(&self, cx: &Ctx) -> Result<Option<String>, StepError> {
+        let Some(id) = cx.record(CERTIFICATE).and_then(|r| r.id) else {
+            return Ok(None);
+        };
+        Ok(found!(
+            self.0
+                .aws
+                .iot
+                .describe_certificate()
+                .certificate_id(&id)
+                .send(),
+            is_resource_not_found_exception,
+            KIND,
+            &id,
+            "DescribeCertificate"
+        )
+        .and_then(|o| o.certificate_description)
+        .map(|c| {
+            format!(
+                "{} ({})",
+                c.certificate_arn().unwrap_or_default(),
+                c.status().map(|s| s.as_str()).unwrap_or("unknown")
+            )
+        }))
+    }
+
+    async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+        let Some(rec) = cx.record(CERTIFICATE) else {
+            return Ok(Outcome::Absent);
+        };
+        let target = match (rec.phase, &rec.id, &rec.arn) {
+            (Phase::Created, Some(id), Some(arn)) => Some((id.clone(), arn.clone())),
+            _ => self.find_by_intent(&rec).await?.map(|c| (c.id, c.arn)),
+        };
+        let Some((id, arn)) = target else {
+            cx.forget(CERTIFICATE)?;
+            return Ok(Outcome::Absent);
+        };
+        let deleted = self.delete(&id, &arn, cx).await?;
+        cx.forget(CERTIFICATE)?;
+        Ok(if deleted {
+            Outcome::Deleted
+        } else {
+            Outcome::Absent
+        })
+    }
+}
+
+struct Found {
+    id: String,
+    arn: String,
+    pem: String,
+    active: bool,
+}
+
+impl Certificate {
+    async fn ensure_recorded(&self, cx: &Ctx, rec: Record) -> Result<Outcome, StepError> {
+        let iot = &self.0.aws.iot;
+        let id = rec.id.clone().unwrap_or_default();
+        let live = found!(
+            iot.describe_certificate().certificate_id(&id).send(),
+            is_resource_not_found_exception,
+            KIND,
+            &id,
+            "DescribeCertificate"
+        );
+        let Some(desc) = live.and_then(|l| l.certificate_description) else {
+            // Deleted behind our back: the old key is useless now, issue a new certificate.
+            cx.progress("recorded certificate is gone; issuing a new one");
+            cx.forget(CERTIFICATE)?;
+            return self.create(cx, None).await;
+        };
+        self.write_certificate_file_if_missing(desc.certificate_pem())?;
+        if desc.status() != Some(&CertificateStatus::Active) {
+            call!(
+                iot.update_certificate()
+                    .certificate_id(&id)
+                    .new_status(CertificateStatus::Active)
+                    .send(),
+                KIND,
+                &id,
+                "UpdateCertificate"
+            );
+            return Ok(Outcome::Updated(format!(
+                "re-activated (was {})",
+                desc.status().map(|s| s.as_str()).unwrap_or("unknown")
+            )));
+        }
+        Ok(Outcome::Unchanged)
+    }
+
+    async fn adopt(&self, cx: &Ctx, mut rec: Record, found: Found) -> Result<Outcome, StepError> {
+        let files = &self.0.d.key_files;
+        keys::write_private(&files.certificate, &found.pem, 0o644).map_err(key_err)?;
+        if !found.active {
+            call!(
+                self.0
+                    .aws
+                    .iot
+                    .update_certificate()
+                    .certificate_id(&found.id)
+                    .new_status(CertificateStatus::Active)
+                    .send(),
+                KIND,
+                &found.id,
+                "UpdateCertificate"
+            );
+        }
+        rec.phase = Phase::Created;
+        rec.name = found.id.clone();
+        rec.id = Some(found.id);
+        rec.arn = Some(found.arn);
+        cx.commit(rec)?;
+        Ok(Outcome::Adopted)
+    }
+
+    async fn create(&self, cx: &Ctx, intent: Option<&Record>) -> Result<Outcome, StepError> {
+        let d = &self.0.d;
+        let iot = &self.0.aws.iot;
+        let files = &d.key_files;
+        crate::state::ensure_private_dir(&d.key_dir).map_err(|e| {
+            StepError::Failed(format!(
+                "{}: cannot create key directory: {e}",
+                d.key_dir.display()
+            ))
+        })?;
+        match d.certificate_mode {
+            CertificateMode::Local => {
+                // Reuse the key of an earlier intent so a retried create matches it.
+                let wanted = intent.and_then(|r| r.data_str(FINGERPRINT));
+                let key = match (wanted, DeviceKey::load(&files.private_key).ok()) {
+                    (Some(fp), Some(k)) if k.fingerprint() == fp => k,
+                    _ => {
+                        let k = DeviceKey::generate().map_err(key_err)?;
+                        keys::write_private(&files.private_key, &k.private_pem(), 0o600)
+                            .map_err(key_err)?;
+                        keys::write_private(&files.public_key, &k.public_pem(), 0o644)
+                            .map_err(key_err)?;
+                        k
+                    }
+                };
+                let mut rec = Record::new(CERTIFICATE, KIND, Phase::Intent, "pending");
+                rec.data
+                    .insert(FINGERPRINT.into(), key.fingerprint().into());
+                let mut rec = cx.intent(rec)?;
+                let csr = key.csr_pem(&d.thing_name).map_err(key_err)?;
+                let out = call!(
+                    iot.create_certificate_from_csr()
+                        .certificate_signing_request(csr)
+                        .set_as_active(true)
+                        .send(),
+                    KIND,
+                    &d.thing_name,
+                    "CreateCertificateFromCsr"
+                );
+                let pem = out.certificate_pem().unwrap_or_default();
+                let got = keys::certificate_key_fingerprint(pem).map_err(key_err)?;
+                if got != key.fingerprint() {
+                    // Not ours to keep: an issuer that swaps keys leaves a useless certificate.
+                    return Err(StepError::Failed(format!(
+                        "{KIND} {:?}: CreateCertificateFromCsr returned a certificate for a different public key than the CSR's",
+                        out.certificate_id().unwrap_or_default()
+                    )));
+                }
+                keys::write_private(&files.certificate, pem, 0o644).map_err(key_err)?;
+                rec.phase = Phase::Created;
+                rec.name = out.certificate_id().unwrap_or_default().to_string();
+                rec.id = out.certificate_id;
+                rec.arn = out.certificate_arn;
+                cx.commit(rec)?;
+            }
+            CertificateMode::AwsGenerated => {
+                let rec = Record::new(CERTIFICATE, KIND, Phase::Intent, "pending");
+                let mut rec = cx.intent(rec)?;
+                let out = call!(
+                    iot.create_keys_and_certificate().set_as_active(true).send(),
+                    KIND,
+                    &d.thing_name,
+                    "CreateKeysAndCertificate"
+                );
+                let pair = out.key_pair().ok_or_else(|| {
+                    StepError::Failed("CreateKeysAndCertificate returned no key pair".into())
+                })?;
+                keys::write_private(
+                    &files.private_key,
+                    pair.private_key().unwrap_or_default(),
+                    0o600,
+                )
+                .map_err(key_err)?;
+                keys::write_private(
+                    &files.public_key,
+                    pair.public_key().unwrap_or_default(),
+                    0o644,
+                )
+                .map_err(key_err)?;
+                let pem = out.certificate_pem().unwrap_or_default();
+                keys::write_private(&files.certificate, pem, 0o644).map_err(key_err)?;
+                rec.data.insert(
+                    FINGERPRINT.into(),
+                    keys::certificate_key_fingerprint(pem)
+                        .map_err(key_err)?
+                        .into(),
+                );
+                rec.phase = Phase::Created;
+                rec.name = out.certificate_id().unwrap_or_default().to_string();
+                rec.id = out.certificate_id;
+                rec.arn = out.certificate_arn;
+                cx.commit(rec)?;
+            }
+        }
+        Ok(Outcome::Created)
+    }
+
+    /// The certificate an intent may have produced: created since the intent (less clock skew)
+    /// and carrying the intent's public key. Without a fingerprint (the aws-generated mode
+    /// crashed before the key came back) nothing can be proven ours, so nothing is returned.
+    async fn find_by_intent(&self, rec: &Record) -> Result<Option<Found>, StepError> {
+        let Some(fp) = rec.data_str(FINGERPRINT) else {
+            return Ok(None);
+        };
+        let iot = &self.0.aws.iot;
+        let since_ms = rec
+            .intent_at_ms
+            .unwrap_or(0)
+            .saturating_sub(SKEW.as_millis() as u64);
+        let mut marker: Option<String> = None;
+        loop {
+            let page = call!(
+                iot.list_certificates()
+                    .page_size(250)
+                    .ascending_order(false)
+                    .set_marker(marker.clone())
+                    .send(),
+                KIND,
+                "(resume)",
+                "ListCertificates"
+            );
+            let mut older_seen = false;
+            for c in page.certificates() {
+                let created_ms = c
+                    .creation_date()
+                    .map(|t| t.to_millis().unwrap_or(0).max(0) as u64)
+                    .unwrap_or(u64::MAX);
+                if created_ms < since_ms {
+                    older_seen = true;
+                    continue;
+                }
+                let Some(id) = c.certificate_id() else {
+                    continue;
+                };
+                let Some(desc) = found!(
+                    iot.describe_certificate().certificate_id(id).send(),
+                    is_resource_not_found_exception,
+                    KIND,
+                    id,
+                    "DescribeCertificate"
+                )
+                .and_then(|o| o.certificate_description) else {
+                    continue;
+                };
+                let pem = desc.certificate_pem().unwrap_or_default();
+                if keys::certificate_key_fingerprint(pem).ok().as_deref() == Some(fp) {
+                    return Ok(Some(Found {
+                        id: id.to_string(),
+                        arn: desc.certificate_arn().unwrap_or_default().to_string(),
+                        pem: pem.to_string(),
+                        active: desc.status() == Some(&CertificateStatus::Active),
+                    }));
+                }
+            }
+            marker = page.next_marker().map(str::to_string);
+            // Newest first: once a page reaches certificates older than the window, stop.
+            if older_seen || marker.is_none() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Deactivate, detach from every thing and policy, delete. Returns false if already gone.
+    async fn delete(&self, id: &str, arn: &str, cx: &Ctx) -> Result<bool, StepError> {
+        let iot = &self.0.aws.iot;
+        if !done!(
+            iot.update_certificate()
+                .certificate_id(id)
+                .new_status(CertificateStatus::Inactive)
+                .send(),
+            is_resource_not_found_exception,
+            KIND,
+            id,
+            "UpdateCertificate"
+        ) {
+            return Ok(false);
+        }
+        let things = call!(
+            iot.list_principal_things().principal(arn).send(),
+            KIND,
+            id,
+            "ListPrincipalThings"
+        );
+        for thing in things.things() {
+            done!(
+                iot.detach_thing_principal()
+                    .thing_name(thing)
+                    .principal(arn)
+                    .send(),
+                is_resource_not_found_exception,
+                KIND,
+                id,
+                "DetachThingPrincipal"
+            );
+        }
+        let policies = call!(
+            iot.list_attached_policies().target(arn).send(),
+            KIND,
+            id,
+            "ListAttachedPolicies"
+        );
+        for p in policies.policies() {
+            crate::gone_by_code!(
+                iot.detach_policy()
+                    .policy_name(p.policy_name().unwrap_or_default())
+                    .target(arn)
+                    .send(),
+                "ResourceNotFoundException",
+                KIND,
+                id,
+                "DetachPolicy"
+            );
+        }
+        // Detaching a thing is asynchronous on AWS: DeleteCertificate answers
+        // DeleteConflictException until it has propagated. Retry that, bounded.
+        let mut delays = Backoff::DETACH_PROPAGATION.delays();
+        loop {
+            match iot.delete_certificate().certificate_id(id).send().await {
+                Ok(_) => return Ok(true),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_resource_not_found_exception()) =>
+                {
+                    return Ok(false)
+                }
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_delete_conflict_exception()) =>
+                {
+                    let Some(delay) = delays.next() else {
+                        return Err(crate::aws::failed(KIND, id, "DeleteCertificate", e));
+                    };
+                    cx.progress("waiting for AWS to propagate the detachment");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => return Err(crate::aws::failed(KIND, id, "DeleteCertificate", e)),
+            }
+        }
+    }
+
+    fn write_certificate_file_if_missing(&self, pem: Option<&str>) -> Result<(), StepError> {
+        let path = &self.0.d.key_files.certificate;
+        if let (false, Some(pem)) = (path.exists(), pem) {
+            crate::state::ensure_private_dir(&self.0.d.key_dir)
+                .map_err(|e| StepError::Failed(format!("{}: {e}", self.0.d.key_dir.display())))?;
+            keys::write_private(path, pem, 0o644).map_err(key_err)?;
+        }
+        Ok(())
+    }
+}
+
+fn key_err(e: keys::KeyError) -> StepError {
+    StepError::Failed(format!("{KIND}: {e}"))
+}

@@ -1,0 +1,158 @@
+//! One module per resource kind, each with its ensure / destroy. The plan below lists them in
+//! the recipe's order with the dependencies that let the engine overlap independent chains.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::aws::Clients;
+use crate::config::CertificateMode;
+use crate::engine::Resource;
+use crate::keys::KeyFiles;
+
+pub mod certificate;
+pub mod function;
+pub mod permission;
+pub mod policy;
+pub mod policy_attachment;
+pub mod role;
+pub mod rule;
+pub mod shadow;
+pub mod thing;
+pub mod thing_principal;
+pub mod thing_type;
+
+/// Everything a resource needs to know, resolved once: names with the suffix filled in,
+/// templates rendered, the Lambda package built.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub suffix: String,
+    pub region: String,
+    pub account: String,
+    pub partition: String,
+    pub thing_type_name: String,
+    pub thing_type_description: String,
+    pub thing_name: String,
+    pub attributes: BTreeMap<String, String>,
+    pub certificate_mode: CertificateMode,
+    pub key_dir: PathBuf,
+    pub key_files: KeyFiles,
+    pub policy_name: String,
+    pub policy_document: serde_json::Value,
+    pub role_name: String,
+    pub trust_policy: serde_json::Value,
+    pub managed_policies: Vec<String>,
+    pub function_name: String,
+    pub function_description: String,
+    pub runtime: String,
+    pub memory_mb: i32,
+    pub timeout_s: i32,
+    pub handler: String,
+    pub zip: Vec<u8>,
+    pub code_sha256: String,
+    pub rule_name: String,
+    pub rule_description: String,
+    pub rule_sql: String,
+    pub rule_sql_version: String,
+    pub rule_enabled: bool,
+    /// The shadow document to initialise with, or None when shadow initialisation is off.
+    pub shadow: Option<serde_json::Value>,
+    pub iam_retry: crate::retry::Backoff,
+    /// `down --wait`: wait out the thing type's deprecation delay instead of leaving it pending.
+    pub wait_for_thing_type: bool,
+}
+
+impl Deployment {
+    pub fn arn(&self, service: &str, resource: &str) -> String {
+        format!(
+            "arn:{}:{service}:{}:{}:{resource}",
+            self.partition, self.region, self.account
+        )
+    }
+    pub fn rule_arn(&self) -> String {
+        self.arn("iot", &format!("rule/{}", self.rule_name))
+    }
+}
+
+pub struct Env {
+    pub aws: Clients,
+    pub d: Deployment,
+}
+
+pub const THING_TYPE: &str = "thing_type";
+pub const THING: &str = "thing";
+pub const CERTIFICATE: &str = "certificate";
+pub const POLICY: &str = "policy";
+pub const POLICY_ATTACHMENT: &str = "policy_attachment";
+pub const THING_PRINCIPAL: &str = "thing_principal";
+pub const ROLE: &str = "role";
+pub const FUNCTION: &str = "function";
+pub const RULE: &str = "rule";
+pub const PERMISSION: &str = "permission";
+pub const SHADOW: &str = "shadow";
+
+/// The stack of DESIGN.md §1, in the recipe's order.
+pub fn plan(env: &Arc<Env>) -> Vec<Box<dyn Resource>> {
+    let mut plan: Vec<Box<dyn Resource>> = vec![
+        Box::new(thing_type::ThingType(env.clone())),
+        Box::new(thing::Thing(env.clone())),
+        Box::new(certificate::Certificate(env.clone())),
+        Box::new(policy::Policy(env.clone())),
+        Box::new(policy_attachment::PolicyAttachment(env.clone())),
+        Box::new(thing_principal::ThingPrincipal(env.clone())),
+        Box::new(role::Role(env.clone())),
+        Box::new(function::Function(env.clone())),
+        Box::new(rule::Rule(env.clone())),
+        Box::new(permission::Permission(env.clone())),
+    ];
+    if env.d.shadow.is_some() {
+        plan.push(Box::new(shadow::Shadow(env.clone())));
+    }
+    plan
+}
+
+/// Evaluates an SDK call and yields `Some(output)`, or `None` when the service answered with
+/// the typed not-found error named by `$is_not_found` (the generated `is_*_exception` method);
+/// any other error returns early from the enclosing function as a [`StepError`].
+#[macro_export]
+macro_rules! found {
+    ($call:expr, $is_not_found:ident, $kind:expr, $name:expr, $op:expr) => {
+        match $call.await {
+            Ok(v) => Some(v),
+            Err(e) if e.as_service_error().is_some_and(|s| s.$is_not_found()) => None,
+            Err(e) => return Err($crate::aws::failed($kind, $name, $op, e)),
+        }
+    };
+}
+
+/// Same as [`found!`] for calls that have no output worth keeping: `true` when it happened.
+#[macro_export]
+macro_rules! done {
+    ($call:expr, $is_not_found:ident, $kind:expr, $name:expr, $op:expr) => {{
+        let happened: bool = $crate::found!($call, $is_not_found, $kind, $name, $op).is_some();
+        happened
+    }};
+}
+
+/// Unwraps an SDK call's output or returns a [`StepError`] naming the resource and call.
+#[macro_export]
+macro_rules! call {
+    ($call:expr, $kind:expr, $name:expr, $op:expr) => {
+        $call
+            .await
+            .map_err(|e| $crate::aws::failed($kind, $name, $op, e))?
+    };
+}
+
+/// Like [`done!`] for calls whose error model has no typed not-found variant, although the
+/// service (or an emulator) can answer with that code: matched by the code string.
+#[macro_export]
+macro_rules! gone_by_code {
+    ($call:expr, $code:expr, $kind:expr, $name:expr, $op:expr) => {
+        match $call.await {
+            Ok(_) => true,
+            Err(e) if $crate::aws::code_of(&e) == Some($code) => false,
+            Err(e) => return Err($crate::aws::failed($kind, $name, $op, e)),
+        }
+    };
+}

@@ -1,0 +1,200 @@
+//! The function's resource policy statement letting IoT invoke it, scoped to the rule's ARN
+//! and this account.
+
+use std::sync::Arc;
+
+use super::{Env, FUNCTION, PERMISSION, RULE};
+use crate::engine::{Ctx, Outcome, Resource, StepError};
+use crate::state::{Phase, Record};
+use crate::{call, done, found};
+
+const KIND: &str = "invoke permission";
+pub const STATEMENT_ID: &str = "iot-lambda-permission";
+pub const PRINCIPAL: &str = "iot.amazonaws.com";
+
+pub struct Permission(pub Arc<Env>);
+
+#[async_trait::async_trait]
+impl Resource for Permission {
+    fn key(&self) -> &str {
+        PERMISSION
+    }
+    fn kind(&self) -> &str {
+        KIND
+    }
+    fn name(&self) -> String {
+        STATEMENT_ID.to_string()
+    }
+    fn depends_on(&self) -> &[&'static str] {
+        &[FUNCTION, RULE]
+    }
+
+    async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+        let lambda = &self.0.aws.lambda;
+        let d = &self.0.d;
+        let function = &d.function_name;
+        let rule_arn = d.rule_arn();
+        let record = cx.record(PERMISSION);
+        let mut rec = Record::new(PERMISSION, KIND, Phase::Created, STATEMENT_ID);
+        rec.arn = Some(rule_arn.clone());
+        rec.data.insert("function".into(), function.clone().into());
+        let policy = found!(
+            lambda.get_policy().function_name(function).send(),
+            is_resource_not_found_exception,
+            KIND,
+            STATEMENT_ID,
+            "GetPolicy"
+        );
+        let statement = policy
+            .and_then(|p| p.policy)
+            .and_then(|text| statement(&text, STATEMENT_ID));
+        let mut outcome = Outcome::Created;
+        if let Some(stmt) = statement {
+            if is_scoped(&stmt, &rule_arn, &d.account) {
+                let unchanged = record.as_ref() == Some(&rec);
+                if !unchanged {
+                    cx.commit(rec)?;
+                }
+                return Ok(if unchanged {
+                    Outcome::Unchanged
+                } else {
+                    Outcome::Adopted
+                });
+            }
+            // Same statement id, wrong scope: replace it (AddPermission refuses duplicates).
+            call!(
+                lambda
+                    .remove_permission()
+                    .function_name(function)
+                    .statement_id(STATEMENT_ID)
+                    .send(),
+                KIND,
+                STATEMENT_ID,
+                "RemovePermission"
+            );
+            outcome = Outcome::Updated("re-scoped to the rule".into());
+        }
+        cx.intent(rec.clone())?;
+        call!(
+            lambda
+                .add_permission()
+                .function_name(function)
+                .statement_id(STATEMENT_ID)
+                .action("lambda:InvokeFunction")
+                .principal(PRINCIPAL)
+                .source_arn(&rule_arn)
+                .source_account(&d.account)
+                .send(),
+            KIND,
+            STATEMENT_ID,
+            "AddPermission"
+        );
+        cx.commit(rec)?;
+        Ok(outcome)
+    }
+
+    async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
+        let function = &self.0.d.function_name;
+        let policy = found!(
+            self.0
+                .aws
+                .lambda
+                .get_policy()
+                .function_name(function)
+                .send(),
+            is_resource_not_found_exception,
+            KIND,
+            STATEMENT_ID,
+            "GetPolicy"
+        );
+        Ok(policy
+            .and_then(|p| p.policy)
+            .and_then(|text| statement(&text, STATEMENT_ID))
+            .map(|_| format!("{STATEMENT_ID} on {function}")))
+    }
+
+    async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+        let Some(rec) = cx.record(PERMISSION) else {
+            return Ok(Outcome::Absent);
+        };
+        let function = rec
+            .data_str("function")
+            .unwrap_or(&self.0.d.function_name)
+            .to_string();
+        let removed = done!(
+            self.0
+                .aws
+                .lambda
+                .remove_permission()
+                .function_name(&function)
+                .statement_id(STATEMENT_ID)
+                .send(),
+            is_resource_not_found_exception,
+            KIND,
+            STATEMENT_ID,
+            "RemovePermission"
+        );
+        cx.forget(PERMISSION)?;
+        Ok(if removed {
+            Outcome::Deleted
+        } else {
+            Outcome::Absent
+        })
+    }
+}
+
+/// The statement with `sid` from a Lambda resource policy document.
+pub fn statement(policy: &str, sid: &str) -> Option<serde_json::Value> {
+    let doc: serde_json::Value = serde_json::from_str(policy).ok()?;
+    doc.get("Statement")?
+        .as_array()?
+        .iter()
+        .find(|s| s.get("Sid").and_then(|v| v.as_str()) == Some(sid))
+        .cloned()
+}
+
+/// Whether a statement lets exactly IoT invoke, from this rule (and account) only.
+pub fn is_scoped(stmt: &serde_json::Value, rule_arn: &str, account: &str) -> bool {
+    let principal = stmt.pointer("/Principal/Service").and_then(|v| v.as_str());
+    let action = stmt.get("Action").and_then(|v| v.as_str());
+    let source_arn = stmt
+        .pointer("/Condition/ArnLike/AWS:SourceArn")
+        .and_then(|v| v.as_str());
+    let source_account = stmt
+        .pointer("/Condition/StringEquals/AWS:SourceAccount")
+        .and_then(|v| v.as_str());
+    principal == Some(PRINCIPAL)
+        && action == Some("lambda:InvokeFunction")
+        && source_arn == Some(rule_arn)
+        && source_account.is_none_or(|a| a == account)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_and_judges_the_statement() {
+        let rule = "arn:aws:iot:us-east-1:123456789012:rule/sensor_data_rule_abc123";
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Sid": STATEMENT_ID,
+                "Effect": "Allow",
+                "Principal": {"Service": PRINCIPAL},
+                "Action": "lambda:InvokeFunction",
+                "Resource": "arn:aws:lambda:us-east-1:123456789012:function:f",
+                "Condition": {
+                    "ArnLike": {"AWS:SourceArn": rule},
+                    "StringEquals": {"AWS:SourceAccount": "123456789012"}
+                }
+            }]
+        })
+        .to_string();
+        let stmt = statement(&policy, STATEMENT_ID).unwrap();
+        assert!(is_scoped(&stmt, rule, "123456789012"));
+        assert!(!is_scoped(&stmt, &format!("{rule}x"), "123456789012"));
+        assert!(!is_scoped(&stmt, rule, "999999999999"));
+        assert!(statement(&policy, "other").is_none());
+    }
+}

@@ -1,0 +1,122 @@
+//! The policy → certificate attachment.
+
+use std::sync::Arc;
+
+use super::{Env, CERTIFICATE, POLICY, POLICY_ATTACHMENT};
+use crate::call;
+use crate::engine::{Ctx, Outcome, Resource, StepError};
+use crate::state::{Phase, Record};
+
+const KIND: &str = "policy attachment";
+
+pub struct PolicyAttachment(pub Arc<Env>);
+
+#[async_trait::async_trait]
+impl Resource for PolicyAttachment {
+    fn key(&self) -> &str {
+        POLICY_ATTACHMENT
+    }
+    fn kind(&self) -> &str {
+        KIND
+    }
+    fn name(&self) -> String {
+        format!("{} → certificate", self.0.d.policy_name)
+    }
+    fn depends_on(&self) -> &[&'static str] {
+        &[POLICY, CERTIFICATE]
+    }
+
+    async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+        let iot = &self.0.aws.iot;
+        let policy = &self.0.d.policy_name;
+        let cert = certificate_arn(cx)?;
+        let name = self.name();
+        let attached = call!(
+            iot.list_attached_policies().target(&cert).send(),
+            KIND,
+            &name,
+            "ListAttachedPolicies"
+        );
+        let record = cx.record(POLICY_ATTACHMENT);
+        let mut rec = Record::new(POLICY_ATTACHMENT, KIND, Phase::Created, &name);
+        rec.arn = Some(cert.clone());
+        if attached
+            .policies()
+            .iter()
+            .any(|p| p.policy_name() == Some(policy.as_str()))
+        {
+            let unchanged = record.as_ref() == Some(&rec);
+            if !unchanged {
+                cx.commit(rec)?;
+            }
+            return Ok(if unchanged {
+                Outcome::Unchanged
+            } else {
+                Outcome::Adopted
+            });
+        }
+        cx.intent(rec.clone())?;
+        call!(
+            iot.attach_policy().policy_name(policy).target(&cert).send(),
+            KIND,
+            &name,
+            "AttachPolicy"
+        );
+        cx.commit(rec)?;
+        Ok(Outcome::Created)
+    }
+
+    async fn probe(&self, cx: &Ctx) -> Result<Option<String>, StepError> {
+        let Ok(cert) = certificate_arn(cx) else {
+            return Ok(None);
+        };
+        let name = self.name();
+        let attached = crate::found!(
+            self.0.aws.iot.list_attached_policies().target(&cert).send(),
+            is_resource_not_found_exception,
+            KIND,
+            &name,
+            "ListAttachedPolicies"
+        );
+        Ok(attached
+            .filter(|a| {
+                a.policies()
+                    .iter()
+                    .any(|p| p.policy_name() == Some(self.0.d.policy_name.as_str()))
+            })
+            .map(|_| name))
+    }
+
+    async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+        let Some(rec) = cx.record(POLICY_ATTACHMENT) else {
+            return Ok(Outcome::Absent);
+        };
+        let Some(cert) = rec.arn.clone() else {
+            cx.forget(POLICY_ATTACHMENT)?;
+            return Ok(Outcome::Absent);
+        };
+        let iot = &self.0.aws.iot;
+        let detached = crate::gone_by_code!(
+            iot.detach_policy()
+                .policy_name(&self.0.d.policy_name)
+                .target(&cert)
+                .send(),
+            "ResourceNotFoundException",
+            KIND,
+            &rec.name,
+            "DetachPolicy"
+        );
+        cx.forget(POLICY_ATTACHMENT)?;
+        Ok(if detached {
+            Outcome::Deleted
+        } else {
+            Outcome::Absent
+        })
+    }
+}
+
+pub fn certificate_arn(cx: &Ctx) -> Result<String, StepError> {
+    cx.record(CERTIFICATE)
+        .and_then(|r| r.arn)
+        .ok_or_else(|| StepError::Failed("certificate ARN missing from state".into()))
+}

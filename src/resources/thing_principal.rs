@@ -1,0 +1,119 @@
+//! The certificate → thing attachment.
+
+use std::sync::Arc;
+
+use super::policy_attachment::certificate_arn;
+use super::{Env, CERTIFICATE, THING, THING_PRINCIPAL};
+use crate::engine::{Ctx, Outcome, Resource, StepError};
+use crate::state::{Phase, Record};
+use crate::{call, done};
+
+const KIND: &str = "thing attachment";
+
+pub struct ThingPrincipal(pub Arc<Env>);
+
+#[async_trait::async_trait]
+impl Resource for ThingPrincipal {
+    fn key(&self) -> &str {
+        THING_PRINCIPAL
+    }
+    fn kind(&self) -> &str {
+        KIND
+    }
+    fn name(&self) -> String {
+        format!("certificate → {}", self.0.d.thing_name)
+    }
+    fn depends_on(&self) -> &[&'static str] {
+        &[THING, CERTIFICATE]
+    }
+
+    async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+        let iot = &self.0.aws.iot;
+        let thing = &self.0.d.thing_name;
+        let cert = certificate_arn(cx)?;
+        let name = self.name();
+        let principals = call!(
+            iot.list_thing_principals().thing_name(thing).send(),
+            KIND,
+            &name,
+            "ListThingPrincipals"
+        );
+        let record = cx.record(THING_PRINCIPAL);
+        let mut rec = Record::new(THING_PRINCIPAL, KIND, Phase::Created, &name);
+        rec.arn = Some(cert.clone());
+        if principals.principals().iter().any(|p| *p == cert) {
+            let unchanged = record.as_ref() == Some(&rec);
+            if !unchanged {
+                cx.commit(rec)?;
+            }
+            return Ok(if unchanged {
+                Outcome::Unchanged
+            } else {
+                Outcome::Adopted
+            });
+        }
+        cx.intent(rec.clone())?;
+        call!(
+            iot.attach_thing_principal()
+                .thing_name(thing)
+                .principal(&cert)
+                .send(),
+            KIND,
+            &name,
+            "AttachThingPrincipal"
+        );
+        cx.commit(rec)?;
+        Ok(Outcome::Created)
+    }
+
+    async fn probe(&self, cx: &Ctx) -> Result<Option<String>, StepError> {
+        let Ok(cert) = certificate_arn(cx) else {
+            return Ok(None);
+        };
+        let name = self.name();
+        let principals = crate::found!(
+            self.0
+                .aws
+                .iot
+                .list_thing_principals()
+                .thing_name(&self.0.d.thing_name)
+                .send(),
+            is_resource_not_found_exception,
+            KIND,
+            &name,
+            "ListThingPrincipals"
+        );
+        Ok(principals
+            .filter(|p| p.principals().iter().any(|x| *x == cert))
+            .map(|_| name))
+    }
+
+    async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+        let Some(rec) = cx.record(THING_PRINCIPAL) else {
+            return Ok(Outcome::Absent);
+        };
+        let Some(cert) = rec.arn.clone() else {
+            cx.forget(THING_PRINCIPAL)?;
+            return Ok(Outcome::Absent);
+        };
+        let detached = done!(
+            self.0
+                .aws
+                .iot
+                .detach_thing_principal()
+                .thing_name(&self.0.d.thing_name)
+                .principal(&cert)
+                .send(),
+            is_resource_not_found_exception,
+            KIND,
+            &rec.name,
+            "DetachThingPrincipal"
+        );
+        cx.forget(THING_PRINCIPAL)?;
+        Ok(if detached {
+            Outcome::Deleted
+        } else {
+            Outcome::Absent
+        })
+    }
+}

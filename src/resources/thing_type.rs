@@ -1,0 +1,242 @@
+//! The thing type. Shared by design: several deployments (and other tools) may use
+//! `TemperatureSensor`, so `down` deletes it only if this deployment created it and no thing
+//! uses it any more. AWS deletes a thing type only five minutes after DeprecateThingType;
+//! `down` deprecates, records when, and finishes on a later run (or waits with `--wait`).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::{Env, THING_TYPE};
+use crate::engine::{Ctx, Outcome, Resource, StepError};
+use crate::state::{Phase, Record};
+use crate::{call, found};
+
+const KIND: &str = "thing type";
+/// AWS's documented delay between deprecating a thing type and being allowed to delete it.
+pub const DEPRECATION_DELAY: Duration = Duration::from_secs(5 * 60);
+
+pub struct ThingType(pub Arc<Env>);
+
+#[async_trait::async_trait]
+impl Resource for ThingType {
+    fn key(&self) -> &str {
+        THING_TYPE
+    }
+    fn kind(&self) -> &str {
+        KIND
+    }
+    fn name(&self) -> String {
+        self.0.d.thing_type_name.clone()
+    }
+    fn depends_on(&self) -> &[&'static str] {
+        &[]
+    }
+
+    async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+        let iot = &self.0.aws.iot;
+        let name = &self.0.d.thing_type_name;
+        let record = cx.record(THING_TYPE);
+        let live = found!(
+            iot.describe_thing_type().thing_type_name(name).send(),
+            is_resource_not_found_exception,
+            KIND,
+            name,
+            "DescribeThingType"
+        );
+        if let Some(live) = live {
+            let deprecated = live.thing_type_metadata().is_some_and(|m| m.deprecated());
+            let arn = live.thing_type_arn().map(str::to_string);
+            let ours = record.as_ref().is_some_and(|r| r.phase != Phase::Borrowed);
+            let mut rec = record
+                .clone()
+                .unwrap_or_else(|| Record::new(THING_TYPE, KIND, Phase::Borrowed, name));
+            if record.as_ref().is_some_and(|r| r.phase == Phase::Intent) {
+                rec.phase = Phase::Created;
+            }
+            rec.arn = arn;
+            rec.data.remove("deprecated_at_ms");
+            if deprecated {
+                if !ours {
+                    return Err(StepError::Failed(format!(
+                        "{KIND} {name:?} is deprecated by someone else, and AWS refuses new things of a deprecated type; undeprecate it or configure another thing_type.name"
+                    )));
+                }
+                // A `down` that stopped half way deprecated it; this deployment wants it back.
+                call!(
+                    iot.deprecate_thing_type()
+                        .thing_type_name(name)
+                        .undo_deprecate(true)
+                        .send(),
+                    KIND,
+                    name,
+                    "DeprecateThingType(undo)"
+                );
+                cx.commit(rec)?;
+                return Ok(Outcome::Updated("undeprecated".into()));
+            }
+            let changed = record.as_ref() != Some(&rec);
+            let outcome = match &record {
+                Some(r) if r.phase == Phase::Intent => Outcome::Adopted,
+                Some(_) => Outcome::Unchanged,
+                None => Outcome::Adopted,
+            };
+            if changed {
+                cx.commit(rec)?;
+            }
+            return Ok(outcome);
+        }
+        let rec = cx.intent(Record::new(THING_TYPE, KIND, Phase::Intent, name))?;
+        let props = aws_sdk_iot::types::ThingTypeProperties::builder()
+            .thing_type_description(&self.0.d.thing_type_description)
+            .build();
+        let out = match iot
+            .create_thing_type()
+            .thing_type_name(name)
+            .thing_type_properties(props)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            // Another deployment created it between our read and our create: share it.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_already_exists_exception()) =>
+            {
+                let mut rec = rec;
+                rec.phase = Phase::Borrowed;
+                cx.commit(rec)?;
+                return Ok(Outcome::Adopted);
+            }
+            Err(e) => return Err(crate::aws::failed(KIND, name, "CreateThingType", e)),
+        };
+        let mut rec = rec;
+        rec.phase = Phase::Created;
+        rec.arn = out.thing_type_arn;
+        cx.commit(rec)?;
+        Ok(Outcome::Created)
+    }
+
+    async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
+        let name = &self.0.d.thing_type_name;
+        Ok(found!(
+            self.0
+                .aws
+                .iot
+                .describe_thing_type()
+                .thing_type_name(name)
+                .send(),
+            is_resource_not_found_exception,
+            KIND,
+            name,
+            "DescribeThingType"
+        )
+        .map(|o| o.thing_type_arn.unwrap_or_default()))
+    }
+
+    async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+        let Some(mut rec) = cx.record(THING_TYPE) else {
+            return Ok(Outcome::Absent);
+        };
+        let iot = &self.0.aws.iot;
+        let name = rec.name.clone();
+        if rec.phase == Phase::Borrowed {
+            cx.forget(THING_TYPE)?;
+            return Ok(Outcome::Retained(
+                "not created by this deployment; left for its owner".into(),
+            ));
+        }
+        let users = call!(
+            iot.list_things()
+                .thing_type_name(&name)
+                .max_results(1)
+                .send(),
+            KIND,
+            &name,
+            "ListThings"
+        );
+        if !users.things().is_empty() {
+            cx.forget(THING_TYPE)?;
+            return Ok(Outcome::Retained(
+                "other things still use it; the last deployment to leave deletes it".into(),
+            ));
+        }
+        let Some(live) = found!(
+            iot.describe_thing_type().thing_type_name(&name).send(),
+            is_resource_not_found_exception,
+            KIND,
+            &name,
+            "DescribeThingType"
+        ) else {
+            cx.forget(THING_TYPE)?;
+            return Ok(Outcome::Absent);
+        };
+        let meta = live.thing_type_metadata();
+        let deprecated_at = match meta.and_then(|m| m.deprecation_date()) {
+            Some(t) if meta.is_some_and(|m| m.deprecated()) => {
+                SystemTime::try_from(*t).unwrap_or_else(|_| SystemTime::now())
+            }
+            _ => {
+                call!(
+                    iot.deprecate_thing_type().thing_type_name(&name).send(),
+                    KIND,
+                    &name,
+                    "DeprecateThingType"
+                );
+                SystemTime::now()
+            }
+        };
+        let deletable_at = deprecated_at + DEPRECATION_DELAY;
+        loop {
+            match iot.delete_thing_type().thing_type_name(&name).send().await {
+                Ok(_) => {
+                    cx.forget(THING_TYPE)?;
+                    return Ok(Outcome::Deleted);
+                }
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_resource_not_found_exception()) =>
+                {
+                    cx.forget(THING_TYPE)?;
+                    return Ok(Outcome::Absent);
+                }
+                // AWS answers InvalidRequestException while the five minutes run; it has no
+                // dedicated code for this, so any InvalidRequest inside the window means "not yet".
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_invalid_request_exception())
+                        && SystemTime::now() < deletable_at + Duration::from_secs(60) =>
+                {
+                    if !self.wait_for_deprecation() || cx.cancelled() {
+                        rec.data.insert(
+                            "deletable_after".into(),
+                            humantime::format_rfc3339_seconds(deletable_at)
+                                .to_string()
+                                .into(),
+                        );
+                        cx.commit(rec)?;
+                        return Ok(Outcome::Pending(format!(
+                            "deprecated; AWS allows deleting it after {} (run `iotreg down` again then, or `iotreg down --wait`)",
+                            humantime::format_rfc3339_seconds(deletable_at)
+                        )));
+                    }
+                    let wait = deletable_at
+                        .duration_since(SystemTime::now())
+                        .unwrap_or(Duration::ZERO)
+                        .max(Duration::from_secs(5));
+                    cx.progress(&format!(
+                        "waiting {}s for AWS's five-minute deprecation delay",
+                        wait.as_secs()
+                    ));
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(crate::aws::failed(KIND, &name, "DeleteThingType", e)),
+            }
+        }
+    }
+}
+
+impl ThingType {
+    fn wait_for_deprecation(&self) -> bool {
+        self.0.d.wait_for_thing_type
+    }
+}

@@ -1,0 +1,166 @@
+//! Settings resolved once from the command line, the config file and the templates, before
+//! any AWS call: everything that can be wrong with the user's input is found here (exit 2).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::aws::Remote;
+use crate::cli::{Cli, Command, OutputFormat};
+use crate::config::{self, Config, SUFFIX_PLACEHOLDER};
+use crate::templates::{self, Template};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Up,
+    Down { wait: bool },
+    Status,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub action: Action,
+    pub state_path: PathBuf,
+    pub key_dir: PathBuf,
+    pub remote: Remote,
+    pub output: OutputFormat,
+    /// -1 quiet, 0 normal, 1+ verbose.
+    pub verbosity: i8,
+    pub config: Config,
+    pub templates: Templates,
+}
+
+#[derive(Debug, Clone)]
+pub struct Templates {
+    pub policy: Template,
+    pub trust: Template,
+    pub handler: Template,
+    pub shadow: Template,
+}
+
+/// Bad input: reported as one line, exit 2, before any AWS call.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+impl Settings {
+    pub fn resolve(cli: Cli) -> Result<Settings, BadInput> {
+        let bad = |e: &dyn std::fmt::Display| BadInput(e.to_string());
+        let (config, _) = config::load(cli.config.as_deref()).map_err(|e| bad(&e))?;
+        let templates = Templates {
+            policy: Template::load(
+                config.policy.template.as_deref(),
+                "device-policy.json",
+                templates::DEVICE_POLICY,
+            )
+            .map_err(|e| bad(&e))?,
+            trust: Template::load(
+                config.role.trust_template.as_deref(),
+                "lambda-trust-policy.json",
+                templates::TRUST_POLICY,
+            )
+            .map_err(|e| bad(&e))?,
+            handler: Template::load(
+                config.function.source.as_deref(),
+                "lambda-function.py",
+                templates::HANDLER,
+            )
+            .map_err(|e| bad(&e))?,
+            shadow: Template::load(
+                config.shadow.template.as_deref(),
+                "device-shadow.json",
+                templates::SHADOW,
+            )
+            .map_err(|e| bad(&e))?,
+        };
+        // Render once with stand-in values so a broken template fails now, not half way.
+        let sample = template_vars(&config, "a1b2c3", "us-east-1", "000000000000");
+        templates.policy.render_json(&sample).map_err(|e| bad(&e))?;
+        templates.trust.render_json(&sample).map_err(|e| bad(&e))?;
+        if config.shadow.enabled {
+            let shadow = templates.shadow.render_json(&sample).map_err(|e| bad(&e))?;
+            if shadow
+                .pointer("/state")
+                .and_then(|s| s.as_object())
+                .is_none()
+            {
+                return Err(BadInput(format!(
+                    "{}: a shadow document needs a \"state\" object",
+                    templates.shadow.origin
+                )));
+            }
+        }
+        if let Some(region) = &cli.remote.region {
+            if region.is_empty()
+                || !region
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            {
+                return Err(BadInput(format!(
+                    "--region: {region:?} is not a region name"
+                )));
+            }
+        }
+        if let Some(url) = &cli.remote.endpoint_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(BadInput(format!(
+                    "--endpoint-url: {url:?} must start with http:// or https://"
+                )));
+            }
+        }
+        let key_dir = config
+            .key_dir
+            .clone()
+            .unwrap_or_else(|| match cli.state.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            });
+        Ok(Settings {
+            action: match cli.command {
+                Command::Up => Action::Up,
+                Command::Down { wait } => Action::Down { wait },
+                Command::Status => Action::Status,
+            },
+            state_path: cli.state,
+            key_dir,
+            remote: Remote {
+                region: cli.remote.region,
+                profile: cli.remote.profile,
+                endpoint_url: cli.remote.endpoint_url,
+            },
+            output: cli.output,
+            verbosity: if cli.quiet { -1 } else { cli.verbose as i8 },
+            config,
+            templates,
+        })
+    }
+}
+
+/// A name pattern with the suffix filled in.
+pub fn name(pattern: &str, suffix: &str) -> String {
+    pattern.replace(SUFFIX_PLACEHOLDER, suffix)
+}
+
+/// The values every template may use.
+pub fn template_vars(
+    config: &Config,
+    suffix: &str,
+    region: &str,
+    account: &str,
+) -> BTreeMap<&'static str, String> {
+    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    [
+        ("region", region.to_string()),
+        ("account", account.to_string()),
+        ("partition", crate::aws::partition(region).to_string()),
+        ("suffix", suffix.to_string()),
+        ("thing_type", config.thing_type.name.clone()),
+        ("thing_name", name(&config.thing.name, suffix)),
+        ("policy_name", name(&config.policy.name, suffix)),
+        ("role_name", name(&config.role.name, suffix)),
+        ("function_name", name(&config.function.name, suffix)),
+        ("rule_name", name(&config.rule.name, suffix)),
+        ("now", now),
+    ]
+    .into_iter()
+    .collect()
+}

@@ -1,0 +1,463 @@
+//! The state file: the single record of what a deployment owns.
+//!
+//! Written atomically (temp file, fsync, rename, fsync of the directory) so a crash at any
+//! instant leaves either the old or the new state, never a torn one. Guarded by an advisory
+//! lock held for the whole run. It holds names, ARNs and ids, never key material.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: cannot read state file: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot write state file: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt state file ({message}); restore it from a backup or move it aside")]
+    Corrupt { path: PathBuf, message: String },
+    #[error("{path}: schema_version {found} is newer than this iotreg understands ({SCHEMA_VERSION}); upgrade iotreg")]
+    NewerSchema { path: PathBuf, found: u32 },
+    #[error("{path}: region: the state belongs to region {state}, but this run targets {current}; pass --region {state} or use another --state")]
+    OtherRegion {
+        path: PathBuf,
+        state: String,
+        current: String,
+    },
+    #[error("{path}: account: the state belongs to account {state}, but the credentials are for account {current}; use that account's credentials or another --state")]
+    OtherAccount {
+        path: PathBuf,
+        state: String,
+        current: String,
+    },
+    #[error("{path}: locked by another iotreg run (pid {pid}); wait for it to finish")]
+    Locked { path: PathBuf, pid: String },
+    #[error("{path}: cannot lock state: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl StateError {
+    /// Whether this is the user's input (exit 2) rather than an operational failure.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            StateError::Corrupt { .. }
+                | StateError::NewerSchema { .. }
+                | StateError::OtherRegion { .. }
+                | StateError::OtherAccount { .. }
+        )
+    }
+}
+
+/// Where a resource is in its life, as far as this deployment knows.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// A create call may have been sent; its result was not recorded yet. Resume looks it up.
+    Intent,
+    /// Exists and belongs to this deployment.
+    Created,
+    /// Exists, used by this deployment, but not ours to delete (a shared thing type).
+    Borrowed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub key: String,
+    pub kind: String,
+    pub phase: Phase,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Unix milliseconds when the intent was written; bounds the search on resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent_at_ms: Option<u64>,
+    /// Resource-specific facts (e.g. a public key fingerprint, a deprecation time).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub data: BTreeMap<String, serde_json::Value>,
+}
+
+impl Record {
+    pub fn new(key: &str, kind: &str, phase: Phase, name: impl Into<String>) -> Record {
+        Record {
+            key: key.to_string(),
+            kind: kind.to_string(),
+            phase,
+            name: name.into(),
+            arn: None,
+            id: None,
+            intent_at_ms: None,
+            data: BTreeMap::new(),
+        }
+    }
+
+    pub fn data_str(&self, key: &str) -> Option<&str> {
+        self.data.get(key).and_then(|v| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    pub schema_version: u32,
+    pub region: String,
+    pub account: String,
+    pub suffix: String,
+    /// Records in plan order (the order the engine created them).
+    pub resources: Vec<Record>,
+}
+
+impl State {
+    pub fn new(region: &str, account: &str, suffix: &str) -> State {
+        State {
+            schema_version: SCHEMA_VERSION,
+            region: region.into(),
+            account: account.into(),
+            suffix: suffix.into(),
+            resources: Vec::new(),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Record> {
+        self.resources.iter().find(|r| r.key == key)
+    }
+
+    /// Inserts or replaces the record with the same key, keeping the first-seen position.
+    pub fn put(&mut self, record: Record) {
+        match self.resources.iter_mut().find(|r| r.key == record.key) {
+            Some(slot) => *slot = record,
+            None => self.resources.push(record),
+        }
+    }
+
+    pub fn remove(&mut self, key: &str) {
+        self.resources.retain(|r| r.key != key);
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<State, StateError> {
+        let corrupt = |message: String| StateError::Corrupt {
+            path: path.to_path_buf(),
+            message,
+        };
+        // Read the version first so a newer schema is reported as such, not as "unknown field".
+        let raw: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| corrupt(format!("not JSON: {e}")))?;
+        let version = raw
+            .get("schema_version")
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| corrupt("missing field `schema_version`".into()))?;
+        if version > u64::from(SCHEMA_VERSION) {
+            return Err(StateError::NewerSchema {
+                path: path.to_path_buf(),
+                found: version as u32,
+            });
+        }
+        if version != u64::from(SCHEMA_VERSION) {
+            return Err(corrupt(format!("unsupported schema_version {version}")));
+        }
+        let state: State = serde_json::from_value(raw).map_err(|e| corrupt(e.to_string()))?;
+        if crate::config::validate_suffix(&state.suffix).is_err() {
+            return Err(corrupt(format!("invalid suffix {:?}", state.suffix)));
+        }
+        Ok(state)
+    }
+
+    /// Refuses a state that belongs elsewhere: acting on it would touch someone else's resources.
+    pub fn check_region(&self, path: &Path, region: &str) -> Result<(), StateError> {
+        if self.region != region {
+            return Err(StateError::OtherRegion {
+                path: path.to_path_buf(),
+                state: self.region.clone(),
+                current: region.into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn check_account(&self, path: &Path, account: &str) -> Result<(), StateError> {
+        if self.account != account {
+            return Err(StateError::OtherAccount {
+                path: path.to_path_buf(),
+                state: self.account.clone(),
+                current: account.into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Reads the state file; `None` when it does not exist (nothing deployed).
+pub fn load(path: &Path) -> Result<Option<State>, StateError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => State::parse(&text, path).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StateError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Writes `state` to `path` atomically, mode 0600.
+pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
+    let err = |source| StateError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut bytes = serde_json::to_vec_pretty(state).expect("state serialises");
+    bytes.push(b'\n');
+    let dir = parent_dir(path);
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
+    f.write_all(&bytes).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(err)?;
+    // The rename is durable only once the directory entry is.
+    File::open(&dir).and_then(|d| d.sync_all()).map_err(err)?;
+    Ok(())
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Creates `dir` (and parents) with mode 0700 where missing.
+pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.exists() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// An exclusive advisory lock on `<state>.lock`, held until dropped. The kernel releases it when
+/// the process dies, so a crashed run never leaves a lock behind that blocks the next one.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl StateLock {
+    pub fn acquire(state_path: &Path) -> Result<StateLock, StateError> {
+        let path = lock_path(state_path);
+        let lock_err = |source| StateError::Lock {
+            path: path.clone(),
+            source,
+        };
+        ensure_private_dir(&parent_dir(&path)).map_err(lock_err)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(lock_err)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim();
+                return Err(StateError::Locked {
+                    path: state_path.to_path_buf(),
+                    pid: if pid.is_empty() {
+                        "unknown".into()
+                    } else {
+                        pid.into()
+                    },
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
+        }
+        // Only the holder writes its pid, so a reader that fails to lock sees the holder's.
+        file.set_len(0).map_err(lock_err)?;
+        file.rewind().map_err(lock_err)?;
+        write!(file, "{}", std::process::id()).map_err(lock_err)?;
+        file.sync_all().map_err(lock_err)?;
+        Ok(StateLock { _file: file, path })
+    }
+
+    /// Removes the lock file while still holding the lock (after a complete `down`).
+    pub fn remove_file(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+pub fn lock_path(state_path: &Path) -> PathBuf {
+    let mut name = state_path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".lock");
+    state_path.with_file_name(name)
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> State {
+        let mut s = State::new("us-east-1", "123456789012", "abc123");
+        let mut r = Record::new(
+            "thing",
+            "thing",
+            Phase::Created,
+            "temperature-sensor-abc123",
+        );
+        r.arn = Some("arn:aws:iot:us-east-1:123456789012:thing/x".into());
+        s.put(r);
+        s
+    }
+
+    #[test]
+    fn save_then_load_round_trips_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        save(&path, &sample()).unwrap();
+        assert_eq!(load(&path).unwrap(), Some(sample()));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // No temp file is left beside it.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
+    }
+
+    #[test]
+    fn save_replaces_whole_file_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        save(&path, &sample()).unwrap();
+        let mut bigger = sample();
+        for i in 0..50 {
+            bigger.put(Record::new(
+                &format!("k{i}"),
+                "thing",
+                Phase::Intent,
+                "n".repeat(100),
+            ));
+        }
+        save(&path, &bigger).unwrap();
+        save(&path, &sample()).unwrap();
+        // A shorter write after a longer one must not leave a tail of the old content.
+        assert_eq!(load(&path).unwrap(), Some(sample()));
+    }
+
+    #[test]
+    fn missing_state_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(&dir.path().join("nope.json")).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_states_are_bad_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let full = serde_json::to_string(&sample()).unwrap();
+        let cases = [
+            (full[..full.len() / 2].to_string(), "corrupt"),
+            ("hello".to_string(), "corrupt"),
+            (
+                full.replace("\"schema_version\":1", "\"schema_version\":7"),
+                "newer",
+            ),
+            (full.replace(",\"suffix\":\"abc123\"", ""), "corrupt"),
+            (full.replace("abc123", "../../x"), "corrupt"),
+        ];
+        for (text, kind) in cases {
+            std::fs::write(&path, &text).unwrap();
+            let e = load(&path).unwrap_err();
+            assert!(e.is_bad_input(), "{text}: {e}");
+            assert!(e.to_string().contains(kind), "{text}: {e}");
+            assert!(e.to_string().starts_with(&path.display().to_string()));
+        }
+    }
+
+    #[test]
+    fn foreign_region_and_account_are_refused() {
+        let s = sample();
+        let p = Path::new("s.json");
+        assert!(s.check_region(p, "us-east-1").is_ok());
+        assert!(matches!(
+            s.check_region(p, "eu-west-1"),
+            Err(StateError::OtherRegion { .. })
+        ));
+        assert!(matches!(
+            s.check_account(p, "999999999999"),
+            Err(StateError::OtherAccount { .. })
+        ));
+    }
+
+    #[test]
+    fn second_lock_fails_at_once_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let held = StateLock::acquire(&path).unwrap();
+        let e = StateLock::acquire(&path).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        drop(held);
+        StateLock::acquire(&path).unwrap();
+    }
+
+    #[test]
+    fn put_keeps_order_and_replaces() {
+        let mut s = State::new("r", "a", "s");
+        s.put(Record::new("a", "k", Phase::Intent, "1"));
+        s.put(Record::new("b", "k", Phase::Intent, "2"));
+        s.put(Record::new("a", "k", Phase::Created, "3"));
+        let keys: Vec<_> = s.resources.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(keys, ["a", "b"]);
+        assert_eq!(s.get("a").unwrap().phase, Phase::Created);
+    }
+}
