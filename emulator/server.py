@@ -16,6 +16,12 @@ Once the socket is listening, exactly one line is written to stdout:
 
 after which stdout is redirected to stderr, so nothing else ever appears on
 stdout.  SIGTERM / SIGINT shut the server down and the process exits 0.
+
+``--request-log FILE`` (or $IOTREG_EMULATOR_REQUEST_LOG) appends one JSON line
+per AWS API request to FILE; see emulator/request_log.py.
+
+``POST /iotreg-test/hold`` {"operation": ..., "seconds": ...} holds the next
+response of that operation (crash testing); see emulator/holds.py.
 """
 
 from __future__ import annotations
@@ -55,11 +61,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(AWS: 300; default: $IOTREG_EMULATOR_THING_TYPE_DELETE_DELAY or 0)",
     )
     parser.add_argument(
+        "--request-log",
+        default=None,
+        metavar="FILE",
+        help="append one JSON line per AWS API request to FILE "
+        '({"service", "operation", "method", "path", "status"}; '
+        "default: $IOTREG_EMULATOR_REQUEST_LOG, unset = no log)",
+    )
+    parser.add_argument(
         "--verbose",
         action="store_true",
         help="log every request to stderr (werkzeug access log)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.request_log is None:
+        args.request_log = os.environ.get("IOTREG_EMULATOR_REQUEST_LOG") or None
+    if args.request_log == "":
+        parser.error("--request-log needs a file name")
+    return args
 
 
 def build_app():
@@ -87,7 +106,25 @@ def main(argv: list[str] | None = None) -> int:
         logging.INFO if args.verbose else logging.WARNING
     )
 
-    app = build_app()
+    request_log = None
+    if args.request_log is not None:
+        from request_log import RequestLog
+
+        try:
+            request_log = RequestLog(args.request_log)
+        except OSError as error:
+            sys.stderr.write(f"iotreg-emulator: cannot open request log: {error}\n")
+            return 2
+
+    from holds import Holds
+    from request_log import RequestLogMiddleware
+
+    # The middleware serves the /iotreg-test/ endpoint (holds.py) always and
+    # writes the request log when one is configured.
+    app = RequestLogMiddleware(build_app(), request_log)
+    app.holds = Holds(on_arm=app.warm_up)
+    if request_log is not None:
+        app.warm_up()  # indexes botocore's service models in the background
 
     from werkzeug.serving import make_server
 
@@ -122,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     server.shutdown()
     server.server_close()
     worker.join(timeout=5)
+    if request_log is not None:
+        request_log.close()
     return 0
 
 

@@ -97,6 +97,8 @@ pub trait Events: Send + Sync {
 pub struct Store {
     path: PathBuf,
     state: Mutex<State>,
+    /// Plan order: records are kept in it so the file reads top to bottom like the stack.
+    order: Mutex<Vec<String>>,
 }
 
 impl Store {
@@ -104,7 +106,12 @@ impl Store {
         Store {
             path,
             state: Mutex::new(state),
+            order: Mutex::new(Vec::new()),
         }
+    }
+
+    fn set_order(&self, keys: Vec<String>) {
+        *self.order.lock().expect("order mutex") = keys;
     }
 
     pub fn snapshot(&self) -> State {
@@ -114,6 +121,9 @@ impl Store {
     pub fn update<T>(&self, f: impl FnOnce(&mut State) -> T) -> Result<T, StateError> {
         let mut guard = self.state.lock().expect("state mutex");
         let out = f(&mut guard);
+        let order = self.order.lock().expect("order mutex");
+        let rank = |k: &str| order.iter().position(|o| o == k).unwrap_or(usize::MAX);
+        guard.resources.sort_by_key(|r| rank(&r.key));
         state::save(&self.path, &guard)?;
         Ok(out)
     }
@@ -205,6 +215,8 @@ pub enum Direction {
 /// need it; independent chains carry on, so one failure never strands unrelated work.
 /// Reports come back in plan order.
 pub async fn run(plan: &[Box<dyn Resource>], direction: Direction, cx: &Ctx) -> Vec<StepReport> {
+    cx.store
+        .set_order(plan.iter().map(|r| r.key().to_string()).collect());
     let index: HashMap<&str, usize> = plan.iter().enumerate().map(|(i, r)| (r.key(), i)).collect();
     // prerequisites[i]: steps that must succeed before step i runs in this direction.
     let mut prerequisites: Vec<Vec<usize>> = vec![Vec::new(); plan.len()];
@@ -470,6 +482,12 @@ mod tests {
         let state = w.cx().store.snapshot();
         assert_eq!(state.resources.len(), 5);
         assert!(state.resources.iter().all(|r| r.phase == Phase::Created));
+        let keys: Vec<_> = state.resources.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["a", "b", "c", "d", "e"],
+            "plan order, not completion order"
+        );
     }
 
     #[tokio::test]
@@ -545,9 +563,12 @@ mod tests {
         let cx = w.cx();
         cx.cancel.store(true, Ordering::SeqCst);
         let reports = run(&w.plan(&[]), Direction::Up, &cx).await;
-        assert!(reports
-            .iter()
-            .all(|r| r.result == Err("not started: interrupted".into())));
+        assert!(reports.iter().all(|r| r.result.is_err()));
+        for root in ["a", "c"] {
+            let r = reports.iter().find(|r| r.key == root).unwrap();
+            assert_eq!(r.result, Err("not started: interrupted".into()));
+        }
         assert!(w.cloud.lock().unwrap().is_empty());
+        assert!(w.log.lock().unwrap().is_empty(), "no step ran");
     }
 }

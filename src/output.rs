@@ -179,18 +179,23 @@ pub fn print_table(lines: &[ResourceLine]) {
         .map(|l| l.kind.chars().count())
         .max()
         .unwrap_or(0);
+    let name_w = lines
+        .iter()
+        .map(|l| l.name.chars().count())
+        .max()
+        .unwrap_or(0);
     let mut out = std::io::stdout().lock();
     for l in lines {
+        let arn = l.arn.as_deref().filter(|a| *a != l.name).unwrap_or("");
         let detail = l
             .detail
             .as_deref()
             .map(|d| format!("  ({d})"))
             .unwrap_or_default();
-        let id = l.arn.as_deref().unwrap_or(&l.name);
         let _ = writeln!(
             out,
-            "  {:<10} {:<kind_w$}  {}{detail}",
-            l.outcome, l.kind, id
+            "  {:<10} {:<kind_w$}  {:<name_w$}  {arn}{detail}",
+            l.outcome, l.kind, l.name
         );
     }
 }

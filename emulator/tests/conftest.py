@@ -73,14 +73,17 @@ class Emulator:
             return handle.read()
 
 
-def start_emulator(*extra_args: str, env: dict | None = None) -> Emulator:
+def start_emulator(*extra_args: str, env: dict | None = None, cwd: str | None = None) -> Emulator:
     stderr = tempfile.NamedTemporaryFile(
         prefix="iotreg-emulator-", suffix=".log", delete=False
     )
     child_env = dict(os.environ)
     child_env.update(FAKE_ENV)
-    if env:
-        child_env.update(env)
+    for key, value in (env or {}).items():  # None removes a variable
+        if value is None:
+            child_env.pop(key, None)
+        else:
+            child_env[key] = value
     started = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, SERVER, "--host", "127.0.0.1", "--port", "0", *extra_args],
@@ -89,6 +92,7 @@ def start_emulator(*extra_args: str, env: dict | None = None) -> Emulator:
         stdin=subprocess.DEVNULL,
         text=True,
         env=child_env,
+        cwd=cwd,
     )
     stderr.close()
 
