@@ -1,6 +1,7 @@
 """``--request-log FILE``: one JSON line per AWS API request the emulator serves.
 
-Each request (except moto's own ``/moto-api/...`` endpoints) appends, once its
+Each request (except moto's own ``/moto-api/...`` endpoints and the
+test-control ``/iotreg-test/...`` ones, see holds.py) appends, once its
 response status is known and before the response body is sent, exactly one
 line to FILE (append mode, flushed at once, one lock for the threaded server):
 
@@ -32,6 +33,8 @@ name, both resolved from the request alone with botocore's service models:
 
 ``path`` is the decoded request path without the query string; ``status`` is
 the HTTP status code as an integer.
+A request held by an armed hold (holds.py) gets ``"held": true`` as a sixth
+key of its only line.
 """
 
 from __future__ import annotations

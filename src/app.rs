@@ -1,6 +1,5 @@
 //! The commands: each turns settings into a deployment, runs the engine and reports.
 
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -466,6 +465,8 @@ fn remove_local(settings: &Settings, lock: &StateLock) -> Result<()> {
         }
     }
     lock.remove_file();
+    // Only the directory iotreg makes by default, and only when empty: a directory the user
+    // named with --state or key_dir is theirs to keep.
     for dir in [
         Some(settings.key_dir.as_path()),
         settings.state_path.parent(),
@@ -473,8 +474,7 @@ fn remove_local(settings: &Settings, lock: &StateLock) -> Result<()> {
     .into_iter()
     .flatten()
     {
-        if dir != Path::new("") && dir != Path::new(".") {
-            // Only succeeds when empty, which is the point.
+        if dir.file_name() == Some(std::ffi::OsStr::new(".iotreg")) {
             let _ = std::fs::remove_dir(dir);
         }
     }

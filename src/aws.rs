@@ -75,6 +75,31 @@ impl Clients {
         }
     }
 
+    /// Clients built elsewhere (SDK-level tests with mocked clients).
+    #[cfg(test)]
+    pub fn from_parts(
+        iot: aws_sdk_iot::Client,
+        iam: aws_sdk_iam::Client,
+        lambda: aws_sdk_lambda::Client,
+        logs: aws_sdk_cloudwatchlogs::Client,
+    ) -> Clients {
+        let sdk_config = aws_types::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .build();
+        Clients {
+            iot,
+            iam,
+            lambda,
+            logs,
+            sts: aws_sdk_sts::Client::new(&sdk_config),
+            endpoint_override: Some("http://127.0.0.1:9".into()),
+            sdk_config,
+            data: Default::default(),
+        }
+    }
+
     /// The IoT data-plane client. On AWS its endpoint is per account (DescribeEndpoint
     /// `iot:Data-ATS`); with an endpoint override (an emulator) the override serves it.
     pub async fn data(&self) -> Result<&aws_sdk_iotdataplane::Client, StepError> {

@@ -109,27 +109,33 @@ impl Resource for Function {
             });
         }
         let mut rec = cx.intent(Record::new(FUNCTION, KIND, Phase::Intent, name))?;
-        let out = create_with_propagation_retry(d.iam_retry, cx, || {
-            self.0
-                .aws
-                .lambda
-                .create_function()
-                .function_name(name)
-                .runtime(Runtime::from(d.runtime.as_str()))
-                .role(&role_arn)
-                .handler(&d.handler)
-                .code(
-                    FunctionCode::builder()
-                        .zip_file(Blob::new(d.zip.clone()))
-                        .build(),
-                )
-                .description(&d.function_description)
-                .timeout(d.timeout_s)
-                .memory_size(d.memory_mb)
-                .send()
-        })
-        .await
-        .map_err(|e| crate::aws::failed(KIND, name, "CreateFunction", e))?;
+        let out = crate::create!(
+            create_with_propagation_retry(d.iam_retry, cx, || {
+                self.0
+                    .aws
+                    .lambda
+                    .create_function()
+                    .function_name(name)
+                    .runtime(Runtime::from(d.runtime.as_str()))
+                    .role(&role_arn)
+                    .handler(&d.handler)
+                    .code(
+                        FunctionCode::builder()
+                            .zip_file(Blob::new(d.zip.clone()))
+                            .build(),
+                    )
+                    .description(&d.function_description)
+                    .timeout(d.timeout_s)
+                    .memory_size(d.memory_mb)
+                    .send()
+            }),
+            is_resource_conflict_exception,
+            cx,
+            FUNCTION,
+            KIND,
+            name,
+            "CreateFunction"
+        );
         rec.phase = Phase::Created;
         rec.arn = out.function_arn;
         cx.commit(rec)?;

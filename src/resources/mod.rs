@@ -22,6 +22,9 @@ pub mod thing;
 pub mod thing_principal;
 pub mod thing_type;
 
+#[cfg(test)]
+mod mock_tests;
+
 /// Everything a resource needs to know, resolved once: names with the suffix filled in,
 /// templates rendered, the Lambda package built.
 #[derive(Debug, Clone)]
@@ -152,6 +155,27 @@ macro_rules! gone_by_code {
         match $call.await {
             Ok(_) => true,
             Err(e) if $crate::aws::code_of(&e) == Some($code) => false,
+            Err(e) => return Err($crate::aws::failed($kind, $name, $op, e)),
+        }
+    };
+}
+
+/// Sends a create call after its intent was recorded. If the service answers with its typed
+/// already-exists error (`$is_exists`), somebody else created the resource between our read
+/// and our create: it is not ours, so the intent is dropped (a later `up` must not adopt it)
+/// and the step fails naming the resource.
+#[macro_export]
+macro_rules! create {
+    ($call:expr, $is_exists:ident, $cx:expr, $key:expr, $kind:expr, $name:expr, $op:expr) => {
+        match $call.await {
+            Ok(v) => v,
+            Err(e) if e.as_service_error().is_some_and(|s| s.$is_exists()) => {
+                $cx.forget($key)?;
+                return Err($crate::engine::StepError::NotOurs {
+                    kind: $kind.to_string(),
+                    name: $name.to_string(),
+                });
+            }
             Err(e) => return Err($crate::aws::failed($kind, $name, $op, e)),
         }
     };

@@ -71,11 +71,14 @@ impl Resource for Policy {
             return Ok(outcome);
         }
         let mut rec = cx.intent(Record::new(POLICY, KIND, Phase::Intent, name))?;
-        let out = call!(
+        let out = crate::create!(
             iot.create_policy()
                 .policy_name(name)
                 .policy_document(want.to_string())
                 .send(),
+            is_resource_already_exists_exception,
+            cx,
+            POLICY,
             KIND,
             name,
             "CreatePolicy"

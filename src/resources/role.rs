@@ -73,12 +73,15 @@ impl Resource for Role {
             }
             None => {
                 let mut rec = cx.intent(Record::new(ROLE, KIND, Phase::Intent, name))?;
-                let out = call!(
+                let out = crate::create!(
                     iam.create_role()
                         .role_name(name)
                         .assume_role_policy_document(d.trust_policy.to_string())
                         .description("Execution role for the iotreg IoT data processor")
                         .send(),
+                    is_entity_already_exists_exception,
+                    cx,
+                    ROLE,
                     KIND,
                     name,
                     "CreateRole"

@@ -86,11 +86,14 @@ impl Resource for Rule {
             return Ok(outcome);
         }
         let mut rec = cx.intent(Record::new(RULE, KIND, Phase::Intent, name))?;
-        call!(
+        crate::create!(
             iot.create_topic_rule()
                 .rule_name(name)
                 .topic_rule_payload(self.payload(&function_arn)?)
                 .send(),
+            is_resource_already_exists_exception,
+            cx,
+            RULE,
             KIND,
             name,
             "CreateTopicRule"

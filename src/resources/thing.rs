@@ -83,12 +83,15 @@ impl Resource for Thing {
             return Ok(outcome);
         }
         let mut rec = cx.intent(Record::new(THING, KIND, Phase::Intent, name))?;
-        let out = call!(
+        let out = crate::create!(
             iot.create_thing()
                 .thing_name(name)
                 .thing_type_name(&d.thing_type_name)
                 .attribute_payload(payload(&d.attributes, None))
                 .send(),
+            is_resource_already_exists_exception,
+            cx,
+            THING,
             KIND,
             name,
             "CreateThing"

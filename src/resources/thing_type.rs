@@ -186,6 +186,11 @@ impl Resource for ThingType {
             }
         };
         let deletable_at = deprecated_at + DEPRECATION_DELAY;
+        // Wall clock once, to place the deadline; the monotonic clock for the waiting.
+        let deadline = tokio::time::Instant::now()
+            + deletable_at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
         loop {
             match iot.delete_thing_type().thing_type_name(&name).send().await {
                 Ok(_) => {
@@ -204,7 +209,7 @@ impl Resource for ThingType {
                 Err(e)
                     if e.as_service_error()
                         .is_some_and(|s| s.is_invalid_request_exception())
-                        && SystemTime::now() < deletable_at + Duration::from_secs(60) =>
+                        && tokio::time::Instant::now() < deadline + Duration::from_secs(60) =>
                 {
                     if !self.wait_for_deprecation() || cx.cancelled() {
                         rec.data.insert(
@@ -219,9 +224,8 @@ impl Resource for ThingType {
                             humantime::format_rfc3339_seconds(deletable_at)
                         )));
                     }
-                    let wait = deletable_at
-                        .duration_since(SystemTime::now())
-                        .unwrap_or(Duration::ZERO)
+                    let wait = deadline
+                        .saturating_duration_since(tokio::time::Instant::now())
                         .max(Duration::from_secs(5));
                     cx.progress(&format!(
                         "waiting {}s for AWS's five-minute deprecation delay",

@@ -1,0 +1,496 @@
+//! SDK-level tests with `aws-smithy-mocks`, for AWS behaviour the local emulator does not have:
+//! IAM propagation delays, the thing type's five-minute deprecation rule, not-found answers on
+//! delete, and already-exists answers on create.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_cloudwatchlogs::operation::delete_log_group::DeleteLogGroupError;
+use aws_sdk_iam::operation::list_attached_role_policies::ListAttachedRolePoliciesError;
+use aws_sdk_iot::operation::create_policy::CreatePolicyError;
+use aws_sdk_iot::operation::delete_thing_type::{DeleteThingTypeError, DeleteThingTypeOutput};
+use aws_sdk_iot::operation::deprecate_thing_type::DeprecateThingTypeOutput;
+use aws_sdk_iot::operation::describe_thing_type::{
+    DescribeThingTypeError, DescribeThingTypeOutput,
+};
+use aws_sdk_iot::operation::get_policy::GetPolicyError;
+use aws_sdk_iot::operation::list_things::ListThingsOutput;
+use aws_sdk_iot::operation::update_certificate::UpdateCertificateError;
+use aws_sdk_iot::types::{ThingAttribute, ThingTypeMetadata};
+use aws_sdk_lambda::operation::create_function::{CreateFunctionError, CreateFunctionOutput};
+use aws_sdk_lambda::operation::delete_function::DeleteFunctionError;
+use aws_sdk_lambda::operation::get_function::GetFunctionError;
+use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+
+use super::*;
+use crate::engine::{Ctx, Events, Outcome, Resource, StepError, StepReport, Store};
+use crate::retry::Backoff;
+use crate::state::{Phase, Record, State};
+
+struct NoEvents;
+impl Events for NoEvents {
+    fn started(&self, _: &str, _: &str, _: &str) {}
+    fn progress(&self, _: &str, _: &str) {}
+    fn finished(&self, _: &StepReport) {}
+}
+
+struct Harness {
+    env: Arc<Env>,
+    cx: Ctx,
+    _dir: tempfile::TempDir,
+}
+
+fn deployment(dir: &std::path::Path) -> Deployment {
+    let zip = crate::templates::lambda_zip("lambda-function.py", "x = 1").unwrap();
+    Deployment {
+        suffix: "abc123".into(),
+        region: "us-east-1".into(),
+        account: "123456789012".into(),
+        partition: "aws".into(),
+        thing_type_name: "TemperatureSensor".into(),
+        thing_type_description: "d".into(),
+        thing_name: "temperature-sensor-abc123".into(),
+        attributes: BTreeMap::new(),
+        certificate_mode: crate::config::CertificateMode::Local,
+        key_dir: dir.to_path_buf(),
+        key_files: crate::keys::KeyFiles::for_thing(dir, "temperature-sensor-abc123"),
+        policy_name: "device-policy-abc123".into(),
+        policy_document: serde_json::json!({"Version": "2012-10-17", "Statement": []}),
+        role_name: "iot-lambda-role-abc123".into(),
+        trust_policy: serde_json::json!({}),
+        managed_policies: vec![],
+        function_name: "iot-data-processor-abc123".into(),
+        function_description: "d".into(),
+        runtime: "python3.12".into(),
+        memory_mb: 256,
+        timeout_s: 60,
+        handler: "lambda-function.lambda_handler".into(),
+        code_sha256: crate::templates::code_sha256(&zip),
+        zip,
+        rule_name: "sensor_data_rule_abc123".into(),
+        rule_description: "d".into(),
+        rule_sql: "SELECT * FROM 'a'".into(),
+        rule_sql_version: "2016-03-23".into(),
+        rule_enabled: true,
+        shadow: None,
+        // Real backoff shape, tiny delays: the logic is what is under test, not the clock.
+        iam_retry: Backoff {
+            initial: Duration::from_millis(1),
+            max_delay: Duration::from_millis(4),
+            budget: Duration::from_millis(40),
+        },
+        wait_for_thing_type: false,
+    }
+}
+
+fn harness(
+    iot: &[&Rule],
+    iam: &[&Rule],
+    lambda: &[&Rule],
+    logs: &[&Rule],
+    records: Vec<Record>,
+    tweak: impl FnOnce(&mut Deployment),
+) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let clients = crate::aws::Clients::from_parts(
+        mock_client!(aws_sdk_iot, RuleMode::MatchAny, iot),
+        mock_client!(aws_sdk_iam, RuleMode::MatchAny, iam),
+        mock_client!(aws_sdk_lambda, RuleMode::MatchAny, lambda),
+        mock_client!(aws_sdk_cloudwatchlogs, RuleMode::MatchAny, logs),
+    );
+    let mut d = deployment(dir.path());
+    tweak(&mut d);
+    let mut state = State::new("us-east-1", "123456789012", "abc123");
+    for r in records {
+        state.put(r);
+    }
+    let store = Arc::new(Store::new(dir.path().join("state.json"), state));
+    let cx = Ctx::new(store, Arc::new(NoEvents), Arc::new(AtomicBool::new(false)));
+    Harness {
+        env: Arc::new(Env { aws: clients, d }),
+        cx,
+        _dir: dir,
+    }
+}
+
+fn role_record() -> Record {
+    let mut r = Record::new(ROLE, "IAM role", Phase::Created, "iot-lambda-role-abc123");
+    r.arn = Some("arn:aws:iam::123456789012:role/iot-lambda-role-abc123".into());
+    r
+}
+
+fn function_missing() -> Rule {
+    mock!(aws_sdk_lambda::Client::get_function).then_error(|| {
+        GetFunctionError::ResourceNotFoundException(
+            aws_sdk_lambda::types::error::ResourceNotFoundException::builder().build(),
+        )
+    })
+}
+
+/// Error metadata as AWS sends it: the code is what `failed()` reports.
+fn meta(code: &str, message: &str) -> aws_smithy_types::error::ErrorMetadata {
+    aws_smithy_types::error::ErrorMetadata::builder()
+        .code(code)
+        .message(message)
+        .build()
+}
+
+fn role_not_ready() -> CreateFunctionError {
+    let message = "The role defined for the function cannot be assumed by Lambda.";
+    CreateFunctionError::InvalidParameterValueException(
+        aws_sdk_lambda::types::error::InvalidParameterValueException::builder()
+            .message(message)
+            .meta(meta("InvalidParameterValueException", message))
+            .build(),
+    )
+}
+
+#[tokio::test]
+async fn create_function_waits_out_iam_propagation() {
+    let get = function_missing();
+    let create = mock!(aws_sdk_lambda::Client::create_function)
+        .sequence()
+        .error(role_not_ready)
+        .times(3)
+        .output(|| {
+            CreateFunctionOutput::builder()
+                .function_arn("arn:aws:lambda:us-east-1:123456789012:function:f")
+                .build()
+        })
+        .build();
+    let h = harness(&[], &[], &[&get, &create], &[], vec![role_record()], |_| {});
+    let outcome = function::Function(h.env.clone())
+        .ensure(&h.cx)
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Created);
+    assert_eq!(create.num_calls(), 4, "three refusals, then success");
+    let rec = h.cx.record(FUNCTION).unwrap();
+    assert_eq!(rec.phase, Phase::Created);
+    assert_eq!(
+        rec.arn.as_deref(),
+        Some("arn:aws:lambda:us-east-1:123456789012:function:f")
+    );
+}
+
+#[tokio::test]
+async fn iam_propagation_retry_is_bounded() {
+    let get = function_missing();
+    let create = mock!(aws_sdk_lambda::Client::create_function)
+        .sequence()
+        .error(role_not_ready)
+        .repeatedly()
+        .build();
+    let h = harness(&[], &[], &[&get, &create], &[], vec![role_record()], |_| {});
+    let err = function::Function(h.env.clone())
+        .ensure(&h.cx)
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("CreateFunction failed (InvalidParameterValueException)"),
+        "{msg}"
+    );
+    assert!(msg.contains("cannot be assumed by Lambda"), "{msg}");
+    let budget = h.env.d.iam_retry.delays().count();
+    assert_eq!(
+        create.num_calls(),
+        budget + 1,
+        "one try per backoff delay, then give up"
+    );
+    // The intent stays: the create may or may not have happened, so resume must look.
+    assert_eq!(h.cx.record(FUNCTION).unwrap().phase, Phase::Intent);
+}
+
+#[tokio::test]
+async fn other_invalid_parameters_are_not_retried() {
+    let get = function_missing();
+    let create = mock!(aws_sdk_lambda::Client::create_function).then_error(|| {
+        CreateFunctionError::InvalidParameterValueException(
+            aws_sdk_lambda::types::error::InvalidParameterValueException::builder()
+                .message("Value 'python9' at 'runtime' failed to satisfy constraint")
+                .build(),
+        )
+    });
+    let h = harness(&[], &[], &[&get, &create], &[], vec![role_record()], |_| {});
+    assert!(function::Function(h.env.clone())
+        .ensure(&h.cx)
+        .await
+        .is_err());
+    assert_eq!(create.num_calls(), 1);
+}
+
+fn thing_type_record() -> Record {
+    Record::new(
+        THING_TYPE,
+        "thing type",
+        Phase::Created,
+        "TemperatureSensor",
+    )
+}
+
+fn no_things() -> Rule {
+    mock!(aws_sdk_iot::Client::list_things).then_output(|| ListThingsOutput::builder().build())
+}
+
+fn live_type(deprecated_secs_ago: Option<u64>) -> Rule {
+    mock!(aws_sdk_iot::Client::describe_thing_type).then_output(move || {
+        let mut meta = ThingTypeMetadata::builder().deprecated(deprecated_secs_ago.is_some());
+        if let Some(ago) = deprecated_secs_ago {
+            let t = std::time::SystemTime::now() - Duration::from_secs(ago);
+            meta = meta.deprecation_date(aws_smithy_types::DateTime::from(t));
+        }
+        DescribeThingTypeOutput::builder()
+            .thing_type_name("TemperatureSensor")
+            .thing_type_metadata(meta.build())
+            .build()
+    })
+}
+
+fn too_soon() -> DeleteThingTypeError {
+    DeleteThingTypeError::InvalidRequestException(
+        aws_sdk_iot::types::error::InvalidRequestException::builder()
+            .message("Please wait for 5 minutes after deprecation and then retry")
+            .build(),
+    )
+}
+
+#[tokio::test]
+async fn down_deprecates_the_thing_type_and_leaves_it_pending_without_blocking() {
+    let deprecate = mock!(aws_sdk_iot::Client::deprecate_thing_type)
+        .then_output(|| DeprecateThingTypeOutput::builder().build());
+    let delete = mock!(aws_sdk_iot::Client::delete_thing_type).then_error(too_soon);
+    let (list, describe) = (no_things(), live_type(None));
+    let h = harness(
+        &[&list, &describe, &deprecate, &delete],
+        &[],
+        &[],
+        &[],
+        vec![thing_type_record()],
+        |_| {},
+    );
+    let started = std::time::Instant::now();
+    let outcome = thing_type::ThingType(h.env.clone())
+        .destroy(&h.cx)
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "did not block");
+    let Outcome::Pending(msg) = outcome else {
+        panic!("expected pending, got {outcome:?}")
+    };
+    assert!(msg.contains("iotreg down --wait"), "{msg}");
+    assert_eq!(deprecate.num_calls(), 1);
+    assert_eq!(delete.num_calls(), 1);
+    let rec =
+        h.cx.record(THING_TYPE)
+            .expect("still recorded for the next down");
+    assert!(rec.data_str("deletable_after").is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn down_wait_retries_until_aws_allows_the_delete() {
+    let delete = mock!(aws_sdk_iot::Client::delete_thing_type)
+        .sequence()
+        .error(too_soon)
+        .times(2)
+        .output(|| DeleteThingTypeOutput::builder().build())
+        .build();
+    // Deprecated by an earlier `down` two minutes ago: no new DeprecateThingType call.
+    let deprecate = mock!(aws_sdk_iot::Client::deprecate_thing_type)
+        .then_output(|| DeprecateThingTypeOutput::builder().build());
+    let (list, describe) = (no_things(), live_type(Some(120)));
+    let h = harness(
+        &[&list, &describe, &deprecate, &delete],
+        &[],
+        &[],
+        &[],
+        vec![thing_type_record()],
+        |d| d.wait_for_thing_type = true,
+    );
+    let t0 = tokio::time::Instant::now();
+    let outcome = thing_type::ThingType(h.env.clone())
+        .destroy(&h.cx)
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Deleted);
+    assert_eq!(deprecate.num_calls(), 0, "already deprecated");
+    assert_eq!(delete.num_calls(), 3);
+    // It waited for the rest of the five minutes (about three), not a blind fixed sleep.
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_secs(170) && waited < Duration::from_secs(300),
+        "{waited:?}"
+    );
+    assert!(h.cx.record(THING_TYPE).is_none());
+}
+
+#[tokio::test]
+async fn a_thing_type_other_things_use_is_left_alone() {
+    let list = mock!(aws_sdk_iot::Client::list_things).then_output(|| {
+        ListThingsOutput::builder()
+            .things(
+                ThingAttribute::builder()
+                    .thing_name("someone-elses")
+                    .build(),
+            )
+            .build()
+    });
+    let deprecate = mock!(aws_sdk_iot::Client::deprecate_thing_type)
+        .then_output(|| DeprecateThingTypeOutput::builder().build());
+    let delete = mock!(aws_sdk_iot::Client::delete_thing_type)
+        .then_output(|| DeleteThingTypeOutput::builder().build());
+    let h = harness(
+        &[&list, &deprecate, &delete],
+        &[],
+        &[],
+        &[],
+        vec![thing_type_record()],
+        |_| {},
+    );
+    let outcome = thing_type::ThingType(h.env.clone())
+        .destroy(&h.cx)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Retained(_)), "{outcome:?}");
+    assert_eq!(deprecate.num_calls() + delete.num_calls(), 0);
+    assert!(
+        h.cx.record(THING_TYPE).is_none(),
+        "released from this deployment"
+    );
+}
+
+#[tokio::test]
+async fn a_borrowed_thing_type_is_never_touched() {
+    let list = no_things();
+    let delete = mock!(aws_sdk_iot::Client::delete_thing_type)
+        .then_output(|| DeleteThingTypeOutput::builder().build());
+    let mut rec = thing_type_record();
+    rec.phase = Phase::Borrowed;
+    let h = harness(&[&list, &delete], &[], &[], &[], vec![rec], |_| {});
+    let outcome = thing_type::ThingType(h.env.clone())
+        .destroy(&h.cx)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Retained(_)));
+    assert_eq!(list.num_calls() + delete.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn not_found_on_delete_means_already_done() {
+    // Role: gone before we got to it.
+    let role_gone = mock!(aws_sdk_iam::Client::list_attached_role_policies).then_error(|| {
+        ListAttachedRolePoliciesError::NoSuchEntityException(
+            aws_sdk_iam::types::error::NoSuchEntityException::builder()
+                .message("not found")
+                .build(),
+        )
+    });
+    // Function and its log group: gone.
+    let fn_gone = mock!(aws_sdk_lambda::Client::delete_function).then_error(|| {
+        DeleteFunctionError::ResourceNotFoundException(
+            aws_sdk_lambda::types::error::ResourceNotFoundException::builder().build(),
+        )
+    });
+    let logs_gone = mock!(aws_sdk_cloudwatchlogs::Client::delete_log_group).then_error(|| {
+        DeleteLogGroupError::ResourceNotFoundException(
+            aws_sdk_cloudwatchlogs::types::error::ResourceNotFoundException::builder().build(),
+        )
+    });
+    // Certificate: gone.
+    let cert_gone = mock!(aws_sdk_iot::Client::update_certificate).then_error(|| {
+        UpdateCertificateError::ResourceNotFoundException(
+            aws_sdk_iot::types::error::ResourceNotFoundException::builder().build(),
+        )
+    });
+    let mut cert = Record::new(CERTIFICATE, "certificate", Phase::Created, "c1");
+    cert.id = Some("c1".into());
+    cert.arn = Some("arn:aws:iot:us-east-1:123456789012:cert/c1".into());
+    let func = Record::new(
+        FUNCTION,
+        "Lambda function",
+        Phase::Created,
+        "iot-data-processor-abc123",
+    );
+    let h = harness(
+        &[&cert_gone],
+        &[&role_gone],
+        &[&fn_gone],
+        &[&logs_gone],
+        vec![role_record(), func, cert],
+        |_| {},
+    );
+    assert_eq!(
+        role::Role(h.env.clone()).destroy(&h.cx).await.unwrap(),
+        Outcome::Absent
+    );
+    assert_eq!(
+        function::Function(h.env.clone())
+            .destroy(&h.cx)
+            .await
+            .unwrap(),
+        Outcome::Absent
+    );
+    assert_eq!(
+        logs_gone.num_calls(),
+        1,
+        "the log group is still looked after"
+    );
+    assert_eq!(
+        certificate::Certificate(h.env.clone())
+            .destroy(&h.cx)
+            .await
+            .unwrap(),
+        Outcome::Absent
+    );
+    assert!(h.cx.record(ROLE).is_none() && h.cx.record(FUNCTION).is_none());
+    assert!(h.cx.record(CERTIFICATE).is_none());
+}
+
+#[tokio::test]
+async fn already_exists_on_create_is_not_adopted() {
+    // Someone else creates the policy between our read and our create.
+    let get = mock!(aws_sdk_iot::Client::get_policy).then_error(|| {
+        GetPolicyError::ResourceNotFoundException(
+            aws_sdk_iot::types::error::ResourceNotFoundException::builder().build(),
+        )
+    });
+    let create = mock!(aws_sdk_iot::Client::create_policy).then_error(|| {
+        CreatePolicyError::ResourceAlreadyExistsException(
+            aws_sdk_iot::types::error::ResourceAlreadyExistsException::builder()
+                .message("exists")
+                .build(),
+        )
+    });
+    let h = harness(&[&get, &create], &[], &[], &[], vec![], |_| {});
+    let err = policy::Policy(h.env.clone())
+        .ensure(&h.cx)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StepError::NotOurs { .. }), "{err}");
+    assert!(err.to_string().contains("device-policy-abc123"));
+    // The intent was dropped: a later `up` must not mistake someone else's policy for ours.
+    assert!(h.cx.record(POLICY).is_none());
+}
+
+#[tokio::test]
+async fn a_thing_type_created_concurrently_by_another_deployment_is_shared() {
+    let describe = mock!(aws_sdk_iot::Client::describe_thing_type).then_error(|| {
+        DescribeThingTypeError::ResourceNotFoundException(
+            aws_sdk_iot::types::error::ResourceNotFoundException::builder().build(),
+        )
+    });
+    let create = mock!(aws_sdk_iot::Client::create_thing_type).then_error(|| {
+        aws_sdk_iot::operation::create_thing_type::CreateThingTypeError::ResourceAlreadyExistsException(
+            aws_sdk_iot::types::error::ResourceAlreadyExistsException::builder().build(),
+        )
+    });
+    let h = harness(&[&describe, &create], &[], &[], &[], vec![], |_| {});
+    let outcome = thing_type::ThingType(h.env.clone())
+        .ensure(&h.cx)
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Adopted);
+    assert_eq!(h.cx.record(THING_TYPE).unwrap().phase, Phase::Borrowed);
+}
