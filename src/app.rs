@@ -400,7 +400,7 @@ async fn down(
         .resources
         .iter()
         .all(|r| r.key == resources::THING_TYPE && r.phase != Phase::Intent)
-        && reports.iter().all(|r| matches!(r.result, Ok(_)));
+        && reports.iter().all(|r| r.result.is_ok());
     if left.get(resources::CERTIFICATE).is_none() {
         env.d.key_files.remove_all().with_context(|| {
             format!("cannot remove key files in {}", settings.key_dir.display())

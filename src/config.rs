@@ -28,7 +28,7 @@ pub enum ConfigError {
 
 pub const SUFFIX_PLACEHOLDER: &str = "{{suffix}}";
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Pins the deployment suffix; otherwise one is generated on the first `up` and kept in state.
@@ -120,23 +120,6 @@ pub struct RuleConfig {
 pub struct ShadowConfig {
     pub enabled: bool,
     pub template: Option<PathBuf>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            suffix: None,
-            key_dir: None,
-            thing_type: ThingTypeConfig::default(),
-            thing: ThingConfig::default(),
-            certificate: CertificateConfig::default(),
-            policy: PolicyConfig::default(),
-            role: RoleConfig::default(),
-            function: FunctionConfig::default(),
-            rule: RuleConfig::default(),
-            shadow: ShadowConfig::default(),
-        }
-    }
 }
 
 impl Default for ThingTypeConfig {

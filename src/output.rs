@@ -192,11 +192,11 @@ pub fn print_table(lines: &[ResourceLine]) {
             .as_deref()
             .map(|d| format!("  ({d})"))
             .unwrap_or_default();
-        let _ = writeln!(
-            out,
+        let line = format!(
             "  {:<10} {:<kind_w$}  {:<name_w$}  {arn}{detail}",
             l.outcome, l.kind, l.name
         );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
 }
 

@@ -157,10 +157,8 @@ fn every_bad_input_exits_2_before_any_aws_call() {
             ));
         }
         // Our own messages are one line; clap's usage errors add a usage hint after the first.
-        if case.config.is_some() || case.state.is_some() {
-            if stderr.trim().lines().count() != 1 {
-                failures.push(format!("{}: more than one line: {stderr:?}", case.name));
-            }
+        if (case.config.is_some() || case.state.is_some()) && stderr.trim().lines().count() != 1 {
+            failures.push(format!("{}: more than one line: {stderr:?}", case.name));
         }
         let requests = emu.requests();
         if !requests.is_empty() {

@@ -151,7 +151,7 @@ async fn up_creates_the_recipe_stack_with_its_exact_settings() {
         .send()
         .await
         .unwrap();
-    assert_eq!(principals.principals(), [cert_arn.clone()]);
+    assert_eq!(principals.principals(), std::slice::from_ref(&cert_arn));
 
     // 6. Role trusted by Lambda with the basic execution policy.
     let role = c

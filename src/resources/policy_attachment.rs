@@ -39,7 +39,8 @@ impl Resource for PolicyAttachment {
         );
         let record = cx.record(POLICY_ATTACHMENT);
         let mut rec = Record::new(POLICY_ATTACHMENT, KIND, Phase::Created, &name);
-        rec.arn = Some(cert.clone());
+        rec.data
+            .insert("certificate_arn".into(), cert.clone().into());
         if attached
             .policies()
             .iter()
@@ -91,7 +92,7 @@ impl Resource for PolicyAttachment {
         let Some(rec) = cx.record(POLICY_ATTACHMENT) else {
             return Ok(Outcome::Absent);
         };
-        let Some(cert) = rec.arn.clone() else {
+        let Some(cert) = rec.data_str("certificate_arn").map(str::to_string) else {
             cx.forget(POLICY_ATTACHMENT)?;
             return Ok(Outcome::Absent);
         };

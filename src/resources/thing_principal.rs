@@ -40,8 +40,9 @@ impl Resource for ThingPrincipal {
         );
         let record = cx.record(THING_PRINCIPAL);
         let mut rec = Record::new(THING_PRINCIPAL, KIND, Phase::Created, &name);
-        rec.arn = Some(cert.clone());
-        if principals.principals().iter().any(|p| *p == cert) {
+        rec.data
+            .insert("certificate_arn".into(), cert.clone().into());
+        if principals.principals().contains(&cert) {
             let unchanged = record.as_ref() == Some(&rec);
             if !unchanged {
                 cx.commit(rec)?;
@@ -84,7 +85,7 @@ impl Resource for ThingPrincipal {
             "ListThingPrincipals"
         );
         Ok(principals
-            .filter(|p| p.principals().iter().any(|x| *x == cert))
+            .filter(|p| p.principals().contains(&cert))
             .map(|_| name))
     }
 
@@ -92,7 +93,7 @@ impl Resource for ThingPrincipal {
         let Some(rec) = cx.record(THING_PRINCIPAL) else {
             return Ok(Outcome::Absent);
         };
-        let Some(cert) = rec.arn.clone() else {
+        let Some(cert) = rec.data_str("certificate_arn").map(str::to_string) else {
             cx.forget(THING_PRINCIPAL)?;
             return Ok(Outcome::Absent);
         };

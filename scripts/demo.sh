@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The demo: build iotreg, start the local AWS (moto + the project's fixes) on a free loopback
+# port, then run up -> status -> up again (nothing to do) -> down against it, and stop it.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$root/scripts/venv.sh"
+cargo build --quiet --manifest-path "$root/Cargo.toml"
+bin="$root/target/debug/iotreg"
+
+work="$(mktemp -d)"
+log="$work/emulator.log"
+"$root/.venv/bin/python" "$root/emulator/server.py" --host 127.0.0.1 --port 0 >"$work/url" 2>"$log" &
+emulator=$!
+trap 'kill $emulator 2>/dev/null; wait $emulator 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 100); do grep -q listening "$work/url" && break; sleep 0.1; done
+url="$(awk '{print $NF}' "$work/url")"
+[ -n "$url" ] || { echo "local AWS did not start:"; cat "$log"; exit 1; }
+echo "local AWS: $url (fake credentials, account 123456789012)"
+
+export AWS_ENDPOINT_URL="$url" AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing \
+  AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true
+cd "$work"
+set -x
+"$bin" up
+"$bin" status
+"$bin" up
+"$bin" down
+{ set +x; } 2>/dev/null
