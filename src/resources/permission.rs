@@ -36,7 +36,8 @@ impl Resource for Permission {
         let rule_arn = d.rule_arn();
         let record = cx.record(PERMISSION);
         let mut rec = Record::new(PERMISSION, KIND, Phase::Created, STATEMENT_ID);
-        rec.data.insert("source_arn".into(), rule_arn.clone().into());
+        rec.data
+            .insert("source_arn".into(), rule_arn.clone().into());
         rec.data.insert("function".into(), function.clone().into());
         let policy = found!(
             lambda.get_policy().function_name(function).send(),
