@@ -13,7 +13,7 @@ use crate::keys::KeyFiles;
 use crate::output::{self, Progress, ResourceLine};
 use crate::resources::{self, Deployment, Env};
 use crate::retry::Backoff;
-use crate::settings::{self, Action, BadInput, Settings};
+use crate::settings::{self, Action, BadInput, Settings, VerifyOptions};
 use crate::state::{self, Phase, State, StateLock};
 use crate::templates;
 
@@ -32,6 +32,7 @@ pub async fn run(settings: Settings, cancel: Arc<AtomicBool>) -> Result<ExitStat
         Action::Up => up(&settings, progress, cancel).await,
         Action::Down { wait } => down(&settings, progress, cancel, wait).await,
         Action::Status => status(&settings).await,
+        Action::Verify(ref options) => verify(&settings, options).await,
     }
 }
 
@@ -579,4 +580,102 @@ async fn status(settings: &Settings) -> Result<ExitStatus> {
         }
     }
     Ok(ExitStatus::Success)
+}
+
+#[derive(Serialize)]
+struct VerifyJson<'a> {
+    command: &'static str,
+    ok: bool,
+    suffix: &'a str,
+    passed: usize,
+    failed: usize,
+    skipped: usize,
+    checks: &'a [crate::verify::Timed],
+}
+
+async fn verify(settings: &Settings, options: &VerifyOptions) -> Result<ExitStatus> {
+    use crate::engine::{Check, CheckStatus};
+    let timer = output::Timer::start();
+    let session = connect(settings).await?;
+    let Some(state) = load_state(settings, &session.region)? else {
+        return Err(BadInput(format!(
+            "nothing deployed: {} does not exist; run `iotreg up` first",
+            settings.state_path.display()
+        ))
+        .into());
+    };
+    let account = session.clients.account().await?;
+    state
+        .check_account(&settings.state_path, &account)
+        .map_err(bad_input_if)?;
+    let d = deployment(settings, &state.suffix, &session.region, &account, false)?;
+    let env = Arc::new(Env {
+        aws: session.clients,
+        d,
+    });
+    let plan = resources::plan(&env);
+    // Verify only reads: an in-memory copy of the state that is never saved.
+    let store = Arc::new(Store::new(settings.state_path.clone(), state.clone()));
+    let cx = Ctx::new(
+        store,
+        Arc::new(Progress::new(-1)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let progress = Progress::new(settings.verbosity);
+    progress.line(&format!(
+        "iotreg verify: deployment {} in {} (account {})",
+        state.suffix, state.region, account
+    ));
+    let mut checks = crate::verify::resource_checks(&plan, &cx).await;
+    let e2e_started = std::time::Instant::now();
+    let e2e = if options.skip_e2e {
+        Check::skip(crate::verify::E2E, "data path", "skipped with --skip-e2e")
+    } else {
+        progress.line(&format!(
+            "  … publishing a test reading and waiting up to {}s for it in the function's log",
+            options.timeout.as_secs_f64()
+        ));
+        crate::verify::data_path(&env, options.timeout).await
+    };
+    checks.push(crate::verify::Timed {
+        check: e2e,
+        seconds: e2e_started.elapsed().as_secs_f64(),
+    });
+    let count = |s: CheckStatus| checks.iter().filter(|c| c.check.status == s).count();
+    let (passed, failed, skipped) = (
+        count(CheckStatus::Pass),
+        count(CheckStatus::Fail),
+        count(CheckStatus::Skip),
+    );
+    if let Some(path) = &options.junit {
+        let xml = crate::verify::junit(&state.suffix, &checks, timer.elapsed());
+        crate::verify::write_junit(path, &xml)
+            .with_context(|| format!("{}: cannot write JUnit report", path.display()))?;
+    }
+    match settings.output {
+        OutputFormat::Json => output::print_json(&VerifyJson {
+            command: "verify",
+            ok: failed == 0,
+            suffix: &state.suffix,
+            passed,
+            failed,
+            skipped,
+            checks: &checks,
+        }),
+        OutputFormat::Text => {
+            println!(
+                "verify {} deployment {} ({}, account {}): {passed} passed, {failed} failed, {skipped} skipped",
+                if failed == 0 { "OK:" } else { "FAILED:" },
+                state.suffix,
+                state.region,
+                account
+            );
+            output::print_checks(&checks);
+        }
+    }
+    Ok(if failed == 0 {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    })
 }

@@ -71,4 +71,25 @@ pub enum Command {
     },
     /// Show each resource of the deployment and whether it exists.
     Status,
+    /// Prove the deployment works: every resource and link, then a reading end to end.
+    Verify {
+        /// Also write the results as JUnit XML to FILE (its directory must exist).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Skip the end-to-end data-path check (for endpoints without a rules engine).
+        #[arg(long)]
+        skip_e2e: bool,
+        /// Seconds to wait for the test reading to show in the function's log.
+        #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = positive_seconds)]
+        timeout: f64,
+    },
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 3600.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a positive number of seconds (at most 3600)"
+        )),
+    }
 }

@@ -68,6 +68,53 @@ pub enum StepError {
     Interrupted,
 }
 
+/// The result of one verification check.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Check {
+    /// Stable dotted name, e.g. `certificate.active` (a JUnit testcase name).
+    pub name: String,
+    /// The resource it is about, e.g. `thing temperature-sensor-abc123`.
+    pub resource: String,
+    pub status: CheckStatus,
+    /// Why it passed, failed or was skipped: names what differs.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Pass,
+    Fail,
+    Skip,
+}
+
+impl Check {
+    pub fn new(name: &str, resource: &str, ok: bool, reason: impl Into<String>) -> Check {
+        Check {
+            name: name.into(),
+            resource: resource.into(),
+            status: if ok {
+                CheckStatus::Pass
+            } else {
+                CheckStatus::Fail
+            },
+            reason: reason.into(),
+        }
+    }
+    pub fn pass(name: &str, resource: &str, reason: impl Into<String>) -> Check {
+        Check::new(name, resource, true, reason)
+    }
+    pub fn fail(name: &str, resource: &str, reason: impl Into<String>) -> Check {
+        Check::new(name, resource, false, reason)
+    }
+    pub fn skip(name: &str, resource: &str, reason: impl Into<String>) -> Check {
+        Check {
+            status: CheckStatus::Skip,
+            ..Check::new(name, resource, true, reason)
+        }
+    }
+}
+
 /// One kind of resource. Implementations live in `resources/`, one file per kind.
 #[async_trait::async_trait]
 pub trait Resource: Send + Sync {
@@ -83,6 +130,8 @@ pub trait Resource: Send + Sync {
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError>;
     /// Read-only: the live resource's ARN (or another identifier) if it exists.
     async fn probe(&self, cx: &Ctx) -> Result<Option<String>, StepError>;
+    /// Read-only: compares live with desired. An AWS error fails the checks it prevented.
+    async fn check(&self, cx: &Ctx) -> Vec<Check>;
 }
 
 /// Observer of the run, for progress display.
@@ -365,6 +414,9 @@ mod tests {
             self.cloud.lock().unwrap().push(self.key.to_string());
             cx.commit(Record::new(self.key, "fake", Phase::Created, self.key))?;
             Ok(Outcome::Created)
+        }
+        async fn check(&self, _cx: &Ctx) -> Vec<Check> {
+            vec![]
         }
         async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
             let exists = self.cloud.lock().unwrap().contains(&self.key.to_string());

@@ -110,6 +110,60 @@ fn fingerprint_of_spki(spki_der: &[u8]) -> Result<String, KeyError> {
     Ok(hex(&sha2::Sha256::digest(&spki.subject_public_key.data)))
 }
 
+/// The fingerprint of the public key belonging to a private key PEM: PKCS#8 (what iotreg
+/// writes) or PKCS#1 RSA (what CreateKeysAndCertificate returns).
+pub fn private_key_fingerprint(pem_text: &str) -> Result<String, KeyError> {
+    if pem_text.contains("BEGIN RSA PRIVATE KEY") {
+        let block = pem::parse(pem_text).map_err(|e| KeyError::Crypto(e.to_string()))?;
+        let public = rsa_public_from_pkcs1(block.contents())
+            .ok_or_else(|| KeyError::Crypto("malformed PKCS#1 RSA private key".into()))?;
+        return Ok(hex(&sha2::Sha256::digest(&public)));
+    }
+    let pair = rcgen::KeyPair::from_pem(pem_text)
+        .map_err(|e| KeyError::Crypto(format!("not a private key: {e}")))?;
+    fingerprint_of_spki(&pair.public_key_der())
+}
+
+/// A DER element: (header length, content length).
+fn der_element(bytes: &[u8]) -> Option<(usize, usize)> {
+    let first = *bytes.get(1)?;
+    if first < 0x80 {
+        return Some((2, first as usize));
+    }
+    let n = (first & 0x7f) as usize;
+    if n == 0 || n > 4 {
+        return None;
+    }
+    let len = bytes
+        .get(2..2 + n)?
+        .iter()
+        .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+    Some((2 + n, len))
+}
+
+/// RSAPublicKey (SEQUENCE { modulus, publicExponent }) from an RSAPrivateKey (RFC 8017 A.1.2:
+/// SEQUENCE { version, modulus, publicExponent, ... }): the bytes a certificate's
+/// subjectPublicKey holds for RSA.
+fn rsa_public_from_pkcs1(der: &[u8]) -> Option<Vec<u8>> {
+    let (h, len) = der_element(der)?;
+    let mut body = der.get(h..h + len)?;
+    let mut elements = Vec::new();
+    for _ in 0..3 {
+        let (eh, elen) = der_element(body)?;
+        elements.push(body.get(..eh + elen)?);
+        body = &body[eh + elen..];
+    }
+    let content: Vec<u8> = [elements[1], elements[2]].concat();
+    let mut out = vec![0x30];
+    match content.len() {
+        l if l < 0x80 => out.push(l as u8),
+        l if l < 0x100 => out.extend([0x81, l as u8]),
+        l => out.extend([0x82, (l >> 8) as u8, l as u8]),
+    }
+    out.extend(content);
+    Some(out)
+}
+
 /// The fingerprint of the public key inside a certificate PEM (same scheme as
 /// [`DeviceKey::fingerprint`]), so a certificate can be matched to a key.
 pub fn certificate_key_fingerprint(cert_pem: &str) -> Result<String, KeyError> {
@@ -179,6 +233,29 @@ mod tests {
         );
         let other = DeviceKey::generate().unwrap();
         assert_ne!(other.fingerprint(), key.fingerprint());
+    }
+
+    #[test]
+    fn pkcs1_rsa_public_key_is_derived_from_the_private_key() {
+        // A PKCS#1 RSA key, the format CreateKeysAndCertificate returns (matching against a real
+        // certificate is covered end to end against moto in tests/verify.rs).
+        let key = "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAMtdFJGyx/8DGv0AV4MG5b2s8GmPeE0z1TDv2a8Sdo7KxVv5B8v5\nMqqs3rpzgJXbQfXqG3ODEB1EPnxXW60XlO8CAwEAAQJAHpnHN9UJ1ScsgG4MZ7EO\ncGP5R5gk6o3+YPKTezRk0+DmwZNGmr6GZ1uP3nnLdj4L6R/lh6BXm0b7XpbnqMbF\nYQIhAPn/UsmwE0ByLMVW4vb21g5l9dLkWjVVPHNIIyHiHqixAiEA0HjoQMiKuODu\njNdqYtTD3QaYAbAFlE8H1pMxbiXzhp8CIQCgBzyVvDgiZFbzslJ5oOrpdywhLd8Z\nvzHm1CcsKpdL8QIgLVRJPXp+2tLVmDdiM0Cqm/WB5BVsQbb4+rj1HS+SmSsCIETu\ncP3eVyEe/mYe2gaZjP2fqwGEZIBdvvnjHO+b/G1Y\n-----END RSA PRIVATE KEY-----\n";
+        let block = pem::parse(key).unwrap();
+        let public = rsa_public_from_pkcs1(block.contents()).unwrap();
+        // RSAPublicKey = SEQUENCE { INTEGER n (65 bytes with sign byte), INTEGER 65537 }.
+        assert_eq!(public[0], 0x30);
+        assert!(public.ends_with(&[0x02, 0x03, 0x01, 0x00, 0x01]));
+        assert_eq!(public.len(), 2 + 2 + 65 + 5);
+        assert_eq!(
+            private_key_fingerprint(key).unwrap(),
+            hex(&sha2::Sha256::digest(&public))
+        );
+        // PKCS#8 keys go through rcgen and agree with DeviceKey's own fingerprint.
+        let k = DeviceKey::generate().unwrap();
+        assert_eq!(
+            private_key_fingerprint(&k.private_pem()).unwrap(),
+            k.fingerprint()
+        );
     }
 
     #[test]

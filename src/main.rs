@@ -12,6 +12,7 @@ mod retry;
 mod settings;
 mod state;
 mod templates;
+mod verify;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -210,3 +210,28 @@ impl Timer {
         self.0.elapsed()
     }
 }
+
+/// Verification results, one line each: mark, check name, reason.
+pub fn print_checks(checks: &[crate::verify::Timed]) {
+    use crate::engine::CheckStatus;
+    let color = std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let paint = |code: &str, t: &str| {
+        if color {
+            format!("\x1b[{code}m{t}\x1b[0m")
+        } else {
+            t.to_string()
+        }
+    };
+    let width = checks.iter().map(|c| c.check.name.len()).max().unwrap_or(0);
+    let mut out = std::io::stdout().lock();
+    for t in checks {
+        let c = &t.check;
+        let mark = match c.status {
+            CheckStatus::Pass => paint("32", "✔"),
+            CheckStatus::Fail => paint("31", "✗"),
+            CheckStatus::Skip => paint("33", "-"),
+        };
+        let _ = writeln!(out, "  {mark} {:<width$}  {}", c.name, c.reason);
+    }
+}

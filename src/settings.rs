@@ -9,11 +9,19 @@ use crate::cli::{Cli, Command, OutputFormat};
 use crate::config::{self, Config, SUFFIX_PLACEHOLDER};
 use crate::templates::{self, Template};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Up,
     Down { wait: bool },
     Status,
+    Verify(VerifyOptions),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyOptions {
+    pub junit: Option<PathBuf>,
+    pub skip_e2e: bool,
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +127,29 @@ impl Settings {
                 Command::Up => Action::Up,
                 Command::Down { wait } => Action::Down { wait },
                 Command::Status => Action::Status,
+                Command::Verify {
+                    junit,
+                    skip_e2e,
+                    timeout,
+                } => {
+                    if let Some(path) = &junit {
+                        let dir = match path.parent() {
+                            Some(p) if !p.as_os_str().is_empty() => p,
+                            _ => std::path::Path::new("."),
+                        };
+                        if !dir.is_dir() {
+                            return Err(BadInput(format!(
+                                "--junit: directory {} does not exist",
+                                dir.display()
+                            )));
+                        }
+                    }
+                    Action::Verify(VerifyOptions {
+                        junit,
+                        skip_e2e,
+                        timeout: std::time::Duration::from_secs_f64(timeout),
+                    })
+                }
             },
             state_path: cli.state,
             key_dir,

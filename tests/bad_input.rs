@@ -108,6 +108,11 @@ fn cases() -> Vec<Case> {
         a("unknown subcommand", &["upp"], "upp"),
         a("bad endpoint", &["--endpoint-url", "ftp://x", "up"], "--endpoint-url"),
         a("bad region", &["--region", "US EAST", "up"], "--region"),
+        a("verify timeout zero", &["verify", "--timeout", "0"], "--timeout"),
+        a("verify timeout negative", &["verify", "--timeout=-5"], "--timeout"),
+        a("verify timeout not a number", &["verify", "--timeout", "soon"], "--timeout"),
+        a("verify junit in missing dir", &["verify", "--junit", "no/such/dir/r.xml"], "--junit: directory no/such/dir does not exist"),
+        a("verify with nothing deployed", &["verify"], "nothing deployed"),
         Case {
             name: "down with corrupt state",
             config: None,

@@ -10,7 +10,7 @@ use aws_sdk_iot::types::CertificateStatus;
 
 use super::{Env, CERTIFICATE};
 use crate::config::CertificateMode;
-use crate::engine::{Ctx, Outcome, Resource, StepError};
+use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
 use crate::keys::{self, DeviceKey};
 use crate::retry::Backoff;
 use crate::state::{Phase, Record};
@@ -77,6 +77,46 @@ impl Resource for Certificate {
                 c.status().map(|s| s.as_str()).unwrap_or("unknown")
             )
         }))
+    }
+
+    async fn check(&self, cx: &Ctx) -> Vec<Check> {
+        const ACTIVE: &str = "certificate.active";
+        const FILES: &str = "certificate.local_files";
+        let Some(id) = cx.record(CERTIFICATE).and_then(|r| r.id) else {
+            return super::not_deployed(&[ACTIVE, FILES], KIND);
+        };
+        let res = format!("{KIND} {id}");
+        let iot = &self.0.aws.iot;
+        let live: Result<_, StepError> = async {
+            Ok(found!(
+                iot.describe_certificate().certificate_id(&id).send(),
+                is_resource_not_found_exception,
+                KIND,
+                &id,
+                "DescribeCertificate"
+            ))
+        }
+        .await;
+        let Some(desc) =
+            crate::check_try!(live, [ACTIVE, FILES], res).and_then(|o| o.certificate_description)
+        else {
+            let why = format!("{res} does not exist");
+            return vec![
+                Check::fail(ACTIVE, &res, why.clone()),
+                Check::fail(FILES, &res, why),
+            ];
+        };
+        let status = desc.status().map(|s| s.as_str()).unwrap_or("unknown");
+        let active = Check::new(
+            ACTIVE,
+            &res,
+            status == "ACTIVE",
+            format!("{res} is {status}"),
+        );
+        vec![
+            active,
+            self.check_files(&res, desc.certificate_pem().unwrap_or_default()),
+        ]
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
@@ -211,10 +251,15 @@ impl Certificate {
                 let pem = out.certificate_pem().unwrap_or_default();
                 let got = keys::certificate_key_fingerprint(pem).map_err(key_err)?;
                 if got != key.fingerprint() {
-                    // Not ours to keep: an issuer that swaps keys leaves a useless certificate.
+                    // Useless without its private key, which we do not have: delete it rather
+                    // than leave an orphan, and drop the intent (nothing of ours exists).
+                    let id = out.certificate_id().unwrap_or_default();
+                    self.delete(id, out.certificate_arn().unwrap_or_default(), cx)
+                        .await?;
+                    cx.forget(CERTIFICATE)?;
                     return Err(StepError::Failed(format!(
-                        "{KIND} {:?}: CreateCertificateFromCsr returned a certificate for a different public key than the CSR's",
-                        out.certificate_id().unwrap_or_default()
+                        "{KIND} {id:?}: CreateCertificateFromCsr returned a certificate for a different public key than the CSR's (deleted it). \
+                         The endpoint does not honour CSRs; use certificate.mode = \"aws-generated\" with it"
                     )));
                 }
                 keys::write_private(&files.certificate, pem, 0o644).map_err(key_err)?;
@@ -406,6 +451,54 @@ impl Certificate {
                 }
                 Err(e) => return Err(crate::aws::failed(KIND, id, "DeleteCertificate", e)),
             }
+        }
+    }
+
+    /// The local certificate file is the registered certificate, and the local private key
+    /// belongs to its public key.
+    fn check_files(&self, res: &str, registered_pem: &str) -> Check {
+        const FILES: &str = "certificate.local_files";
+        let files = &self.0.d.key_files;
+        let local = match std::fs::read_to_string(&files.certificate) {
+            Ok(t) => t,
+            Err(e) => {
+                return Check::fail(FILES, res, format!("{}: {e}", files.certificate.display()))
+            }
+        };
+        if local.trim() != registered_pem.trim() {
+            return Check::fail(
+                FILES,
+                res,
+                format!(
+                    "{} is not the registered certificate",
+                    files.certificate.display()
+                ),
+            );
+        }
+        let key = match std::fs::read_to_string(&files.private_key)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| keys::private_key_fingerprint(&pem).map_err(|e| e.to_string()))
+        {
+            Ok(fp) => fp,
+            Err(e) => {
+                return Check::fail(FILES, res, format!("{}: {e}", files.private_key.display()))
+            }
+        };
+        match keys::certificate_key_fingerprint(registered_pem) {
+            Ok(fp) if fp == key => Check::pass(
+                FILES,
+                res,
+                "local certificate is the registered one; private key matches it",
+            ),
+            Ok(_) => Check::fail(
+                FILES,
+                res,
+                format!(
+                    "{} does not match the certificate's public key",
+                    files.private_key.display()
+                ),
+            ),
+            Err(e) => Check::fail(FILES, res, e.to_string()),
         }
     }
 

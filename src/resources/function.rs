@@ -11,7 +11,7 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{FunctionCode, LastUpdateStatus, Runtime};
 
 use super::{Env, FUNCTION, ROLE};
-use crate::engine::{Ctx, Outcome, Resource, StepError};
+use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
 use crate::retry::Backoff;
 use crate::state::{Phase, Record};
 use crate::{call, done, found};
@@ -153,6 +153,53 @@ impl Resource for Function {
         )
         .and_then(|o| o.configuration)
         .map(|c| c.function_arn.unwrap_or_default()))
+    }
+
+    async fn check(&self, cx: &Ctx) -> Vec<Check> {
+        const NAME: &str = "function.configuration";
+        let d = &self.0.d;
+        let name = &d.function_name;
+        let res = format!("{KIND} {name}");
+        let lambda = &self.0.aws.lambda;
+        let live: Result<_, StepError> = async {
+            Ok(found!(
+                lambda.get_function().function_name(name).send(),
+                is_resource_not_found_exception,
+                KIND,
+                name,
+                "GetFunction"
+            ))
+        }
+        .await;
+        let Some(cfg) = crate::check_try!(live, [NAME], res).and_then(|l| l.configuration) else {
+            return vec![Check::fail(NAME, &res, format!("{res} does not exist"))];
+        };
+        let role_arn = cx.record(ROLE).and_then(|r| r.arn).unwrap_or_default();
+        let mut problems = config_differences(&cfg, d, &role_arn);
+        if cfg.code_sha256() != Some(d.code_sha256.as_str()) {
+            problems.push("code differs from the deployed package".into());
+        }
+        let state = cfg.state().map(|s| s.as_str()).unwrap_or("unknown");
+        if state != "Active" {
+            problems.push(format!("state is {state}"));
+        }
+        if let Some(u) = cfg.last_update_status() {
+            if u.as_str() != "Successful" {
+                problems.push(format!("last update is {}", u.as_str()));
+            }
+        }
+        vec![if problems.is_empty() {
+            Check::pass(
+                NAME,
+                &res,
+                format!(
+                    "Active; {} {}, {} MB, {} s, code as deployed",
+                    d.runtime, d.handler, d.memory_mb, d.timeout_s
+                ),
+            )
+        } else {
+            Check::fail(NAME, &res, format!("{res}: {}", problems.join(", ")))
+        }]
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {

@@ -180,3 +180,27 @@ macro_rules! create {
         }
     };
 }
+
+/// Unwraps a check's AWS read, or returns the given failing checks with the error as reason.
+#[macro_export]
+macro_rules! check_try {
+    ($result:expr, [$($name:expr),+], $resource:expr) => {
+        match $result {
+            Ok(v) => v,
+            Err(e) => {
+                let reason = e.to_string();
+                return vec![$($crate::engine::Check::fail($name, &$resource, reason.clone())),+];
+            }
+        }
+    };
+}
+
+/// The failing checks of a resource that this state has no record of.
+pub fn not_deployed(names: &[&str], resource: &str) -> Vec<crate::engine::Check> {
+    names
+        .iter()
+        .map(|n| {
+            crate::engine::Check::fail(n, resource, "not recorded in the state: run `iotreg up`")
+        })
+        .collect()
+}

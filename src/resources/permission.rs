@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{Env, FUNCTION, PERMISSION, RULE};
-use crate::engine::{Ctx, Outcome, Resource, StepError};
+use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
 use crate::state::{Phase, Record};
 use crate::{call, done, found};
 
@@ -112,6 +112,51 @@ impl Resource for Permission {
             .and_then(|p| p.policy)
             .and_then(|text| statement(&text, STATEMENT_ID))
             .map(|_| format!("{STATEMENT_ID} on {function}")))
+    }
+
+    async fn check(&self, _cx: &Ctx) -> Vec<Check> {
+        const NAME: &str = "permission.scoped";
+        let d = &self.0.d;
+        let function = &d.function_name;
+        let res = format!("{KIND} {STATEMENT_ID} on {function}");
+        let lambda = &self.0.aws.lambda;
+        let live: Result<_, StepError> = async {
+            Ok(found!(
+                lambda.get_policy().function_name(function).send(),
+                is_resource_not_found_exception,
+                KIND,
+                STATEMENT_ID,
+                "GetPolicy"
+            ))
+        }
+        .await;
+        let policy = crate::check_try!(live, [NAME], res).and_then(|p| p.policy);
+        let doc: serde_json::Value = policy
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let iot_statements: Vec<&serde_json::Value> = doc["Statement"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|s| {
+                        s.pointer("/Principal/Service").and_then(|v| v.as_str()) == Some(PRINCIPAL)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let rule_arn = d.rule_arn();
+        let ok = !iot_statements.is_empty()
+            && iot_statements
+                .iter()
+                .all(|s| is_scoped(s, &rule_arn, &d.account));
+        let reason = if iot_statements.is_empty() {
+            format!("{function} has no statement letting {PRINCIPAL} invoke it")
+        } else if ok {
+            format!("{PRINCIPAL} may invoke {function} only from {rule_arn}")
+        } else {
+            format!("{function} lets {PRINCIPAL} invoke it without being scoped to {rule_arn}")
+        };
+        vec![Check::new(NAME, &res, ok, reason)]
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {

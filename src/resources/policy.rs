@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{Env, POLICY};
-use crate::engine::{Ctx, Outcome, Resource, StepError};
+use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
 use crate::state::{Phase, Record};
 use crate::{call, done, found};
 
@@ -99,6 +99,41 @@ impl Resource for Policy {
             "GetPolicy"
         )
         .map(|o| o.policy_arn.unwrap_or_default()))
+    }
+
+    async fn check(&self, _cx: &Ctx) -> Vec<Check> {
+        const NAME: &str = "policy.document";
+        let name = &self.0.d.policy_name;
+        let res = format!("{KIND} {name}");
+        let iot = &self.0.aws.iot;
+        let live: Result<_, StepError> = async {
+            Ok(found!(
+                iot.get_policy().policy_name(name).send(),
+                is_resource_not_found_exception,
+                KIND,
+                name,
+                "GetPolicy"
+            ))
+        }
+        .await;
+        let Some(live) = crate::check_try!(live, [NAME], res) else {
+            return vec![Check::fail(NAME, &res, format!("{res} does not exist"))];
+        };
+        let same = live
+            .policy_document()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+            .is_some_and(|doc| doc == self.0.d.policy_document);
+        let version = live.default_version_id().unwrap_or("?");
+        vec![Check::new(
+            NAME,
+            &res,
+            same,
+            if same {
+                format!("default version {version} equals the rendered template")
+            } else {
+                format!("{res}: default version {version} differs from the rendered template")
+            },
+        )]
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {

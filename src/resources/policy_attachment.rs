@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::{Env, CERTIFICATE, POLICY, POLICY_ATTACHMENT};
 use crate::call;
-use crate::engine::{Ctx, Outcome, Resource, StepError};
+use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
 use crate::state::{Phase, Record};
 
 const KIND: &str = "policy attachment";
@@ -86,6 +86,27 @@ impl Resource for PolicyAttachment {
                     .any(|p| p.policy_name() == Some(self.0.d.policy_name.as_str()))
             })
             .map(|_| name))
+    }
+
+    async fn check(&self, cx: &Ctx) -> Vec<Check> {
+        const NAME: &str = "policy.attached_to_certificate";
+        let res = format!("{KIND} {}", self.name());
+        match self.probe(cx).await {
+            Ok(Some(_)) => vec![Check::pass(
+                NAME,
+                &res,
+                format!("{} is attached to the certificate", self.0.d.policy_name),
+            )],
+            Ok(None) => vec![Check::fail(
+                NAME,
+                &res,
+                format!(
+                    "{} is not attached to the certificate",
+                    self.0.d.policy_name
+                ),
+            )],
+            Err(e) => vec![Check::fail(NAME, &res, e.to_string())],
+        }
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {

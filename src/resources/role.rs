@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::{Env, ROLE};
-use crate::engine::{Ctx, Outcome, Resource, StepError};
+use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
 use crate::state::{Phase, Record};
 use crate::{call, done, found};
 
@@ -147,6 +147,74 @@ impl Resource for Role {
         )
         .and_then(|o| o.role)
         .map(|r| r.arn))
+    }
+
+    async fn check(&self, _cx: &Ctx) -> Vec<Check> {
+        const NAME: &str = "role.trust";
+        let d = &self.0.d;
+        let name = &d.role_name;
+        let res = format!("{KIND} {name}");
+        let iam = &self.0.aws.iam;
+        let live: Result<_, StepError> = async {
+            let role = found!(
+                iam.get_role().role_name(name).send(),
+                is_no_such_entity_exception,
+                KIND,
+                name,
+                "GetRole"
+            );
+            let Some(role) = role.and_then(|r| r.role) else {
+                return Ok(None);
+            };
+            let attached = call!(
+                iam.list_attached_role_policies().role_name(name).send(),
+                KIND,
+                name,
+                "ListAttachedRolePolicies"
+            );
+            Ok(Some((role, attached)))
+        }
+        .await;
+        let Some((role, attached)) = crate::check_try!(live, [NAME], res) else {
+            return vec![Check::fail(NAME, &res, format!("{res} does not exist"))];
+        };
+        let trust = role
+            .assume_role_policy_document()
+            .map(percent_decode)
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .unwrap_or_default();
+        let trusted = trust["Statement"].as_array().is_some_and(|stmts| {
+            stmts.iter().any(|s| {
+                s["Effect"] == "Allow"
+                    && s.pointer("/Principal/Service")
+                        == Some(&serde_json::json!("lambda.amazonaws.com"))
+                    && s["Action"] == "sts:AssumeRole"
+            })
+        });
+        let missing: Vec<&str> = d
+            .managed_policies
+            .iter()
+            .filter(|arn| {
+                !attached
+                    .attached_policies()
+                    .iter()
+                    .any(|p| p.policy_arn() == Some(arn.as_str()))
+            })
+            .map(String::as_str)
+            .collect();
+        let reason = match (trusted, missing.is_empty()) {
+            (true, true) => {
+                "trusted by lambda.amazonaws.com, managed policies attached".to_string()
+            }
+            (false, _) => format!("{res} is not trusted by lambda.amazonaws.com"),
+            (true, false) => format!("{res} lacks {}", missing.join(", ")),
+        };
+        vec![Check::new(
+            NAME,
+            &res,
+            trusted && missing.is_empty(),
+            reason,
+        )]
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {

@@ -8,7 +8,7 @@ use aws_sdk_iot::types::{Action, LambdaAction, TopicRulePayload};
 
 use super::{Env, FUNCTION, RULE};
 use crate::call;
-use crate::engine::{Ctx, Outcome, Resource, StepError};
+use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
 use crate::state::{Phase, Record};
 
 const KIND: &str = "topic rule";
@@ -109,6 +109,27 @@ impl Resource for Rule {
             .get(&self.0.d.rule_name)
             .await?
             .map(|o| o.rule_arn.unwrap_or_else(|| self.0.d.rule_arn())))
+    }
+
+    async fn check(&self, cx: &Ctx) -> Vec<Check> {
+        const NAME: &str = "rule.configuration";
+        let d = &self.0.d;
+        let res = format!("{KIND} {}", d.rule_name);
+        let live = crate::check_try!(self.get(&d.rule_name).await, [NAME], res);
+        let Some(live) = live else {
+            return vec![Check::fail(NAME, &res, format!("{res} does not exist"))];
+        };
+        let function_arn = cx.record(FUNCTION).and_then(|r| r.arn).unwrap_or_default();
+        let diff = differences(&live, d, &function_arn);
+        vec![if diff.is_empty() {
+            Check::pass(
+                NAME,
+                &res,
+                "enabled, SQL as configured, action targets the function",
+            )
+        } else {
+            Check::fail(NAME, &res, format!("{res} differs: {}", diff.join(", ")))
+        }]
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use aws_sdk_iotdataplane::primitives::Blob;
 
 use super::{Env, SHADOW, THING};
-use crate::engine::{Ctx, Outcome, Resource, StepError};
+use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
 use crate::state::{Phase, Record};
 use crate::{call, done, found};
 
@@ -95,6 +95,44 @@ impl Resource for Shadow {
             "GetThingShadow"
         )
         .map(|_| format!("shadow of {thing}")))
+    }
+
+    async fn check(&self, _cx: &Ctx) -> Vec<Check> {
+        const NAME: &str = "shadow.desired";
+        let thing = &self.0.d.thing_name;
+        let res = format!("{KIND} of {thing}");
+        let Some(doc) = &self.0.d.shadow else {
+            return vec![Check::skip(NAME, &res, "shadow initialisation is off")];
+        };
+        let want = doc.pointer("/state/desired").cloned().unwrap_or_default();
+        let live: Result<_, StepError> = async {
+            let data = self.0.aws.data().await?;
+            Ok(found!(
+                data.get_thing_shadow().thing_name(thing).send(),
+                is_resource_not_found_exception,
+                KIND,
+                thing,
+                "GetThingShadow"
+            ))
+        }
+        .await;
+        let live_doc = crate::check_try!(live, [NAME], res)
+            .and_then(|o| o.payload)
+            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p.as_ref()).ok());
+        let Some(live_doc) = live_doc else {
+            return vec![Check::fail(NAME, &res, format!("{res} does not exist"))];
+        };
+        let ok = desired_matches(live_doc.pointer("/state/desired"), &want);
+        vec![Check::new(
+            NAME,
+            &res,
+            ok,
+            if ok {
+                "desired state as configured".to_string()
+            } else {
+                format!("{res}: desired state differs from the configured one")
+            },
+        )]
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use aws_sdk_iot::types::AttributePayload;
 
 use super::{Env, THING, THING_TYPE};
-use crate::engine::{Ctx, Outcome, Resource, StepError};
+use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
 use crate::state::{Phase, Record};
 use crate::{call, done, found};
 
@@ -113,6 +113,53 @@ impl Resource for Thing {
             "DescribeThing"
         )
         .map(|o| o.thing_arn.unwrap_or_default()))
+    }
+
+    async fn check(&self, _cx: &Ctx) -> Vec<Check> {
+        let d = &self.0.d;
+        let name = &d.thing_name;
+        let res = format!("{KIND} {name}");
+        let iot = &self.0.aws.iot;
+        let live: Result<_, StepError> = async {
+            Ok(found!(
+                iot.describe_thing().thing_name(name).send(),
+                is_resource_not_found_exception,
+                KIND,
+                name,
+                "DescribeThing"
+            ))
+        }
+        .await;
+        let Some(live) = crate::check_try!(live, ["thing.configuration"], res) else {
+            return vec![Check::fail(
+                "thing.configuration",
+                &res,
+                format!("{res} does not exist"),
+            )];
+        };
+        let diff = differences(
+            live.thing_type_name(),
+            live.attributes(),
+            &d.thing_type_name,
+            &d.attributes,
+        );
+        vec![if diff.is_empty() {
+            Check::pass(
+                "thing.configuration",
+                &res,
+                format!(
+                    "type {} and {} attributes as configured",
+                    d.thing_type_name,
+                    d.attributes.len()
+                ),
+            )
+        } else {
+            Check::fail(
+                "thing.configuration",
+                &res,
+                format!("{res} differs: {}", diff.join(", ")),
+            )
+        }]
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::policy_attachment::certificate_arn;
 use super::{Env, CERTIFICATE, THING, THING_PRINCIPAL};
-use crate::engine::{Ctx, Outcome, Resource, StepError};
+use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
 use crate::state::{Phase, Record};
 use crate::{call, done};
 
@@ -87,6 +87,24 @@ impl Resource for ThingPrincipal {
         Ok(principals
             .filter(|p| p.principals().contains(&cert))
             .map(|_| name))
+    }
+
+    async fn check(&self, cx: &Ctx) -> Vec<Check> {
+        const NAME: &str = "certificate.attached_to_thing";
+        let res = format!("{KIND} {}", self.name());
+        match self.probe(cx).await {
+            Ok(Some(_)) => vec![Check::pass(
+                NAME,
+                &res,
+                format!("the certificate is attached to {}", self.0.d.thing_name),
+            )],
+            Ok(None) => vec![Check::fail(
+                NAME,
+                &res,
+                format!("the certificate is not attached to {}", self.0.d.thing_name),
+            )],
+            Err(e) => vec![Check::fail(NAME, &res, e.to_string())],
+        }
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::{Env, THING_TYPE};
-use crate::engine::{Ctx, Outcome, Resource, StepError};
+use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
 use crate::state::{Phase, Record};
 use crate::{call, found};
 
@@ -131,6 +131,32 @@ impl Resource for ThingType {
             "DescribeThingType"
         )
         .map(|o| o.thing_type_arn.unwrap_or_default()))
+    }
+
+    async fn check(&self, _cx: &Ctx) -> Vec<Check> {
+        let name = &self.0.d.thing_type_name;
+        let res = format!("{KIND} {name}");
+        let iot = &self.0.aws.iot;
+        let live: Result<_, StepError> = async {
+            Ok(found!(
+                iot.describe_thing_type().thing_type_name(name).send(),
+                is_resource_not_found_exception,
+                KIND,
+                name,
+                "DescribeThingType"
+            ))
+        }
+        .await;
+        let check = match crate::check_try!(live, ["thing_type.exists"], res) {
+            None => Check::fail("thing_type.exists", &res, format!("{res} does not exist")),
+            Some(l) if l.thing_type_metadata().is_some_and(|m| m.deprecated()) => Check::fail(
+                "thing_type.exists",
+                &res,
+                format!("{res} is deprecated: new things cannot use it"),
+            ),
+            Some(_) => Check::pass("thing_type.exists", &res, format!("{res} exists")),
+        };
+        vec![check]
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {

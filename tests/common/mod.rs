@@ -36,6 +36,55 @@ pub struct Emulator {
     _dir: tempfile::TempDir,
 }
 
+/// Plain moto (no project fixes, no data path), for what must work against any emulator.
+pub struct PlainMoto {
+    child: Child,
+    pub url: String,
+}
+
+impl PlainMoto {
+    pub fn start() -> PlainMoto {
+        // moto_server cannot report a port it chose, so take a free one and hand it over.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let moto = python().with_file_name("moto_server");
+        let child = Command::new(&moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", moto.display()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        PlainMoto {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    pub fn workdir(&self) -> Workdir {
+        Workdir {
+            dir: tempfile::tempdir().unwrap(),
+            url: self.url.clone(),
+        }
+    }
+}
+
+impl Drop for PlainMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Emulator {
     pub fn start() -> Emulator {
         let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,360 @@
+//! `iotreg verify`: every resource's checks, then the data path end to end — a test reading
+//! published to the device topic must be routed by the rule to the function, whose log shows
+//! it with the right alert level — and the report as text, JSON or JUnit XML.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use aws_sdk_iotdataplane::primitives::Blob;
+use serde::Serialize;
+
+use crate::engine::{Check, CheckStatus, Ctx, Resource};
+use crate::resources::Env;
+
+pub const E2E: &str = "e2e.data_path";
+const READING: f64 = 85.5;
+const EXPECTED_LEVEL: &str = "HIGH";
+
+/// A check with how long it took, for JUnit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timed {
+    #[serde(flatten)]
+    pub check: Check,
+    pub seconds: f64,
+}
+
+/// Runs every resource's checks concurrently; results in plan order.
+pub async fn resource_checks(plan: &[Box<dyn Resource>], cx: &Ctx) -> Vec<Timed> {
+    let runs = plan.iter().map(|r| async move {
+        let t0 = Instant::now();
+        let checks = r.check(cx).await;
+        let seconds = t0.elapsed().as_secs_f64() / checks.len().max(1) as f64;
+        checks
+            .into_iter()
+            .map(|check| Timed { check, seconds })
+            .collect::<Vec<_>>()
+    });
+    futures_util::future::join_all(runs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+fn marker() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes).expect("OS randomness");
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("iotreg-verify-{hex}")
+}
+
+/// The alert level a handler invocation logged, from the recipe's messages (or an explicit
+/// `alert_level` in the output).
+pub fn level_in(block: &[String]) -> Option<&'static str> {
+    for line in block {
+        if line.contains("High temperature alert") || line.contains("\"alert_level\": \"HIGH\"") {
+            return Some("HIGH");
+        }
+        if line.contains("Moderate temperature warning")
+            || line.contains("\"alert_level\": \"MEDIUM\"")
+        {
+            return Some("MEDIUM");
+        }
+        if line.contains("Normal temperature reading")
+            || line.contains("\"alert_level\": \"NORMAL\"")
+        {
+            return Some("NORMAL");
+        }
+    }
+    None
+}
+
+/// The invocation around `index` in one stream's events: from its `START RequestId:` line to
+/// its `END RequestId:` line. Lambda runs one invocation at a time per stream, so the block is
+/// exactly that invocation's output, whatever format the handler logs in.
+pub fn invocation_block(events: &[String], index: usize) -> &[String] {
+    let start = events[..=index]
+        .iter()
+        .rposition(|e| e.starts_with("START RequestId:"))
+        .unwrap_or(0);
+    let end = events[index..]
+        .iter()
+        .position(|e| e.starts_with("END RequestId:"))
+        .map(|p| index + p + 1)
+        .unwrap_or(events.len());
+    &events[start..end]
+}
+
+/// Publishes the test reading and waits (polling, bounded) for the function's log to show it.
+pub async fn data_path(env: &Env, timeout: Duration) -> Check {
+    let d = &env.d;
+    let topic = format!("sensor/temperature/{}", d.thing_name);
+    let group = format!("/aws/lambda/{}", d.function_name);
+    let res = format!("data path {topic} → {} → {group}", d.rule_name);
+    let marker = marker();
+    let payload = serde_json::json!({
+        "temperature": READING,
+        "humidity": 65,
+        "timestamp": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        "device": d.thing_name,
+        "battery_level": 87,
+        "iotreg_verify": marker,
+    });
+    // Allow for clock skew between this machine and the log timestamps.
+    let since_ms = crate::state::now_ms().saturating_sub(60_000) as i64;
+    let data = match env.aws.data().await {
+        Ok(c) => c,
+        Err(e) => return Check::fail(E2E, &res, e.to_string()),
+    };
+    if let Err(e) = data
+        .publish()
+        .topic(&topic)
+        .qos(1)
+        .payload(Blob::new(payload.to_string()))
+        .send()
+        .await
+    {
+        return Check::fail(
+            E2E,
+            &res,
+            crate::aws::failed("topic", &topic, "iot-data:Publish", e).to_string(),
+        );
+    }
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match find_marker(env, &group, &marker, since_ms).await {
+            Ok(Some((level, stream))) => {
+                return match level {
+                    Some(l) if l == EXPECTED_LEVEL => Check::pass(
+                        E2E,
+                        &res,
+                        format!("reading {READING} °C ({marker}) reached {group} (stream {stream}) with alert level {l}"),
+                    ),
+                    Some(l) => Check::fail(
+                        E2E,
+                        &res,
+                        format!("reading {READING} °C reached {group} but was classified {l}, expected {EXPECTED_LEVEL}"),
+                    ),
+                    None => Check::fail(
+                        E2E,
+                        &res,
+                        format!("reading {READING} °C reached {group} (stream {stream}) but the invocation logged no alert level"),
+                    ),
+                };
+            }
+            Ok(None) => {}
+            Err(e) => return Check::fail(E2E, &res, e),
+        }
+        if Instant::now() >= deadline {
+            return Check::fail(
+                E2E,
+                &res,
+                format!(
+                    "published an {READING} °C reading ({marker}) to {topic}, but it did not appear in {group} within {}s. \
+                     Check that the rule is enabled and may invoke the function. If this endpoint has no data path \
+                     (e.g. plain moto, which runs no rules engine), use --skip-e2e",
+                    timeout.as_secs_f64()
+                ),
+            );
+        }
+        tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Finds the marker's event; returns the level its invocation logged and the stream name.
+async fn find_marker(
+    env: &Env,
+    group: &str,
+    marker: &str,
+    since_ms: i64,
+) -> Result<Option<(Option<&'static str>, String)>, String> {
+    let logs = &env.aws.logs;
+    let found = logs
+        .filter_log_events()
+        .log_group_name(group)
+        .start_time(since_ms)
+        .filter_pattern(format!("\"{marker}\""))
+        .send()
+        .await;
+    let out = match found {
+        Ok(o) => o,
+        // The group appears with the function's first invocation.
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => {
+            return Err(crate::aws::failed("log group", group, "FilterLogEvents", e).to_string())
+        }
+    };
+    // Confirm locally: an emulator that ignores the pattern would return everything.
+    let Some(hit) = out
+        .events()
+        .iter()
+        .find(|e| e.message().is_some_and(|m| m.contains(marker)))
+    else {
+        return Ok(None);
+    };
+    let stream = hit.log_stream_name().unwrap_or_default().to_string();
+    let from = hit.timestamp().unwrap_or(since_ms) - 60_000;
+    let mut events: Vec<String> = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..20 {
+        let page = logs
+            .filter_log_events()
+            .log_group_name(group)
+            .log_stream_names(&stream)
+            .start_time(from)
+            .set_next_token(token.clone())
+            .send()
+            .await
+            .map_err(|e| {
+                crate::aws::failed("log group", group, "FilterLogEvents", e).to_string()
+            })?;
+        events.extend(
+            page.events()
+                .iter()
+                .filter_map(|e| e.message().map(str::to_string)),
+        );
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    let Some(index) = events.iter().position(|m| m.contains(marker)) else {
+        return Ok(None);
+    };
+    Ok(Some((level_in(invocation_block(&events, index)), stream)))
+}
+
+/// JUnit XML: one testcase per check; failures carry the reason, skips are marked skipped.
+pub fn junit(deployment: &str, checks: &[Timed], total: Duration) -> String {
+    let count = |s: CheckStatus| checks.iter().filter(|c| c.check.status == s).count();
+    let (failures, skipped) = (count(CheckStatus::Fail), count(CheckStatus::Skip));
+    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let header = format!(
+        "name=\"iotreg verify\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{:.3}\"",
+        checks.len(),
+        total.as_secs_f64()
+    );
+    xml.push_str(&format!("<testsuites {header}>\n  <testsuite {header}>\n"));
+    for t in checks {
+        let c = &t.check;
+        xml.push_str(&format!(
+            "    <testcase classname=\"iotreg.{}\" name=\"{}\" time=\"{:.3}\">\n",
+            escape(deployment),
+            escape(&c.name),
+            t.seconds
+        ));
+        match c.status {
+            CheckStatus::Fail => xml.push_str(&format!(
+                "      <failure message=\"{}\">{}: {}</failure>\n",
+                escape(&c.reason),
+                escape(&c.resource),
+                escape(&c.reason)
+            )),
+            CheckStatus::Skip => xml.push_str(&format!(
+                "      <skipped message=\"{}\"/>\n",
+                escape(&c.reason)
+            )),
+            CheckStatus::Pass => xml.push_str(&format!(
+                "      <system-out>{}: {}</system-out>\n",
+                escape(&c.resource),
+                escape(&c.reason)
+            )),
+        }
+        xml.push_str("    </testcase>\n");
+    }
+    xml.push_str("  </testsuite>\n</testsuites>\n");
+    xml
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // XML 1.0 forbids most control characters, even escaped.
+            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\r' | '\t') => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Writes the JUnit file atomically enough for CI: whole file or nothing.
+pub fn write_junit(path: &Path, xml: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("xml.tmp");
+    std::fs::write(&tmp, xml)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_invocation_block_is_bounded_by_start_and_end() {
+        let ev = lines(&[
+            "START RequestId: a Version: $LATEST",
+            "[INFO]\tt\ta\tReceived IoT data: {\"temperature\": 20}",
+            "[INFO]\tt\ta\tNormal temperature reading: 20°C from d",
+            "END RequestId: a",
+            "START RequestId: b Version: $LATEST",
+            "[INFO]\tt\tb\tReceived IoT data: {\"iotreg_verify\": \"m\"}",
+            "[WARNING]\tt\tb\tHigh temperature alert: 85.5°C from d",
+            "END RequestId: b",
+            "REPORT RequestId: b",
+        ]);
+        let block = invocation_block(&ev, 5);
+        assert_eq!(block.len(), 4);
+        assert_eq!(level_in(block), Some("HIGH"));
+        assert_eq!(level_in(invocation_block(&ev, 1)), Some("NORMAL"));
+    }
+
+    #[test]
+    fn levels_follow_the_recipes_messages() {
+        assert_eq!(
+            level_in(&lines(&["Moderate temperature warning: 65°C from d"])),
+            Some("MEDIUM")
+        );
+        assert_eq!(level_in(&lines(&["nothing here"])), None);
+    }
+
+    #[test]
+    fn junit_has_a_testcase_per_check_with_failures_and_skips() {
+        let t = |c| Timed {
+            check: c,
+            seconds: 0.5,
+        };
+        let checks = vec![
+            t(Check::pass("thing.configuration", "thing x", "ok")),
+            t(Check::fail(
+                "rule.configuration",
+                "topic rule r",
+                "enabled: false → true <&>",
+            )),
+            t(Check::skip(E2E, "data path", "--skip-e2e")),
+        ];
+        let xml = junit("abc123", &checks, Duration::from_secs(2));
+        assert!(xml.contains("tests=\"3\" failures=\"1\" errors=\"0\" skipped=\"1\""));
+        assert_eq!(xml.matches("<testcase ").count(), 3);
+        assert!(
+            xml.contains("<failure message=\"enabled: false → true &lt;&amp;&gt;\">topic rule r: ")
+        );
+        assert!(xml.contains("<skipped message=\"--skip-e2e\"/>"));
+        assert!(xml.contains("classname=\"iotreg.abc123\" name=\"thing.configuration\""));
+    }
+}
