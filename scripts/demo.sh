@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The demo: build iotreg, start the local AWS (moto + the project's fixes) on a free loopback
-# port, then run up -> status -> up again (nothing to do) -> down against it, and stop it.
+# port, then run up -> status -> verify -> up again (nothing to do) -> down against it, and stop it.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/venv.sh"
@@ -23,6 +23,7 @@ cd "$work"
 set -x
 "$bin" up
 "$bin" status
+"$bin" verify --junit verify.xml
 "$bin" up
 "$bin" down
 { set +x; } 2>/dev/null
