@@ -73,6 +73,14 @@ async fn connect(settings: &Settings) -> Result<Session> {
     })
 }
 
+fn warn_if_previous_died(lock: &StateLock, progress: &Progress) {
+    if let Some(pid) = &lock.previous_died {
+        progress.warn(&format!(
+            "a previous iotreg run (pid {pid}) ended without releasing its lock (killed or crashed); taking over and resuming from its state"
+        ));
+    }
+}
+
 fn generate_suffix() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut bytes = [0u8; 6];
@@ -237,6 +245,7 @@ async fn up(
         }
     }
     let _lock = StateLock::acquire(&settings.state_path)?;
+    warn_if_previous_died(&_lock, &progress);
     // Re-read under the lock: another run may have changed it since.
     let existing = load_state(settings, &session.region)?;
     let account = session.clients.account().await?;
@@ -358,6 +367,7 @@ async fn down(
     let session = connect(settings).await?;
     load_state(settings, &session.region)?;
     let _lock = StateLock::acquire(&settings.state_path)?;
+    warn_if_previous_died(&_lock, &progress);
     let Some(state) = load_state(settings, &session.region)? else {
         progress.line(&format!(
             "iotreg down: nothing to do ({} does not exist)",

@@ -16,6 +16,7 @@ pub struct Remote {
     pub region: Option<String>,
     pub profile: Option<String>,
     pub endpoint_url: Option<String>,
+    pub limits: crate::config::AwsConfig,
 }
 
 #[derive(Clone)]
@@ -31,22 +32,24 @@ pub struct Clients {
     data: std::sync::Arc<tokio::sync::OnceCell<aws_sdk_iotdataplane::Client>>,
 }
 
-/// Loads the shared SDK config. Retries: the SDK's standard mode (throttling and 5xx, with
-/// exponential backoff and jitter), 5 attempts. Timeouts bound every call so a hung endpoint
+/// Loads the shared SDK config. Retries: the SDK's standard mode (throttling, 5xx and network
+/// errors, with exponential backoff and jitter). Timeouts bound every call so a hung endpoint
 /// is an error naming the call, never a hang.
 pub async fn sdk_config(remote: &Remote) -> aws_types::SdkConfig {
+    let l = &remote.limits;
+    let secs = Duration::from_secs_f64;
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(
             RetryConfig::standard()
-                .with_max_attempts(5)
+                .with_max_attempts(l.max_attempts)
                 .with_max_backoff(Duration::from_secs(10)),
         )
         .timeout_config(
             TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .read_timeout(Duration::from_secs(30))
-                .operation_attempt_timeout(Duration::from_secs(35))
-                .operation_timeout(Duration::from_secs(120))
+                .connect_timeout(secs(l.connect_timeout_s))
+                .read_timeout(secs(l.attempt_timeout_s))
+                .operation_attempt_timeout(secs(l.attempt_timeout_s))
+                .operation_timeout(secs(l.call_timeout_s))
                 .build(),
         );
     if let Some(region) = &remote.region {

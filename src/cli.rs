@@ -62,7 +62,12 @@ pub enum OutputFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create or converge the stack (idempotent; resumes after a crash).
-    Up,
+    Up {
+        /// Deploy a device policy that fails the least-privilege lint (iot:*, Resource "*",
+        /// or iot:Connect without the thing-name policy variable).
+        #[arg(long)]
+        allow_broad_policy: bool,
+    },
     /// Tear the stack down in reverse order.
     Down {
         /// Wait out AWS's five-minute thing-type deprecation delay instead of leaving it pending.

@@ -43,6 +43,31 @@ pub struct Config {
     pub function: FunctionConfig,
     pub rule: RuleConfig,
     pub shadow: ShadowConfig,
+    pub aws: AwsConfig,
+}
+
+/// How iotreg calls AWS: bounds on every call, so a hung endpoint is an error, never a hang.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    pub connect_timeout_s: f64,
+    /// One HTTP attempt, from sending to the whole response.
+    pub attempt_timeout_s: f64,
+    /// One call including its retries.
+    pub call_timeout_s: f64,
+    /// Attempts per call for throttling, 5xx and network errors (the SDK's standard retry).
+    pub max_attempts: u32,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        AwsConfig {
+            connect_timeout_s: 5.0,
+            attempt_timeout_s: 35.0,
+            call_timeout_s: 120.0,
+            max_attempts: 5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -424,6 +449,24 @@ impl Config {
             return Err(invalid(
                 "function.description",
                 "Lambda allows at most 256 characters".into(),
+            ));
+        }
+        for (field, value) in [
+            ("aws.connect_timeout_s", self.aws.connect_timeout_s),
+            ("aws.attempt_timeout_s", self.aws.attempt_timeout_s),
+            ("aws.call_timeout_s", self.aws.call_timeout_s),
+        ] {
+            if !(value.is_finite() && value > 0.0 && value <= 3600.0) {
+                return Err(invalid(
+                    field,
+                    format!("{value} must be a number of seconds above 0 and at most 3600"),
+                ));
+            }
+        }
+        if !(1..=20).contains(&self.aws.max_attempts) {
+            return Err(invalid(
+                "aws.max_attempts",
+                format!("{} must be 1 to 20", self.aws.max_attempts),
             ));
         }
         let sql = self.rule.sql.trim();

@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod engine;
 mod keys;
+mod lint;
 mod output;
 mod resources;
 mod retry;

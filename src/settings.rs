@@ -122,9 +122,23 @@ impl Settings {
                 Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
                 _ => PathBuf::from("."),
             });
+        if matches!(cli.command, Command::Up { .. }) {
+            check_key_dir(&key_dir)?;
+        }
         Ok(Settings {
             action: match cli.command {
-                Command::Up => Action::Up,
+                Command::Up { allow_broad_policy } => {
+                    let doc = templates.policy.render_json(&sample).map_err(|e| bad(&e))?;
+                    let problems = crate::lint::broad_policy(&doc);
+                    if !problems.is_empty() && !allow_broad_policy {
+                        return Err(BadInput(format!(
+                            "{}: the device policy is broader than least privilege: {}; fix the template or pass --allow-broad-policy",
+                            templates.policy.origin,
+                            problems.join("; ")
+                        )));
+                    }
+                    Action::Up
+                }
                 Command::Down { wait } => Action::Down { wait },
                 Command::Status => Action::Status,
                 Command::Verify {
@@ -157,6 +171,7 @@ impl Settings {
                 region: cli.remote.region,
                 profile: cli.remote.profile,
                 endpoint_url: cli.remote.endpoint_url,
+                limits: config.aws.clone(),
             },
             output: cli.output,
             verbosity: if cli.quiet { -1 } else { cli.verbose as i8 },
@@ -194,4 +209,22 @@ pub fn template_vars(
     ]
     .into_iter()
     .collect()
+}
+
+/// Private keys must not land where other users can write: they could replace or plant files.
+fn check_key_dir(dir: &std::path::Path) -> Result<(), BadInput> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return Ok(()); // created 0700 on first use
+    };
+    let mode = meta.permissions().mode();
+    if mode & 0o022 != 0 {
+        return Err(BadInput(format!(
+            "key_dir: {} is writable by other users (mode {:o}); iotreg will not write private keys there. \
+             Use a private directory (chmod go-w) or set key_dir",
+            dir.display(),
+            mode & 0o7777
+        )));
+    }
+    Ok(())
 }

@@ -270,8 +270,10 @@ pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
 /// the process dies, so a crashed run never leaves a lock behind that blocks the next one.
 #[derive(Debug)]
 pub struct StateLock {
-    _file: File,
+    file: File,
     path: PathBuf,
+    /// The pid of an earlier holder that died without releasing cleanly (killed or crashed).
+    pub previous_died: Option<String>,
 }
 
 impl StateLock {
@@ -307,17 +309,34 @@ impl StateLock {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
         }
+        // A clean exit empties the file; a pid left in it is a run that died holding the lock.
+        let mut previous = String::new();
+        let _ = file.read_to_string(&mut previous);
+        let previous = previous.trim().to_string();
+        let previous_died = (!previous.is_empty() && !Path::new("/proc").join(&previous).exists())
+            .then_some(previous);
         // Only the holder writes its pid, so a reader that fails to lock sees the holder's.
         file.set_len(0).map_err(lock_err)?;
         file.rewind().map_err(lock_err)?;
         write!(file, "{}", std::process::id()).map_err(lock_err)?;
         file.sync_all().map_err(lock_err)?;
-        Ok(StateLock { _file: file, path })
+        Ok(StateLock {
+            file,
+            path,
+            previous_died,
+        })
     }
 
     /// Removes the lock file while still holding the lock (after a complete `down`).
     pub fn remove_file(&self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        // Released cleanly: no pid left behind to be mistaken for a dead holder.
+        let _ = self.file.set_len(0);
     }
 }
 
@@ -448,6 +467,18 @@ mod tests {
         );
         drop(held);
         StateLock::acquire(&path).unwrap();
+    }
+
+    #[test]
+    fn a_holder_that_died_is_reported_and_a_clean_release_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        drop(StateLock::acquire(&path).unwrap());
+        assert_eq!(StateLock::acquire(&path).unwrap().previous_died, None);
+        // A pid that cannot exist, as left by a run killed while holding the lock.
+        std::fs::write(lock_path(&path), "4194304999").unwrap();
+        let lock = StateLock::acquire(&path).unwrap();
+        assert_eq!(lock.previous_died.as_deref(), Some("4194304999"));
     }
 
     #[test]

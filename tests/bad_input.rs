@@ -73,6 +73,19 @@ fn cases() -> Vec<Case> {
         c("empty sql", "[rule]\nsql = \"\"\n", "iotreg.toml: rule.sql: must not be empty"),
         c("sql not a select", "[rule]\nsql = \"DELETE FROM 'x'\"\n", "iotreg.toml: rule.sql"),
         c("bad suffix", "suffix = \"ABC!\"\n", "iotreg.toml: suffix"),
+        c("aws timeout zero", "[aws]\nattempt_timeout_s = 0\n", "iotreg.toml: aws.attempt_timeout_s"),
+        c("aws attempts out of range", "[aws]\nmax_attempts = 99\n", "iotreg.toml: aws.max_attempts"),
+        Case {
+            name: "policy connects as any client",
+            config: Some("[policy]\ntemplate = \"p.json\"\n"),
+            state: None,
+            files: &[(
+                "p.json",
+                "{\"Statement\": [{\"Effect\": \"Allow\", \"Action\": \"iot:Connect\", \"Resource\": \"arn:aws:iot:{{region}}:{{account}}:client/x\"}]}",
+            )],
+            args: &["up"],
+            expect: "p.json: the device policy is broader than least privilege",
+        },
         c("missing template", "[policy]\ntemplate = \"nope.json\"\n", "nope.json: cannot read template"),
         Case {
             name: "template not json",

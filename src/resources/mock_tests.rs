@@ -362,19 +362,41 @@ async fn a_thing_type_other_things_use_is_left_alone() {
 }
 
 #[tokio::test]
-async fn a_borrowed_thing_type_is_never_touched() {
+async fn a_borrowed_thing_type_not_made_by_iotreg_is_never_deleted() {
     let list = no_things();
+    let tags = mock!(aws_sdk_iot::Client::list_tags_for_resource).then_output(|| {
+        aws_sdk_iot::operation::list_tags_for_resource::ListTagsForResourceOutput::builder()
+            .tags(
+                aws_sdk_iot::types::Tag::builder()
+                    .key("team")
+                    .value("x")
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    });
+    let deprecate = mock!(aws_sdk_iot::Client::deprecate_thing_type)
+        .then_output(|| DeprecateThingTypeOutput::builder().build());
     let delete = mock!(aws_sdk_iot::Client::delete_thing_type)
         .then_output(|| DeleteThingTypeOutput::builder().build());
     let mut rec = thing_type_record();
     rec.phase = Phase::Borrowed;
-    let h = harness(&[&list, &delete], &[], &[], &[], vec![rec], |_| {});
+    rec.arn = Some("arn:aws:iot:us-east-1:123456789012:thingtype/TemperatureSensor".into());
+    let h = harness(
+        &[&list, &tags, &deprecate, &delete],
+        &[],
+        &[],
+        &[],
+        vec![rec],
+        |_| {},
+    );
     let outcome = thing_type::ThingType(h.env.clone())
         .destroy(&h.cx)
         .await
         .unwrap();
-    assert!(matches!(outcome, Outcome::Retained(_)));
-    assert_eq!(list.num_calls() + delete.num_calls(), 0);
+    assert!(matches!(outcome, Outcome::Retained(ref why) if why.contains("not created by iotreg")));
+    assert_eq!(tags.num_calls(), 1);
+    assert_eq!(deprecate.num_calls() + delete.num_calls(), 0);
 }
 
 #[tokio::test]

@@ -12,6 +12,9 @@ use crate::state::{Phase, Record};
 use crate::{call, found};
 
 const KIND: &str = "thing type";
+/// Marks a thing type iotreg created, so the last iotreg deployment using it may delete it,
+/// while a type made by anyone else is never touched.
+pub const MANAGED_BY: (&str, &str) = ("managed-by", "iotreg");
 /// AWS's documented delay between deprecating a thing type and being allowed to delete it.
 pub const DEPRECATION_DELAY: Duration = Duration::from_secs(5 * 60);
 
@@ -89,10 +92,16 @@ impl Resource for ThingType {
         let props = aws_sdk_iot::types::ThingTypeProperties::builder()
             .thing_type_description(&self.0.d.thing_type_description)
             .build();
+        let tag = aws_sdk_iot::types::Tag::builder()
+            .key(MANAGED_BY.0)
+            .value(MANAGED_BY.1)
+            .build()
+            .map_err(|e| StepError::Failed(format!("{KIND}: {e}")))?;
         let out = match iot
             .create_thing_type()
             .thing_type_name(name)
             .thing_type_properties(props)
+            .tags(tag)
             .send()
             .await
         {
@@ -165,12 +174,6 @@ impl Resource for ThingType {
         };
         let iot = &self.0.aws.iot;
         let name = rec.name.clone();
-        if rec.phase == Phase::Borrowed {
-            cx.forget(THING_TYPE)?;
-            return Ok(Outcome::Retained(
-                "not created by this deployment; left for its owner".into(),
-            ));
-        }
         let users = call!(
             iot.list_things()
                 .thing_type_name(&name)
@@ -184,6 +187,12 @@ impl Resource for ThingType {
             cx.forget(THING_TYPE)?;
             return Ok(Outcome::Retained(
                 "other things still use it; the last deployment to leave deletes it".into(),
+            ));
+        }
+        if rec.phase == Phase::Borrowed && !self.made_by_iotreg(&rec).await? {
+            cx.forget(THING_TYPE)?;
+            return Ok(Outcome::Retained(
+                "not created by iotreg; left for its owner".into(),
             ));
         }
         let Some(live) = found!(
@@ -266,6 +275,30 @@ impl Resource for ThingType {
 }
 
 impl ThingType {
+    /// Whether the type carries iotreg's tag (some iotreg deployment created it).
+    async fn made_by_iotreg(&self, rec: &Record) -> Result<bool, StepError> {
+        let Some(arn) = &rec.arn else {
+            return Ok(false);
+        };
+        let tags = found!(
+            self.0
+                .aws
+                .iot
+                .list_tags_for_resource()
+                .resource_arn(arn)
+                .send(),
+            is_resource_not_found_exception,
+            KIND,
+            &rec.name,
+            "ListTagsForResource"
+        );
+        Ok(tags.is_some_and(|t| {
+            t.tags()
+                .iter()
+                .any(|tag| tag.key() == MANAGED_BY.0 && tag.value() == Some(MANAGED_BY.1))
+        }))
+    }
+
     fn wait_for_deprecation(&self) -> bool {
         self.0.d.wait_for_thing_type
     }
