@@ -22,6 +22,10 @@ per AWS API request to FILE; see emulator/request_log.py.
 
 ``POST /iotreg-test/hold`` {"operation": ..., "seconds": ...} holds the next
 response of that operation (crash testing); see emulator/holds.py.
+
+The data path moto lacks (iot-data Publish -> topic rules -> Lambda handler
+run with python3 -> CloudWatch Logs, and Lambda Invoke without Docker) lives
+in emulator/datapath/.
 """
 
 from __future__ import annotations
@@ -83,9 +87,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_app():
     """moto's multi-service WSGI app, with the emulator's fixes applied."""
+    import datapath
     import fixes
 
     fixes.apply_all()
+    datapath.apply()  # rules engine -> Lambda (python) -> CloudWatch Logs
 
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
@@ -132,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     host, port = server.server_address[:2]
     # moto uses MOTO_PORT when it builds URLs pointing back at itself.
     os.environ["MOTO_PORT"] = str(port)
+    import datapath
+
+    loopback = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+    loopback = f"[{loopback}]" if ":" in loopback and not loopback.startswith("[") else loopback
+    # Lambda handlers run by the emulator send their own AWS calls here.
+    datapath.set_endpoint(f"http://{loopback}:{port}")
 
     stop = threading.Event()
 
@@ -155,10 +167,12 @@ def main(argv: list[str] | None = None) -> int:
 
     while not stop.wait(0.2):
         if not worker.is_alive():
+            datapath.shutdown()
             return 1
     server.shutdown()
     server.server_close()
     worker.join(timeout=5)
+    datapath.shutdown()  # kill handlers still running, remove unpacked code
     if request_log is not None:
         request_log.close()
     return 0

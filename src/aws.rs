@@ -180,3 +180,29 @@ where
 pub fn code_of<E: ProvideErrorMetadata>(err: &E) -> Option<&str> {
     err.code()
 }
+
+/// Whether an error may go away on its own: a timeout, a network failure, a malformed response,
+/// throttling or a 5xx. Used where iotreg retries a call itself instead of letting the SDK do it.
+pub fn is_transient<E: ProvideErrorMetadata>(
+    err: &aws_smithy_runtime_api::client::result::SdkError<
+        E,
+        aws_smithy_runtime_api::http::Response,
+    >,
+) -> bool {
+    use aws_smithy_runtime_api::client::result::SdkError;
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            status >= 500
+                || status == 429
+                || se
+                    .err()
+                    .code()
+                    .is_some_and(|c| c.contains("Throttl") || c == "TooManyRequestsException")
+        }
+        _ => false,
+    }
+}

@@ -62,6 +62,10 @@ pub enum StepError {
     NotOurs { kind: String, name: String },
     #[error(transparent)]
     State(#[from] StateError),
+    /// A create answered "already exists": most often our own earlier attempt, whose answer was
+    /// lost and which the SDK retried. The intent is kept, so reading again adopts it.
+    #[error("{kind} {name:?}: the create call answered that it already exists, and it could not be read back; run `iotreg up` again")]
+    ExistsAfterCreate { kind: String, name: String },
     #[error("skipped: {0} did not complete")]
     Skipped(String),
     #[error("not started: interrupted")]
@@ -313,7 +317,11 @@ pub async fn run(plan: &[Box<dyn Resource>], direction: Direction, cx: &Ctx) -> 
             running.push(async move {
                 let t0 = Instant::now();
                 let result = match direction {
-                    Direction::Up => r.ensure(&step_cx).await,
+                    Direction::Up => match r.ensure(&step_cx).await {
+                        // Read again: the intent makes the existing resource adoptable.
+                        Err(StepError::ExistsAfterCreate { .. }) => r.ensure(&step_cx).await,
+                        other => other,
+                    },
                     Direction::Down => r.destroy(&step_cx).await,
                 };
                 (i, result, t0.elapsed())

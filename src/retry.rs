@@ -26,6 +26,13 @@ impl Backoff {
         budget: Duration::from_secs(60),
     };
 
+    /// iotreg's own retry of a create the SDK must not repeat blindly.
+    pub const CREATE_RETRY: Backoff = Backoff {
+        initial: Duration::from_millis(200),
+        max_delay: Duration::from_secs(4),
+        budget: Duration::from_secs(30),
+    };
+
     /// Delays before attempt 2, 3, ...; stops when the budget would be exceeded.
     pub fn delays(&self) -> impl Iterator<Item = Duration> + '_ {
         let mut next = self.initial;

@@ -452,7 +452,7 @@ fn reset_breaks_the_connection() {
 }
 
 #[test]
-fn delay_outlasts_the_client_timeout_then_forwards() {
+fn delay_forwards_at_once_and_holds_the_answer_past_the_client_timeout() {
     let up = Upstream::start();
     let delay = Duration::from_millis(1500);
     let proxy = FaultProxy::start(
@@ -477,10 +477,8 @@ fn delay_outlasts_the_client_timeout_then_forwards() {
         "{err}"
     );
     assert!(started.elapsed() < delay);
-    assert_eq!(up.count(), 0, "forwarded before the delay");
-    // The write lands late, after the client gave up.
-    assert!(up.wait_for(1, Duration::from_secs(5)));
-    assert!(started.elapsed() >= delay);
+    // The write happened before the client gave up; only the answer was late.
+    assert_eq!(up.count(), 1, "forwarded at once");
     assert_eq!(proxy.stats(), only(FaultKind::Delay, 1, 1, 1));
 }
 
@@ -609,7 +607,8 @@ fn drop_closes_the_port_promptly() {
         started.elapsed()
     );
     assert!(TcpStream::connect(addr).is_err(), "still listening");
-    assert_eq!(up.count(), 0, "a held request was forwarded after drop");
+    // Delay forwards at once and holds only the answer; Drop must not wait for it.
+    assert_eq!(up.count(), 1, "forwarded at once");
     drop(idle);
 }
 

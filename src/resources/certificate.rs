@@ -239,15 +239,48 @@ impl Certificate {
                     .insert(FINGERPRINT.into(), key.fingerprint().into());
                 let mut rec = cx.intent(rec)?;
                 let csr = key.csr_pem(&d.thing_name).map_err(key_err)?;
-                let out = call!(
-                    iot.create_certificate_from_csr()
-                        .certificate_signing_request(csr)
+                // Every call issues a new certificate, so a blind retry after a lost answer
+                // would leave a duplicate. The SDK's retry is off for this call; between
+                // attempts iotreg looks for the certificate of its key first.
+                let no_retry = aws_sdk_iot::config::Builder::default()
+                    .retry_config(aws_config::retry::RetryConfig::disabled());
+                let mut delays = Backoff::CREATE_RETRY.delays();
+                let out = loop {
+                    let sent = iot
+                        .create_certificate_from_csr()
+                        .certificate_signing_request(&csr)
                         .set_as_active(true)
-                        .send(),
-                    KIND,
-                    &d.thing_name,
-                    "CreateCertificateFromCsr"
-                );
+                        .customize()
+                        .config_override(no_retry.clone())
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(out) => break out,
+                        Err(e) if crate::aws::is_transient(&e) => {
+                            if let Some(found) = self.find_by_intent(&rec).await? {
+                                return self.adopt(cx, rec, found).await;
+                            }
+                            let Some(delay) = delays.next() else {
+                                return Err(crate::aws::failed(
+                                    KIND,
+                                    &d.thing_name,
+                                    "CreateCertificateFromCsr",
+                                    e,
+                                ));
+                            };
+                            cx.progress("retrying CreateCertificateFromCsr");
+                            tokio::time::sleep(delay).await;
+                        }
+                        Err(e) => {
+                            return Err(crate::aws::failed(
+                                KIND,
+                                &d.thing_name,
+                                "CreateCertificateFromCsr",
+                                e,
+                            ))
+                        }
+                    }
+                };
                 let pem = out.certificate_pem().unwrap_or_default();
                 let got = keys::certificate_key_fingerprint(pem).map_err(key_err)?;
                 if got != key.fingerprint() {

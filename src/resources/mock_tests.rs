@@ -471,8 +471,8 @@ async fn not_found_on_delete_means_already_done() {
 }
 
 #[tokio::test]
-async fn already_exists_on_create_is_not_adopted() {
-    // Someone else creates the policy between our read and our create.
+async fn already_exists_on_create_keeps_the_intent_so_the_next_read_adopts() {
+    // The create's first answer was lost and the retry meets the policy it made.
     let get = mock!(aws_sdk_iot::Client::get_policy).then_error(|| {
         GetPolicyError::ResourceNotFoundException(
             aws_sdk_iot::types::error::ResourceNotFoundException::builder().build(),
@@ -490,10 +490,9 @@ async fn already_exists_on_create_is_not_adopted() {
         .ensure(&h.cx)
         .await
         .unwrap_err();
-    assert!(matches!(err, StepError::NotOurs { .. }), "{err}");
+    assert!(matches!(err, StepError::ExistsAfterCreate { .. }), "{err}");
     assert!(err.to_string().contains("device-policy-abc123"));
-    // The intent was dropped: a later `up` must not mistake someone else's policy for ours.
-    assert!(h.cx.record(POLICY).is_none());
+    assert_eq!(h.cx.record(POLICY).unwrap().phase, Phase::Intent);
 }
 
 #[tokio::test]

@@ -161,17 +161,18 @@ macro_rules! gone_by_code {
 }
 
 /// Sends a create call after its intent was recorded. If the service answers with its typed
-/// already-exists error (`$is_exists`), somebody else created the resource between our read
-/// and our create: it is not ours, so the intent is dropped (a later `up` must not adopt it)
-/// and the step fails naming the resource.
+/// already-exists error (`$is_exists`), the likeliest cause is our own earlier attempt: its
+/// answer was lost (a 5xx or a timeout after the write) and the SDK retried. The intent stays,
+/// and the engine reads again, which adopts the resource. (Another writer creating the same
+/// suffixed name in that instant is far less likely, and the state lock rules out a second
+/// iotreg run on this deployment.)
 #[macro_export]
 macro_rules! create {
     ($call:expr, $is_exists:ident, $cx:expr, $key:expr, $kind:expr, $name:expr, $op:expr) => {
         match $call.await {
             Ok(v) => v,
             Err(e) if e.as_service_error().is_some_and(|s| s.$is_exists()) => {
-                $cx.forget($key)?;
-                return Err($crate::engine::StepError::NotOurs {
+                return Err($crate::engine::StepError::ExistsAfterCreate {
                     kind: $kind.to_string(),
                     name: $name.to_string(),
                 });

@@ -76,20 +76,40 @@ impl Resource for Permission {
             outcome = Outcome::Updated("re-scoped to the rule".into());
         }
         cx.intent(rec.clone())?;
-        call!(
-            lambda
-                .add_permission()
-                .function_name(function)
-                .statement_id(STATEMENT_ID)
-                .action("lambda:InvokeFunction")
-                .principal(PRINCIPAL)
-                .source_arn(&rule_arn)
-                .source_account(&d.account)
-                .send(),
-            KIND,
-            STATEMENT_ID,
-            "AddPermission"
-        );
+        let added = lambda
+            .add_permission()
+            .function_name(function)
+            .statement_id(STATEMENT_ID)
+            .action("lambda:InvokeFunction")
+            .principal(PRINCIPAL)
+            .source_arn(&rule_arn)
+            .source_account(&d.account)
+            .send()
+            .await;
+        match added {
+            Ok(_) => {}
+            // The statement exists: our own earlier attempt whose answer was lost (retried by
+            // the SDK). Accept it if it is the one we asked for.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_conflict_exception()) =>
+            {
+                let policy = call!(
+                    lambda.get_policy().function_name(function).send(),
+                    KIND,
+                    STATEMENT_ID,
+                    "GetPolicy"
+                );
+                let ours = policy
+                    .policy()
+                    .and_then(|t| self::statement(t, STATEMENT_ID))
+                    .is_some_and(|s| is_scoped(&s, &rule_arn, &d.account));
+                if !ours {
+                    return Err(crate::aws::failed(KIND, STATEMENT_ID, "AddPermission", e));
+                }
+            }
+            Err(e) => return Err(crate::aws::failed(KIND, STATEMENT_ID, "AddPermission", e)),
+        }
         cx.commit(rec)?;
         Ok(outcome)
     }

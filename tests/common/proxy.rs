@@ -27,10 +27,9 @@
 //!     the SigV4 credential scope), not forwarded; `503` for a service it does not know.
 //!   - `Reset`: the request is read, then the connection is closed with a TCP RST (SO_LINGER 0),
 //!     not forwarded.
-//!   - `Delay`: the request is held for `delay`, then forwarded anyway and the answer relayed if
-//!     the client is still there. Usually the client's timeout fired first, so the write lands
-//!     late, after the caller gave up, as on a slow network. Counted as forwarded. Dropping the
-//!     proxy cuts the wait short, and then the request is not forwarded.
+//!   - `Delay`: the request is forwarded at once, and its answer held for `delay` before it is
+//!     relayed (if the client is still there). The client's timeout fires first, so the write
+//!     happened but the caller never learns it did. Counted as forwarded.
 //!   - `ForwardThen500`: forwarded and the upstream answer read completely (so the effect
 //!     happened), then discarded and replaced by a service-shaped `500`.
 //! - Drop stops the listener and shuts down every open socket, so all threads end promptly and
@@ -388,10 +387,12 @@ fn serve(shared: Arc<Shared>, stream: TcpStream) {
             return;
         }
         Some(FaultKind::Delay) => {
+            // Forwarded at once; only the answer is late, past the client's timeout.
+            let answer = relay(&shared, &req);
             if !shared.sleep(shared.delay) {
                 return;
             }
-            relay(&shared, &req)
+            answer
         }
         Some(FaultKind::ForwardThen500) => match forward(&shared, &req) {
             Ok(_) => internal_error(service),
