@@ -22,6 +22,10 @@ pub struct Remote {
 #[derive(Clone)]
 pub struct Clients {
     pub iot: aws_sdk_iot::Client,
+    /// IoT with the SDK's retry off, for creates that must not be repeated blindly: every
+    /// CreateCertificateFromCsr issues a new certificate, so a retry after a lost answer
+    /// would leave a duplicate. Its caller retries itself, looking for the result first.
+    pub iot_no_retry: aws_sdk_iot::Client,
     pub iam: aws_sdk_iam::Client,
     pub lambda: aws_sdk_lambda::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
@@ -68,6 +72,11 @@ impl Clients {
     pub fn new(config: &aws_types::SdkConfig) -> Clients {
         Clients {
             iot: aws_sdk_iot::Client::new(config),
+            iot_no_retry: aws_sdk_iot::Client::from_conf(
+                aws_sdk_iot::config::Builder::from(config)
+                    .retry_config(RetryConfig::disabled())
+                    .build(),
+            ),
             iam: aws_sdk_iam::Client::new(config),
             lambda: aws_sdk_lambda::Client::new(config),
             logs: aws_sdk_cloudwatchlogs::Client::new(config),
@@ -92,6 +101,7 @@ impl Clients {
             .endpoint_url("http://127.0.0.1:9")
             .build();
         Clients {
+            iot_no_retry: iot.clone(),
             iot,
             iam,
             lambda,

@@ -242,16 +242,15 @@ impl Certificate {
                 // Every call issues a new certificate, so a blind retry after a lost answer
                 // would leave a duplicate. The SDK's retry is off for this call; between
                 // attempts iotreg looks for the certificate of its key first.
-                let no_retry = aws_sdk_iot::config::Builder::default()
-                    .retry_config(aws_config::retry::RetryConfig::disabled());
                 let mut delays = Backoff::CREATE_RETRY.delays();
                 let out = loop {
-                    let sent = iot
+                    let sent = self
+                        .0
+                        .aws
+                        .iot_no_retry
                         .create_certificate_from_csr()
                         .certificate_signing_request(&csr)
                         .set_as_active(true)
-                        .customize()
-                        .config_override(no_retry.clone())
                         .send()
                         .await;
                     match sent {

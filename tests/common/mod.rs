@@ -254,6 +254,14 @@ pub struct Workdir {
 }
 
 impl Workdir {
+    /// A working directory whose iotreg talks to `url` (e.g. a fault proxy in front of AWS).
+    pub fn new(url: &str) -> Workdir {
+        Workdir {
+            dir: tempfile::tempdir().unwrap(),
+            url: url.to_string(),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
