@@ -48,17 +48,6 @@ impl Upstream {
     fn request(&self, i: usize) -> Vec<u8> {
         self.requests.lock().unwrap()[i].clone()
     }
-
-    fn wait_for(&self, n: usize, within: Duration) -> bool {
-        let end = Instant::now() + within;
-        while Instant::now() < end {
-            if self.count() >= n {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        self.count() >= n
-    }
 }
 
 fn upstream_response(body: &str) -> String {
