@@ -160,6 +160,7 @@ pub fn deployment(
             None
         },
         iam_retry: Backoff::IAM_PROPAGATION,
+        write_settle: std::time::Duration::from_secs_f64(c.aws.attempt_timeout_s),
         wait_for_thing_type,
     })
 }

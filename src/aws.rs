@@ -178,10 +178,15 @@ where
         }
         _ => "",
     };
+    // A service's own answer reads best as its code and message; anything else (timeouts,
+    // connection failures) needs the whole cause chain, which DisplayErrorContext prints.
+    let detail = match (err.code(), err.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        _ => DisplayErrorContext(&err).to_string(),
+    };
     let code = err.code().unwrap_or("no error code");
     StepError::Failed(format!(
-        "{kind} {name:?}: {call} failed ({code}): {}{advice}",
-        DisplayErrorContext(&err)
+        "{kind} {name:?}: {call} failed ({code}): {detail}{advice}"
     ))
 }
 

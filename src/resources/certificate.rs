@@ -259,6 +259,13 @@ impl Certificate {
                             if let Some(found) = self.find_by_intent(&rec).await? {
                                 return self.adopt(cx, rec, found).await;
                             }
+                            // A timed-out attempt may still be running on the server: give it
+                            // the attempt timeout to land, and look again before issuing
+                            // another certificate.
+                            tokio::time::sleep(self.0.d.write_settle).await;
+                            if let Some(found) = self.find_by_intent(&rec).await? {
+                                return self.adopt(cx, rec, found).await;
+                            }
                             let Some(delay) = delays.next() else {
                                 return Err(crate::aws::failed(
                                     KIND,
@@ -295,11 +302,21 @@ impl Certificate {
                     )));
                 }
                 keys::write_private(&files.certificate, pem, 0o644).map_err(key_err)?;
+                let id = out.certificate_id().unwrap_or_default().to_string();
                 rec.phase = Phase::Created;
-                rec.name = out.certificate_id().unwrap_or_default().to_string();
+                rec.name = id.clone();
                 rec.id = out.certificate_id;
                 rec.arn = out.certificate_arn;
-                cx.commit(rec)?;
+                cx.commit(rec.clone())?;
+                // A request repeated below iotreg (a lost answer retried by a lower layer) can
+                // issue a second certificate for the key. Only we hold the key, so any other
+                // certificate for it since the intent is a duplicate: remove it.
+                for dup in self.matching(&rec, false).await? {
+                    if dup.id != id {
+                        cx.progress("removing a duplicate certificate for this key");
+                        self.delete(&dup.id, &dup.arn, cx).await?;
+                    }
+                }
             }
             CertificateMode::AwsGenerated => {
                 let rec = Record::new(CERTIFICATE, KIND, Phase::Intent, "pending");
@@ -347,8 +364,15 @@ impl Certificate {
     /// and carrying the intent's public key. Without a fingerprint (the aws-generated mode
     /// crashed before the key came back) nothing can be proven ours, so nothing is returned.
     async fn find_by_intent(&self, rec: &Record) -> Result<Option<Found>, StepError> {
+        Ok(self.matching(rec, true).await?.into_iter().next())
+    }
+
+    /// Every certificate created since the intent that carries its public key (or just the
+    /// newest with `first_only`). Only this deployment holds that key.
+    async fn matching(&self, rec: &Record, first_only: bool) -> Result<Vec<Found>, StepError> {
+        let mut all = Vec::new();
         let Some(fp) = rec.data_str(FINGERPRINT) else {
-            return Ok(None);
+            return Ok(all);
         };
         let iot = &self.0.aws.iot;
         let since_ms = rec
@@ -392,18 +416,21 @@ impl Certificate {
                 };
                 let pem = desc.certificate_pem().unwrap_or_default();
                 if keys::certificate_key_fingerprint(pem).ok().as_deref() == Some(fp) {
-                    return Ok(Some(Found {
+                    all.push(Found {
                         id: id.to_string(),
                         arn: desc.certificate_arn().unwrap_or_default().to_string(),
                         pem: pem.to_string(),
                         active: desc.status() == Some(&CertificateStatus::Active),
-                    }));
+                    });
+                    if first_only {
+                        return Ok(all);
+                    }
                 }
             }
             marker = page.next_marker().map(str::to_string);
             // Newest first: once a page reaches certificates older than the window, stop.
             if older_seen || marker.is_none() {
-                return Ok(None);
+                return Ok(all);
             }
         }
     }

@@ -82,6 +82,7 @@ fn deployment(dir: &std::path::Path) -> Deployment {
             budget: Duration::from_millis(40),
         },
         wait_for_thing_type: false,
+        write_settle: Duration::from_millis(1),
     }
 }
 

@@ -61,6 +61,8 @@ pub struct Deployment {
     /// The shadow document to initialise with, or None when shadow initialisation is off.
     pub shadow: Option<serde_json::Value>,
     pub iam_retry: crate::retry::Backoff,
+    /// How long a timed-out call may still be running on the server (the attempt timeout).
+    pub write_settle: std::time::Duration,
     /// `down --wait`: wait out the thing type's deprecation delay instead of leaving it pending.
     pub wait_for_thing_type: bool,
 }

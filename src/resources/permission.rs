@@ -63,12 +63,14 @@ impl Resource for Permission {
                 });
             }
             // Same statement id, wrong scope: replace it (AddPermission refuses duplicates).
-            call!(
+            // Not found means a retried removal already did it.
+            done!(
                 lambda
                     .remove_permission()
                     .function_name(function)
                     .statement_id(STATEMENT_ID)
                     .send(),
+                is_resource_not_found_exception,
                 KIND,
                 STATEMENT_ID,
                 "RemovePermission"
