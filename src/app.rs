@@ -493,6 +493,41 @@ fn remove_local(settings: &Settings, lock: &StateLock) -> Result<()> {
     Ok(())
 }
 
+/// What the read-only commands (status, verify) work with: the deployment resolved against
+/// the live account, its plan, and a context over an in-memory copy of the state that is
+/// never saved.
+struct ReadOnly {
+    env: Arc<Env>,
+    plan: Vec<Box<dyn crate::engine::Resource>>,
+    cx: Ctx,
+    account: String,
+}
+
+async fn read_only(settings: &Settings, session: Session, state: &State) -> Result<ReadOnly> {
+    let account = session.clients.account().await?;
+    state
+        .check_account(&settings.state_path, &account)
+        .map_err(bad_input_if)?;
+    let d = deployment(settings, &state.suffix, &session.region, &account, false)?;
+    let env = Arc::new(Env {
+        aws: session.clients,
+        d,
+    });
+    let plan = resources::plan(&env);
+    let store = Arc::new(Store::new(settings.state_path.clone(), state.clone()));
+    let cx = Ctx::new(
+        store,
+        Arc::new(Progress::new(-1)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    Ok(ReadOnly {
+        env,
+        plan,
+        cx,
+        account,
+    })
+}
+
 #[derive(Serialize)]
 struct StatusJson<'a> {
     command: &'static str,
@@ -519,23 +554,7 @@ async fn status(settings: &Settings) -> Result<ExitStatus> {
         }
         return Ok(ExitStatus::Success);
     };
-    let account = session.clients.account().await?;
-    state
-        .check_account(&settings.state_path, &account)
-        .map_err(bad_input_if)?;
-    let d = deployment(settings, &state.suffix, &session.region, &account, false)?;
-    let env = Arc::new(Env {
-        aws: session.clients,
-        d,
-    });
-    let plan = resources::plan(&env);
-    // Status only reads: an in-memory copy of the state that is never saved.
-    let store = Arc::new(Store::new(settings.state_path.clone(), state.clone()));
-    let cx = Ctx::new(
-        store,
-        Arc::new(Progress::new(-1)),
-        Arc::new(AtomicBool::new(false)),
-    );
+    let ReadOnly { plan, cx, .. } = read_only(settings, session, &state).await?;
     let probes = futures_util::future::join_all(plan.iter().map(|r| r.probe(&cx))).await;
     let mut all_present = true;
     let resource_lines: Vec<ResourceLine> = plan
@@ -615,23 +634,12 @@ async fn verify(settings: &Settings, options: &VerifyOptions) -> Result<ExitStat
         ))
         .into());
     };
-    let account = session.clients.account().await?;
-    state
-        .check_account(&settings.state_path, &account)
-        .map_err(bad_input_if)?;
-    let d = deployment(settings, &state.suffix, &session.region, &account, false)?;
-    let env = Arc::new(Env {
-        aws: session.clients,
-        d,
-    });
-    let plan = resources::plan(&env);
-    // Verify only reads: an in-memory copy of the state that is never saved.
-    let store = Arc::new(Store::new(settings.state_path.clone(), state.clone()));
-    let cx = Ctx::new(
-        store,
-        Arc::new(Progress::new(-1)),
-        Arc::new(AtomicBool::new(false)),
-    );
+    let ReadOnly {
+        env,
+        plan,
+        cx,
+        account,
+    } = read_only(settings, session, &state).await?;
     let progress = Progress::new(settings.verbosity);
     progress.line(&format!(
         "iotreg verify: deployment {} in {} (account {})",

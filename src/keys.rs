@@ -237,17 +237,26 @@ mod tests {
 
     #[test]
     fn pkcs1_rsa_public_key_is_derived_from_the_private_key() {
-        // A PKCS#1 RSA key, the format CreateKeysAndCertificate returns (matching against a real
-        // certificate is covered end to end against moto in tests/verify.rs).
-        let key = "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAMtdFJGyx/8DGv0AV4MG5b2s8GmPeE0z1TDv2a8Sdo7KxVv5B8v5\nMqqs3rpzgJXbQfXqG3ODEB1EPnxXW60XlO8CAwEAAQJAHpnHN9UJ1ScsgG4MZ7EO\ncGP5R5gk6o3+YPKTezRk0+DmwZNGmr6GZ1uP3nnLdj4L6R/lh6BXm0b7XpbnqMbF\nYQIhAPn/UsmwE0ByLMVW4vb21g5l9dLkWjVVPHNIIyHiHqixAiEA0HjoQMiKuODu\njNdqYtTD3QaYAbAFlE8H1pMxbiXzhp8CIQCgBzyVvDgiZFbzslJ5oOrpdywhLd8Z\nvzHm1CcsKpdL8QIgLVRJPXp+2tLVmDdiM0Cqm/WB5BVsQbb4+rj1HS+SmSsCIETu\ncP3eVyEe/mYe2gaZjP2fqwGEZIBdvvnjHO+b/G1Y\n-----END RSA PRIVATE KEY-----\n";
-        let block = pem::parse(key).unwrap();
-        let public = rsa_public_from_pkcs1(block.contents()).unwrap();
-        // RSAPublicKey = SEQUENCE { INTEGER n (65 bytes with sign byte), INTEGER 65537 }.
-        assert_eq!(public[0], 0x30);
-        assert!(public.ends_with(&[0x02, 0x03, 0x01, 0x00, 0x01]));
-        assert_eq!(public.len(), 2 + 2 + 65 + 5);
+        // RSAPrivateKey ::= SEQUENCE { version, modulus, publicExponent, privateExponent, ... }
+        // built from made-up integers: only the structure matters here, and no key material
+        // belongs in the source. (Matching a real AWS-generated key to its certificate is
+        // covered end to end against moto in tests/verify.rs.)
+        let int = |bytes: &[u8]| [&[0x02, bytes.len() as u8][..], bytes].concat();
+        let modulus: Vec<u8> = std::iter::once(0x00).chain([0xc5; 64]).collect();
+        let body = [
+            int(&[0x00]),
+            int(&modulus),
+            int(&[0x01, 0x00, 0x01]),
+            int(&[0x42; 64]),
+        ]
+        .concat();
+        let der = [&[0x30, 0x81, body.len() as u8][..], &body].concat();
+        let pem_text = pem::encode(&pem::Pem::new("RSA PRIVATE KEY", der.clone()));
+        let public = rsa_public_from_pkcs1(&der).unwrap();
+        let expected_body = [int(&modulus), int(&[0x01, 0x00, 0x01])].concat();
+        assert_eq!(public, [&[0x30, 0x48][..], &expected_body].concat());
         assert_eq!(
-            private_key_fingerprint(key).unwrap(),
+            private_key_fingerprint(&pem_text).unwrap(),
             hex(&sha2::Sha256::digest(&public))
         );
         // PKCS#8 keys go through rcgen and agree with DeviceKey's own fingerprint.

@@ -5,40 +5,11 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-
 use common::*;
-
-fn held_count(emu: &Emulator) -> usize {
-    std::fs::read_to_string(&emu.request_log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("\"held\""))
-        .count()
-}
 
 /// Runs `args`, holds `op`, and SIGKILLs iotreg as soon as the held call has been carried out.
 fn kill_after(emu: &Emulator, w: &Workdir, args: &[&str], op: &str) {
-    let held_before = held_count(emu);
-    emu.hold(op, 20);
-    let mut child = w
-        .command(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if held_count(emu) > held_before {
-            break;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("iotreg {args:?} finished ({status}) without calling {op}");
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {op}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut child = emu.start_held(w, args, op, 20);
     child.kill().unwrap(); // SIGKILL: no chance to save anything more
     child.wait().unwrap();
 }

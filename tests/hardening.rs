@@ -4,39 +4,10 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn held_count(emu: &Emulator) -> usize {
-    std::fs::read_to_string(&emu.request_log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("\"held\""))
-        .count()
-}
-
-/// Starts `args` with `op` held for `seconds`, and returns once the held call was carried out.
-fn start_held(emu: &Emulator, w: &Workdir, args: &[&str], op: &str, seconds: u64) -> Child {
-    let before = held_count(emu);
-    emu.hold(op, seconds);
-    let mut child = w
-        .command(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while held_count(emu) == before {
-        if let Some(s) = child.try_wait().unwrap() {
-            panic!("{args:?} ended ({s}) before calling {op}");
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {op}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child
-}
 
 fn signal(child: &Child, sig: i32) {
     unsafe {
@@ -111,7 +82,7 @@ async fn a_second_run_on_the_same_state_fails_at_once_naming_the_holder() {
         .send()
         .await
         .unwrap();
-    let first = start_held(&emu, &w, &["up"], "EnableTopicRule", 4);
+    let first = emu.start_held(&w, &["up"], "EnableTopicRule", 4);
     let pid = first.id();
     for args in [["up"], ["down"]] {
         let t0 = Instant::now();
@@ -136,7 +107,7 @@ async fn a_second_run_on_the_same_state_fails_at_once_naming_the_holder() {
 async fn a_run_killed_holding_the_lock_is_taken_over_with_a_warning() {
     let emu = Emulator::start();
     let w = emu.workdir();
-    let mut child = start_held(&emu, &w, &["up"], "CreatePolicy", 10);
+    let mut child = emu.start_held(&w, &["up"], "CreatePolicy", 10);
     let pid = child.id();
     child.kill().unwrap();
     child.wait().unwrap();
@@ -157,7 +128,7 @@ async fn ctrl_c_finishes_the_step_in_flight_saves_state_and_exits_130() {
     let emu = Emulator::start();
     let c = emu.clients().await;
     let w = emu.workdir();
-    let child = start_held(&emu, &w, &["up", "--output", "json"], "CreateFunction", 2);
+    let child = emu.start_held(&w, &["up", "--output", "json"], "CreateFunction", 2);
     let t0 = Instant::now();
     signal(&child, libc::SIGINT);
     let out = child.wait_with_output().unwrap();
@@ -204,7 +175,7 @@ async fn a_second_ctrl_c_exits_at_once_and_state_stays_consistent() {
     let emu = Emulator::start();
     let c = emu.clients().await;
     let w = emu.workdir();
-    let child = start_held(&emu, &w, &["up"], "CreateFunction", 20);
+    let child = emu.start_held(&w, &["up"], "CreateFunction", 20);
     let t0 = Instant::now();
     signal(&child, libc::SIGINT);
     std::thread::sleep(Duration::from_millis(200));

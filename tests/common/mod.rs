@@ -189,11 +189,35 @@ impl Emulator {
         http_post(&self.url, "/moto-api/reset", "");
     }
 
-    pub fn held(&self) -> bool {
+    /// How many held calls have been carried out so far.
+    pub fn held_count(&self) -> usize {
         std::fs::read_to_string(&self.request_log)
             .unwrap_or_default()
             .lines()
-            .any(|l| l.contains("\"held\""))
+            .filter(|l| l.contains("\"held\""))
+            .count()
+    }
+
+    /// Starts iotreg with `op` held for `seconds`, and returns once the held call has been
+    /// carried out (the resource exists, iotreg has no answer yet).
+    pub fn start_held(&self, w: &Workdir, args: &[&str], op: &str, seconds: u64) -> Child {
+        let before = self.held_count();
+        self.hold(op, seconds);
+        let mut child = w
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.held_count() == before {
+            if let Some(s) = child.try_wait().unwrap() {
+                panic!("{args:?} ended ({s}) before calling {op}");
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {op}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child
     }
 }
 
