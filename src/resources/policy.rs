@@ -162,7 +162,7 @@ impl Resource for Policy {
                 "DetachPolicy"
             );
         }
-        self.delete_non_default_versions(name, usize::MAX).await?;
+        self.delete_non_default_versions(name, 1).await?;
         let deleted = done!(
             iot.delete_policy().policy_name(name).send(),
             is_resource_not_found_exception,
@@ -195,10 +195,13 @@ impl Policy {
             name,
             "CreatePolicyVersion"
         );
-        Ok(())
+        // Keep the new default and the one it replaced (for rollback), nothing older: leaving
+        // five versions would make the next edit, ours or anyone's, fail at AWS's limit.
+        self.delete_non_default_versions(name, 2).await
     }
 
-    /// Deletes the oldest non-default versions until at most `keep` versions remain.
+    /// Deletes the oldest non-default versions until at most `keep` versions (the default
+    /// included) remain; `keep = 1` leaves only the default.
     async fn delete_non_default_versions(&self, name: &str, keep: usize) -> Result<(), StepError> {
         let iot = &self.0.aws.iot;
         let versions = call!(
@@ -216,11 +219,7 @@ impl Policy {
         // Version ids are increasing integers; delete the oldest first.
         old.sort_by_key(|v| v.parse::<u64>().unwrap_or(u64::MAX));
         let total = versions.policy_versions().len();
-        let excess = if keep == usize::MAX {
-            old.len()
-        } else {
-            total.saturating_sub(keep)
-        };
+        let excess = total.saturating_sub(keep);
         for version in old.iter().take(excess) {
             done!(
                 iot.delete_policy_version()
