@@ -39,16 +39,7 @@ impl Resource for Shadow {
         let record = cx.record(SHADOW);
         let rec = Record::new(SHADOW, KIND, Phase::Created, thing);
         let want_desired = doc.pointer("/state/desired").cloned().unwrap_or_default();
-        let live = found!(
-            data.get_thing_shadow().thing_name(thing).send(),
-            is_resource_not_found_exception,
-            KIND,
-            thing,
-            "GetThingShadow"
-        );
-        let live_doc = live
-            .and_then(|o| o.payload)
-            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p.as_ref()).ok());
+        let live_doc = self.live_document().await?;
         let (payload, outcome) = match live_doc {
             Some(live_doc) => {
                 let live_desired = live_doc.pointer("/state/desired");
@@ -85,16 +76,11 @@ impl Resource for Shadow {
     }
 
     async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
-        let data = self.0.aws.data().await?;
         let thing = &self.0.d.thing_name;
-        Ok(found!(
-            data.get_thing_shadow().thing_name(thing).send(),
-            is_resource_not_found_exception,
-            KIND,
-            thing,
-            "GetThingShadow"
-        )
-        .map(|_| format!("shadow of {thing}")))
+        Ok(self
+            .live_document()
+            .await?
+            .map(|_| format!("shadow of {thing}")))
     }
 
     async fn check(&self, _cx: &Ctx) -> Vec<Check> {
@@ -105,20 +91,7 @@ impl Resource for Shadow {
             return vec![Check::skip(NAME, &res, "shadow initialisation is off")];
         };
         let want = doc.pointer("/state/desired").cloned().unwrap_or_default();
-        let live: Result<_, StepError> = async {
-            let data = self.0.aws.data().await?;
-            Ok(found!(
-                data.get_thing_shadow().thing_name(thing).send(),
-                is_resource_not_found_exception,
-                KIND,
-                thing,
-                "GetThingShadow"
-            ))
-        }
-        .await;
-        let live_doc = crate::check_try!(live, [NAME], res)
-            .and_then(|o| o.payload)
-            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p.as_ref()).ok());
+        let live_doc = crate::check_try!(self.live_document().await, [NAME], res);
         let Some(live_doc) = live_doc else {
             return vec![Check::fail(NAME, &res, format!("{res} does not exist"))];
         };
@@ -153,6 +126,24 @@ impl Resource for Shadow {
         } else {
             Outcome::Absent
         })
+    }
+}
+
+impl Shadow {
+    /// The live shadow document, or None when the thing has no shadow.
+    async fn live_document(&self) -> Result<Option<serde_json::Value>, StepError> {
+        let data = self.0.aws.data().await?;
+        let thing = &self.0.d.thing_name;
+        let live = found!(
+            data.get_thing_shadow().thing_name(thing).send(),
+            is_resource_not_found_exception,
+            KIND,
+            thing,
+            "GetThingShadow"
+        );
+        Ok(live
+            .and_then(|o| o.payload)
+            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p.as_ref()).ok()))
     }
 }
 
