@@ -44,13 +44,7 @@ impl Resource for Function {
             .and_then(|r| r.arn)
             .ok_or_else(|| StepError::Failed("IAM role ARN missing from state".into()))?;
         let record = cx.record(FUNCTION);
-        let live = found!(
-            lambda.get_function().function_name(name).send(),
-            is_resource_not_found_exception,
-            KIND,
-            name,
-            "GetFunction"
-        );
+        let live = self.live(name).await?;
         if let Some(cfg) = live.and_then(|l| l.configuration) {
             let Some(mut rec) = record.clone() else {
                 return Err(StepError::NotOurs {
@@ -144,15 +138,11 @@ impl Resource for Function {
 
     async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
         let name = &self.0.d.function_name;
-        Ok(found!(
-            self.0.aws.lambda.get_function().function_name(name).send(),
-            is_resource_not_found_exception,
-            KIND,
-            name,
-            "GetFunction"
-        )
-        .and_then(|o| o.configuration)
-        .map(|c| c.function_arn.unwrap_or_default()))
+        Ok(self
+            .live(name)
+            .await?
+            .and_then(|o| o.configuration)
+            .map(|c| c.function_arn.unwrap_or_default()))
     }
 
     async fn check(&self, cx: &Ctx) -> Vec<Check> {
@@ -160,17 +150,7 @@ impl Resource for Function {
         let d = &self.0.d;
         let name = &d.function_name;
         let res = format!("{KIND} {name}");
-        let lambda = &self.0.aws.lambda;
-        let live: Result<_, StepError> = async {
-            Ok(found!(
-                lambda.get_function().function_name(name).send(),
-                is_resource_not_found_exception,
-                KIND,
-                name,
-                "GetFunction"
-            ))
-        }
-        .await;
+        let live = self.live(name).await;
         let Some(cfg) = crate::check_try!(live, [NAME], res).and_then(|l| l.configuration) else {
             return vec![Check::fail(NAME, &res, format!("{res} does not exist"))];
         };
@@ -242,6 +222,21 @@ impl Resource for Function {
 }
 
 impl Function {
+    /// The live resource, or None when it does not exist: the one read that ensure, probe,
+    /// check and destroy share.
+    async fn live(
+        &self,
+        name: &str,
+    ) -> Result<Option<aws_sdk_lambda::operation::get_function::GetFunctionOutput>, StepError> {
+        Ok(found!(
+            self.0.aws.lambda.get_function().function_name(name).send(),
+            is_resource_not_found_exception,
+            KIND,
+            name,
+            "GetFunction"
+        ))
+    }
+
     /// Polls GetFunction until LastUpdateStatus is no longer InProgress (bounded).
     async fn wait_until_updatable(&self, cx: &Ctx) -> Result<(), StepError> {
         let name = &self.0.d.function_name;

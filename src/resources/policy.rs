@@ -34,13 +34,7 @@ impl Resource for Policy {
         let name = &self.0.d.policy_name;
         let want = &self.0.d.policy_document;
         let record = cx.record(POLICY);
-        let live = found!(
-            iot.get_policy().policy_name(name).send(),
-            is_resource_not_found_exception,
-            KIND,
-            name,
-            "GetPolicy"
-        );
+        let live = self.live(name).await?;
         if let Some(live) = live {
             let Some(mut rec) = record.clone() else {
                 return Err(StepError::NotOurs {
@@ -91,31 +85,17 @@ impl Resource for Policy {
 
     async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
         let name = &self.0.d.policy_name;
-        Ok(found!(
-            self.0.aws.iot.get_policy().policy_name(name).send(),
-            is_resource_not_found_exception,
-            KIND,
-            name,
-            "GetPolicy"
-        )
-        .map(|o| o.policy_arn.unwrap_or_default()))
+        Ok(self
+            .live(name)
+            .await?
+            .map(|o| o.policy_arn.unwrap_or_default()))
     }
 
     async fn check(&self, _cx: &Ctx) -> Vec<Check> {
         const NAME: &str = "policy.document";
         let name = &self.0.d.policy_name;
         let res = format!("{KIND} {name}");
-        let iot = &self.0.aws.iot;
-        let live: Result<_, StepError> = async {
-            Ok(found!(
-                iot.get_policy().policy_name(name).send(),
-                is_resource_not_found_exception,
-                KIND,
-                name,
-                "GetPolicy"
-            ))
-        }
-        .await;
+        let live = self.live(name).await;
         let Some(live) = crate::check_try!(live, [NAME], res) else {
             return vec![Check::fail(NAME, &res, format!("{res} does not exist"))];
         };
@@ -180,6 +160,21 @@ impl Resource for Policy {
 }
 
 impl Policy {
+    /// The live resource, or None when it does not exist: the one read that ensure, probe,
+    /// check and destroy share.
+    async fn live(
+        &self,
+        name: &str,
+    ) -> Result<Option<aws_sdk_iot::operation::get_policy::GetPolicyOutput>, StepError> {
+        Ok(found!(
+            self.0.aws.iot.get_policy().policy_name(name).send(),
+            is_resource_not_found_exception,
+            KIND,
+            name,
+            "GetPolicy"
+        ))
+    }
+
     async fn new_default_version(&self, name: &str) -> Result<(), StepError> {
         let iot = &self.0.aws.iot;
         // Make room: with five versions CreatePolicyVersion fails with VersionsLimitExceeded.

@@ -31,13 +31,7 @@ impl Resource for Role {
         let d = &self.0.d;
         let name = &d.role_name;
         let record = cx.record(ROLE);
-        let live = found!(
-            iam.get_role().role_name(name).send(),
-            is_no_such_entity_exception,
-            KIND,
-            name,
-            "GetRole"
-        );
+        let live = self.live(name).await?;
         let mut changes = Vec::new();
         let (mut rec, created) = match live.and_then(|l| l.role) {
             Some(role) => {
@@ -138,15 +132,7 @@ impl Resource for Role {
 
     async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
         let name = &self.0.d.role_name;
-        Ok(found!(
-            self.0.aws.iam.get_role().role_name(name).send(),
-            is_no_such_entity_exception,
-            KIND,
-            name,
-            "GetRole"
-        )
-        .and_then(|o| o.role)
-        .map(|r| r.arn))
+        Ok(self.live(name).await?.and_then(|o| o.role).map(|r| r.arn))
     }
 
     async fn check(&self, _cx: &Ctx) -> Vec<Check> {
@@ -156,13 +142,7 @@ impl Resource for Role {
         let res = format!("{KIND} {name}");
         let iam = &self.0.aws.iam;
         let live: Result<_, StepError> = async {
-            let role = found!(
-                iam.get_role().role_name(name).send(),
-                is_no_such_entity_exception,
-                KIND,
-                name,
-                "GetRole"
-            );
+            let role = self.live(name).await?;
             let Some(role) = role.and_then(|r| r.role) else {
                 return Ok(None);
             };
@@ -305,6 +285,23 @@ pub fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Role {
+    /// The live resource, or None when it does not exist: the one read that ensure, probe,
+    /// check and destroy share.
+    async fn live(
+        &self,
+        name: &str,
+    ) -> Result<Option<aws_sdk_iam::operation::get_role::GetRoleOutput>, StepError> {
+        Ok(found!(
+            self.0.aws.iam.get_role().role_name(name).send(),
+            is_no_such_entity_exception,
+            KIND,
+            name,
+            "GetRole"
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -34,13 +34,7 @@ impl Resource for Thing {
         let iot = &self.0.aws.iot;
         let name = &d.thing_name;
         let record = cx.record(THING);
-        let live = found!(
-            iot.describe_thing().thing_name(name).send(),
-            is_resource_not_found_exception,
-            KIND,
-            name,
-            "DescribeThing"
-        );
+        let live = self.live(name).await?;
         if let Some(live) = live {
             let Some(mut rec) = record.clone() else {
                 return Err(StepError::NotOurs {
@@ -105,31 +99,17 @@ impl Resource for Thing {
 
     async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
         let name = &self.0.d.thing_name;
-        Ok(found!(
-            self.0.aws.iot.describe_thing().thing_name(name).send(),
-            is_resource_not_found_exception,
-            KIND,
-            name,
-            "DescribeThing"
-        )
-        .map(|o| o.thing_arn.unwrap_or_default()))
+        Ok(self
+            .live(name)
+            .await?
+            .map(|o| o.thing_arn.unwrap_or_default()))
     }
 
     async fn check(&self, _cx: &Ctx) -> Vec<Check> {
         let d = &self.0.d;
         let name = &d.thing_name;
         let res = format!("{KIND} {name}");
-        let iot = &self.0.aws.iot;
-        let live: Result<_, StepError> = async {
-            Ok(found!(
-                iot.describe_thing().thing_name(name).send(),
-                is_resource_not_found_exception,
-                KIND,
-                name,
-                "DescribeThing"
-            ))
-        }
-        .await;
+        let live = self.live(name).await;
         let Some(live) = crate::check_try!(live, ["thing.configuration"], res) else {
             return vec![Check::fail(
                 "thing.configuration",
@@ -255,6 +235,24 @@ fn payload(
         .set_attributes(Some(attrs))
         .merge(live.is_some())
         .build()
+}
+
+impl Thing {
+    /// The live resource, or None when it does not exist: the one read that ensure, probe,
+    /// check and destroy share.
+    async fn live(
+        &self,
+        name: &str,
+    ) -> Result<Option<aws_sdk_iot::operation::describe_thing::DescribeThingOutput>, StepError>
+    {
+        Ok(found!(
+            self.0.aws.iot.describe_thing().thing_name(name).send(),
+            is_resource_not_found_exception,
+            KIND,
+            name,
+            "DescribeThing"
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -39,13 +39,7 @@ impl Resource for ThingType {
         let iot = &self.0.aws.iot;
         let name = &self.0.d.thing_type_name;
         let record = cx.record(THING_TYPE);
-        let live = found!(
-            iot.describe_thing_type().thing_type_name(name).send(),
-            is_resource_not_found_exception,
-            KIND,
-            name,
-            "DescribeThingType"
-        );
+        let live = self.live(name).await?;
         if let Some(live) = live {
             let deprecated = live.thing_type_metadata().is_some_and(|m| m.deprecated());
             let arn = live.thing_type_arn().map(str::to_string);
@@ -127,35 +121,16 @@ impl Resource for ThingType {
 
     async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
         let name = &self.0.d.thing_type_name;
-        Ok(found!(
-            self.0
-                .aws
-                .iot
-                .describe_thing_type()
-                .thing_type_name(name)
-                .send(),
-            is_resource_not_found_exception,
-            KIND,
-            name,
-            "DescribeThingType"
-        )
-        .map(|o| o.thing_type_arn.unwrap_or_default()))
+        Ok(self
+            .live(name)
+            .await?
+            .map(|o| o.thing_type_arn.unwrap_or_default()))
     }
 
     async fn check(&self, _cx: &Ctx) -> Vec<Check> {
         let name = &self.0.d.thing_type_name;
         let res = format!("{KIND} {name}");
-        let iot = &self.0.aws.iot;
-        let live: Result<_, StepError> = async {
-            Ok(found!(
-                iot.describe_thing_type().thing_type_name(name).send(),
-                is_resource_not_found_exception,
-                KIND,
-                name,
-                "DescribeThingType"
-            ))
-        }
-        .await;
+        let live = self.live(name).await;
         let check = match crate::check_try!(live, ["thing_type.exists"], res) {
             None => Check::fail("thing_type.exists", &res, format!("{res} does not exist")),
             Some(l) if l.thing_type_metadata().is_some_and(|m| m.deprecated()) => Check::fail(
@@ -195,13 +170,7 @@ impl Resource for ThingType {
                 "not created by iotreg; left for its owner".into(),
             ));
         }
-        let Some(live) = found!(
-            iot.describe_thing_type().thing_type_name(&name).send(),
-            is_resource_not_found_exception,
-            KIND,
-            &name,
-            "DescribeThingType"
-        ) else {
+        let Some(live) = self.live(&name).await? else {
             cx.forget(THING_TYPE)?;
             return Ok(Outcome::Absent);
         };
@@ -275,6 +244,29 @@ impl Resource for ThingType {
 }
 
 impl ThingType {
+    /// The live resource, or None when it does not exist: the one read that ensure, probe,
+    /// check and destroy share.
+    async fn live(
+        &self,
+        name: &str,
+    ) -> Result<
+        Option<aws_sdk_iot::operation::describe_thing_type::DescribeThingTypeOutput>,
+        StepError,
+    > {
+        Ok(found!(
+            self.0
+                .aws
+                .iot
+                .describe_thing_type()
+                .thing_type_name(name)
+                .send(),
+            is_resource_not_found_exception,
+            KIND,
+            name,
+            "DescribeThingType"
+        ))
+    }
+
     /// Whether the type carries iotreg's tag (some iotreg deployment created it).
     async fn made_by_iotreg(&self, rec: &Record) -> Result<bool, StepError> {
         let Some(arn) = &rec.arn else {
