@@ -71,18 +71,17 @@ pub fn level_in(block: &[String]) -> Option<&'static str> {
 
 /// The invocation around `index` in one stream's events: from its `START RequestId:` line to
 /// its `END RequestId:` line. Lambda runs one invocation at a time per stream, so the block is
-/// exactly that invocation's output, whatever format the handler logs in.
-pub fn invocation_block(events: &[String], index: usize) -> &[String] {
+/// exactly that invocation's output, whatever format the handler logs in. None while the
+/// invocation is still running (no `END` yet): its later lines may not have been written.
+pub fn invocation_block(events: &[String], index: usize) -> Option<&[String]> {
     let start = events[..=index]
         .iter()
         .rposition(|e| e.starts_with("START RequestId:"))
         .unwrap_or(0);
     let end = events[index..]
         .iter()
-        .position(|e| e.starts_with("END RequestId:"))
-        .map(|p| index + p + 1)
-        .unwrap_or(events.len());
-    &events[start..end]
+        .position(|e| e.starts_with("END RequestId:"))?;
+    Some(&events[start..=index + end])
 }
 
 /// Publishes the test reading and waits (polling, bounded) for the function's log to show it.
@@ -228,7 +227,8 @@ async fn find_marker(
     let Some(index) = events.iter().position(|m| m.contains(marker)) else {
         return Ok(None);
     };
-    Ok(Some((level_in(invocation_block(&events, index)), stream)))
+    // Until the invocation has ended, keep polling: its alert line may still be on its way.
+    Ok(invocation_block(&events, index).map(|block| (level_in(block), stream)))
 }
 
 /// JUnit XML: one testcase per check; failures carry the reason, skips are marked skipped.
@@ -318,10 +318,12 @@ mod tests {
             "END RequestId: b",
             "REPORT RequestId: b",
         ]);
-        let block = invocation_block(&ev, 5);
+        let block = invocation_block(&ev, 5).unwrap();
         assert_eq!(block.len(), 4);
         assert_eq!(level_in(block), Some("HIGH"));
-        assert_eq!(level_in(invocation_block(&ev, 1)), Some("NORMAL"));
+        assert_eq!(level_in(invocation_block(&ev, 1).unwrap()), Some("NORMAL"));
+        // An invocation still running (no END yet) is not judged.
+        assert_eq!(invocation_block(&ev[..6], 5), None);
     }
 
     #[test]

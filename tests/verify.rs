@@ -90,11 +90,13 @@ async fn invocation_of(c: &Clients, suffix: &str, marker: &str, wait: Duration) 
                 .iter()
                 .rposition(|m| m.starts_with("START RequestId:"))
                 .unwrap();
-            let end = i + events[i..]
+            // The invocation's lines arrive as it runs: wait for its END.
+            if let Some(end) = events[i..]
                 .iter()
                 .position(|m| m.starts_with("END RequestId:"))
-                .unwrap();
-            return events[start..=end].to_vec();
+            {
+                return events[start..=i + end].to_vec();
+            }
         }
         if Instant::now() >= deadline {
             return vec![];
