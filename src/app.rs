@@ -8,9 +8,10 @@ use serde::Serialize;
 
 use crate::aws::{self, Clients};
 use crate::cli::OutputFormat;
-use crate::engine::{self, Ctx, Direction, StepReport, Store};
+use crate::engine::{self, Ctx, Direction, Outcome, Resource, StepReport, Store};
 use crate::keys::KeyFiles;
 use crate::output::{self, Progress, ResourceLine};
+use crate::plan::{self, Planned};
 use crate::resources::{self, Deployment, Env};
 use crate::retry::Backoff;
 use crate::settings::{self, Action, BadInput, Settings, VerifyOptions};
@@ -23,13 +24,19 @@ pub enum ExitStatus {
     Success = 0,
     Failure = 1,
     BadInput = 2,
+    /// `plan --detailed-exitcode`: the deployment differs from the config.
+    ChangesPending = 3,
     Interrupted = 130,
 }
 
 pub async fn run(settings: Settings, cancel: Arc<AtomicBool>) -> Result<ExitStatus> {
     let progress = Arc::new(Progress::new(settings.verbosity));
     match settings.action {
-        Action::Up => up(&settings, progress, cancel).await,
+        Action::Up { dry_run: false } => up(&settings, progress, cancel).await,
+        Action::Up { dry_run: true } => plan_command(&settings, false, true).await,
+        Action::Plan { detailed_exitcode } => {
+            plan_command(&settings, detailed_exitcode, false).await
+        }
         Action::Down { wait } => down(&settings, progress, cancel, wait).await,
         Action::Status => status(&settings).await,
         Action::Verify(ref options) => verify(&settings, options).await,
@@ -44,6 +51,21 @@ fn load_state(settings: &Settings, region: &str) -> Result<Option<State>> {
             .map_err(bad_input_if)?;
     }
     Ok(state)
+}
+
+/// A config that pins a suffix must agree with the state's.
+fn check_pinned_suffix(settings: &Settings, state: Option<&State>) -> Result<()> {
+    if let (Some(s), Some(pinned)) = (state, &settings.config.suffix) {
+        if &s.suffix != pinned {
+            return Err(BadInput(format!(
+                "suffix: the config pins {pinned:?} but {} records {:?}; remove the pin or use another --state",
+                settings.state_path.display(),
+                s.suffix
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 fn bad_input_if(e: state::StateError) -> anyhow::Error {
@@ -172,6 +194,7 @@ struct UpSummary<'a> {
     region: &'a str,
     account: &'a str,
     suffix: &'a str,
+    plan: &'a [Planned],
     resources: Vec<ResourceLine>,
     counts: std::collections::BTreeMap<String, usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -235,16 +258,7 @@ async fn up(
     let session = connect(settings).await?;
     // Everything that can be refused locally is refused before the lock and any AWS call.
     let existing = load_state(settings, &session.region)?;
-    if let (Some(s), Some(pinned)) = (&existing, &settings.config.suffix) {
-        if &s.suffix != pinned {
-            return Err(BadInput(format!(
-                "suffix: the config pins {pinned:?} but {} records {:?}; remove the pin or use another --state",
-                settings.state_path.display(),
-                s.suffix
-            ))
-            .into());
-        }
-    }
+    check_pinned_suffix(settings, existing.as_ref())?;
     let _lock = StateLock::acquire(&settings.state_path)?;
     warn_if_previous_died(&_lock, &progress);
     // Re-read under the lock: another run may have changed it since.
@@ -254,14 +268,18 @@ async fn up(
         s.check_account(&settings.state_path, &account)
             .map_err(bad_input_if)?;
     }
+    // Some(()) when this run starts a deployment under a new random suffix.
+    let mut fresh = None;
     let state = match existing {
         Some(s) => s,
         None => {
-            let suffix = settings
-                .config
-                .suffix
-                .clone()
-                .unwrap_or_else(generate_suffix);
+            let suffix = match &settings.config.suffix {
+                Some(pinned) => pinned.clone(),
+                None => {
+                    fresh = Some(());
+                    generate_suffix()
+                }
+            };
             State::new(&session.region, &account, &suffix)
         }
     };
@@ -284,8 +302,55 @@ async fn up(
         d,
     });
     let plan = resources::plan(&env);
+    let strays = resources::strays(&env, &store.snapshot());
     let cx = Ctx::new(store.clone(), progress.clone(), cancel.clone());
-    let reports = engine::run(&plan, Direction::Up, &cx).await;
+    // A deployment with nothing recorded and a fresh random suffix cannot exist yet: only the
+    // shared thing type is worth looking up.
+    let read_live = fresh.is_none();
+    let planned = compute_plan(&plan, &strays, &cx, read_live).await?;
+    if settings.output == OutputFormat::Text {
+        println!("plan: {}", plan::summary(&planned));
+        print!("{}", plan::render(&planned));
+    }
+    let blocked: Vec<String> = planned
+        .iter()
+        .filter(|p| !p.applicable)
+        .map(|p| {
+            format!(
+                "{} {}: {}",
+                p.kind,
+                p.name,
+                p.note.as_deref().unwrap_or("cannot be applied")
+            )
+        })
+        .collect();
+    if !blocked.is_empty() {
+        anyhow::bail!(
+            "nothing applied: the plan has steps up cannot carry out:\n  {}",
+            blocked.join("\n  ")
+        );
+    }
+    let reports = if plan::has_changes(&planned) {
+        let mut reports = engine::run(&plan, Direction::Up, &cx).await;
+        // What the config no longer wants goes last, once the rest stands (the thing has left
+        // a retired type, for one). Read again: a rename retires its type during the run.
+        let strays = resources::strays(&env, &store.snapshot());
+        if !strays.is_empty() && reports.iter().all(|r| r.result.is_ok()) {
+            reports.extend(engine::run(&strays, Direction::Down, &cx).await);
+        }
+        reports
+    } else {
+        // In sync: the reads just made are the proof; nothing to write.
+        plan.iter()
+            .map(|r| StepReport {
+                key: r.key().to_string(),
+                kind: r.kind().to_string(),
+                name: r.name(),
+                result: Ok(Outcome::Unchanged),
+                elapsed: std::time::Duration::ZERO,
+            })
+            .collect()
+    };
     let ok = reports.iter().all(|r| r.result.is_ok());
     let data_endpoint = if ok {
         match env.aws.data_endpoint().await {
@@ -313,6 +378,7 @@ async fn up(
             region: &env.d.region,
             account: &env.d.account,
             suffix: &env.d.suffix,
+            plan: &planned,
             resources: resource_lines,
             counts,
             files,
@@ -397,7 +463,8 @@ async fn down(
         aws: session.clients,
         d,
     });
-    let plan = resources::plan(&env);
+    // The configured stack and whatever else the state records (a stray shadow, a retired type).
+    let plan = resources::everything(&env, &store.snapshot());
     let cx = Ctx::new(store.clone(), progress.clone(), cancel.clone());
     let reports = engine::run(&plan, Direction::Down, &cx).await;
     let left = store.snapshot();
@@ -408,11 +475,10 @@ async fn down(
         .filter(|r| !plan.iter().any(|p| p.key() == r.key))
         .map(|r| format!("{} {}", r.kind, r.name))
         .collect();
-    let pending_only = left
-        .resources
-        .iter()
-        .all(|r| r.key == resources::THING_TYPE && r.phase != Phase::Intent)
-        && reports.iter().all(|r| r.result.is_ok());
+    let pending_only = left.resources.iter().all(|r| {
+        (r.key == resources::THING_TYPE || r.key == resources::THING_TYPE_RETIRED)
+            && r.phase != Phase::Intent
+    }) && reports.iter().all(|r| r.result.is_ok());
     if left.get(resources::CERTIFICATE).is_none() {
         env.d.key_files.remove_all().with_context(|| {
             format!("cannot remove key files in {}", settings.key_dir.display())
@@ -696,5 +762,132 @@ async fn verify(settings: &Settings, options: &VerifyOptions) -> Result<ExitStat
         ExitStatus::Success
     } else {
         ExitStatus::Failure
+    })
+}
+
+/// The plan of every wanted resource (read concurrently) and of every stray.
+async fn compute_plan(
+    wanted: &[Box<dyn Resource>],
+    strays: &[Box<dyn Resource>],
+    cx: &Ctx,
+    read_live: bool,
+) -> Result<Vec<Planned>> {
+    let results = futures_util::future::join_all(
+        wanted
+            .iter()
+            .map(|r| engine::plan_one(r.as_ref(), cx, read_live)),
+    )
+    .await;
+    let mut planned = Vec::new();
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok(p) => planned.push(p),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        anyhow::bail!("cannot plan: {}", errors.join("; "));
+    }
+    planned.extend(
+        strays
+            .iter()
+            .filter_map(|r| engine::plan_delete(r.as_ref(), cx)),
+    );
+    Ok(planned)
+}
+
+#[derive(Serialize)]
+struct PlanJson<'a> {
+    command: &'static str,
+    /// False when nothing is deployed yet (every resource is planned as create).
+    deployed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    suffix: Option<&'a str>,
+    region: &'a str,
+    account: &'a str,
+    in_sync: bool,
+    /// False when up would refuse the plan (a conflict, a replace it does not do).
+    applicable: bool,
+    counts: std::collections::BTreeMap<&'static str, usize>,
+    resources: &'a [Planned],
+}
+
+/// Shown instead of a suffix before the first `up` chooses one.
+const NEW_SUFFIX: &str = "<new>";
+
+/// `plan`, and `up --dry-run`: read-only, no lock, nothing written locally either.
+async fn plan_command(settings: &Settings, detailed: bool, dry_run: bool) -> Result<ExitStatus> {
+    let session = connect(settings).await?;
+    let existing = load_state(settings, &session.region)?;
+    check_pinned_suffix(settings, existing.as_ref())?;
+    let account = session.clients.account().await?;
+    if let Some(s) = &existing {
+        s.check_account(&settings.state_path, &account)
+            .map_err(bad_input_if)?;
+    }
+    let deployed = existing.is_some();
+    let (state, read_live) = match existing {
+        Some(s) => (s, true),
+        None => match &settings.config.suffix {
+            Some(pinned) => (State::new(&session.region, &account, pinned), true),
+            None => (State::new(&session.region, &account, NEW_SUFFIX), false),
+        },
+    };
+    let d = deployment(settings, &state.suffix, &session.region, &account, false)?;
+    let env = Arc::new(Env {
+        aws: session.clients,
+        d,
+    });
+    let wanted = resources::plan(&env);
+    let strays = resources::strays(&env, &state);
+    let store = Arc::new(Store::new(settings.state_path.clone(), state.clone()));
+    let cx = Ctx::new(
+        store,
+        Arc::new(Progress::new(-1)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let planned = compute_plan(&wanted, &strays, &cx, read_live).await?;
+    let in_sync = !plan::has_changes(&planned);
+    let applicable = planned.iter().all(|p| p.applicable);
+    match settings.output {
+        OutputFormat::Json => output::print_json(&PlanJson {
+            command: if dry_run { "up --dry-run" } else { "plan" },
+            deployed,
+            suffix: deployed.then_some(state.suffix.as_str()),
+            region: &state.region,
+            account: &account,
+            in_sync,
+            applicable,
+            counts: plan::counts(&planned),
+            resources: &planned,
+        }),
+        OutputFormat::Text => {
+            let what = if deployed {
+                format!("deployment {}", state.suffix)
+            } else {
+                "new deployment".to_string()
+            };
+            println!(
+                "{} {what} in {} (account {account}): {}",
+                if dry_run { "up --dry-run:" } else { "plan:" },
+                state.region,
+                plan::summary(&planned)
+            );
+            print!("{}", plan::render(&planned));
+            if !applicable {
+                println!(
+                    "up cannot carry out this plan as it stands: see the notes above (it would apply nothing)"
+                );
+            }
+            if dry_run {
+                println!("nothing applied (--dry-run)");
+            }
+        }
+    }
+    Ok(if detailed && !in_sync {
+        ExitStatus::ChangesPending
+    } else {
+        ExitStatus::Success
     })
 }

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "iotreg",
     version,
     about = "Provision, verify and tear down an AWS IoT device-registry stack as code",
-    after_help = "Exit codes: 0 success, 1 an operation failed, 2 bad input (nothing was changed), 130 interrupted."
+    after_help = "Exit codes: 0 success, 1 an operation failed, 2 bad input (nothing was changed), 3 changes pending (plan --detailed-exitcode), 130 interrupted."
 )]
 pub struct Cli {
     /// Config file (TOML). Default: ./iotreg.toml when present, else built-in defaults.
@@ -67,6 +67,16 @@ pub enum Command {
         /// or iot:Connect without the thing-name policy variable).
         #[arg(long)]
         allow_broad_policy: bool,
+        /// Print the plan and stop: apply nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show what `up` would do, resource by resource and field by field, and whether each
+    /// difference comes from the config or from a change made outside iotreg. Read-only.
+    Plan {
+        /// Exit 0 when in sync and 3 when changes are pending (1 and 2 as always).
+        #[arg(long)]
+        detailed_exitcode: bool,
     },
     /// Tear the stack down in reverse order.
     Down {

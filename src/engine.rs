@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
+use crate::plan::{self, Action, Change, Fields, Origin, Planned};
 use crate::state::{self, Phase, Record, State, StateError};
 
 /// What a step did.
@@ -136,6 +137,142 @@ pub trait Resource: Send + Sync {
     async fn probe(&self, cx: &Ctx) -> Result<Option<String>, StepError>;
     /// Read-only: compares live with desired. An AWS error fails the checks it prevented.
     async fn check(&self, cx: &Ctx) -> Vec<Check>;
+    /// What the config wants, as fields comparable with [`Resource::observe`]'s.
+    fn desired(&self, cx: &Ctx) -> Fields;
+    /// Read-only: the live resource as the same fields as [`Resource::desired`], or None when
+    /// it does not exist. Must judge exactly as `ensure` does, so a plan never disagrees with it.
+    async fn observe(&self, cx: &Ctx) -> Result<Option<Fields>, StepError>;
+    /// Fields AWS cannot change in place: a difference in one is a replace.
+    fn immutable(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Whether `up` takes over a live resource this state has no record of (a shared thing
+    /// type, an attachment between resources it owns) instead of refusing it.
+    fn adopts_unowned(&self) -> bool {
+        false
+    }
+    /// Whether it can exist before this deployment does (its name carries no suffix).
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Whether the recorded resource is another one than the config names (a rename).
+    fn renamed(&self, rec: &Record) -> bool {
+        rec.name != self.name()
+    }
+    /// What a replace means for this resource and whether `up` carries it out.
+    fn replacement(&self, why: &Replacement) -> (String, bool) {
+        match why {
+            Replacement::Renamed { from } => (
+                format!(
+                    "renamed from {from:?}: AWS cannot rename it, and iotreg does not replace it on its own; restore the old name, or run `iotreg down` then `iotreg up`"
+                ),
+                false,
+            ),
+            Replacement::Immutable { fields } => (
+                format!(
+                    "AWS cannot change {} in place; run `iotreg down` then `iotreg up` to recreate it",
+                    fields.join(", ")
+                ),
+                false,
+            ),
+        }
+    }
+    /// Why a recorded resource the config no longer wants is deleted.
+    fn delete_note(&self) -> String {
+        "no longer wanted by the config".into()
+    }
+}
+
+/// Why a resource would be replaced rather than updated.
+pub enum Replacement {
+    Renamed { from: String },
+    Immutable { fields: Vec<String> },
+}
+
+/// What `up` would do to one resource, read-only. `read_live` false plans a deployment that
+/// cannot exist yet (no state, no pinned suffix): only shared resources are looked up.
+pub async fn plan_one(r: &dyn Resource, cx: &Ctx, read_live: bool) -> Result<Planned, StepError> {
+    let rec = cx.record(r.key());
+    let mut p = Planned::new(r.key(), r.kind(), &r.name(), Action::NoChange);
+    if let Some(rec) = rec.as_ref().filter(|rec| rec.phase != Phase::Intent) {
+        if r.renamed(rec) {
+            let (note, applicable) = r.replacement(&Replacement::Renamed {
+                from: rec.name.clone(),
+            });
+            p.action = Action::Replace;
+            p.changes = vec![Change {
+                field: "name".into(),
+                from: Some(rec.name.clone().into()),
+                to: Some(r.name().into()),
+                origin: Origin::Config,
+            }];
+            p.note = Some(note);
+            p.applicable = applicable;
+            return Ok(p);
+        }
+    }
+    let live = if read_live || r.shared() {
+        r.observe(cx).await?
+    } else {
+        None
+    };
+    let want = r.desired(cx);
+    let Some(live) = live else {
+        p.action = Action::Create;
+        p.note = match rec.map(|r| r.phase) {
+            Some(Phase::Intent) => Some(
+                "an earlier create was interrupted; up looks for its result before creating".into(),
+            ),
+            Some(_) => Some("recorded in the state but gone: deleted outside iotreg".into()),
+            None => None,
+        };
+        return Ok(p);
+    };
+    let applied = cx.applied(r.key());
+    p.changes = plan::compare(&want, &live, applied.as_ref());
+    match rec {
+        None if !r.adopts_unowned() => {
+            p.action = Action::Conflict;
+            p.note = Some(format!(
+                "{} already exists but this state does not own it; delete it, or pin another suffix in the config",
+                r.kind()
+            ));
+            p.applicable = false;
+            p.changes.clear();
+        }
+        None => {
+            p.action = Action::Adopt;
+            p.note = Some("exists; up records it as part of this deployment".into());
+        }
+        Some(rec) if rec.phase == Phase::Intent => {
+            p.action = Action::Adopt;
+            p.note = Some("an interrupted create had made it; up records it".into());
+        }
+        Some(_) if p.changes.is_empty() => {}
+        Some(_) => {
+            let fixed: Vec<String> = p
+                .changes
+                .iter()
+                .filter(|c| r.immutable().contains(&c.field.as_str()))
+                .map(|c| c.field.clone())
+                .collect();
+            if fixed.is_empty() {
+                p.action = Action::Update;
+            } else {
+                let (note, applicable) = r.replacement(&Replacement::Immutable { fields: fixed });
+                p.action = Action::Replace;
+                p.note = Some(note);
+                p.applicable = applicable;
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// The plan of a recorded resource the config no longer wants.
+pub fn plan_delete(r: &dyn Resource, cx: &Ctx) -> Option<Planned> {
+    let rec = cx.record(r.key())?;
+    Some(Planned::new(r.key(), r.kind(), &rec.name, Action::Delete).with_note(r.delete_note()))
 }
 
 /// Observer of the run, for progress display.
@@ -232,6 +369,31 @@ impl Ctx {
         Ok(())
     }
 
+    /// What `up` last applied to this resource, if known.
+    pub fn applied(&self, key: &str) -> Option<Fields> {
+        self.store
+            .state
+            .lock()
+            .expect("state mutex")
+            .applied
+            .get(key)
+            .cloned()
+    }
+
+    /// Records what an `ensure` just brought the resource to. Saved only when it differs.
+    fn set_applied(&self, key: &str, fields: Fields) -> Result<(), StepError> {
+        let known = {
+            let s = self.store.state.lock().expect("state mutex");
+            s.get(key).is_none() || s.applied.get(key) == Some(&fields)
+        };
+        if !known {
+            self.store.update(|s| {
+                s.applied.insert(key.to_string(), fields);
+            })?;
+        }
+        Ok(())
+    }
+
     pub fn forget(&self, key: &str) -> Result<(), StepError> {
         self.store.update(|s| s.remove(key))?;
         Ok(())
@@ -321,7 +483,12 @@ pub async fn run(plan: &[Box<dyn Resource>], direction: Direction, cx: &Ctx) -> 
                         // Read again: the intent makes the existing resource adoptable.
                         Err(StepError::ExistsAfterCreate { .. }) => r.ensure(&step_cx).await,
                         other => other,
-                    },
+                    }
+                    .and_then(|outcome| {
+                        // Ensured means live equals desired: remember it, for the next plan.
+                        step_cx.set_applied(r.key(), r.desired(&step_cx))?;
+                        Ok(outcome)
+                    }),
                     Direction::Down => r.destroy(&step_cx).await,
                 };
                 (i, result, t0.elapsed())
@@ -425,6 +592,13 @@ mod tests {
         }
         async fn check(&self, _cx: &Ctx) -> Vec<Check> {
             vec![]
+        }
+        fn desired(&self, _cx: &Ctx) -> Fields {
+            Fields::new()
+        }
+        async fn observe(&self, _cx: &Ctx) -> Result<Option<Fields>, StepError> {
+            let exists = self.cloud.lock().unwrap().contains(&self.key.to_string());
+            Ok(exists.then(Fields::new))
         }
         async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
             let exists = self.cloud.lock().unwrap().contains(&self.key.to_string());

@@ -8,6 +8,7 @@ mod engine;
 mod keys;
 mod lint;
 mod output;
+mod plan;
 mod resources;
 mod retry;
 mod settings;

@@ -11,7 +11,8 @@ use crate::templates::{self, Template};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    Up,
+    Up { dry_run: bool },
+    Plan { detailed_exitcode: bool },
     Down { wait: bool },
     Status,
     Verify(VerifyOptions),
@@ -127,7 +128,10 @@ impl Settings {
         }
         Ok(Settings {
             action: match cli.command {
-                Command::Up { allow_broad_policy } => {
+                Command::Up {
+                    allow_broad_policy,
+                    dry_run,
+                } => {
                     let doc = templates.policy.render_json(&sample).map_err(|e| bad(&e))?;
                     let problems = crate::lint::broad_policy(&doc);
                     if !problems.is_empty() && !allow_broad_policy {
@@ -137,8 +141,9 @@ impl Settings {
                             problems.join("; ")
                         )));
                     }
-                    Action::Up
+                    Action::Up { dry_run }
                 }
+                Command::Plan { detailed_exitcode } => Action::Plan { detailed_exitcode },
                 Command::Down { wait } => Action::Down { wait },
                 Command::Status => Action::Status,
                 Command::Verify {

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+/// Version 1 had no `applied`; it reads as version 2 with nothing applied on record.
+const OLDEST_READABLE: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -122,6 +124,10 @@ pub struct State {
     pub suffix: String,
     /// Records in plan order (the order the engine created them).
     pub resources: Vec<Record>,
+    /// Per resource key, the settings `up` last applied (what the config wanted then), so a
+    /// plan can tell a config change from a change made outside iotreg.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub applied: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
 }
 
 impl State {
@@ -132,6 +138,7 @@ impl State {
             account: account.into(),
             suffix: suffix.into(),
             resources: Vec::new(),
+            applied: BTreeMap::new(),
         }
     }
 
@@ -149,6 +156,7 @@ impl State {
 
     pub fn remove(&mut self, key: &str) {
         self.resources.retain(|r| r.key != key);
+        self.applied.remove(key);
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<State, StateError> {
@@ -169,13 +177,14 @@ impl State {
                 found: version as u32,
             });
         }
-        if version != u64::from(SCHEMA_VERSION) {
+        if version < OLDEST_READABLE {
             return Err(corrupt(format!("unsupported schema_version {version}")));
         }
-        let state: State = serde_json::from_value(raw).map_err(|e| corrupt(e.to_string()))?;
+        let mut state: State = serde_json::from_value(raw).map_err(|e| corrupt(e.to_string()))?;
         if crate::config::validate_suffix(&state.suffix).is_err() {
             return Err(corrupt(format!("invalid suffix {:?}", state.suffix)));
         }
+        state.schema_version = SCHEMA_VERSION;
         Ok(state)
     }
 
@@ -424,7 +433,7 @@ mod tests {
             (full[..full.len() / 2].to_string(), "corrupt"),
             ("hello".to_string(), "corrupt"),
             (
-                full.replace("\"schema_version\":1", "\"schema_version\":7"),
+                full.replace("\"schema_version\":2", "\"schema_version\":7"),
                 "newer",
             ),
             (full.replace(",\"suffix\":\"abc123\"", ""), "corrupt"),

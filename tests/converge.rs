@@ -46,76 +46,59 @@ async fn drift_from_outside_is_repaired_in_place() {
     let s = w.suffix();
     let c = emu.clients().await;
     let thing = format!("temperature-sensor-{s}");
-    let function = format!("iot-data-processor-{s}");
-    let rule = format!("sensor_data_rule_{s}");
     let before = identity(&c, &thing).await;
 
     // Five drifts: an attribute, the policy document, the rule's SQL, the function's memory,
     // and the shadow's desired state (while the device has reported its own state).
-    c.iot
-        .update_thing()
-        .thing_name(&thing)
-        .attribute_payload(
-            aws_sdk_iot::types::AttributePayload::builder()
-                .attributes("location", "Somewhere-Else")
-                .merge(true)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    c.iot
-        .create_policy_version()
-        .policy_name(format!("device-policy-{s}"))
-        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:us-east-1:123456789012:client/${iot:Connection.Thing.ThingName}"}]}"#)
-        .set_as_default(true)
-        .send()
-        .await
-        .unwrap();
-    let rule_now = c
-        .iot
-        .get_topic_rule()
-        .rule_name(&rule)
-        .send()
-        .await
-        .unwrap();
-    let action = rule_now.rule().unwrap().actions()[0].clone();
-    c.iot
-        .replace_topic_rule()
-        .rule_name(&rule)
-        .topic_rule_payload(
-            aws_sdk_iot::types::TopicRulePayload::builder()
-                .sql("SELECT * FROM 'sensor/#'")
-                .actions(action)
-                .rule_disabled(false)
-                .aws_iot_sql_version("2016-03-23")
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    c.lambda
-        .update_function_configuration()
-        .function_name(&function)
-        .memory_size(1024)
-        .send()
-        .await
-        .unwrap();
-    let shadow_update = |doc: serde_json::Value| {
-        let data = c.data.clone();
-        let thing = thing.clone();
-        async move {
-            data.update_thing_shadow()
-                .thing_name(thing)
-                .payload(aws_sdk_iotdataplane::primitives::Blob::new(doc.to_string()))
-                .send()
-                .await
-                .unwrap();
-        }
+    let n = drift::Names::new(&s);
+    drift::attribute(&c, &n, "location", "Somewhere-Else").await;
+    drift::policy_document(&c, &n, r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:us-east-1:123456789012:client/${iot:Connection.Thing.ThingName}"}]}"#).await;
+    drift::rule_sql(&c, &n, "SELECT * FROM 'sensor/#'").await;
+    drift::memory(&c, &n, 1024).await;
+    drift::shadow(&c, &n, serde_json::json!({"state": {"reported": {"temperature": 31.5, "firmware_version": "1.0.1"}}})).await;
+    drift::shadow(
+        &c,
+        &n,
+        serde_json::json!({"state": {"desired": {"temperature_threshold": 90}}}),
+    )
+    .await;
+
+    // plan names each drifted resource, attributes it to a change outside iotreg, exits 3,
+    // and writes nothing.
+    let writes = emu.requests().len();
+    let plan = w.run(&["plan", "--detailed-exitcode", "--output", "json"]);
+    assert_eq!(plan.code(), 3, "{}", plan.all());
+    assert_eq!(emu.writes_since(writes), Vec::<String>::new(), "plan wrote");
+    let plan = plan.json();
+    let planned = |key: &str| {
+        plan["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"] == key)
+            .unwrap()
+            .clone()
     };
-    shadow_update(serde_json::json!({"state": {"reported": {"temperature": 31.5, "firmware_version": "1.0.1"}}})).await;
-    shadow_update(serde_json::json!({"state": {"desired": {"temperature_threshold": 90}}})).await;
+    for (key, field) in [
+        ("thing", "attributes.location"),
+        ("policy", "document"),
+        ("rule", "sql"),
+        ("function", "memory_mb"),
+        ("shadow", "desired.temperature_threshold"),
+    ] {
+        let p = planned(key);
+        assert_eq!(p["action"], "update", "{key}: {p}");
+        assert_eq!(p["changes"].as_array().unwrap().len(), 1, "{key}: {p}");
+        assert_eq!(p["changes"][0]["field"], field, "{key}: {p}");
+        assert_eq!(p["changes"][0]["origin"], "drift", "{key}: {p}");
+    }
+    assert_eq!(plan["counts"]["update"], 5, "{plan}");
+    assert_eq!(plan["counts"]["no change"], 6, "{plan}");
+    let f = planned("function");
+    assert_eq!(
+        (&f["changes"][0]["from"], &f["changes"][0]["to"]),
+        (&serde_json::json!(1024), &serde_json::json!(256))
+    );
 
     // verify sees every drift; up repairs all of them.
     let v = w.run(&["verify", "--skip-e2e", "--output", "json"]);
@@ -168,9 +151,11 @@ async fn drift_from_outside_is_repaired_in_place() {
     assert_eq!(shadow["state"]["reported"]["temperature"], 31.5);
     assert_eq!(shadow["state"]["reported"]["firmware_version"], "1.0.1");
     assert_eq!(shadow["state"]["desired"]["temperature_threshold"], 75);
-    // And a further up has nothing to do.
+    // And a further up has nothing to do, and plan agrees.
     let again = w.ok(&["up", "--output", "json"]).json();
     assert_eq!(again["counts"]["unchanged"], 11, "{again}");
+    let plan = w.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.code(), 0, "{}", plan.all());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -187,6 +172,42 @@ async fn a_config_change_is_applied_by_up_in_place() {
         "[function]\nmemory_mb = 512\n\n[thing.attributes]\ndeviceType = \"temperature\"\nmanufacturer = \"SensorCorp\"\nmodel = \"TC-2000\"\nlocation = \"Line-3\"\nfirmware = \"1.0.0\"\n",
     )
     .unwrap();
+    // plan shows both edits as config changes; up --dry-run shows the same and applies nothing.
+    let plan = w.run(&["plan", "--detailed-exitcode", "--output", "json"]);
+    assert_eq!(plan.code(), 3, "{}", plan.all());
+    let changes: Vec<(String, String)> = plan.json()["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["changes"].as_array().cloned().unwrap_or_default())
+        .map(|c| {
+            (
+                c["field"].as_str().unwrap().to_string(),
+                c["origin"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("attributes.location".to_string(), "config".to_string()),
+            ("memory_mb".to_string(), "config".to_string())
+        ]
+    );
+    let writes = emu.requests().len();
+    let dry = w.ok(&["up", "--dry-run"]);
+    assert!(
+        dry.stdout()
+            .contains("memory_mb: 256 → 512   [config change]"),
+        "{}",
+        dry.all()
+    );
+    assert!(dry.stdout().contains("nothing applied (--dry-run)"));
+    assert_eq!(
+        emu.writes_since(writes),
+        Vec::<String>::new(),
+        "--dry-run wrote"
+    );
     let up = w.ok(&["up", "--output", "json"]).json();
     assert_eq!(outcome(&up, "thing").0, "updated");
     assert!(outcome(&up, "thing")
@@ -215,6 +236,7 @@ async fn a_config_change_is_applied_by_up_in_place() {
         "same thing, same certificate"
     );
     w.ok(&["verify", "--skip-e2e"]);
+    assert_eq!(w.run(&["plan", "--detailed-exitcode"]).code(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -242,6 +264,8 @@ async fn the_policy_survives_six_edits_without_reaching_the_version_limit() {
                     aws_smithy_types::error::display::DisplayErrorContext(&e)
                 )
             });
+        let plan = w.run(&["plan", "--detailed-exitcode"]);
+        assert_eq!(plan.code(), 3, "edit {edit}: {}", plan.all());
         let up = w.ok(&["up", "--output", "json"]).json();
         assert_eq!(outcome(&up, "policy").0, "updated", "edit {edit}");
         let versions = c
@@ -257,5 +281,10 @@ async fn the_policy_survives_six_edits_without_reaching_the_version_limit() {
             versions.policy_versions()
         );
         w.ok(&["verify", "--skip-e2e"]);
+        assert_eq!(
+            w.run(&["plan", "--detailed-exitcode"]).code(),
+            0,
+            "edit {edit}"
+        );
     }
 }

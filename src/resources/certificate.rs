@@ -12,6 +12,7 @@ use super::{Env, CERTIFICATE};
 use crate::config::CertificateMode;
 use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
 use crate::keys::{self, DeviceKey};
+use crate::plan::Fields;
 use crate::retry::Backoff;
 use crate::state::{Phase, Record};
 use crate::{call, done, found};
@@ -36,6 +37,42 @@ impl Resource for Certificate {
     }
     fn depends_on(&self) -> &[&'static str] {
         &[]
+    }
+
+    fn renamed(&self, _rec: &Record) -> bool {
+        // Recorded by id; a certificate has no name to change.
+        false
+    }
+
+    fn desired(&self, _cx: &Ctx) -> Fields {
+        Fields::from([("status".to_string(), "ACTIVE".into())])
+    }
+
+    async fn observe(&self, cx: &Ctx) -> Result<Option<Fields>, StepError> {
+        // Only a recorded certificate is ours; an interrupted create is looked for by `up`.
+        let Some(id) = cx
+            .record(CERTIFICATE)
+            .filter(|r| r.phase == Phase::Created)
+            .and_then(|r| r.id)
+        else {
+            return Ok(None);
+        };
+        let live = found!(
+            self.0
+                .aws
+                .iot
+                .describe_certificate()
+                .certificate_id(&id)
+                .send(),
+            is_resource_not_found_exception,
+            KIND,
+            &id,
+            "DescribeCertificate"
+        );
+        Ok(live.and_then(|o| o.certificate_description).map(|c| {
+            let status = c.status().map(|s| s.as_str()).unwrap_or("unknown");
+            Fields::from([("status".to_string(), status.into())])
+        }))
     }
 
     async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {

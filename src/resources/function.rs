@@ -12,6 +12,7 @@ use aws_sdk_lambda::types::{FunctionCode, LastUpdateStatus, Runtime};
 
 use super::{Env, FUNCTION, ROLE};
 use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
+use crate::plan::Fields;
 use crate::retry::Backoff;
 use crate::state::{Phase, Record};
 use crate::{call, done, found};
@@ -33,6 +34,50 @@ impl Resource for Function {
     }
     fn depends_on(&self) -> &[&'static str] {
         &[ROLE]
+    }
+
+    fn desired(&self, cx: &Ctx) -> Fields {
+        let d = &self.0.d;
+        let role = cx.record(ROLE).and_then(|r| r.arn).unwrap_or_default();
+        Fields::from([
+            ("code_sha256".to_string(), d.code_sha256.clone().into()),
+            (
+                "description".to_string(),
+                d.function_description.clone().into(),
+            ),
+            ("handler".to_string(), d.handler.clone().into()),
+            ("memory_mb".to_string(), d.memory_mb.into()),
+            ("role".to_string(), role.into()),
+            ("runtime".to_string(), d.runtime.clone().into()),
+            ("timeout_s".to_string(), d.timeout_s.into()),
+        ])
+    }
+
+    async fn observe(&self, _cx: &Ctx) -> Result<Option<Fields>, StepError> {
+        let live = self.live(&self.0.d.function_name).await?;
+        Ok(live.and_then(|l| l.configuration).map(|c| {
+            Fields::from([
+                (
+                    "code_sha256".to_string(),
+                    c.code_sha256().unwrap_or_default().into(),
+                ),
+                (
+                    "description".to_string(),
+                    c.description().unwrap_or_default().into(),
+                ),
+                (
+                    "handler".to_string(),
+                    c.handler().unwrap_or_default().into(),
+                ),
+                ("memory_mb".to_string(), c.memory_size().unwrap_or(0).into()),
+                ("role".to_string(), c.role().unwrap_or_default().into()),
+                (
+                    "runtime".to_string(),
+                    c.runtime().map(|r| r.as_str()).unwrap_or_default().into(),
+                ),
+                ("timeout_s".to_string(), c.timeout().unwrap_or(0).into()),
+            ])
+        }))
     }
 
     async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {

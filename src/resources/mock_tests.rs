@@ -273,7 +273,7 @@ async fn down_deprecates_the_thing_type_and_leaves_it_pending_without_blocking()
         |_| {},
     );
     let started = std::time::Instant::now();
-    let outcome = thing_type::ThingType(h.env.clone())
+    let outcome = thing_type::ThingType::current(h.env.clone())
         .destroy(&h.cx)
         .await
         .unwrap();
@@ -311,7 +311,7 @@ async fn down_wait_retries_until_aws_allows_the_delete() {
         |d| d.wait_for_thing_type = true,
     );
     let t0 = tokio::time::Instant::now();
-    let outcome = thing_type::ThingType(h.env.clone())
+    let outcome = thing_type::ThingType::current(h.env.clone())
         .destroy(&h.cx)
         .await
         .unwrap();
@@ -350,7 +350,7 @@ async fn a_thing_type_other_things_use_is_left_alone() {
         vec![thing_type_record()],
         |_| {},
     );
-    let outcome = thing_type::ThingType(h.env.clone())
+    let outcome = thing_type::ThingType::current(h.env.clone())
         .destroy(&h.cx)
         .await
         .unwrap();
@@ -391,7 +391,7 @@ async fn a_borrowed_thing_type_not_made_by_iotreg_is_never_deleted() {
         vec![rec],
         |_| {},
     );
-    let outcome = thing_type::ThingType(h.env.clone())
+    let outcome = thing_type::ThingType::current(h.env.clone())
         .destroy(&h.cx)
         .await
         .unwrap();
@@ -509,7 +509,7 @@ async fn a_thing_type_created_concurrently_by_another_deployment_is_shared() {
         )
     });
     let h = harness(&[&describe, &create], &[], &[], &[], vec![], |_| {});
-    let outcome = thing_type::ThingType(h.env.clone())
+    let outcome = thing_type::ThingType::current(h.env.clone())
         .ensure(&h.cx)
         .await
         .unwrap();

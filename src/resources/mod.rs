@@ -85,6 +85,8 @@ pub struct Env {
 }
 
 pub const THING_TYPE: &str = "thing_type";
+/// A thing type replaced by a rename, kept in the state until it is deleted.
+pub const THING_TYPE_RETIRED: &str = "thing_type_retired";
 pub const THING: &str = "thing";
 pub const CERTIFICATE: &str = "certificate";
 pub const POLICY: &str = "policy";
@@ -96,10 +98,10 @@ pub const RULE: &str = "rule";
 pub const PERMISSION: &str = "permission";
 pub const SHADOW: &str = "shadow";
 
-/// The stack of DESIGN.md §1, in the recipe's order.
+/// The stack of DESIGN.md §1 as the config wants it, in the recipe's order.
 pub fn plan(env: &Arc<Env>) -> Vec<Box<dyn Resource>> {
     let mut plan: Vec<Box<dyn Resource>> = vec![
-        Box::new(thing_type::ThingType(env.clone())),
+        Box::new(thing_type::ThingType::current(env.clone())),
         Box::new(thing::Thing(env.clone())),
         Box::new(certificate::Certificate(env.clone())),
         Box::new(policy::Policy(env.clone())),
@@ -114,6 +116,30 @@ pub fn plan(env: &Arc<Env>) -> Vec<Box<dyn Resource>> {
         plan.push(Box::new(shadow::Shadow(env.clone())));
     }
     plan
+}
+
+/// Resources the state records but the config no longer wants (shadow initialisation turned
+/// off, a thing type replaced by a rename): `up` deletes them after converging the rest, and
+/// `down` deletes them with the rest.
+pub fn strays(env: &Arc<Env>, state: &crate::state::State) -> Vec<Box<dyn Resource>> {
+    let mut out: Vec<Box<dyn Resource>> = Vec::new();
+    if env.d.shadow.is_none() && state.get(SHADOW).is_some() {
+        out.push(Box::new(shadow::Shadow(env.clone())));
+    }
+    if let Some(rec) = state.get(THING_TYPE_RETIRED) {
+        out.push(Box::new(thing_type::ThingType::retired(
+            env.clone(),
+            &rec.name,
+        )));
+    }
+    out
+}
+
+/// Everything `down` destroys: the configured stack and the strays.
+pub fn everything(env: &Arc<Env>, state: &crate::state::State) -> Vec<Box<dyn Resource>> {
+    let mut all = plan(env);
+    all.extend(strays(env, state));
+    all
 }
 
 /// Evaluates an SDK call and yields `Some(output)`, or `None` when the service answered with
@@ -196,6 +222,15 @@ macro_rules! check_try {
             }
         }
     };
+}
+
+/// The replace of a link (an attachment, the shadow) whose end was renamed: it follows, and
+/// can be carried out only if the rename itself can.
+pub fn follows_rename(from: &str) -> (String, bool) {
+    (
+        format!("was {from:?}: follows the rename of what it links"),
+        true,
+    )
 }
 
 /// The failing checks of a resource that this state has no record of.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::{Env, FUNCTION, PERMISSION, RULE};
 use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
+use crate::plan::Fields;
 use crate::state::{Phase, Record};
 use crate::{call, done, found};
 
@@ -27,6 +28,56 @@ impl Resource for Permission {
     }
     fn depends_on(&self) -> &[&'static str] {
         &[FUNCTION, RULE]
+    }
+
+    fn adopts_unowned(&self) -> bool {
+        true
+    }
+    fn renamed(&self, _rec: &Record) -> bool {
+        false
+    }
+    fn desired(&self, _cx: &Ctx) -> Fields {
+        Fields::from([
+            ("action".to_string(), "lambda:InvokeFunction".into()),
+            ("principal".to_string(), PRINCIPAL.into()),
+            ("source_arn".to_string(), self.0.d.rule_arn().into()),
+        ])
+    }
+    async fn observe(&self, _cx: &Ctx) -> Result<Option<Fields>, StepError> {
+        let d = &self.0.d;
+        let policy = found!(
+            self.0
+                .aws
+                .lambda
+                .get_policy()
+                .function_name(&d.function_name)
+                .send(),
+            is_resource_not_found_exception,
+            KIND,
+            STATEMENT_ID,
+            "GetPolicy"
+        );
+        let Some(stmt) = policy
+            .and_then(|p| p.policy)
+            .and_then(|text| statement(&text, STATEMENT_ID))
+        else {
+            return Ok(None);
+        };
+        let text = |ptr: &str| stmt.pointer(ptr).and_then(|v| v.as_str()).unwrap_or("");
+        let mut f = Fields::from([
+            ("action".to_string(), text("/Action").into()),
+            ("principal".to_string(), text("/Principal/Service").into()),
+            (
+                "source_arn".to_string(),
+                text("/Condition/ArnLike/AWS:SourceArn").into(),
+            ),
+        ]);
+        // As `is_scoped` judges: another account is a difference, no account condition is not.
+        let account = text("/Condition/StringEquals/AWS:SourceAccount");
+        if !account.is_empty() && account != d.account {
+            f.insert("source_account".into(), account.into());
+        }
+        Ok(Some(f))
     }
 
     async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{Env, POLICY};
 use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
+use crate::plan::Fields;
 use crate::state::{Phase, Record};
 use crate::{call, done, found};
 
@@ -27,6 +28,19 @@ impl Resource for Policy {
     }
     fn depends_on(&self) -> &[&'static str] {
         &[]
+    }
+
+    fn desired(&self, _cx: &Ctx) -> Fields {
+        Fields::from([("document".to_string(), self.0.d.policy_document.clone())])
+    }
+
+    async fn observe(&self, _cx: &Ctx) -> Result<Option<Fields>, StepError> {
+        Ok(self.live(&self.0.d.policy_name).await?.map(|live| {
+            let text = live.policy_document().unwrap_or_default();
+            // Unparseable text is shown as it is (and differs, as ensure judges it).
+            let doc = serde_json::from_str(text).unwrap_or_else(|_| text.into());
+            Fields::from([("document".to_string(), doc)])
+        }))
     }
 
     async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {

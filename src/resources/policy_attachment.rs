@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::{Env, CERTIFICATE, POLICY, POLICY_ATTACHMENT};
 use crate::call;
 use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
+use crate::plan::Fields;
 use crate::state::{Phase, Record};
 
 const KIND: &str = "policy attachment";
@@ -24,6 +25,22 @@ impl Resource for PolicyAttachment {
     }
     fn depends_on(&self) -> &[&'static str] {
         &[POLICY, CERTIFICATE]
+    }
+
+    fn adopts_unowned(&self) -> bool {
+        true
+    }
+    fn replacement(&self, why: &crate::engine::Replacement) -> (String, bool) {
+        match why {
+            crate::engine::Replacement::Renamed { from } => super::follows_rename(from),
+            crate::engine::Replacement::Immutable { .. } => (String::new(), false),
+        }
+    }
+    fn desired(&self, _cx: &Ctx) -> Fields {
+        Fields::new()
+    }
+    async fn observe(&self, cx: &Ctx) -> Result<Option<Fields>, StepError> {
+        Ok(self.probe(cx).await?.map(|_| Fields::new()))
     }
 
     async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::{Env, ROLE};
 use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
+use crate::plan::Fields;
 use crate::state::{Phase, Record};
 use crate::{call, done, found};
 
@@ -24,6 +25,34 @@ impl Resource for Role {
     }
     fn depends_on(&self) -> &[&'static str] {
         &[]
+    }
+
+    fn desired(&self, _cx: &Ctx) -> Fields {
+        let d = &self.0.d;
+        let mut policies = d.managed_policies.clone();
+        policies.sort();
+        Fields::from([
+            ("managed_policies".to_string(), policies.into()),
+            ("trust_policy".to_string(), d.trust_policy.clone()),
+        ])
+    }
+
+    async fn observe(&self, _cx: &Ctx) -> Result<Option<Fields>, StepError> {
+        let name = &self.0.d.role_name;
+        let Some(role) = self.live(name).await?.and_then(|l| l.role) else {
+            return Ok(None);
+        };
+        let trust = role
+            .assume_role_policy_document()
+            .map(percent_decode)
+            .map(|t| serde_json::from_str(&t).unwrap_or_else(|_| t.into()))
+            .unwrap_or_default();
+        let mut policies = self.attached(name).await?;
+        policies.sort();
+        Ok(Some(Fields::from([
+            ("managed_policies".to_string(), policies.into()),
+            ("trust_policy".to_string(), trust),
+        ])))
     }
 
     async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
@@ -85,18 +114,9 @@ impl Resource for Role {
                 (rec, true)
             }
         };
-        let attached = call!(
-            iam.list_attached_role_policies().role_name(name).send(),
-            KIND,
-            name,
-            "ListAttachedRolePolicies"
-        );
+        let attached = self.attached(name).await?;
         for arn in &d.managed_policies {
-            if attached
-                .attached_policies()
-                .iter()
-                .any(|p| p.policy_arn() == Some(arn.as_str()))
-            {
+            if attached.contains(arn) {
                 continue;
             }
             call!(
@@ -111,6 +131,20 @@ impl Resource for Role {
             if !created {
                 changes.push(format!("attached {arn}"));
             }
+        }
+        // The role is this deployment's own: a policy attached outside the config is drift.
+        for arn in attached.iter().filter(|a| !d.managed_policies.contains(a)) {
+            done!(
+                iam.detach_role_policy()
+                    .role_name(name)
+                    .policy_arn(arn)
+                    .send(),
+                is_no_such_entity_exception,
+                KIND,
+                name,
+                "DetachRolePolicy"
+            );
+            changes.push(format!("detached {arn}"));
         }
         rec.data.insert(
             "managed_policies".into(),
@@ -288,6 +322,29 @@ pub fn percent_decode(s: &str) -> String {
 }
 
 impl Role {
+    /// ARNs of the managed policies attached to the role.
+    async fn attached(&self, name: &str) -> Result<Vec<String>, StepError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .0
+            .aws
+            .iam
+            .list_attached_role_policies()
+            .role_name(name)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| crate::aws::failed(KIND, name, "ListAttachedRolePolicies", e))?;
+            out.extend(
+                page.attached_policies()
+                    .iter()
+                    .filter_map(|p| p.policy_arn().map(str::to_string)),
+            );
+        }
+        Ok(out)
+    }
+
     /// The live resource, or None when it does not exist: the one read that ensure, probe,
     /// check and destroy share.
     async fn live(

@@ -9,6 +9,7 @@ use aws_sdk_iot::types::{Action, LambdaAction, TopicRulePayload};
 use super::{Env, FUNCTION, RULE};
 use crate::call;
 use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
+use crate::plan::Fields;
 use crate::state::{Phase, Record};
 
 const KIND: &str = "topic rule";
@@ -28,6 +29,58 @@ impl Resource for Rule {
     }
     fn depends_on(&self) -> &[&'static str] {
         &[FUNCTION]
+    }
+
+    fn desired(&self, cx: &Ctx) -> Fields {
+        let d = &self.0.d;
+        let function_arn = cx.record(FUNCTION).and_then(|r| r.arn).unwrap_or_default();
+        Fields::from([
+            ("actions".to_string(), vec![function_arn].into()),
+            ("description".to_string(), d.rule_description.clone().into()),
+            ("enabled".to_string(), d.rule_enabled.into()),
+            ("sql".to_string(), d.rule_sql.trim().into()),
+            ("sql_version".to_string(), d.rule_sql_version.clone().into()),
+        ])
+    }
+
+    async fn observe(&self, _cx: &Ctx) -> Result<Option<Fields>, StepError> {
+        let d = &self.0.d;
+        let Some(live) = self.get(&d.rule_name).await? else {
+            return Ok(None);
+        };
+        let Some(rule) = live.rule() else {
+            return Ok(Some(Fields::new()));
+        };
+        let actions: Vec<String> = rule
+            .actions()
+            .iter()
+            .map(|a| match a.lambda() {
+                Some(l) => l.function_arn().to_string(),
+                None => "(an action other than Lambda)".to_string(),
+            })
+            .collect();
+        Ok(Some(Fields::from([
+            ("actions".to_string(), actions.into()),
+            (
+                "description".to_string(),
+                rule.description().unwrap_or_default().into(),
+            ),
+            (
+                "enabled".to_string(),
+                (!rule.rule_disabled().unwrap_or(false)).into(),
+            ),
+            (
+                "sql".to_string(),
+                rule.sql().unwrap_or_default().trim().into(),
+            ),
+            // Not every endpoint reports the version; ensure only compares one it reports.
+            (
+                "sql_version".to_string(),
+                rule.aws_iot_sql_version()
+                    .unwrap_or(&d.rule_sql_version)
+                    .into(),
+            ),
+        ])))
     }
 
     async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {

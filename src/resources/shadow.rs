@@ -8,6 +8,7 @@ use aws_sdk_iotdataplane::primitives::Blob;
 
 use super::{Env, SHADOW, THING};
 use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
+use crate::plan::Fields;
 use crate::state::{Phase, Record};
 use crate::{call, done, found};
 
@@ -28,6 +29,38 @@ impl Resource for Shadow {
     }
     fn depends_on(&self) -> &[&'static str] {
         &[THING]
+    }
+
+    fn adopts_unowned(&self) -> bool {
+        true
+    }
+    fn replacement(&self, why: &crate::engine::Replacement) -> (String, bool) {
+        match why {
+            crate::engine::Replacement::Renamed { from } => super::follows_rename(from),
+            crate::engine::Replacement::Immutable { .. } => (String::new(), false),
+        }
+    }
+    fn delete_note(&self) -> String {
+        "shadow initialisation is off in the config (shadow.enabled = false)".into()
+    }
+    fn desired(&self, _cx: &Ctx) -> Fields {
+        let want = self.want_desired();
+        want.iter()
+            .map(|(k, v)| (format!("desired.{k}"), v.clone()))
+            .collect()
+    }
+    async fn observe(&self, _cx: &Ctx) -> Result<Option<Fields>, StepError> {
+        // Only the keys iotreg sets: a shadow update merges, so other keys are not its concern.
+        let want = self.want_desired();
+        Ok(self.live_document().await?.map(|doc| {
+            want.keys()
+                .filter_map(|k| {
+                    doc.pointer("/state/desired")
+                        .and_then(|d| d.get(k))
+                        .map(|v| (format!("desired.{k}"), v.clone()))
+                })
+                .collect()
+        }))
     }
 
     async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
@@ -130,6 +163,18 @@ impl Resource for Shadow {
 }
 
 impl Shadow {
+    /// The desired section of the configured document (empty when initialisation is off).
+    fn want_desired(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.0
+            .d
+            .shadow
+            .as_ref()
+            .and_then(|doc| doc.pointer("/state/desired"))
+            .and_then(|v| v.as_object())
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// The live shadow document, or None when the thing has no shadow.
     async fn live_document(&self) -> Result<Option<serde_json::Value>, StepError> {
         let data = self.0.aws.data().await?;

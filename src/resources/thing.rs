@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use aws_sdk_iot::types::AttributePayload;
 
-use super::{Env, THING, THING_TYPE};
+use super::{Env, THING, THING_TYPE, THING_TYPE_RETIRED};
 use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
+use crate::plan::Fields;
 use crate::state::{Phase, Record};
 use crate::{call, done, found};
 
@@ -26,7 +27,29 @@ impl Resource for Thing {
         self.0.d.thing_name.clone()
     }
     fn depends_on(&self) -> &[&'static str] {
-        &[THING_TYPE]
+        // The retired type is deleted only once the thing has left it (and in `down`, after
+        // the thing is gone).
+        &[THING_TYPE, THING_TYPE_RETIRED]
+    }
+
+    fn desired(&self, _cx: &Ctx) -> Fields {
+        let d = &self.0.d;
+        fields(
+            &d.thing_type_name,
+            d.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+    }
+
+    async fn observe(&self, _cx: &Ctx) -> Result<Option<Fields>, StepError> {
+        Ok(self.live(&self.0.d.thing_name).await?.map(|l| {
+            fields(
+                l.thing_type_name().unwrap_or_default(),
+                l.attributes()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+        }))
     }
 
     async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
@@ -184,6 +207,16 @@ impl Resource for Thing {
             Outcome::Absent
         })
     }
+}
+
+/// The plan's view of a thing: its type and each attribute as a field of its own.
+fn fields<'a>(thing_type: &str, attributes: impl Iterator<Item = (&'a str, &'a str)>) -> Fields {
+    let mut f = Fields::new();
+    f.insert("thing_type".into(), thing_type.into());
+    for (k, v) in attributes {
+        f.insert(format!("attributes.{k}"), v.into());
+    }
+    f
 }
 
 /// Human-readable differences between the live thing and the desired one.

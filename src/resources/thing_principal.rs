@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::policy_attachment::certificate_arn;
 use super::{Env, CERTIFICATE, THING, THING_PRINCIPAL};
 use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
+use crate::plan::Fields;
 use crate::state::{Phase, Record};
 use crate::{call, done};
 
@@ -25,6 +26,22 @@ impl Resource for ThingPrincipal {
     }
     fn depends_on(&self) -> &[&'static str] {
         &[THING, CERTIFICATE]
+    }
+
+    fn adopts_unowned(&self) -> bool {
+        true
+    }
+    fn replacement(&self, why: &crate::engine::Replacement) -> (String, bool) {
+        match why {
+            crate::engine::Replacement::Renamed { from } => super::follows_rename(from),
+            crate::engine::Replacement::Immutable { .. } => (String::new(), false),
+        }
+    }
+    fn desired(&self, _cx: &Ctx) -> Fields {
+        Fields::new()
+    }
+    async fn observe(&self, cx: &Ctx) -> Result<Option<Fields>, StepError> {
+        Ok(self.probe(cx).await?.map(|_| Fields::new()))
     }
 
     async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {

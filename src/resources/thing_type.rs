@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::{Env, THING_TYPE};
-use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
+use super::{Env, THING_TYPE, THING_TYPE_RETIRED};
+use crate::engine::{Check, Ctx, Outcome, Replacement, Resource, StepError};
+use crate::plan::Fields;
 use crate::state::{Phase, Record};
 use crate::{call, found};
 
@@ -18,27 +19,135 @@ pub const MANAGED_BY: (&str, &str) = ("managed-by", "iotreg");
 /// AWS's documented delay between deprecating a thing type and being allowed to delete it.
 pub const DEPRECATION_DELAY: Duration = Duration::from_secs(5 * 60);
 
-pub struct ThingType(pub Arc<Env>);
+/// The thing type the config names (key `thing_type`), or one it replaced by a rename that is
+/// still being deleted (key `thing_type_retired`: only ever destroyed).
+pub struct ThingType {
+    env: Arc<Env>,
+    key: &'static str,
+    name: String,
+}
+
+impl ThingType {
+    pub fn current(env: Arc<Env>) -> ThingType {
+        let name = env.d.thing_type_name.clone();
+        ThingType {
+            env,
+            key: THING_TYPE,
+            name,
+        }
+    }
+    pub fn retired(env: Arc<Env>, name: &str) -> ThingType {
+        ThingType {
+            env,
+            key: THING_TYPE_RETIRED,
+            name: name.to_string(),
+        }
+    }
+    /// Whether this deployment manages the type's properties: it created the type. A type
+    /// that was already there (Borrowed) is used as it is.
+    fn manages_properties(&self, cx: &Ctx) -> bool {
+        cx.record(self.key)
+            .is_some_and(|r| r.phase != Phase::Borrowed)
+    }
+}
 
 #[async_trait::async_trait]
 impl Resource for ThingType {
     fn key(&self) -> &str {
-        THING_TYPE
+        self.key
     }
     fn kind(&self) -> &str {
         KIND
     }
     fn name(&self) -> String {
-        self.0.d.thing_type_name.clone()
+        self.name.clone()
     }
     fn depends_on(&self) -> &[&'static str] {
         &[]
     }
+    fn shared(&self) -> bool {
+        true
+    }
+    fn adopts_unowned(&self) -> bool {
+        true
+    }
+    fn immutable(&self) -> &'static [&'static str] {
+        &["description"]
+    }
+    fn replacement(&self, why: &Replacement) -> (String, bool) {
+        match why {
+            Replacement::Renamed { from } => (
+                format!(
+                    "renamed from {from:?}: up creates (or shares) {:?}, moves the thing to it, then deletes {from:?} if this deployment created it and nothing else uses it (AWS allows that five minutes after deprecation; a later up or down finishes it)",
+                    self.name
+                ),
+                true,
+            ),
+            Replacement::Immutable { fields } => (
+                format!(
+                    "thing types are immutable (AWS cannot change their {}), so this is a replace; up does not delete and recreate a type under the same name, since other things may use it: rename thing_type.name to replace it (the thing moves to the new type), or keep the old value",
+                    fields.join(", ")
+                ),
+                false,
+            ),
+        }
+    }
+    fn delete_note(&self) -> String {
+        "replaced by a renamed thing type; deleted once no thing uses it (AWS allows that five minutes after deprecation)".into()
+    }
+
+    fn desired(&self, cx: &Ctx) -> Fields {
+        let mut f = Fields::new();
+        f.insert("deprecated".into(), false.into());
+        if self.manages_properties(cx) {
+            f.insert(
+                "description".into(),
+                self.env.d.thing_type_description.clone().into(),
+            );
+        }
+        f
+    }
+
+    async fn observe(&self, cx: &Ctx) -> Result<Option<Fields>, StepError> {
+        let Some(live) = self.live(&self.name).await? else {
+            return Ok(None);
+        };
+        let mut f = Fields::new();
+        let deprecated = live.thing_type_metadata().is_some_and(|m| m.deprecated());
+        f.insert("deprecated".into(), deprecated.into());
+        if self.manages_properties(cx) {
+            let description = live
+                .thing_type_properties()
+                .and_then(|p| p.thing_type_description())
+                .unwrap_or_default();
+            f.insert("description".into(), description.into());
+        }
+        Ok(Some(f))
+    }
 
     async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
-        let iot = &self.0.aws.iot;
-        let name = &self.0.d.thing_type_name;
-        let record = cx.record(THING_TYPE);
+        let iot = &self.env.aws.iot;
+        let name = &self.name;
+        let mut record = cx.record(THING_TYPE);
+        if let Some(old) = record
+            .as_ref()
+            .filter(|r| r.phase != Phase::Intent && &r.name != name)
+        {
+            // A rename: the old type is retired (deleted after the thing has moved off it),
+            // and the configured one is ensured as if new.
+            if let Some(prev) = cx.record(THING_TYPE_RETIRED).filter(|p| p.name != old.name) {
+                return Err(StepError::Failed(format!(
+                    "{KIND} {:?}, replaced earlier, is still being deleted; run `iotreg up` again once AWS allows it (five minutes after deprecation)",
+                    prev.name
+                )));
+            }
+            let mut retired = old.clone();
+            retired.key = THING_TYPE_RETIRED.into();
+            cx.commit(retired)?;
+            cx.forget(THING_TYPE)?;
+            cx.progress(&format!("replacing {:?}", old.name));
+            record = None;
+        }
         let live = self.live(name).await?;
         if let Some(live) = live {
             let deprecated = live.thing_type_metadata().is_some_and(|m| m.deprecated());
@@ -84,7 +193,7 @@ impl Resource for ThingType {
         }
         let rec = cx.intent(Record::new(THING_TYPE, KIND, Phase::Intent, name))?;
         let props = aws_sdk_iot::types::ThingTypeProperties::builder()
-            .thing_type_description(&self.0.d.thing_type_description)
+            .thing_type_description(&self.env.d.thing_type_description)
             .build();
         let tag = aws_sdk_iot::types::Tag::builder()
             .key(MANAGED_BY.0)
@@ -120,7 +229,7 @@ impl Resource for ThingType {
     }
 
     async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
-        let name = &self.0.d.thing_type_name;
+        let name = &self.name;
         Ok(self
             .live(name)
             .await?
@@ -128,7 +237,7 @@ impl Resource for ThingType {
     }
 
     async fn check(&self, _cx: &Ctx) -> Vec<Check> {
-        let name = &self.0.d.thing_type_name;
+        let name = &self.name;
         let res = format!("{KIND} {name}");
         let live = self.live(name).await;
         let check = match crate::check_try!(live, ["thing_type.exists"], res) {
@@ -144,10 +253,10 @@ impl Resource for ThingType {
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
-        let Some(mut rec) = cx.record(THING_TYPE) else {
+        let Some(mut rec) = cx.record(self.key) else {
             return Ok(Outcome::Absent);
         };
-        let iot = &self.0.aws.iot;
+        let iot = &self.env.aws.iot;
         let name = rec.name.clone();
         let users = call!(
             iot.list_things()
@@ -159,19 +268,19 @@ impl Resource for ThingType {
             "ListThings"
         );
         if !users.things().is_empty() {
-            cx.forget(THING_TYPE)?;
+            cx.forget(self.key)?;
             return Ok(Outcome::Retained(
                 "other things still use it; the last deployment to leave deletes it".into(),
             ));
         }
         if rec.phase == Phase::Borrowed && !self.made_by_iotreg(&rec).await? {
-            cx.forget(THING_TYPE)?;
+            cx.forget(self.key)?;
             return Ok(Outcome::Retained(
                 "not created by iotreg; left for its owner".into(),
             ));
         }
         let Some(live) = self.live(&name).await? else {
-            cx.forget(THING_TYPE)?;
+            cx.forget(self.key)?;
             return Ok(Outcome::Absent);
         };
         let meta = live.thing_type_metadata();
@@ -198,14 +307,14 @@ impl Resource for ThingType {
         loop {
             match iot.delete_thing_type().thing_type_name(&name).send().await {
                 Ok(_) => {
-                    cx.forget(THING_TYPE)?;
+                    cx.forget(self.key)?;
                     return Ok(Outcome::Deleted);
                 }
                 Err(e)
                     if e.as_service_error()
                         .is_some_and(|s| s.is_resource_not_found_exception()) =>
                 {
-                    cx.forget(THING_TYPE)?;
+                    cx.forget(self.key)?;
                     return Ok(Outcome::Absent);
                 }
                 // AWS answers InvalidRequestException while the five minutes run; it has no
@@ -254,7 +363,7 @@ impl ThingType {
         StepError,
     > {
         Ok(found!(
-            self.0
+            self.env
                 .aws
                 .iot
                 .describe_thing_type()
@@ -273,7 +382,7 @@ impl ThingType {
             return Ok(false);
         };
         let tags = found!(
-            self.0
+            self.env
                 .aws
                 .iot
                 .list_tags_for_resource()
@@ -292,6 +401,6 @@ impl ThingType {
     }
 
     fn wait_for_deprecation(&self) -> bool {
-        self.0.d.wait_for_thing_type
+        self.env.d.wait_for_thing_type
     }
 }

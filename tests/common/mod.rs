@@ -3,6 +3,8 @@
 //! against it; and SDK clients to look at what it created from the outside.
 #![allow(dead_code)]
 
+pub mod drift;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
