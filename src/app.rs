@@ -169,6 +169,7 @@ pub fn deployment(
         memory_mb: c.function.memory_mb as i32,
         timeout_s: c.function.timeout_s as i32,
         handler: format!("{module}.lambda_handler"),
+        environment: c.function.environment.clone(),
         code_sha256: templates::code_sha256(&zip),
         zip,
         rule_name: settings::name(&c.rule.name, suffix),

@@ -128,6 +128,8 @@ pub struct FunctionConfig {
     pub handler_file: String,
     /// A handler source file replacing the built-in one.
     pub source: Option<PathBuf>,
+    /// Environment variables of the function (none by default, as in the recipe).
+    pub environment: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -207,6 +209,7 @@ impl Default for FunctionConfig {
             timeout_s: 60,
             handler_file: "lambda-function.py".into(),
             source: None,
+            environment: BTreeMap::new(),
         }
     }
 }
@@ -432,6 +435,31 @@ impl Config {
                 ),
             ));
         }
+        for key in self.function.environment.keys() {
+            // Lambda's documented pattern for variable names: [a-zA-Z]([a-zA-Z0-9_])+
+            let mut chars = key.chars();
+            let ok = key.len() >= 2
+                && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                return Err(invalid(
+                    &format!("function.environment.{key}"),
+                    "a variable name is a letter then letters, digits or '_' (two characters at least)".into(),
+                ));
+            }
+        }
+        let env_size: usize = self
+            .function
+            .environment
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        if env_size > 4096 {
+            return Err(invalid(
+                "function.environment",
+                format!("{env_size} bytes; Lambda allows 4 KB of variables in all"),
+            ));
+        }
         if self.function.runtime.trim().is_empty() {
             return Err(invalid("function.runtime", "must not be empty".into()));
         }
@@ -572,6 +600,10 @@ mod tests {
             ),
             ("[function]\nmemory_mb = 64\n", "function.memory_mb"),
             ("[function]\ntimeout_s = 901\n", "function.timeout_s"),
+            (
+                "[function.environment]\n\"1X\" = \"a\"\n",
+                "function.environment.1X",
+            ),
             ("[rule]\nsql = \"\"\n", "rule.sql"),
             ("[rule]\nsql = \"DELETE FROM x\"\n", "rule.sql"),
             ("suffix = \"ABC\"\n", "suffix"),

@@ -118,6 +118,14 @@ async fn plan_shows_each_config_change() {
     drift::memory(&c, &n, 1024).await;
     insta::assert_snapshot!("config_and_drift", plan(&emu, &w, 3));
     w.ok(&["up"]);
+    config(
+        &w,
+        &format!(
+            "{attrs}[function]\nmemory_mb = 768\n[function.environment]\nSTAGE = \"line-3\"\n"
+        ),
+    );
+    insta::assert_snapshot!("config_function_environment", plan(&emu, &w, 3));
+    w.ok(&["up"]);
     let base = format!("{attrs}[function]\nmemory_mb = 768\n");
     config(
         &w,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use aws_sdk_lambda::error::SdkError;
 use aws_sdk_lambda::operation::create_function::{CreateFunctionError, CreateFunctionOutput};
 use aws_sdk_lambda::primitives::Blob;
-use aws_sdk_lambda::types::{FunctionCode, LastUpdateStatus, Runtime};
+use aws_sdk_lambda::types::{Environment, FunctionCode, LastUpdateStatus, Runtime};
 
 use super::{Env, FUNCTION, ROLE};
 use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
@@ -39,7 +39,11 @@ impl Resource for Function {
     fn desired(&self, cx: &Ctx) -> Fields {
         let d = &self.0.d;
         let role = cx.record(ROLE).and_then(|r| r.arn).unwrap_or_default();
-        Fields::from([
+        let variables = d
+            .environment
+            .iter()
+            .map(|(k, v)| (format!("environment.{k}"), v.clone().into()));
+        let mut f = Fields::from([
             ("code_sha256".to_string(), d.code_sha256.clone().into()),
             (
                 "description".to_string(),
@@ -50,13 +54,19 @@ impl Resource for Function {
             ("role".to_string(), role.into()),
             ("runtime".to_string(), d.runtime.clone().into()),
             ("timeout_s".to_string(), d.timeout_s.into()),
-        ])
+        ]);
+        f.extend(variables);
+        f
     }
 
     async fn observe(&self, _cx: &Ctx) -> Result<Option<Fields>, StepError> {
         let live = self.live(&self.0.d.function_name).await?;
         Ok(live.and_then(|l| l.configuration).map(|c| {
-            Fields::from([
+            let variables: Vec<(String, serde_json::Value)> = live_environment(&c)
+                .into_iter()
+                .map(|(k, v)| (format!("environment.{k}"), v.into()))
+                .collect();
+            let mut f = Fields::from([
                 (
                     "code_sha256".to_string(),
                     c.code_sha256().unwrap_or_default().into(),
@@ -76,7 +86,9 @@ impl Resource for Function {
                     c.runtime().map(|r| r.as_str()).unwrap_or_default().into(),
                 ),
                 ("timeout_s".to_string(), c.timeout().unwrap_or(0).into()),
-            ])
+            ]);
+            f.extend(variables);
+            f
         }))
     }
 
@@ -129,6 +141,7 @@ impl Resource for Function {
                         .description(&d.function_description)
                         .timeout(d.timeout_s)
                         .memory_size(d.memory_mb)
+                        .environment(environment(d))
                         .send(),
                     KIND,
                     name,
@@ -166,6 +179,7 @@ impl Resource for Function {
                     .description(&d.function_description)
                     .timeout(d.timeout_s)
                     .memory_size(d.memory_mb)
+                    .environment(environment(d))
                     .send()
             }),
             is_resource_conflict_exception,
@@ -349,7 +363,27 @@ fn config_differences(
     if cfg.description().unwrap_or("") != d.function_description {
         out.push("description".into());
     }
+    if live_environment(cfg) != d.environment {
+        out.push("environment".into());
+    }
     out
+}
+
+/// The function's environment variables as configured.
+fn environment(d: &super::Deployment) -> Environment {
+    Environment::builder()
+        .set_variables(Some(d.environment.clone().into_iter().collect()))
+        .build()
+}
+
+/// The live function's environment variables (none when it has no environment).
+fn live_environment(
+    cfg: &aws_sdk_lambda::types::FunctionConfiguration,
+) -> std::collections::BTreeMap<String, String> {
+    cfg.environment()
+        .and_then(|e| e.variables())
+        .map(|v| v.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
 }
 
 /// Lambda's answer while a new role is not yet assumable. AWS gives it no dedicated error

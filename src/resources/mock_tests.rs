@@ -67,6 +67,7 @@ fn deployment(dir: &std::path::Path) -> Deployment {
         memory_mb: 256,
         timeout_s: 60,
         handler: "lambda-function.lambda_handler".into(),
+        environment: Default::default(),
         code_sha256: crate::templates::code_sha256(&zip),
         zip,
         rule_name: "sensor_data_rule_abc123".into(),
@@ -515,4 +516,73 @@ async fn a_thing_type_created_concurrently_by_another_deployment_is_shared() {
         .unwrap();
     assert_eq!(outcome, Outcome::Adopted);
     assert_eq!(h.cx.record(THING_TYPE).unwrap().phase, Phase::Borrowed);
+}
+
+/// A live, undeprecated TemperatureSensor with another description than the configured one.
+fn type_described_otherwise() -> Rule {
+    mock!(aws_sdk_iot::Client::describe_thing_type).then_output(|| {
+        DescribeThingTypeOutput::builder()
+            .thing_type_name("TemperatureSensor")
+            .thing_type_properties(
+                aws_sdk_iot::types::ThingTypeProperties::builder()
+                    .thing_type_description("made by someone else")
+                    .build(),
+            )
+            .thing_type_metadata(ThingTypeMetadata::builder().deprecated(false).build())
+            .build()
+    })
+}
+
+#[tokio::test]
+async fn plan_replaces_an_own_thing_type_whose_description_changed_but_not_a_borrowed_one() {
+    let describe = type_described_otherwise();
+    let h = harness(
+        &[&describe],
+        &[],
+        &[],
+        &[],
+        vec![thing_type_record()],
+        |_| {},
+    );
+    let p = crate::engine::plan_one(&thing_type::ThingType::current(h.env.clone()), &h.cx, true)
+        .await
+        .unwrap();
+    assert_eq!(p.action, crate::plan::Action::Replace);
+    assert!(!p.applicable, "up does not recreate a shared type");
+    assert_eq!(p.changes[0].field, "description");
+    assert_eq!(p.changes[0].origin, crate::plan::Origin::Unknown);
+    assert!(p.note.unwrap().contains("rename thing_type.name"));
+
+    // Borrowed: its properties are its owner's business.
+    let describe = type_described_otherwise();
+    let mut borrowed = thing_type_record();
+    borrowed.phase = Phase::Borrowed;
+    let h = harness(&[&describe], &[], &[], &[], vec![borrowed], |_| {});
+    let p = crate::engine::plan_one(&thing_type::ThingType::current(h.env.clone()), &h.cx, true)
+        .await
+        .unwrap();
+    assert_eq!(p.action, crate::plan::Action::NoChange, "{p:?}");
+}
+
+#[tokio::test]
+async fn plan_fails_naming_the_call_when_a_read_is_refused() {
+    let describe = mock!(aws_sdk_iot::Client::describe_thing_type).then_error(|| {
+        DescribeThingTypeError::generic(meta("AccessDeniedException", "not allowed"))
+    });
+    let h = harness(
+        &[&describe],
+        &[],
+        &[],
+        &[],
+        vec![thing_type_record()],
+        |_| {},
+    );
+    let e = crate::engine::plan_one(&thing_type::ThingType::current(h.env.clone()), &h.cx, true)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("DescribeThingType") && e.contains("AccessDeniedException"),
+        "{e}"
+    );
 }

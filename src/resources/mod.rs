@@ -51,6 +51,7 @@ pub struct Deployment {
     pub memory_mb: i32,
     pub timeout_s: i32,
     pub handler: String,
+    pub environment: BTreeMap<String, String>,
     pub zip: Vec<u8>,
     pub code_sha256: String,
     pub rule_name: String,
