@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: build iotreg, start the local AWS (moto + the project's fixes) on a free loopback
-# port, then run up -> status -> verify -> up again (nothing to do) -> down against it, and stop it.
+# port, then run plan -> up -> status -> verify -> up again (nothing to do) -> plan (in sync, exit 0)
+# -> down against it, and stop it.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/venv.sh"
@@ -21,9 +22,11 @@ export AWS_ENDPOINT_URL="$url" AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing \
   AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true
 cd "$work"
 set -x
+"$bin" plan
 "$bin" up
 "$bin" status
 "$bin" verify --junit verify.xml
 "$bin" up
+"$bin" plan --detailed-exitcode
 "$bin" down
 { set +x; } 2>/dev/null
