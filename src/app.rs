@@ -30,6 +30,9 @@ pub enum ExitStatus {
 }
 
 pub async fn run(settings: Settings, cancel: Arc<AtomicBool>) -> Result<ExitStatus> {
+    crate::ratelimit::install(crate::ratelimit::Limiter::new(
+        &settings.config.aws.rate_limits,
+    ));
     let progress = Arc::new(Progress::new(settings.verbosity));
     match settings.action {
         Action::Up { dry_run: false } => up(&settings, progress, cancel).await,
@@ -51,6 +54,39 @@ fn load_state(settings: &Settings, region: &str) -> Result<Option<State>> {
             .map_err(bad_input_if)?;
     }
     Ok(state)
+}
+
+/// Puts the fleet, if any, into the deployment: the manifest's devices for `up` and `plan`
+/// (`needs_manifest`), the state's for the others. A deployment with devices recorded is
+/// never planned without its manifest: that would read as "delete the whole fleet".
+fn with_fleet(
+    settings: &Settings,
+    d: &mut Deployment,
+    state: &State,
+    needs_manifest: bool,
+    sample: Option<usize>,
+) -> Result<()> {
+    let f = &settings.fleet;
+    let devices = match &f.manifest {
+        Some(m) => Some(m.devices.clone()),
+        None if state.devices.is_empty() => return Ok(()),
+        None if needs_manifest => {
+            return Err(BadInput(format!(
+                "{} records a fleet of {} devices: pass its manifest with --fleet FILE (or set fleet.manifest); `down` needs none",
+                settings.state_path.display(),
+                state.devices.len()
+            ))
+            .into())
+        }
+        None => None,
+    };
+    d.fleet = Some(Arc::new(resources::fleet::FleetSpec {
+        devices,
+        concurrency: f.concurrency,
+        prune: f.prune,
+        sample,
+    }));
+    Ok(())
 }
 
 /// A config that pins a suffix must agree with the state's.
@@ -185,6 +221,8 @@ pub fn deployment(
         iam_retry: Backoff::IAM_PROPAGATION,
         write_settle: std::time::Duration::from_secs_f64(c.aws.attempt_timeout_s),
         wait_for_thing_type,
+        sweep_duplicates: true,
+        fleet: None,
     })
 }
 
@@ -284,7 +322,8 @@ async fn up(
             State::new(&session.region, &account, &suffix)
         }
     };
-    let d = deployment(settings, &state.suffix, &session.region, &account, false)?;
+    let mut d = deployment(settings, &state.suffix, &session.region, &account, false)?;
+    with_fleet(settings, &mut d, &state, true, None)?;
     state::ensure_private_dir(&settings.key_dir)
         .with_context(|| format!("{}: cannot create directory", settings.key_dir.display()))?;
     if let Some(dir) = settings.state_path.parent() {
@@ -453,7 +492,8 @@ async fn down(
     state
         .check_account(&settings.state_path, &account)
         .map_err(bad_input_if)?;
-    let d = deployment(settings, &state.suffix, &session.region, &account, wait)?;
+    let mut d = deployment(settings, &state.suffix, &session.region, &account, wait)?;
+    with_fleet(settings, &mut d, &state, false, None)?;
     progress.line(&format!(
         "iotreg down: deployment {} in {} (account {})",
         state.suffix, session.region, account
@@ -570,12 +610,18 @@ struct ReadOnly {
     account: String,
 }
 
-async fn read_only(settings: &Settings, session: Session, state: &State) -> Result<ReadOnly> {
+async fn read_only(
+    settings: &Settings,
+    session: Session,
+    state: &State,
+    sample: Option<usize>,
+) -> Result<ReadOnly> {
     let account = session.clients.account().await?;
     state
         .check_account(&settings.state_path, &account)
         .map_err(bad_input_if)?;
-    let d = deployment(settings, &state.suffix, &session.region, &account, false)?;
+    let mut d = deployment(settings, &state.suffix, &session.region, &account, false)?;
+    with_fleet(settings, &mut d, state, false, sample)?;
     let env = Arc::new(Env {
         aws: session.clients,
         d,
@@ -621,7 +667,7 @@ async fn status(settings: &Settings) -> Result<ExitStatus> {
         }
         return Ok(ExitStatus::Success);
     };
-    let ReadOnly { plan, cx, .. } = read_only(settings, session, &state).await?;
+    let ReadOnly { plan, cx, .. } = read_only(settings, session, &state, None).await?;
     let probes = futures_util::future::join_all(plan.iter().map(|r| r.probe(&cx))).await;
     let mut all_present = true;
     let resource_lines: Vec<ResourceLine> = plan
@@ -706,7 +752,7 @@ async fn verify(settings: &Settings, options: &VerifyOptions) -> Result<ExitStat
         plan,
         cx,
         account,
-    } = read_only(settings, session, &state).await?;
+    } = read_only(settings, session, &state, options.sample).await?;
     let progress = Progress::new(settings.verbosity);
     progress.line(&format!(
         "iotreg verify: deployment {} in {} (account {})",
@@ -835,7 +881,8 @@ async fn plan_command(settings: &Settings, detailed: bool, dry_run: bool) -> Res
             None => (State::new(&session.region, &account, NEW_SUFFIX), false),
         },
     };
-    let d = deployment(settings, &state.suffix, &session.region, &account, false)?;
+    let mut d = deployment(settings, &state.suffix, &session.region, &account, false)?;
+    with_fleet(settings, &mut d, &state, true, None)?;
     let env = Arc::new(Env {
         aws: session.clients,
         d,

@@ -35,6 +35,13 @@ pub struct Cli {
     /// Only errors on stderr.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Fleet manifest for `up` and `plan`: CSV with a header, `thing_name` required, other
+    /// columns become thing attributes (default: fleet.manifest in the config).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub fleet: Option<PathBuf>,
+    /// Fleet devices in flight at once (default: fleet.concurrency in the config, 16).
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: Option<u32>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -70,6 +77,9 @@ pub enum Command {
         /// Print the plan and stop: apply nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Delete fleet devices the state has and the manifest no longer lists.
+        #[arg(long)]
+        prune: bool,
     },
     /// Show what `up` would do, resource by resource and field by field, and whether each
     /// difference comes from the config or from a change made outside iotreg. Read-only.
@@ -77,6 +87,9 @@ pub enum Command {
         /// Exit 0 when in sync and 3 when changes are pending (1 and 2 as always).
         #[arg(long)]
         detailed_exitcode: bool,
+        /// Plan as `up --prune` would: fleet devices gone from the manifest are deleted.
+        #[arg(long)]
+        prune: bool,
     },
     /// Tear the stack down in reverse order.
     Down {
@@ -97,6 +110,9 @@ pub enum Command {
         /// Seconds to wait for the test reading to show in the function's log.
         #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = positive_seconds)]
         timeout: f64,
+        /// For a fleet: check N devices chosen at random instead of every one.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        sample: Option<u64>,
     },
 }
 

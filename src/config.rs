@@ -43,7 +43,27 @@ pub struct Config {
     pub function: FunctionConfig,
     pub rule: RuleConfig,
     pub shadow: ShadowConfig,
+    pub fleet: FleetConfig,
     pub aws: AwsConfig,
+}
+
+/// A fleet of devices from a manifest, instead of the recipe's one thing.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// CSV manifest (header with `thing_name`; other columns are attributes). `--fleet` wins.
+    pub manifest: Option<PathBuf>,
+    /// Devices in flight at once. `--concurrency` wins.
+    pub concurrency: u32,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            manifest: None,
+            concurrency: 16,
+        }
+    }
 }
 
 /// How iotreg calls AWS: bounds on every call, so a hung endpoint is an error, never a hang.
@@ -57,6 +77,8 @@ pub struct AwsConfig {
     pub call_timeout_s: f64,
     /// Attempts per call for throttling, 5xx and network errors (the SDK's standard retry).
     pub max_attempts: u32,
+    /// Requests per second per API operation, over AWS IoT's default quotas (0: no limit).
+    pub rate_limits: BTreeMap<String, f64>,
 }
 
 impl Default for AwsConfig {
@@ -66,6 +88,7 @@ impl Default for AwsConfig {
             attempt_timeout_s: 35.0,
             call_timeout_s: 120.0,
             max_attempts: 5,
+            rate_limits: BTreeMap::new(),
         }
     }
 }
@@ -325,6 +348,17 @@ const ATTRIBUTE_VALUE: NameRule = NameRule {
     describe: "letters, digits and _.,@/:#=[]- (no spaces)",
 };
 
+/// AWS's rules for a thing name, an attribute name and an attribute value, for the manifest.
+pub fn check_thing_name(v: &str) -> Result<(), String> {
+    check_name(v, &THING_NAME, false)
+}
+pub fn check_attribute_name(v: &str) -> Result<(), String> {
+    check_name(v, &ATTRIBUTE_NAME, false)
+}
+pub fn check_attribute_value(v: &str) -> Result<(), String> {
+    check_name(v, &ATTRIBUTE_VALUE, true)
+}
+
 fn check_name(value: &str, rule: &NameRule, allow_empty: bool) -> Result<(), String> {
     if value.is_empty() {
         return if allow_empty {
@@ -460,6 +494,20 @@ impl Config {
                 format!("{env_size} bytes; Lambda allows 4 KB of variables in all"),
             ));
         }
+        if !(1..=256).contains(&self.fleet.concurrency) {
+            return Err(invalid(
+                "fleet.concurrency",
+                format!("{} is out of range: 1 to 256", self.fleet.concurrency),
+            ));
+        }
+        for (op, rate) in &self.aws.rate_limits {
+            if !rate.is_finite() || *rate < 0.0 {
+                return Err(invalid(
+                    &format!("aws.rate_limits.{op}"),
+                    format!("{rate} is not a rate (requests per second, 0 for no limit)"),
+                ));
+            }
+        }
         if self.function.runtime.trim().is_empty() {
             return Err(invalid("function.runtime", "must not be empty".into()));
         }
@@ -535,6 +583,7 @@ impl Config {
         fix(&mut self.role.trust_template);
         fix(&mut self.function.source);
         fix(&mut self.shadow.template);
+        fix(&mut self.fleet.manifest);
         self
     }
 }

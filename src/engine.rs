@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::plan::{self, Action, Change, Fields, Origin, Planned};
-use crate::state::{self, Phase, Record, State, StateError};
+use crate::state::{self, DeviceState, Journal, Phase, Record, State, StateError};
 
 /// What a step did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +181,19 @@ pub trait Resource: Send + Sync {
     fn delete_note(&self) -> String {
         "no longer wanted by the config".into()
     }
+    /// A plan this resource makes itself (a fleet summarises its devices); None: the generic
+    /// field comparison.
+    async fn own_plan(&self, _cx: &Ctx) -> Option<Result<Planned, StepError>> {
+        None
+    }
+}
+
+/// Events nobody watches (a fleet device's steps: the fleet reports for them).
+pub struct Silent;
+impl Events for Silent {
+    fn started(&self, _: &str, _: &str, _: &str) {}
+    fn progress(&self, _: &str, _: &str) {}
+    fn finished(&self, _: &StepReport) {}
 }
 
 /// Why a resource would be replaced rather than updated.
@@ -192,6 +205,9 @@ pub enum Replacement {
 /// What `up` would do to one resource, read-only. `read_live` false plans a deployment that
 /// cannot exist yet (no state, no pinned suffix): only shared resources are looked up.
 pub async fn plan_one(r: &dyn Resource, cx: &Ctx, read_live: bool) -> Result<Planned, StepError> {
+    if let Some(own) = r.own_plan(cx).await {
+        return own;
+    }
     let rec = cx.record(r.key());
     let mut p = Planned::new(r.key(), r.kind(), &r.name(), Action::NoChange);
     if let Some(rec) = rec.as_ref().filter(|rec| rec.phase != Phase::Intent) {
@@ -285,6 +301,7 @@ pub trait Events: Send + Sync {
 /// A state file plus the in-memory copy, saved after every mutation under one mutex so that
 /// concurrent steps never interleave writes.
 pub struct Store {
+    journal: Mutex<Journal>,
     path: PathBuf,
     state: Mutex<State>,
     /// Plan order: records are kept in it so the file reads top to bottom like the stack.
@@ -294,10 +311,52 @@ pub struct Store {
 impl Store {
     pub fn new(path: PathBuf, state: State) -> Store {
         Store {
+            journal: Mutex::new(Journal::new(&path)),
             path,
             state: Mutex::new(state),
             order: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Changes one fleet device's entry and appends it to the journal: the cost does not grow
+    /// with the fleet. (Lock order: state, then journal, everywhere.)
+    pub fn update_device<T>(
+        &self,
+        device: &str,
+        f: impl FnOnce(&mut DeviceState) -> T,
+    ) -> Result<T, StateError> {
+        let mut guard = self.state.lock().expect("state mutex");
+        let entry = guard.devices.entry(device.to_string()).or_default();
+        let out = f(entry);
+        let keep = !entry.records.is_empty();
+        if !keep {
+            guard.devices.remove(device);
+        }
+        let mut journal = self.journal.lock().expect("journal mutex");
+        journal.append(device, guard.devices.get(device))?;
+        Ok(out)
+    }
+
+    /// The fleet devices recorded, by thing name.
+    pub fn device_names(&self) -> std::collections::BTreeSet<String> {
+        let s = self.state.lock().expect("state mutex");
+        s.devices.keys().cloned().collect()
+    }
+
+    pub fn has_device(&self, device: &str) -> bool {
+        let s = self.state.lock().expect("state mutex");
+        s.devices.contains_key(device)
+    }
+
+    /// What `up` last applied to one of a device's resources.
+    pub fn device_applied(&self, device: &str, key: &str) -> Option<Fields> {
+        let s = self.state.lock().expect("state mutex");
+        s.devices.get(device)?.applied.get(key).cloned()
+    }
+
+    /// Writes the whole state and folds the journal in.
+    pub fn compact(&self) -> Result<(), StateError> {
+        self.update(|_| ())
     }
 
     fn set_order(&self, keys: Vec<String>) {
@@ -315,6 +374,7 @@ impl Store {
         let rank = |k: &str| order.iter().position(|o| o == k).unwrap_or(usize::MAX);
         guard.resources.sort_by_key(|r| rank(&r.key));
         state::save(&self.path, &guard)?;
+        self.journal.lock().expect("journal mutex").clear()?;
         Ok(out)
     }
 }
@@ -325,6 +385,8 @@ pub struct Ctx {
     events: Arc<dyn Events>,
     cancel: Arc<AtomicBool>,
     current: Option<String>,
+    /// A fleet device: records are that device's (same keys as the single stack's).
+    device: Option<String>,
 }
 
 impl Ctx {
@@ -334,6 +396,7 @@ impl Ctx {
             events,
             cancel,
             current: None,
+            device: None,
         }
     }
 
@@ -343,59 +406,84 @@ impl Ctx {
             events: self.events.clone(),
             cancel: self.cancel.clone(),
             current: Some(key.to_string()),
+            device: self.device.clone(),
         }
     }
 
+    /// The context of one fleet device, reporting to `events`.
+    pub fn for_device(&self, device: &str, events: Arc<dyn Events>) -> Ctx {
+        Ctx {
+            store: self.store.clone(),
+            events,
+            cancel: self.cancel.clone(),
+            current: None,
+            device: Some(device.to_string()),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
     pub fn record(&self, key: &str) -> Option<Record> {
-        self.store
-            .state
-            .lock()
-            .expect("state mutex")
-            .get(key)
-            .cloned()
+        let s = self.store.state.lock().expect("state mutex");
+        match &self.device {
+            Some(d) => s.devices.get(d).and_then(|e| e.get(key)).cloned(),
+            None => s.get(key).cloned(),
+        }
+    }
+
+    fn put(&self, record: Record) -> Result<(), StepError> {
+        match &self.device {
+            Some(d) => self.store.update_device(d, |e| e.put(record))?,
+            None => self.store.update(|s| s.put(record))?,
+        }
+        Ok(())
     }
 
     /// Records that a create call is about to be sent, before it is sent.
     pub fn intent(&self, mut record: Record) -> Result<Record, StepError> {
         record.phase = Phase::Intent;
         record.intent_at_ms = Some(state::now_ms());
-        self.store.update(|s| s.put(record.clone()))?;
+        self.put(record.clone())?;
         Ok(record)
     }
 
     /// Records a resource as existing (created, adopted or borrowed).
     pub fn commit(&self, record: Record) -> Result<(), StepError> {
-        self.store.update(|s| s.put(record))?;
-        Ok(())
+        self.put(record)
     }
 
     /// What `up` last applied to this resource, if known.
     pub fn applied(&self, key: &str) -> Option<Fields> {
-        self.store
-            .state
-            .lock()
-            .expect("state mutex")
-            .applied
-            .get(key)
-            .cloned()
+        let s = self.store.state.lock().expect("state mutex");
+        match &self.device {
+            Some(d) => s.devices.get(d).and_then(|e| e.applied.get(key)).cloned(),
+            None => s.applied.get(key).cloned(),
+        }
     }
 
     /// Records what an `ensure` just brought the resource to. Saved only when it differs.
     fn set_applied(&self, key: &str, fields: Fields) -> Result<(), StepError> {
-        let known = {
-            let s = self.store.state.lock().expect("state mutex");
-            s.get(key).is_none() || s.applied.get(key) == Some(&fields)
-        };
-        if !known {
-            self.store.update(|s| {
+        if self.record(key).is_none() || self.applied(key).as_ref() == Some(&fields) {
+            return Ok(());
+        }
+        match &self.device {
+            Some(d) => self.store.update_device(d, |e| {
+                e.applied.insert(key.to_string(), fields);
+            })?,
+            None => self.store.update(|s| {
                 s.applied.insert(key.to_string(), fields);
-            })?;
+            })?,
         }
         Ok(())
     }
 
     pub fn forget(&self, key: &str) -> Result<(), StepError> {
-        self.store.update(|s| s.remove(key))?;
+        match &self.device {
+            Some(d) => self.store.update_device(d, |e| e.remove(key))?,
+            None => self.store.update(|s| s.remove(key))?,
+        }
         Ok(())
     }
 
@@ -430,8 +518,10 @@ pub enum Direction {
 /// need it; independent chains carry on, so one failure never strands unrelated work.
 /// Reports come back in plan order.
 pub async fn run(plan: &[Box<dyn Resource>], direction: Direction, cx: &Ctx) -> Vec<StepReport> {
-    cx.store
-        .set_order(plan.iter().map(|r| r.key().to_string()).collect());
+    if cx.device.is_none() {
+        cx.store
+            .set_order(plan.iter().map(|r| r.key().to_string()).collect());
+    }
     let index: HashMap<&str, usize> = plan.iter().enumerate().map(|(i, r)| (r.key(), i)).collect();
     // prerequisites[i]: steps that must succeed before step i runs in this direction.
     let mut prerequisites: Vec<Vec<usize>> = vec![Vec::new(); plan.len()];

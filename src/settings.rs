@@ -23,6 +23,16 @@ pub struct VerifyOptions {
     pub junit: Option<PathBuf>,
     pub skip_e2e: bool,
     pub timeout: std::time::Duration,
+    pub sample: Option<usize>,
+}
+
+/// The fleet as the command line and config give it.
+#[derive(Debug, Clone)]
+pub struct FleetSettings {
+    /// The manifest, loaded and validated (up and plan); None: work from the state.
+    pub manifest: Option<std::sync::Arc<crate::manifest::Manifest>>,
+    pub concurrency: usize,
+    pub prune: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +46,7 @@ pub struct Settings {
     pub verbosity: i8,
     pub config: Config,
     pub templates: Templates,
+    pub fleet: FleetSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -126,11 +137,28 @@ impl Settings {
         if matches!(cli.command, Command::Up { .. }) {
             check_key_dir(&key_dir)?;
         }
+        let wants_manifest = matches!(cli.command, Command::Up { .. } | Command::Plan { .. });
+        let manifest_path = cli.fleet.clone().or_else(|| config.fleet.manifest.clone());
+        let manifest = match manifest_path.filter(|_| wants_manifest) {
+            Some(path) => Some(std::sync::Arc::new(
+                crate::manifest::load(&path, &config.thing.attributes).map_err(|e| bad(&e))?,
+            )),
+            None => None,
+        };
+        let fleet = FleetSettings {
+            manifest,
+            concurrency: cli.concurrency.unwrap_or(config.fleet.concurrency) as usize,
+            prune: matches!(
+                cli.command,
+                Command::Up { prune: true, .. } | Command::Plan { prune: true, .. }
+            ),
+        };
         Ok(Settings {
             action: match cli.command {
                 Command::Up {
                     allow_broad_policy,
                     dry_run,
+                    prune: _,
                 } => {
                     let doc = templates.policy.render_json(&sample).map_err(|e| bad(&e))?;
                     let problems = crate::lint::broad_policy(&doc);
@@ -143,13 +171,17 @@ impl Settings {
                     }
                     Action::Up { dry_run }
                 }
-                Command::Plan { detailed_exitcode } => Action::Plan { detailed_exitcode },
+                Command::Plan {
+                    detailed_exitcode,
+                    prune: _,
+                } => Action::Plan { detailed_exitcode },
                 Command::Down { wait } => Action::Down { wait },
                 Command::Status => Action::Status,
                 Command::Verify {
                     junit,
                     skip_e2e,
                     timeout,
+                    sample,
                 } => {
                     if let Some(path) = &junit {
                         let dir = match path.parent() {
@@ -167,6 +199,7 @@ impl Settings {
                         junit,
                         skip_e2e,
                         timeout: std::time::Duration::from_secs_f64(timeout),
+                        sample: sample.map(|n| n as usize),
                     })
                 }
             },
@@ -182,6 +215,7 @@ impl Settings {
             verbosity: if cli.quiet { -1 } else { cli.verbose as i8 },
             config,
             templates,
+            fleet,
         })
     }
 }

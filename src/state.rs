@@ -128,6 +128,134 @@ pub struct State {
     /// plan can tell a config change from a change made outside iotreg.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub applied: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    /// A fleet's devices by thing name, each with its own records (thing, certificate,
+    /// attachments, shadow). Their changes go to the journal (see [`Journal`]), not a rewrite.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub devices: BTreeMap<String, DeviceState>,
+}
+
+/// One fleet device's part of the state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceState {
+    pub records: Vec<Record>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub applied: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+}
+
+impl DeviceState {
+    pub fn get(&self, key: &str) -> Option<&Record> {
+        self.records.iter().find(|r| r.key == key)
+    }
+    pub fn put(&mut self, record: Record) {
+        match self.records.iter_mut().find(|r| r.key == record.key) {
+            Some(slot) => *slot = record,
+            None => self.records.push(record),
+        }
+    }
+    pub fn remove(&mut self, key: &str) {
+        self.records.retain(|r| r.key != key);
+        self.applied.remove(key);
+    }
+}
+
+/// One journal line: a device's whole entry after a change, or null once it has none.
+#[derive(Serialize, Deserialize)]
+struct JournalLine {
+    device: String,
+    entry: Option<DeviceState>,
+}
+
+/// The append-only companion of a state file, `<state>.journal`: one line per change to a
+/// fleet device, so saving progress costs one small append (and fdatasync) instead of
+/// rewriting a file that grows with the fleet. A full save folds it in and removes it.
+pub struct Journal {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+pub fn journal_path(state_path: &Path) -> PathBuf {
+    let mut p = state_path.as_os_str().to_owned();
+    p.push(".journal");
+    PathBuf::from(p)
+}
+
+impl Journal {
+    pub fn new(state_path: &Path) -> Journal {
+        Journal {
+            path: journal_path(state_path),
+            file: None,
+        }
+    }
+
+    /// Appends the device's entry, durably (the create call it announces comes next).
+    pub fn append(&mut self, device: &str, entry: Option<&DeviceState>) -> Result<(), StateError> {
+        let err = |source| StateError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        if self.file.is_none() {
+            let f = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(&self.path)
+                .map_err(err)?;
+            self.file = Some(f);
+        }
+        let line = JournalLine {
+            device: device.to_string(),
+            entry: entry.cloned(),
+        };
+        let mut bytes = serde_json::to_vec(&line).expect("journal line serialises");
+        bytes.push(b'\n');
+        let f = self.file.as_mut().expect("opened above");
+        f.write_all(&bytes).map_err(err)?;
+        f.sync_data().map_err(err)
+    }
+
+    /// After a full save: the journal is folded in.
+    pub fn clear(&mut self) -> Result<(), StateError> {
+        self.file = None;
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StateError::Write {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+}
+
+/// Applies a journal's lines to a state. A torn last line (a crash mid-append) is ignored:
+/// its change had not been announced as done.
+fn replay(state: &mut State, text: &str, path: &Path) -> Result<(), StateError> {
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        match serde_json::from_str::<JournalLine>(line) {
+            Ok(JournalLine {
+                device,
+                entry: Some(e),
+            }) => {
+                state.devices.insert(device, e);
+            }
+            Ok(JournalLine {
+                device,
+                entry: None,
+            }) => {
+                state.devices.remove(&device);
+            }
+            Err(_) if i + 1 == lines.len() => {}
+            Err(e) => {
+                return Err(StateError::Corrupt {
+                    path: path.to_path_buf(),
+                    message: format!("line {}: {e}", i + 1),
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 impl State {
@@ -139,6 +267,7 @@ impl State {
             suffix: suffix.into(),
             resources: Vec::new(),
             applied: BTreeMap::new(),
+            devices: BTreeMap::new(),
         }
     }
 
@@ -215,7 +344,21 @@ impl State {
 /// Reads the state file; `None` when it does not exist (nothing deployed).
 pub fn load(path: &Path) -> Result<Option<State>, StateError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => State::parse(&text, path).map(Some),
+        Ok(text) => {
+            let mut state = State::parse(&text, path)?;
+            let journal = journal_path(path);
+            match std::fs::read_to_string(&journal) {
+                Ok(lines) => replay(&mut state, &lines, &journal)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(StateError::Read {
+                        path: journal,
+                        source,
+                    })
+                }
+            }
+            Ok(Some(state))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(StateError::Read {
             path: path.to_path_buf(),

@@ -280,7 +280,9 @@ impl Certificate {
                 // would leave a duplicate. The SDK's retry is off for this call; between
                 // attempts iotreg looks for the certificate of its key first.
                 let mut delays = Backoff::CREATE_RETRY.delays();
+                let mut retried = false;
                 let out = loop {
+                    crate::ratelimit::acquire("CreateCertificateFromCsr").await;
                     let sent = self
                         .0
                         .aws
@@ -312,6 +314,7 @@ impl Certificate {
                                 ));
                             };
                             cx.progress("retrying CreateCertificateFromCsr");
+                            retried = true;
                             tokio::time::sleep(delay).await;
                         }
                         Err(e) => {
@@ -347,8 +350,14 @@ impl Certificate {
                 cx.commit(rec.clone())?;
                 // A request repeated below iotreg (a lost answer retried by a lower layer) can
                 // issue a second certificate for the key. Only we hold the key, so any other
-                // certificate for it since the intent is a duplicate: remove it.
-                for dup in self.matching(&rec, false).await? {
+                // certificate for it since the intent is a duplicate: remove it. (A fleet
+                // device looks only after a retried create: see `Deployment::sweep_duplicates`.)
+                let sweep = if d.sweep_duplicates || retried {
+                    self.matching(&rec, false).await?
+                } else {
+                    Vec::new()
+                };
+                for dup in sweep {
                     if dup.id != id {
                         cx.progress("removing a duplicate certificate for this key");
                         self.delete(&dup.id, &dup.arn, cx).await?;

@@ -68,6 +68,8 @@ fn deployment(dir: &std::path::Path) -> Deployment {
         timeout_s: 60,
         handler: "lambda-function.lambda_handler".into(),
         environment: Default::default(),
+        sweep_duplicates: true,
+        fleet: None,
         code_sha256: crate::templates::code_sha256(&zip),
         zip,
         rule_name: "sensor_data_rule_abc123".into(),

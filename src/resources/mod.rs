@@ -11,6 +11,7 @@ use crate::engine::Resource;
 use crate::keys::KeyFiles;
 
 pub mod certificate;
+pub mod fleet;
 pub mod function;
 pub mod permission;
 pub mod policy;
@@ -66,6 +67,12 @@ pub struct Deployment {
     pub write_settle: std::time::Duration,
     /// `down --wait`: wait out the thing type's deprecation delay instead of leaving it pending.
     pub wait_for_thing_type: bool,
+    /// After a certificate create that succeeded at once, still look for duplicates of its
+    /// key. On for the single device; a fleet sweeps only after retried creates, since each
+    /// sweep reads every certificate created meanwhile (quadratic across a fleet).
+    pub sweep_duplicates: bool,
+    /// A fleet of devices instead of the recipe's one thing.
+    pub fleet: Option<Arc<fleet::FleetSpec>>,
 }
 
 impl Deployment {
@@ -98,20 +105,44 @@ pub const FUNCTION: &str = "function";
 pub const RULE: &str = "rule";
 pub const PERMISSION: &str = "permission";
 pub const SHADOW: &str = "shadow";
+pub const FLEET: &str = "fleet";
 
-/// The stack of DESIGN.md §1 as the config wants it, in the recipe's order.
+/// The stack of DESIGN.md §1 as the config wants it, in the recipe's order: the one device's
+/// thing, certificate, attachments and shadow, or, for a fleet, the fleet step (each device's
+/// own resources, see [`device_plan`]).
 pub fn plan(env: &Arc<Env>) -> Vec<Box<dyn Resource>> {
+    let fleet = env.d.fleet.is_some();
+    let mut plan: Vec<Box<dyn Resource>> =
+        vec![Box::new(thing_type::ThingType::current(env.clone()))];
+    if !fleet {
+        plan.push(Box::new(thing::Thing(env.clone())));
+        plan.push(Box::new(certificate::Certificate(env.clone())));
+    }
+    plan.push(Box::new(policy::Policy(env.clone())));
+    if !fleet {
+        plan.push(Box::new(policy_attachment::PolicyAttachment(env.clone())));
+        plan.push(Box::new(thing_principal::ThingPrincipal(env.clone())));
+    }
+    plan.push(Box::new(role::Role(env.clone())));
+    plan.push(Box::new(function::Function(env.clone())));
+    plan.push(Box::new(rule::Rule(env.clone())));
+    plan.push(Box::new(permission::Permission(env.clone())));
+    if fleet {
+        plan.push(Box::new(fleet::Fleet(env.clone())));
+    } else if env.d.shadow.is_some() {
+        plan.push(Box::new(shadow::Shadow(env.clone())));
+    }
+    plan
+}
+
+/// One device's resources, for a fleet device's own deployment (its thing name, attributes
+/// and key files).
+pub fn device_plan(env: &Arc<Env>) -> Vec<Box<dyn Resource>> {
     let mut plan: Vec<Box<dyn Resource>> = vec![
-        Box::new(thing_type::ThingType::current(env.clone())),
         Box::new(thing::Thing(env.clone())),
         Box::new(certificate::Certificate(env.clone())),
-        Box::new(policy::Policy(env.clone())),
         Box::new(policy_attachment::PolicyAttachment(env.clone())),
         Box::new(thing_principal::ThingPrincipal(env.clone())),
-        Box::new(role::Role(env.clone())),
-        Box::new(function::Function(env.clone())),
-        Box::new(rule::Rule(env.clone())),
-        Box::new(permission::Permission(env.clone())),
     ];
     if env.d.shadow.is_some() {
         plan.push(Box::new(shadow::Shadow(env.clone())));
@@ -120,13 +151,21 @@ pub fn plan(env: &Arc<Env>) -> Vec<Box<dyn Resource>> {
 }
 
 /// Resources the state records but the config no longer wants (shadow initialisation turned
-/// off, a thing type replaced by a rename): `up` deletes them after converging the rest, and
-/// `down` deletes them with the rest.
+/// off, a thing type replaced by a rename, the one device's resources after a switch to a
+/// fleet): `up` deletes them after converging the rest, and `down` deletes them with the rest.
 pub fn strays(env: &Arc<Env>, state: &crate::state::State) -> Vec<Box<dyn Resource>> {
-    let mut out: Vec<Box<dyn Resource>> = Vec::new();
-    if env.d.shadow.is_none() && state.get(SHADOW).is_some() {
-        out.push(Box::new(shadow::Shadow(env.clone())));
-    }
+    let wanted: Vec<String> = plan(env).iter().map(|r| r.key().to_string()).collect();
+    let single: Vec<Box<dyn Resource>> = vec![
+        Box::new(thing::Thing(env.clone())),
+        Box::new(certificate::Certificate(env.clone())),
+        Box::new(policy_attachment::PolicyAttachment(env.clone())),
+        Box::new(thing_principal::ThingPrincipal(env.clone())),
+        Box::new(shadow::Shadow(env.clone())),
+    ];
+    let mut out: Vec<Box<dyn Resource>> = single
+        .into_iter()
+        .filter(|r| !wanted.iter().any(|w| w == r.key()) && state.get(r.key()).is_some())
+        .collect();
     if let Some(rec) = state.get(THING_TYPE_RETIRED) {
         out.push(Box::new(thing_type::ThingType::retired(
             env.clone(),
@@ -149,7 +188,10 @@ pub fn everything(env: &Arc<Env>, state: &crate::state::State) -> Vec<Box<dyn Re
 #[macro_export]
 macro_rules! found {
     ($call:expr, $is_not_found:ident, $kind:expr, $name:expr, $op:expr) => {
-        match $call.await {
+        match {
+            $crate::ratelimit::acquire($op).await;
+            $call.await
+        } {
             Ok(v) => Some(v),
             Err(e) if e.as_service_error().is_some_and(|s| s.$is_not_found()) => None,
             Err(e) => return Err($crate::aws::failed($kind, $name, $op, e)),
@@ -169,11 +211,12 @@ macro_rules! done {
 /// Unwraps an SDK call's output or returns a [`StepError`] naming the resource and call.
 #[macro_export]
 macro_rules! call {
-    ($call:expr, $kind:expr, $name:expr, $op:expr) => {
+    ($call:expr, $kind:expr, $name:expr, $op:expr) => {{
+        $crate::ratelimit::acquire($op).await;
         $call
             .await
             .map_err(|e| $crate::aws::failed($kind, $name, $op, e))?
-    };
+    }};
 }
 
 /// Like [`done!`] for calls whose error model has no typed not-found variant, although the
@@ -181,7 +224,10 @@ macro_rules! call {
 #[macro_export]
 macro_rules! gone_by_code {
     ($call:expr, $code:expr, $kind:expr, $name:expr, $op:expr) => {
-        match $call.await {
+        match {
+            $crate::ratelimit::acquire($op).await;
+            $call.await
+        } {
             Ok(_) => true,
             Err(e) if $crate::aws::code_of(&e) == Some($code) => false,
             Err(e) => return Err($crate::aws::failed($kind, $name, $op, e)),
@@ -198,7 +244,10 @@ macro_rules! gone_by_code {
 #[macro_export]
 macro_rules! create {
     ($call:expr, $is_exists:ident, $cx:expr, $key:expr, $kind:expr, $name:expr, $op:expr) => {
-        match $call.await {
+        match {
+            $crate::ratelimit::acquire($op).await;
+            $call.await
+        } {
             Ok(v) => v,
             Err(e) if e.as_service_error().is_some_and(|s| s.$is_exists()) => {
                 return Err($crate::engine::StepError::ExistsAfterCreate {

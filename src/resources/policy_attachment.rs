@@ -48,30 +48,34 @@ impl Resource for PolicyAttachment {
         let policy = &self.0.d.policy_name;
         let cert = certificate_arn(cx)?;
         let name = self.name();
-        let attached = call!(
-            iot.list_attached_policies().target(&cert).send(),
-            KIND,
-            &name,
-            "ListAttachedPolicies"
-        );
         let record = cx.record(POLICY_ATTACHMENT);
         let mut rec = Record::new(POLICY_ATTACHMENT, KIND, Phase::Created, &name);
         rec.data
             .insert("certificate_arn".into(), cert.clone().into());
-        if attached
-            .policies()
-            .iter()
-            .any(|p| p.policy_name() == Some(policy.as_str()))
-        {
-            let unchanged = record.as_ref() == Some(&rec);
-            if !unchanged {
-                cx.commit(rec)?;
+        // Nothing recorded: attach straight away (AttachPolicy is idempotent), sparing a list
+        // call AWS allows 15 times a second, which would set a fleet's pace.
+        if record.is_some() {
+            let attached = call!(
+                iot.list_attached_policies().target(&cert).send(),
+                KIND,
+                &name,
+                "ListAttachedPolicies"
+            );
+            if attached
+                .policies()
+                .iter()
+                .any(|p| p.policy_name() == Some(policy.as_str()))
+            {
+                let unchanged = record.as_ref() == Some(&rec);
+                if !unchanged {
+                    cx.commit(rec)?;
+                }
+                return Ok(if unchanged {
+                    Outcome::Unchanged
+                } else {
+                    Outcome::Adopted
+                });
             }
-            return Ok(if unchanged {
-                Outcome::Unchanged
-            } else {
-                Outcome::Adopted
-            });
         }
         cx.intent(rec.clone())?;
         call!(

@@ -49,26 +49,30 @@ impl Resource for ThingPrincipal {
         let thing = &self.0.d.thing_name;
         let cert = certificate_arn(cx)?;
         let name = self.name();
-        let principals = call!(
-            iot.list_thing_principals().thing_name(thing).send(),
-            KIND,
-            &name,
-            "ListThingPrincipals"
-        );
         let record = cx.record(THING_PRINCIPAL);
         let mut rec = Record::new(THING_PRINCIPAL, KIND, Phase::Created, &name);
         rec.data
             .insert("certificate_arn".into(), cert.clone().into());
-        if principals.principals().contains(&cert) {
-            let unchanged = record.as_ref() == Some(&rec);
-            if !unchanged {
-                cx.commit(rec)?;
+        // Nothing recorded: attach straight away (AttachThingPrincipal is idempotent), sparing
+        // a list call AWS allows 10 times a second, which would set a fleet's pace.
+        if record.is_some() {
+            let principals = call!(
+                iot.list_thing_principals().thing_name(thing).send(),
+                KIND,
+                &name,
+                "ListThingPrincipals"
+            );
+            if principals.principals().contains(&cert) {
+                let unchanged = record.as_ref() == Some(&rec);
+                if !unchanged {
+                    cx.commit(rec)?;
+                }
+                return Ok(if unchanged {
+                    Outcome::Unchanged
+                } else {
+                    Outcome::Adopted
+                });
             }
-            return Ok(if unchanged {
-                Outcome::Unchanged
-            } else {
-                Outcome::Adopted
-            });
         }
         cx.intent(rec.clone())?;
         call!(

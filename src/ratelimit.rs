@@ -1,0 +1,171 @@
+//! Client-side request rates per AWS API operation, so a fleet stays under the account's
+//! quotas instead of provoking throttling. One process-wide table (quotas are per account and
+//! region, and one iotreg run talks to one), installed once by the command; unset (unit
+//! tests), every call goes at once. A call named in no entry is not limited.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// AWS IoT Core's default "API TPS" quotas (Service Quotas, service `iotcore`, per account
+/// and region; most can be raised on request, then set `aws.rate_limits` to match), and the
+/// Device Shadow service's per-account request rate in most regions.
+pub const DEFAULT_RATES: &[(&str, f64)] = &[
+    ("AttachPolicy", 15.0),
+    ("AttachThingPrincipal", 100.0),
+    ("CreateCertificateFromCsr", 15.0),
+    ("CreateKeysAndCertificate", 10.0),
+    ("CreateThing", 100.0),
+    ("CreateThingType", 15.0),
+    ("DeleteCertificate", 10.0),
+    ("DeleteThing", 100.0),
+    ("DeleteThingShadow", 400.0),
+    ("DeleteThingType", 15.0),
+    ("DeprecateThingType", 15.0),
+    ("DescribeCertificate", 10.0),
+    ("DescribeThing", 350.0),
+    ("DescribeThingType", 100.0),
+    ("DetachPolicy", 15.0),
+    ("DetachThingPrincipal", 100.0),
+    ("GetThingShadow", 400.0),
+    ("ListAttachedPolicies", 15.0),
+    ("ListCertificates", 10.0),
+    ("ListTagsForResource", 10.0),
+    ("ListTargetsForPolicy", 10.0),
+    ("ListThingPrincipals", 10.0),
+    ("ListThings", 10.0),
+    ("UpdateCertificate", 10.0),
+    ("UpdateThing", 100.0),
+    ("UpdateThingShadow", 400.0),
+];
+
+/// A token bucket: `rate` calls a second on average, bursts of up to one second's worth.
+struct Bucket {
+    rate: f64,
+    inner: Mutex<(f64, Option<Instant>)>,
+}
+
+impl Bucket {
+    fn new(rate: f64) -> Bucket {
+        Bucket {
+            rate,
+            inner: Mutex::new((rate.max(1.0), None)),
+        }
+    }
+
+    /// Takes a token, returning how long to wait before using it (a reservation: tokens may
+    /// go negative, so concurrent callers queue fairly instead of all retrying).
+    fn reserve(&self, now: Instant) -> Duration {
+        let burst = self.rate.max(1.0);
+        let mut g = self.inner.lock().expect("bucket mutex");
+        let (tokens, last) = &mut *g;
+        if let Some(last) = *last {
+            *tokens = (*tokens + now.duration_since(last).as_secs_f64() * self.rate).min(burst);
+        }
+        *last = Some(now);
+        *tokens -= 1.0;
+        if *tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-*tokens / self.rate)
+        }
+    }
+}
+
+pub struct Limiter {
+    buckets: HashMap<String, Bucket>,
+}
+
+impl Limiter {
+    /// The defaults with `overrides` applied; a rate of 0 removes the limit, and `"*"` sets
+    /// every default at once (`"*" = 0`: no limits, e.g. against a local emulator).
+    pub fn new(overrides: &BTreeMap<String, f64>) -> Limiter {
+        let all = overrides.get("*");
+        let mut rates: BTreeMap<String, f64> = DEFAULT_RATES
+            .iter()
+            .map(|(k, v)| (k.to_string(), *all.unwrap_or(v)))
+            .collect();
+        rates.extend(
+            overrides
+                .iter()
+                .filter(|(k, _)| *k != "*")
+                .map(|(k, v)| (k.clone(), *v)),
+        );
+        Limiter {
+            buckets: rates
+                .into_iter()
+                .filter(|(_, r)| *r > 0.0)
+                .map(|(k, r)| (k, Bucket::new(r)))
+                .collect(),
+        }
+    }
+
+    fn delay(&self, op: &str, now: Instant) -> Duration {
+        self.buckets
+            .get(op)
+            .map(|b| b.reserve(now))
+            .unwrap_or_default()
+    }
+}
+
+static LIMITER: OnceLock<Limiter> = OnceLock::new();
+
+/// Installs the process's limits (the first call wins).
+pub fn install(limiter: Limiter) {
+    let _ = LIMITER.set(limiter);
+}
+
+/// Waits for `op`'s turn. Call right before sending the request.
+pub async fn acquire(op: &str) {
+    if let Some(l) = LIMITER.get() {
+        let wait = l.delay(op, Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_a_second_of_burst_then_paces() {
+        let b = Bucket::new(10.0);
+        let t0 = Instant::now();
+        let waits: Vec<Duration> = (0..12).map(|_| b.reserve(t0)).collect();
+        assert!(waits[..10].iter().all(|w| w.is_zero()), "{waits:?}");
+        assert_eq!(waits[10], Duration::from_millis(100));
+        assert_eq!(waits[11], Duration::from_millis(200));
+        // A second later the bucket has refilled what the reservations took.
+        let later = b.reserve(t0 + Duration::from_secs(2));
+        assert!(later <= Duration::from_millis(100), "{later:?}");
+    }
+
+    #[test]
+    fn overrides_change_and_remove_limits() {
+        let l = Limiter::new(&BTreeMap::from([
+            ("CreateThing".to_string(), 1.0),
+            ("AttachPolicy".to_string(), 0.0),
+        ]));
+        let t0 = Instant::now();
+        assert!(l.delay("CreateThing", t0).is_zero());
+        assert_eq!(l.delay("CreateThing", t0), Duration::from_secs(1));
+        for _ in 0..100 {
+            assert!(l.delay("AttachPolicy", t0).is_zero());
+            assert!(l.delay("NotAnOperation", t0).is_zero());
+        }
+        let none = Limiter::new(&BTreeMap::from([
+            ("*".to_string(), 0.0),
+            ("CreateThing".to_string(), 2.0),
+        ]));
+        for _ in 0..100 {
+            assert!(none.delay("AttachPolicy", t0).is_zero());
+        }
+        assert!(none.delay("CreateThing", t0).is_zero());
+        assert!(none.delay("CreateThing", t0).is_zero());
+        assert!(!none.delay("CreateThing", t0).is_zero());
+    }
+}
