@@ -22,6 +22,8 @@
 #                extra reads per device, DescribeThing + GetThingShadow); 0 = skip
 #   CHECK        1 (default) = untimed check after every up (each device
 #                complete) and down (nothing left); 0 = skip
+#   TIMEOUT      seconds allowed per iotreg / ceiling run (default 900; then
+#                SIGTERM, and SIGKILL 10 s later)
 #   KEEP_LOGS    1 = keep the work directory even when everything passed
 # Exit status: 0 when every run succeeded (and checked), 1 otherwise, 2 bad input.
 set -Eeuo pipefail
@@ -39,12 +41,14 @@ CONCURRENCY="${CONCURRENCY:-16}"
 LIMITS="${LIMITS:-both}"
 CHECK="${CHECK:-1}"
 PROBES="${PROBES:-1}"
+TIMEOUT="${TIMEOUT:-900}"
 [[ "$N" =~ ^[1-9][0-9]*$ ]] && ((N <= 99999)) || die "N must be 1 to 99999 (got '$N')"
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer (got '$ROUNDS')"
 [[ "$CONCURRENCY" =~ ^[1-9][0-9]*$ ]] && ((CONCURRENCY <= 256)) || die "CONCURRENCY must be 1 to 256 (got '$CONCURRENCY')"
 case "$LIMITS" in both) VARIANTS="default off" ;; default | off) VARIANTS="$LIMITS" ;; *) die "LIMITS must be both, default or off (got '$LIMITS')" ;; esac
 [[ "$CHECK" == 0 || "$CHECK" == 1 ]] || die "CHECK must be 0 or 1 (got '$CHECK')"
 [[ "$PROBES" == 0 || "$PROBES" == 1 ]] || die "PROBES must be 0 or 1 (got '$PROBES')"
+[[ "$TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "TIMEOUT must be a positive number of seconds (got '$TIMEOUT')"
 
 PY="$REPO_DIR/.venv/bin/python"
 [[ -x "$PY" ]] || die "$PY missing: python3 -m venv .venv && .venv/bin/pip install -r emulator/requirements.txt"
@@ -98,7 +102,9 @@ run_child() {
 }
 stop_child() {
     if [[ -n "$CHILD_PID" ]] && kill -0 "$CHILD_PID" 2>/dev/null; then
-        kill -TERM "$CHILD_PID" 2>/dev/null || true   # `timeout` passes it on to iotreg / python
+        # `timeout` passes it on to its process group (iotreg / python) and
+        # sends SIGKILL 10 s later if that has not ended it (-k 10).
+        kill -TERM "$CHILD_PID" 2>/dev/null || true
         wait "$CHILD_PID" 2>/dev/null || true
     fi
     CHILD_PID=""
@@ -195,8 +201,16 @@ fleet_phase_s() {
 # /usr/bin/time -v (peak RSS to DIR/TIMEFILE), output appended to DIR/log.
 iotreg_in() {
     local dir=$1 tf=$2; shift 2
-    cd "$dir" && AWS_ENDPOINT_URL="$URL" exec timeout 3600 /usr/bin/time -v -o "$dir/$tf" \
+    cd "$dir" && AWS_ENDPOINT_URL="$URL" exec timeout -k 10 "$TIMEOUT" /usr/bin/time -v -o "$dir/$tf" \
         "$IOTREG_BIN" "${cfg[@]}" "$@" >>"$dir/log" 2>&1
+}
+
+# Why a child failed, from its exit status.
+why() {
+    case "$1" in
+        124 | 137) echo "timed out after ${TIMEOUT} s (TIMEOUT), killed: hung?" ;;
+        *) echo "exit status $1" ;;
+    esac
 }
 
 # One iotreg `up --fleet` then `down` on a fresh emulator, in a fresh working
@@ -210,8 +224,10 @@ run_iotreg() {
     start_emulator "$name"
     log "  $name: emulator $URL; iotreg up --fleet ($N devices, limits $variant)"
     t0=$EPOCHREALTIME
-    if ! run_child iotreg_in "$dir" up.time up --fleet "$MANIFEST" --concurrency "$CONCURRENCY"; then
-        log "  $name: iotreg up FAILED (log: $out)"; tail -5 "$out" >&2
+    local rc=0
+    run_child iotreg_in "$dir" up.time up --fleet "$MANIFEST" --concurrency "$CONCURRENCY" || rc=$?
+    if [[ $rc -ne 0 ]]; then
+        log "  $name: iotreg up FAILED, $(why $rc) (log: $out)"; tail -5 "$out" >&2
         stop_emulator; return 1
     fi
     up=$(since "$t0")
@@ -220,10 +236,14 @@ run_iotreg() {
         log "  $name: after iotreg up a device is incomplete (log: $out)"; grep '^CHECK' "$out" | tail -3 >&2
         stop_emulator; return 1
     fi
+    # From here on the up figures count even if down fails.
+    RES="$up $(peak_mb "$dir/up.time") nan nan $fleet_s"
     log "  $name: up $up s; iotreg down"
     t0=$EPOCHREALTIME
-    if ! run_child iotreg_in "$dir" down.time down; then
-        log "  $name: iotreg down FAILED (log: $out)"; tail -5 "$out" >&2
+    run_child iotreg_in "$dir" down.time down || rc=$?
+    if [[ $rc -ne 0 ]]; then
+        log "  $name: iotreg down FAILED, $(why $rc) (log: $out)"; tail -5 "$out" >&2
+        if [[ "$CHECK" == 1 ]] && ! check empty "$out"; then grep '^CHECK' "$out" | tail -4 >&2; fi
         stop_emulator; return 1
     fi
     down=$(since "$t0")
@@ -238,7 +258,7 @@ run_iotreg() {
 
 ceiling_to() {
     local out=$1; shift
-    exec timeout 3600 "$PY" bench/fleet_ceiling.py --endpoint-url "$URL" --manifest "$MANIFEST" \
+    exec timeout -k 10 "$TIMEOUT" "$PY" bench/fleet_ceiling.py --endpoint-url "$URL" --manifest "$MANIFEST" \
         --threads "$CONCURRENCY" "$@" >"$out" 2>&1
 }
 
@@ -247,8 +267,10 @@ run_ceiling() {
     local name=$1 out="$WORK/$1.log" wall; shift
     start_emulator "$name"
     log "  $name: emulator $URL; fleet_ceiling.py $* ($N devices, $CONCURRENCY threads)"
-    if ! run_child ceiling_to "$out" "$@"; then
-        log "  $name: fleet_ceiling.py FAILED (log: $out)"; tail -5 "$out" >&2
+    local rc=0
+    run_child ceiling_to "$out" "$@" || rc=$?
+    if [[ $rc -ne 0 ]]; then
+        log "  $name: fleet_ceiling.py FAILED, $(why $rc) (log: $out)"; tail -5 "$out" >&2
         stop_emulator; return 1
     fi
     wall=$(sed -n 's/^RESULT .* wall_s=\([0-9.]*\) .*/\1/p' "$out")
@@ -274,14 +296,21 @@ T_CEIL="" T_PROBE=""
 for r in $(seq "$ROUNDS"); do
     line="round $r/$ROUNDS:"
     for v in $VARIANTS; do
-        if run_iotreg "round$r-iotreg-limits-$v" "$v"; then
+        RES=""; ok=1
+        run_iotreg "round$r-iotreg-limits-$v" "$v" || { ok=0; FAILURES=$((FAILURES + 1)); }
+        if [[ -n "$RES" ]]; then
             read -r up pk down dpk fl <<<"$RES"
-            UP[$v]+=" $up" PEAK[$v]+=" $pk" DOWN[$v]+=" $down"
+            UP[$v]+=" $up" PEAK[$v]+=" $pk"
             [[ "$fl" == nan ]] || FLEET[$v]+=" $fl"
-            line+=$(printf ' iotreg(limits %s) up %.2f s = %s dev/s, peak RSS %s MB, down %.2f s (RSS %s MB) |' \
-                "$v" "$up" "$(rate "$N" "$up")" "$pk" "$down" "$dpk")
+            line+=$(printf ' iotreg(limits %s) up %.2f s = %s dev/s, peak RSS %s MB,' "$v" "$up" "$(rate "$N" "$up")" "$pk")
+            if [[ $ok == 1 ]]; then
+                DOWN[$v]+=" $down"
+                line+=$(printf ' down %.2f s (RSS %s MB) |' "$down" "$dpk")
+            else
+                line+=" down FAILED |"
+            fi
         else
-            FAILURES=$((FAILURES + 1)); line+=" iotreg(limits $v) FAILED |"
+            line+=" iotreg(limits $v) up FAILED |"
         fi
     done
     if run_ceiling "round$r-ceiling"; then

@@ -71,10 +71,15 @@ pub async fn sdk_config(remote: &Remote) -> aws_types::SdkConfig {
 impl Clients {
     pub fn new(config: &aws_types::SdkConfig) -> Clients {
         Clients {
-            iot: aws_sdk_iot::Client::new(config),
+            iot: aws_sdk_iot::Client::from_conf(
+                aws_sdk_iot::config::Builder::from(config)
+                    .interceptor(crate::ratelimit::Feedback)
+                    .build(),
+            ),
             iot_no_retry: aws_sdk_iot::Client::from_conf(
                 aws_sdk_iot::config::Builder::from(config)
                     .retry_config(RetryConfig::disabled())
+                    .interceptor(crate::ratelimit::Feedback)
                     .build(),
             ),
             iam: aws_sdk_iam::Client::new(config),
@@ -118,7 +123,8 @@ impl Clients {
     pub async fn data(&self) -> Result<&aws_sdk_iotdataplane::Client, StepError> {
         self.data
             .get_or_try_init(|| async {
-                let mut builder = aws_sdk_iotdataplane::config::Builder::from(&self.sdk_config);
+                let mut builder = aws_sdk_iotdataplane::config::Builder::from(&self.sdk_config)
+                    .interceptor(crate::ratelimit::Feedback);
                 if self.endpoint_override.is_none() {
                     let host = self.data_endpoint().await?;
                     builder = builder.endpoint_url(format!("https://{host}"));
@@ -194,6 +200,32 @@ where
 /// variant in its model (documented at each use).
 pub fn code_of<E: ProvideErrorMetadata>(err: &E) -> Option<&str> {
     err.code()
+}
+
+/// Whether the service refused the call for its rate (429, or a throttling code): the request
+/// was not carried out, so it can be sent again without looking for its result first.
+pub fn is_throttling<E: ProvideErrorMetadata>(
+    err: &aws_smithy_runtime_api::client::result::SdkError<
+        E,
+        aws_smithy_runtime_api::http::Response,
+    >,
+) -> bool {
+    use aws_smithy_runtime_api::client::result::SdkError;
+    match err {
+        SdkError::ServiceError(se) => {
+            se.raw().status().as_u16() == 429
+                || se.err().code().is_some_and(|c| {
+                    matches!(
+                        c,
+                        "ThrottlingException"
+                            | "TooManyRequestsException"
+                            | "Throttling"
+                            | "RequestLimitExceeded"
+                    )
+                })
+        }
+        _ => false,
+    }
 }
 
 /// Whether an error may go away on its own: a timeout, a network failure, a malformed response,

@@ -31,6 +31,7 @@ pub const DEFAULT_RATES: &[(&str, f64)] = &[
     ("DetachThingPrincipal", 100.0),
     ("GetThingShadow", 400.0),
     ("ListAttachedPolicies", 15.0),
+    ("ListPrincipalThings", 10.0),
     ("ListCertificates", 10.0),
     ("ListTagsForResource", 10.0),
     ("ListTargetsForPolicy", 10.0),
@@ -42,34 +43,64 @@ pub const DEFAULT_RATES: &[(&str, f64)] = &[
 ];
 
 /// A token bucket: `rate` calls a second on average, bursts of up to one second's worth.
+/// The rate drops when AWS throttles anyway (the quota was raised elsewhere, or another
+/// client shares it) and creeps back up to the configured one as calls succeed.
 struct Bucket {
-    rate: f64,
-    inner: Mutex<(f64, Option<Instant>)>,
+    max: f64,
+    inner: Mutex<BucketState>,
 }
+
+struct BucketState {
+    rate: f64,
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+/// The lowest share of the configured rate throttling can push a bucket to.
+const FLOOR_SHARE: f64 = 0.1;
 
 impl Bucket {
     fn new(rate: f64) -> Bucket {
         Bucket {
-            rate,
-            inner: Mutex::new((rate.max(1.0), None)),
+            max: rate,
+            inner: Mutex::new(BucketState {
+                rate,
+                tokens: rate.max(1.0),
+                last: None,
+            }),
         }
     }
 
     /// Takes a token, returning how long to wait before using it (a reservation: tokens may
     /// go negative, so concurrent callers queue fairly instead of all retrying).
     fn reserve(&self, now: Instant) -> Duration {
-        let burst = self.rate.max(1.0);
-        let mut g = self.inner.lock().expect("bucket mutex");
-        let (tokens, last) = &mut *g;
-        if let Some(last) = *last {
-            *tokens = (*tokens + now.duration_since(last).as_secs_f64() * self.rate).min(burst);
+        let mut s = self.inner.lock().expect("bucket mutex");
+        let burst = s.rate.max(1.0);
+        if let Some(last) = s.last {
+            s.tokens = (s.tokens + now.duration_since(last).as_secs_f64() * s.rate).min(burst);
         }
-        *last = Some(now);
-        *tokens -= 1.0;
-        if *tokens >= 0.0 {
+        s.last = Some(now);
+        s.tokens -= 1.0;
+        if s.tokens >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-*tokens / self.rate)
+            Duration::from_secs_f64(-s.tokens / s.rate)
+        }
+    }
+
+    /// AWS throttled a call: slow down by 30% (multiplicative decrease), never below a
+    /// tenth of the configured rate (the SDK's retry backoff handles the rest).
+    fn throttled(&self) {
+        let mut s = self.inner.lock().expect("bucket mutex");
+        s.rate = (s.rate * 0.7).max(self.max * FLOOR_SHARE);
+        s.tokens = s.tokens.min(0.0);
+    }
+
+    /// A call went through: win back 5% of the configured rate (additive increase).
+    fn succeeded(&self) {
+        let mut s = self.inner.lock().expect("bucket mutex");
+        if s.rate < self.max {
+            s.rate = (s.rate + self.max / 20.0).min(self.max);
         }
     }
 }
@@ -112,6 +143,51 @@ impl Limiter {
 
 static LIMITER: OnceLock<Limiter> = OnceLock::new();
 
+/// Feeds each attempt's answer back into its operation's bucket: a throttling answer slows
+/// that operation down for every caller, not only the one the SDK is retrying.
+#[derive(Debug)]
+pub struct Feedback;
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for Feedback {
+    fn name(&self) -> &'static str {
+        "iotreg rate feedback"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef<'_>,
+        _rc: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let (Some(limiter), Some(meta), Some(response)) = (
+            LIMITER.get(),
+            cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>(),
+            context.response(),
+        ) else {
+            return Ok(());
+        };
+        let Some(bucket) = limiter.buckets.get(meta.name()) else {
+            return Ok(());
+        };
+        let kind = response.headers().get("x-amzn-ErrorType").unwrap_or("");
+        if response.status().as_u16() == 429 || is_throttling_code(kind) {
+            bucket.throttled();
+        } else if response.status().is_success() {
+            bucket.succeeded();
+        }
+        Ok(())
+    }
+}
+
+/// Whether an `x-amzn-ErrorType` value (`Code` or `Code:uri`) is a throttling error.
+fn is_throttling_code(kind: &str) -> bool {
+    let code = kind.split(':').next().unwrap_or("");
+    matches!(
+        code,
+        "ThrottlingException" | "TooManyRequestsException" | "Throttling" | "RequestLimitExceeded"
+    )
+}
+
 /// Installs the process's limits (the first call wins).
 pub fn install(limiter: Limiter) {
     let _ = LIMITER.set(limiter);
@@ -142,6 +218,31 @@ mod tests {
         // A second later the bucket has refilled what the reservations took.
         let later = b.reserve(t0 + Duration::from_secs(2));
         assert!(later <= Duration::from_millis(100), "{later:?}");
+    }
+
+    #[test]
+    fn throttling_slows_the_rate_and_success_wins_it_back() {
+        let b = Bucket::new(10.0);
+        b.throttled();
+        assert!((b.inner.lock().unwrap().rate - 7.0).abs() < 1e-9);
+        b.succeeded();
+        assert!((b.inner.lock().unwrap().rate - 7.5).abs() < 1e-9);
+        for _ in 0..30 {
+            b.throttled();
+        }
+        assert_eq!(b.inner.lock().unwrap().rate, 1.0, "a tenth at least");
+        for _ in 0..1000 {
+            b.succeeded();
+        }
+        assert_eq!(
+            b.inner.lock().unwrap().rate,
+            10.0,
+            "never above the configured rate"
+        );
+        assert!(is_throttling_code(
+            "ThrottlingException:http://internal.amazon.com/"
+        ));
+        assert!(!is_throttling_code("ResourceNotFoundException"));
     }
 
     #[test]

@@ -644,3 +644,105 @@ mod tests {
         assert_eq!(s.get("a").unwrap().phase, Phase::Created);
     }
 }
+
+/// The state at fleet scale, timed: `bash bench/state.sh` runs it (release build) and prints
+/// the figures. Not a test of speed: it only checks that what is loaded is what was saved.
+#[cfg(test)]
+mod bench {
+    use super::*;
+    use std::time::Instant;
+
+    fn device(i: usize) -> DeviceState {
+        let name = format!("sensor-{i:05}");
+        let cert = format!("{:064x}", i as u128 * 0x9e37_79b9_7f4a_7c15);
+        let cert_arn = format!("arn:aws:iot:us-east-1:123456789012:cert/{cert}");
+        let mut d = DeviceState::default();
+        let mut thing = Record::new("thing", "thing", Phase::Created, &name);
+        thing.arn = Some(format!("arn:aws:iot:us-east-1:123456789012:thing/{name}"));
+        thing.id = Some(format!("{:032x}", i));
+        let mut c = Record::new("certificate", "certificate", Phase::Created, &cert);
+        c.arn = Some(cert_arn.clone());
+        c.id = Some(cert.clone());
+        c.intent_at_ms = Some(1_764_000_000_000);
+        c.data
+            .insert("public_key_sha256".into(), cert.clone().into());
+        let mut pa = Record::new(
+            "policy_attachment",
+            "policy attachment",
+            Phase::Created,
+            "device-policy-abc123 → certificate",
+        );
+        pa.data
+            .insert("certificate_arn".into(), cert_arn.clone().into());
+        let mut tp = Record::new(
+            "thing_principal",
+            "thing attachment",
+            Phase::Created,
+            format!("certificate → {name}"),
+        );
+        tp.data.insert("certificate_arn".into(), cert_arn.into());
+        let shadow = Record::new("shadow", "device shadow", Phase::Created, &name);
+        for r in [thing, c, pa, tp, shadow] {
+            d.put(r);
+        }
+        let mut applied = BTreeMap::new();
+        applied.insert("thing_type".to_string(), "TemperatureSensor".into());
+        for (k, v) in [
+            ("serial", format!("SN-{i:05}")),
+            ("line", "L1".into()),
+            ("model", "TC-2000".into()),
+        ] {
+            applied.insert(format!("attributes.{k}"), v.into());
+        }
+        d.applied.insert("thing".into(), applied);
+        d
+    }
+
+    #[test]
+    #[ignore = "a benchmark: bash bench/state.sh"]
+    fn bench_state_at_fleet_scale() {
+        let n: usize = std::env::var("DEVICES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut state = State::new("us-east-1", "123456789012", "abc123");
+        for i in 0..n {
+            state.devices.insert(format!("sensor-{i:05}"), device(i));
+        }
+        let t = Instant::now();
+        save(&path, &state).unwrap();
+        let saved = t.elapsed();
+        let bytes = std::fs::metadata(&path).unwrap().len();
+        let t = Instant::now();
+        let loaded = load(&path).unwrap().unwrap();
+        let loaded_in = t.elapsed();
+        assert_eq!(loaded, state);
+        // Progress as a fleet run writes it: one journal line per device change.
+        let mut journal = Journal::new(&path);
+        let t = Instant::now();
+        for i in 0..n {
+            let name = format!("sensor-{i:05}");
+            journal.append(&name, state.devices.get(&name)).unwrap();
+        }
+        let appended = t.elapsed();
+        let journal_bytes = std::fs::metadata(journal_path(&path)).unwrap().len();
+        let t = Instant::now();
+        let replayed = load(&path).unwrap().unwrap();
+        let replayed_in = t.elapsed();
+        assert_eq!(replayed, state);
+        println!(
+            "state with {n} devices: {:.1} MB; save {:.0} ms, load {:.0} ms; \
+             {n} journal appends (fdatasync each) {:.0} ms ({:.0} µs each, {:.1} MB), \
+             load with the journal replayed {:.0} ms",
+            bytes as f64 / 1e6,
+            saved.as_secs_f64() * 1e3,
+            loaded_in.as_secs_f64() * 1e3,
+            appended.as_secs_f64() * 1e3,
+            appended.as_secs_f64() * 1e6 / n as f64,
+            journal_bytes as f64 / 1e6,
+            replayed_in.as_secs_f64() * 1e3,
+        );
+    }
+}

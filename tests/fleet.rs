@@ -4,10 +4,13 @@
 //! bad manifests refused before any request; `down` leaving nothing.
 
 mod common;
+#[path = "common/proxy.rs"]
+mod proxy;
 
 use std::collections::BTreeMap;
 
 use common::*;
+use proxy::{FaultConfig, FaultKind, FaultProxy};
 
 /// No client-side rate limits: the local AWS has no quotas, and the tests should not wait for
 /// AWS's (the limiter itself has unit tests).
@@ -309,4 +312,29 @@ async fn a_bad_manifest_is_refused_before_any_request_naming_each_line() {
         "no request at all"
     );
     assert!(!w.path().join(".iotreg").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn throttling_slows_a_fleet_down_instead_of_failing_it() {
+    let emu = Emulator::start();
+    let c = emu.clients().await;
+    // A third of all requests answered with the service's own throttling error, on top of
+    // AWS's default per-API rates (kept on here).
+    let proxy = FaultProxy::start(
+        &emu.url,
+        FaultConfig {
+            seed: 7,
+            rate: 0.33,
+            kinds: vec![FaultKind::Throttle],
+            delay: std::time::Duration::ZERO,
+        },
+    );
+    let w = Workdir::new(&proxy.url());
+    std::fs::write(w.path().join("iotreg.toml"), "[aws]\nmax_attempts = 10\n").unwrap();
+    manifest(&w, 0..24, row);
+    w.ok(&["up", "--fleet", "devices.csv"]);
+    assert!(proxy.stats().fault("throttle") > 20, "{:?}", proxy.stats());
+    assert_complete(&fleet(&c).await, 0..24);
+    w.ok(&["down"]);
+    assert_eq!(fleet(&c).await, Fleet::default());
 }

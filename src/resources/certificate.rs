@@ -294,6 +294,20 @@ impl Certificate {
                         .await;
                     match sent {
                         Ok(out) => break out,
+                        // Refused for its rate: nothing was issued, so no need to look for a
+                        // certificate (a scan of every recent one) before sending it again.
+                        Err(e) if crate::aws::is_throttling(&e) => {
+                            let Some(delay) = delays.next() else {
+                                return Err(crate::aws::failed(
+                                    KIND,
+                                    &d.thing_name,
+                                    "CreateCertificateFromCsr",
+                                    e,
+                                ));
+                            };
+                            cx.progress("throttled; retrying CreateCertificateFromCsr");
+                            tokio::time::sleep(delay).await;
+                        }
                         Err(e) if crate::aws::is_transient(&e) => {
                             if let Some(found) = self.find_by_intent(&rec).await? {
                                 return self.adopt(cx, rec, found).await;
@@ -536,6 +550,7 @@ impl Certificate {
         // DeleteConflictException until it has propagated. Retry that, bounded.
         let mut delays = Backoff::DETACH_PROPAGATION.delays();
         loop {
+            crate::ratelimit::acquire("DeleteCertificate").await;
             match iot.delete_certificate().certificate_id(id).send().await {
                 Ok(_) => return Ok(true),
                 Err(e)
