@@ -102,9 +102,13 @@ run_child() {
 }
 stop_child() {
     if [[ -n "$CHILD_PID" ]] && kill -0 "$CHILD_PID" 2>/dev/null; then
-        # `timeout` passes it on to its process group (iotreg / python) and
-        # sends SIGKILL 10 s later if that has not ended it (-k 10).
-        kill -TERM "$CHILD_PID" 2>/dev/null || true
+        # The child is `timeout` itself or /usr/bin/time running `timeout`:
+        # TERM to `timeout` reaches its process group (iotreg / python), and
+        # it sends SIGKILL 10 s later if that has not ended them (-k 10).
+        local p
+        for p in "$CHILD_PID" $(pgrep -P "$CHILD_PID" 2>/dev/null || true); do
+            [[ "$(ps -o comm= -p "$p" 2>/dev/null)" == timeout ]] && kill -TERM "$p" 2>/dev/null || true
+        done
         wait "$CHILD_PID" 2>/dev/null || true
     fi
     CHILD_PID=""
@@ -201,14 +205,16 @@ fleet_phase_s() {
 # /usr/bin/time -v (peak RSS to DIR/TIMEFILE), output appended to DIR/log.
 iotreg_in() {
     local dir=$1 tf=$2; shift 2
-    cd "$dir" && AWS_ENDPOINT_URL="$URL" exec timeout -k 10 "$TIMEOUT" /usr/bin/time -v -o "$dir/$tf" \
+    # time(1) outside timeout(1): a TERM to time would orphan iotreg; the peak
+    # RSS time reports is the largest of timeout and iotreg, i.e. iotreg's.
+    cd "$dir" && AWS_ENDPOINT_URL="$URL" exec /usr/bin/time -v -o "$dir/$tf" timeout -k 10 "$TIMEOUT" \
         "$IOTREG_BIN" "${cfg[@]}" "$@" >>"$dir/log" 2>&1
 }
 
 # Why a child failed, from its exit status.
 why() {
     case "$1" in
-        124 | 137) echo "timed out after ${TIMEOUT} s (TIMEOUT), killed: hung?" ;;
+        124 | 137 | 143) echo "timed out after ${TIMEOUT} s (TIMEOUT), killed: hung?" ;;
         *) echo "exit status $1" ;;
     esac
 }

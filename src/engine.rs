@@ -146,10 +146,15 @@ pub trait Resource: Send + Sync {
     fn immutable(&self) -> &'static [&'static str] {
         &[]
     }
-    /// Whether `up` takes over a live resource this state has no record of (a shared thing
-    /// type, an attachment between resources it owns) instead of refusing it.
-    fn adopts_unowned(&self) -> bool {
+    /// Whether it links two resources (an attachment, a thing's shadow) rather than standing
+    /// alone: found live, it is taken over; it follows a rename of what it links.
+    fn link(&self) -> bool {
         false
+    }
+    /// Whether `up` takes over a live resource this state has no record of (a shared thing
+    /// type, a link between resources it owns) instead of refusing it.
+    fn adopts_unowned(&self) -> bool {
+        self.link()
     }
     /// Whether it can exist before this deployment does (its name carries no suffix).
     fn shared(&self) -> bool {
@@ -162,6 +167,10 @@ pub trait Resource: Send + Sync {
     /// What a replace means for this resource and whether `up` carries it out.
     fn replacement(&self, why: &Replacement) -> (String, bool) {
         match why {
+            Replacement::Renamed { from } if self.link() => (
+                format!("was {from:?}: follows the rename of what it links"),
+                true,
+            ),
             Replacement::Renamed { from } => (
                 format!(
                     "renamed from {from:?}: AWS cannot rename it, and iotreg does not replace it on its own; restore the old name, or run `iotreg down` then `iotreg up`"

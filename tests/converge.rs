@@ -251,19 +251,7 @@ async fn the_policy_survives_six_edits_without_reaching_the_version_limit() {
             r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"iot:Publish","Resource":"arn:aws:iot:us-east-1:123456789012:topic/edit-{edit}"}}]}}"#
         );
         // An outside editor must always find room for a new version.
-        c.iot
-            .create_policy_version()
-            .policy_name(&policy)
-            .policy_document(doc)
-            .set_as_default(true)
-            .send()
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "edit {edit}: {}",
-                    aws_smithy_types::error::display::DisplayErrorContext(&e)
-                )
-            });
+        drift::policy_document(&c, &drift::Names::new(&w.suffix()), &doc).await;
         let plan = w.run(&["plan", "--detailed-exitcode"]);
         assert_eq!(plan.code(), 3, "edit {edit}: {}", plan.all());
         let up = w.ok(&["up", "--output", "json"]).json();

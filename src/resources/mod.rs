@@ -274,15 +274,6 @@ macro_rules! check_try {
     };
 }
 
-/// The replace of a link (an attachment, the shadow) whose end was renamed: it follows, and
-/// can be carried out only if the rename itself can.
-pub fn follows_rename(from: &str) -> (String, bool) {
-    (
-        format!("was {from:?}: follows the rename of what it links"),
-        true,
-    )
-}
-
 /// The failing checks of a resource that this state has no record of.
 pub fn not_deployed(names: &[&str], resource: &str) -> Vec<crate::engine::Check> {
     names

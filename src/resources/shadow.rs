@@ -31,14 +31,8 @@ impl Resource for Shadow {
         &[THING]
     }
 
-    fn adopts_unowned(&self) -> bool {
+    fn link(&self) -> bool {
         true
-    }
-    fn replacement(&self, why: &crate::engine::Replacement) -> (String, bool) {
-        match why {
-            crate::engine::Replacement::Renamed { from } => super::follows_rename(from),
-            crate::engine::Replacement::Immutable { .. } => (String::new(), false),
-        }
     }
     fn delete_note(&self) -> String {
         "shadow initialisation is off in the config (shadow.enabled = false)".into()

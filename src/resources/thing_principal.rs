@@ -28,14 +28,8 @@ impl Resource for ThingPrincipal {
         &[THING, CERTIFICATE]
     }
 
-    fn adopts_unowned(&self) -> bool {
+    fn link(&self) -> bool {
         true
-    }
-    fn replacement(&self, why: &crate::engine::Replacement) -> (String, bool) {
-        match why {
-            crate::engine::Replacement::Renamed { from } => super::follows_rename(from),
-            crate::engine::Replacement::Immutable { .. } => (String::new(), false),
-        }
     }
     fn desired(&self, _cx: &Ctx) -> Fields {
         Fields::new()
