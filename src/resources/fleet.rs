@@ -18,6 +18,7 @@ use crate::engine::{
 use crate::keys::KeyFiles;
 use crate::manifest::Device;
 use crate::plan::{Action, Change, Fields, Origin, Planned};
+use crate::state::{Phase, Record};
 
 const KIND: &str = "fleet";
 /// Per-device differences listed in a plan before it says "and N more".
@@ -278,8 +279,14 @@ impl Resource for Fleet {
                 ));
             }
         }
-        // One full write folds the journal in.
-        cx.store().compact()?;
+        // The fleet's own record (what `status` shows), written with the journal folded in.
+        let count = cx.store().device_names().len();
+        cx.commit(Record::new(
+            FLEET,
+            KIND,
+            Phase::Created,
+            format!("{count} devices"),
+        ))?;
         if let Some(e) = tally.error() {
             return Err(e);
         }
@@ -302,6 +309,7 @@ impl Resource for Fleet {
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
         let names: Vec<String> = Self::recorded(cx).into_iter().collect();
         if names.is_empty() {
+            cx.forget(FLEET)?;
             return Ok(Outcome::Absent);
         }
         let tally = self.retire(cx, names).await;
@@ -309,6 +317,7 @@ impl Resource for Fleet {
         if let Some(e) = tally.error() {
             return Err(e);
         }
+        cx.forget(FLEET)?;
         Ok(Outcome::Deleted)
     }
 
