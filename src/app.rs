@@ -370,7 +370,9 @@ async fn up(
             blocked.join("\n  ")
         );
     }
-    let reports = if plan::has_changes(&planned) {
+    // A fleet's plan compares the manifest with the state, not with every live device, so
+    // "no change" proves nothing about drift there: with a fleet, up always runs its reads.
+    let reports = if plan::has_changes(&planned) || env.d.fleet.is_some() {
         let mut reports = engine::run(&plan, Direction::Up, &cx).await;
         // What the config no longer wants goes last, once the rest stands (the thing has left
         // a retired type, for one). Read again: a rename retires its type during the run.

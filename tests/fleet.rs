@@ -172,6 +172,40 @@ async fn a_fleet_of_300_from_a_manifest() {
             .code(),
         0
     );
+    // Drift on one device (its certificate deactivated, an attribute edited outside): verify
+    // names it, up repairs it in place.
+    let cert_arn = fleet(&c).await.principals["sensor-0005"][0].clone();
+    c.iot
+        .update_certificate()
+        .certificate_id(cert_arn.rsplit('/').next().unwrap())
+        .new_status(aws_sdk_iot::types::CertificateStatus::Inactive)
+        .send()
+        .await
+        .unwrap();
+    let device = drift::Names {
+        thing: "sensor-0005".into(),
+        ..drift::Names::new("")
+    };
+    drift::attribute(&c, &device, "line", "Somewhere-Else").await;
+    let v = w.run(&["verify", "--skip-e2e"]);
+    assert_eq!(v.code(), 1, "{}", v.all());
+    assert!(
+        v.stdout().contains("sensor-0005: certificate.active"),
+        "{}",
+        v.stdout()
+    );
+    let before = emu.requests().len();
+    w.ok(&["up", "--fleet", "devices.csv"]);
+    let writes = emu.writes_since(before);
+    for op in [":UpdateCertificate", ":UpdateThing"] {
+        assert_eq!(
+            writes.iter().filter(|w| w.ends_with(op)).count(),
+            1,
+            "{op}: {writes:?}"
+        );
+    }
+    assert_complete(&fleet(&c).await, 0..300);
+
     // up and plan refuse to work on a fleet without its manifest.
     let no_manifest = w.run(&["up"]);
     assert_eq!(no_manifest.code(), 2, "{}", no_manifest.all());
