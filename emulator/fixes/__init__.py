@@ -9,6 +9,7 @@ only (nothing on disk is changed) and is safe to call more than once.
 from __future__ import annotations
 
 from . import (
+    cloudwatch_cbor,
     iot_certificate_id,
     iot_certificate_issuer,
     iot_csr,
@@ -36,6 +37,7 @@ FIXES = [
     iot_tags,  # after iot_thing_types: wraps its CreateThingType
     iotdata_shadow,
     lambda_permissions,
+    cloudwatch_cbor,  # CloudWatch over RPC v2 CBOR (aws-sdk-cloudwatch for Rust)
 ]
 
 

@@ -155,3 +155,105 @@ def test_caller_identity(aws):
     identity = aws("sts").get_caller_identity()
     assert identity["Account"] == "123456789012"
     assert identity["Arn"].endswith(":user/moto")
+
+
+# -- SNS -> SQS and CloudWatch (issue 7: alerts, alarm, dashboard) ------------
+
+
+def _queue(aws, name: str) -> tuple[str, str]:
+    sqs = aws("sqs")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return url, arn
+
+
+def _receive(aws, url: str) -> list[dict]:
+    got = aws("sqs").receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, MessageAttributeNames=["All"]
+    )
+    return got.get("Messages", [])
+
+
+def test_sns_publish_reaches_subscribed_queues(aws, name):
+    sns = aws("sns")
+    topic = sns.create_topic(Name=name)["TopicArn"]
+    assert sns.create_topic(Name=name)["TopicArn"] == topic  # idempotent, as on AWS
+    envelope_url, envelope_arn = _queue(aws, f"{name}-env")
+    raw_url, raw_arn = _queue(aws, f"{name}-raw")
+    envelope_sub = sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=envelope_arn, ReturnSubscriptionArn=True)
+    raw_sub = sns.subscribe(
+        TopicArn=topic, Protocol="sqs", Endpoint=raw_arn, Attributes={"RawMessageDelivery": "true"},
+        ReturnSubscriptionArn=True,
+    )
+    attributes = sns.get_subscription_attributes(SubscriptionArn=envelope_sub["SubscriptionArn"])["Attributes"]
+    assert attributes["PendingConfirmation"] == "false"  # same-account SQS: confirmed at once
+    assert attributes["RawMessageDelivery"] == "false"
+
+    published = sns.publish(
+        TopicArn=topic, Subject="HIGH temperature", Message='{"thing": "dev1", "level": "HIGH"}',
+        MessageAttributes={"level": {"DataType": "String", "StringValue": "HIGH"}},
+    )
+    # Delivered before Publish answers: nothing to wait for.
+    [envelope_message] = _receive(aws, envelope_url)
+    body = json.loads(envelope_message["Body"])
+    assert body["Type"] == "Notification" and body["MessageId"] == published["MessageId"]
+    assert body["TopicArn"] == topic and body["Subject"] == "HIGH temperature"
+    assert body["Message"] == '{"thing": "dev1", "level": "HIGH"}'
+    assert body["MessageAttributes"] == {"level": {"Type": "String", "Value": "HIGH"}}
+    assert {"Timestamp", "Signature", "SignatureVersion", "SigningCertURL", "UnsubscribeURL"} <= set(body)
+    assert "MessageAttributes" not in envelope_message  # only inside the envelope
+    [raw_message] = _receive(aws, raw_url)
+    assert raw_message["Body"] == '{"thing": "dev1", "level": "HIGH"}'
+    assert raw_message["MessageAttributes"] == {"level": {"StringValue": "HIGH", "DataType": "String"}}
+
+    # Switching raw delivery off again, and unsubscribing, take effect at once.
+    sns.set_subscription_attributes(
+        SubscriptionArn=raw_sub["SubscriptionArn"], AttributeName="RawMessageDelivery", AttributeValue="false"
+    )
+    sns.unsubscribe(SubscriptionArn=envelope_sub["SubscriptionArn"])
+    sns.publish(TopicArn=topic, Message="second")
+    assert json.loads(_receive(aws, raw_url)[0]["Body"])["Message"] == "second"
+    assert _receive(aws, envelope_url) == []
+    sns.delete_topic(TopicArn=topic)
+    with pytest.raises(sns.exceptions.NotFoundException):
+        sns.publish(TopicArn=topic, Message="gone")
+
+
+def test_cloudwatch_alarm_and_dashboard_lifecycle(aws, name):
+    cw = aws("cloudwatch")  # boto3 speaks JSON 1.0 here; CBOR: test_fix_cloudwatch_cbor.py
+    alarm = {
+        "AlarmName": name,
+        "Namespace": "AWS/Lambda",
+        "MetricName": "Errors",
+        "Dimensions": [{"Name": "FunctionName", "Value": "f"}],
+        "Statistic": "Sum",
+        "Period": 60,
+        "EvaluationPeriods": 1,
+        "Threshold": 1.0,
+        "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+        "AlarmActions": ["arn:aws:sns:us-east-1:123456789012:alerts"],
+    }
+    cw.put_metric_alarm(**alarm)
+    cw.put_metric_alarm(**{**alarm, "Threshold": 5.0})  # same name: replaced in place
+    [got] = cw.describe_alarms(AlarmNames=[name])["MetricAlarms"]
+    assert got["Threshold"] == 5.0 and got["AlarmActions"] == alarm["AlarmActions"]
+    assert got["AlarmArn"] == f"arn:aws:cloudwatch:us-east-1:123456789012:alarm:{name}"
+    assert got["StateValue"] == "OK"  # moto; AWS starts at INSUFFICIENT_DATA
+    cw.delete_alarms(AlarmNames=[name])
+    assert cw.describe_alarms(AlarmNames=[name])["MetricAlarms"] == []
+    cw.delete_alarms(AlarmNames=[name])  # moto: a missing alarm is no error
+
+    body = json.dumps({"widgets": [{"type": "text", "x": 0, "y": 0, "width": 6, "height": 3,
+                                    "properties": {"markdown": "hi"}}]})
+    assert cw.put_dashboard(DashboardName=name, DashboardBody=body)["DashboardValidationMessages"] == []
+    got = cw.get_dashboard(DashboardName=name)
+    assert got["DashboardBody"] == body  # stored verbatim
+    assert got["DashboardArn"] == f"arn:aws:cloudwatch::123456789012:dashboard/{name}"
+    cw.delete_dashboards(DashboardNames=[name])
+    for call in (lambda: cw.get_dashboard(DashboardName=name), lambda: cw.delete_dashboards(DashboardNames=[name])):
+        with pytest.raises(cw.exceptions.ClientError) as excinfo:
+            call()
+        assert error_code(excinfo) == "ResourceNotFound" and http_status(excinfo) == 404
+    with pytest.raises(cw.exceptions.DashboardInvalidInputError) as excinfo:
+        cw.put_dashboard(DashboardName=name, DashboardBody="not json")
+    assert error_code(excinfo) == "InvalidParameterInput" and http_status(excinfo) == 400
