@@ -170,6 +170,8 @@ since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'; 
 rate() { awk -v n="$1" -v s="$2" 'BEGIN { if (s == "nan" || s <= 0) print "nan"; else printf "%.1f", n / s }'; }
 median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit } if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan" || b <= 0) print "nan"; else printf "%.2f", a / b }'; }
+# user + system CPU seconds from a /usr/bin/time -v file
+cpu_s() { awk -F': ' '/User time|System time/ { s += $2 } END { printf "%.1f", s }' "$1"; }
 # "Maximum resident set size (kbytes): K" from a /usr/bin/time -v file -> MB
 peak_mb() { awk -F': ' '/Maximum resident set size/ { printf "%.1f", $2 / 1024 }' "$1"; }
 check() { [[ "$CHECK" == 1 ]] || return 0; "$PY" bench/fleet_ceiling.py --endpoint-url "$URL" --manifest "$MANIFEST" --threads 8 --check "$1" >>"$2" 2>&1; }
@@ -185,6 +187,7 @@ NOLIMIT_TOML="$WORK/iotreg-nolimits.toml"
 {
     echo "# bench/fleet.sh: iotreg's client-side rate limits off (0 = no limit)"
     echo "[aws.rate_limits]"
+    echo '"*" = 0'   # every built-in limit (iotreg >= the `"*"` key); the names below for older builds
     {
         sed -n 's/^[[:space:]]*("\([A-Za-z]*\)",[[:space:]]*[0-9.]*),.*/\1/p' src/ratelimit.rs 2>/dev/null || true
         printf '%s\n' CreateThing CreateCertificateFromCsr UpdateCertificate AttachPolicy AttachThingPrincipal \
@@ -220,7 +223,7 @@ why() {
 }
 
 # One iotreg `up --fleet` then `down` on a fresh emulator, in a fresh working
-# directory (state in its .iotreg/). Sets RES="UP_S PEAK_MB DOWN_S DOWN_PEAK_MB FLEET_S".
+# directory (state in its .iotreg/). Sets RES="UP_S PEAK_MB DOWN_S DOWN_PEAK_MB FLEET_S UP_CPU_S".
 # (Not run in $(...): the emulator's pid must stay visible to the EXIT trap.)
 run_iotreg() {
     local name=$1 variant=$2 dir="$WORK/$1" t0 up down cfg=()
@@ -243,7 +246,7 @@ run_iotreg() {
         stop_emulator; return 1
     fi
     # From here on the up figures count even if down fails.
-    RES="$up $(peak_mb "$dir/up.time") nan nan $fleet_s"
+    RES="$up $(peak_mb "$dir/up.time") nan nan $fleet_s $(cpu_s "$dir/up.time")"
     log "  $name: up $up s; iotreg down"
     t0=$EPOCHREALTIME
     run_child iotreg_in "$dir" down.time down || rc=$?
@@ -259,7 +262,7 @@ run_iotreg() {
     fi
     echo "emulator peak RSS: $(emulator_hwm) MB" >>"$out"
     stop_emulator
-    RES="$up $(peak_mb "$dir/up.time") $down $(peak_mb "$dir/down.time") $fleet_s"
+    RES="$up $(peak_mb "$dir/up.time") $down $(peak_mb "$dir/down.time") $fleet_s $(cpu_s "$dir/up.time")"
 }
 
 ceiling_to() {
@@ -268,7 +271,7 @@ ceiling_to() {
         --threads "$CONCURRENCY" "$@" >"$out" 2>&1
 }
 
-# The ceiling on a fresh emulator (extra args go to fleet_ceiling.py). Sets RES="WALL_S".
+# The ceiling on a fresh emulator (extra args go to fleet_ceiling.py). Sets RES="WALL_S CLIENT_CPU_S".
 run_ceiling() {
     local name=$1 out="$WORK/$1.log" wall; shift
     start_emulator "$name"
@@ -286,7 +289,7 @@ run_ceiling() {
     fi
     echo "emulator peak RSS: $(emulator_hwm) MB" >>"$out"
     stop_emulator
-    RES="$wall"
+    RES="$wall $(sed -n 's/^RESULT .* client_cpu_s=\([0-9.]*\).*/\1/p' "$out")"
 }
 
 # ---------------------------------------------------------------------- rounds
@@ -296,17 +299,17 @@ echo "machine:  $(nproc) CPU(s), ${CPU:-unknown CPU}, ${MEM:-? RAM}; $(uname -sr
 echo "iotreg:   $IOTREG_BIN ($PROFILE build)"
 echo "fleet:    N=$N devices ($MANIFEST: thing_name + 3 attributes), concurrency $CONCURRENCY, limits: $VARIANTS"
 echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15-min load average at start)"
-declare -A UP PEAK DOWN FLEET
-for v in $VARIANTS; do UP[$v]="" PEAK[$v]="" DOWN[$v]="" FLEET[$v]=""; done
-T_CEIL="" T_PROBE=""
+declare -A UP PEAK DOWN FLEET CPU
+for v in $VARIANTS; do UP[$v]="" PEAK[$v]="" DOWN[$v]="" FLEET[$v]="" CPU[$v]=""; done
+T_CEIL="" T_PROBE="" C_CEIL=""
 for r in $(seq "$ROUNDS"); do
     line="round $r/$ROUNDS:"
     for v in $VARIANTS; do
         RES=""; ok=1
         run_iotreg "round$r-iotreg-limits-$v" "$v" || { ok=0; FAILURES=$((FAILURES + 1)); }
         if [[ -n "$RES" ]]; then
-            read -r up pk down dpk fl <<<"$RES"
-            UP[$v]+=" $up" PEAK[$v]+=" $pk"
+            read -r up pk down dpk fl cpu <<<"$RES"
+            UP[$v]+=" $up" PEAK[$v]+=" $pk" CPU[$v]+=" $cpu"
             [[ "$fl" == nan ]] || FLEET[$v]+=" $fl"
             line+=$(printf ' iotreg(limits %s) up %.2f s = %s dev/s, peak RSS %s MB,' "$v" "$up" "$(rate "$N" "$up")" "$pk")
             if [[ $ok == 1 ]]; then
@@ -320,16 +323,17 @@ for r in $(seq "$ROUNDS"); do
         fi
     done
     if run_ceiling "round$r-ceiling"; then
-        wall=$RES
-        T_CEIL+=" $wall"
+        read -r wall ccpu <<<"$RES"
+        T_CEIL+=" $wall" C_CEIL+=" ${ccpu:-nan}"
         line+=$(printf ' ceiling %.2f s = %s dev/s' "$wall" "$(rate "$N" "$wall")")
     else
         FAILURES=$((FAILURES + 1)); line+=" ceiling FAILED"
     fi
     if [[ "$PROBES" == 1 ]]; then
         if run_ceiling "round$r-ceiling-probes" --probes; then
-            T_PROBE+=" $RES"
-            line+=$(printf ' | ceiling with probes %.2f s = %s dev/s' "$RES" "$(rate "$N" "$RES")")
+            read -r wall ccpu <<<"$RES"
+            T_PROBE+=" $wall"
+            line+=$(printf ' | ceiling with probes %.2f s = %s dev/s' "$wall" "$(rate "$N" "$wall")")
         else
             FAILURES=$((FAILURES + 1)); line+=" | ceiling with probes FAILED"
         fi
@@ -356,10 +360,12 @@ for v in $VARIANTS; do
     row "ratio ceiling/iotreg, limits $v" "$(ratio "$R_CEIL" "$ru")" "$goal_ratio"
     if [[ "$PROBES" == 1 ]]; then row "ratio ceiling-with-probes/iotreg, limits $v" "$(ratio "$R_PROBE" "$ru")" "(info)"; fi
     row "iotreg up peak RSS, limits $v" "$mp MB" "< 100 MB"
+    row "iotreg up CPU (user + system), limits $v" "$(median <<<"${CPU[$v]}") s" ""
     row "iotreg down, limits $v: wall" "$md s" ""
 done
 row "ceiling (boto3, $CONCURRENCY threads, 5 calls): wall" "$M_CEIL s" ""
 row "ceiling devices/s" "$R_CEIL" ""
+row "ceiling client CPU (the Python script itself)" "$(median <<<"$C_CEIL") s" ""
 if [[ "$PROBES" == 1 ]]; then
     row "ceiling with probes (7 calls): wall" "$M_PROBE s" ""
     row "ceiling with probes devices/s" "$R_PROBE" ""
