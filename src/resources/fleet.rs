@@ -150,13 +150,14 @@ impl Tally {
     }
 
     fn error(&self) -> Option<StepError> {
+        // The summary first: it takes the failures lock itself (not reentrant).
+        let text = self.text();
         let failures = self.failures.lock().expect("failures");
         let (device, first) = failures.first()?;
         Some(StepError::Failed(format!(
-            "{} of {} devices failed ({}); first, {device}: {first}",
+            "{} of {} devices failed ({text}); first, {device}: {first}",
             failures.len(),
             self.total,
-            self.text()
         )))
     }
 }
@@ -534,6 +535,31 @@ mod tests {
         let set: BTreeSet<&String> = s.iter().collect();
         assert_eq!(set.len(), 10);
         assert!(s.iter().all(|n| names.contains(n)));
+    }
+
+    #[test]
+    fn a_failed_device_is_reported_not_waited_for() {
+        // Regression: error() used to take the failures lock twice and hang for ever.
+        let tally = Tally::new(2);
+        tally
+            .failures
+            .lock()
+            .unwrap()
+            .push(("sensor-1".into(), "boom".into()));
+        *tally.counts.lock().unwrap().entry("created").or_insert(0) += 1;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(tally.error().map(|e| e.to_string()));
+        });
+        let e = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("error() returned")
+            .unwrap();
+        assert!(
+            e.starts_with("1 of 2 devices failed (2 devices: 1 created, 1 failed in"),
+            "{e}"
+        );
+        assert!(e.ends_with("first, sensor-1: boom"), "{e}");
     }
 
     #[test]
