@@ -488,6 +488,16 @@ impl Ctx {
         Ok(())
     }
 
+    /// A resource found live as wanted: Unchanged when the state already says so, else the
+    /// record is written and it counts as Adopted.
+    pub fn keep(&self, recorded: Option<&Record>, record: Record) -> Result<Outcome, StepError> {
+        if recorded == Some(&record) {
+            return Ok(Outcome::Unchanged);
+        }
+        self.commit(record)?;
+        Ok(Outcome::Adopted)
+    }
+
     pub fn forget(&self, key: &str) -> Result<(), StepError> {
         match &self.device {
             Some(d) => self.store.update_device(d, |e| e.remove(key))?,

@@ -57,19 +57,7 @@ impl Resource for Certificate {
         else {
             return Ok(None);
         };
-        let live = found!(
-            self.0
-                .aws
-                .iot
-                .describe_certificate()
-                .certificate_id(&id)
-                .send(),
-            is_resource_not_found_exception,
-            KIND,
-            &id,
-            "DescribeCertificate"
-        );
-        Ok(live.and_then(|o| o.certificate_description).map(|c| {
+        Ok(self.describe(&id).await?.map(|c| {
             let status = c.status().map(|s| s.as_str()).unwrap_or("unknown");
             Fields::from([("status".to_string(), status.into())])
         }))
@@ -94,20 +82,7 @@ impl Resource for Certificate {
         let Some(id) = cx.record(CERTIFICATE).and_then(|r| r.id) else {
             return Ok(None);
         };
-        Ok(found!(
-            self.0
-                .aws
-                .iot
-                .describe_certificate()
-                .certificate_id(&id)
-                .send(),
-            is_resource_not_found_exception,
-            KIND,
-            &id,
-            "DescribeCertificate"
-        )
-        .and_then(|o| o.certificate_description)
-        .map(|c| {
+        Ok(self.describe(&id).await?.map(|c| {
             format!(
                 "{} ({})",
                 c.certificate_arn().unwrap_or_default(),
@@ -123,20 +98,8 @@ impl Resource for Certificate {
             return super::not_deployed(&[ACTIVE, FILES], KIND);
         };
         let res = format!("{KIND} {id}");
-        let iot = &self.0.aws.iot;
-        let live: Result<_, StepError> = async {
-            Ok(found!(
-                iot.describe_certificate().certificate_id(&id).send(),
-                is_resource_not_found_exception,
-                KIND,
-                &id,
-                "DescribeCertificate"
-            ))
-        }
-        .await;
-        let Some(desc) =
-            crate::check_try!(live, [ACTIVE, FILES], res).and_then(|o| o.certificate_description)
-        else {
+        let live = self.describe(&id).await;
+        let Some(desc) = crate::check_try!(live, [ACTIVE, FILES], res) else {
             let why = format!("{res} does not exist");
             return vec![
                 Check::fail(ACTIVE, &res, why.clone()),
@@ -186,17 +149,31 @@ struct Found {
 }
 
 impl Certificate {
+    /// The live certificate, or None when it does not exist: the one read that observe,
+    /// probe, check and ensure share.
+    async fn describe(
+        &self,
+        id: &str,
+    ) -> Result<Option<aws_sdk_iot::types::CertificateDescription>, StepError> {
+        Ok(found!(
+            self.0
+                .aws
+                .iot
+                .describe_certificate()
+                .certificate_id(id)
+                .send(),
+            is_resource_not_found_exception,
+            KIND,
+            id,
+            "DescribeCertificate"
+        )
+        .and_then(|o| o.certificate_description))
+    }
+
     async fn ensure_recorded(&self, cx: &Ctx, rec: Record) -> Result<Outcome, StepError> {
         let iot = &self.0.aws.iot;
         let id = rec.id.clone().unwrap_or_default();
-        let live = found!(
-            iot.describe_certificate().certificate_id(&id).send(),
-            is_resource_not_found_exception,
-            KIND,
-            &id,
-            "DescribeCertificate"
-        );
-        let Some(desc) = live.and_then(|l| l.certificate_description) else {
+        let Some(desc) = self.describe(&id).await? else {
             // Deleted behind our back: the old key is useless now, issue a new certificate.
             cx.progress("recorded certificate is gone; issuing a new one");
             cx.forget(CERTIFICATE)?;

@@ -103,15 +103,7 @@ impl Resource for Permission {
         let mut outcome = Outcome::Created;
         if let Some(stmt) = statement {
             if is_scoped(&stmt, &rule_arn, &d.account) {
-                let unchanged = record.as_ref() == Some(&rec);
-                if !unchanged {
-                    cx.commit(rec)?;
-                }
-                return Ok(if unchanged {
-                    Outcome::Unchanged
-                } else {
-                    Outcome::Adopted
-                });
+                return cx.keep(record.as_ref(), rec);
             }
             // Same statement id, wrong scope: replace it (AddPermission refuses duplicates).
             // Not found means a retried removal already did it.

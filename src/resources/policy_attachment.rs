@@ -60,15 +60,7 @@ impl Resource for PolicyAttachment {
                 .iter()
                 .any(|p| p.policy_name() == Some(policy.as_str()))
             {
-                let unchanged = record.as_ref() == Some(&rec);
-                if !unchanged {
-                    cx.commit(rec)?;
-                }
-                return Ok(if unchanged {
-                    Outcome::Unchanged
-                } else {
-                    Outcome::Adopted
-                });
+                return cx.keep(record.as_ref(), rec);
             }
         }
         cx.intent(rec.clone())?;

@@ -71,15 +71,7 @@ impl Resource for Shadow {
             Some(live_doc) => {
                 let live_desired = live_doc.pointer("/state/desired");
                 if desired_matches(live_desired, &want_desired) {
-                    let unchanged = record.as_ref() == Some(&rec);
-                    if !unchanged {
-                        cx.commit(rec)?;
-                    }
-                    return Ok(if unchanged {
-                        Outcome::Unchanged
-                    } else {
-                        Outcome::Adopted
-                    });
+                    return cx.keep(record.as_ref(), rec);
                 }
                 (
                     serde_json::json!({"state": {"desired": want_desired}}),

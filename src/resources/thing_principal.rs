@@ -57,15 +57,7 @@ impl Resource for ThingPrincipal {
                 "ListThingPrincipals"
             );
             if principals.principals().contains(&cert) {
-                let unchanged = record.as_ref() == Some(&rec);
-                if !unchanged {
-                    cx.commit(rec)?;
-                }
-                return Ok(if unchanged {
-                    Outcome::Unchanged
-                } else {
-                    Outcome::Adopted
-                });
+                return cx.keep(record.as_ref(), rec);
             }
         }
         cx.intent(rec.clone())?;
