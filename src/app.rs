@@ -12,6 +12,7 @@ use crate::engine::{self, Ctx, Direction, Outcome, Resource, StepReport, Store};
 use crate::keys::KeyFiles;
 use crate::output::{self, Progress, ResourceLine};
 use crate::plan::{self, Planned};
+use crate::resources::monitoring::Monitoring;
 use crate::resources::{self, Deployment, Env};
 use crate::retry::Backoff;
 use crate::settings::{self, Action, BadInput, Settings, VerifyOptions};
@@ -177,6 +178,34 @@ pub fn deployment(
         Ok(())
     };
     check_name("thing.name", &thing_name)?;
+    let function_name = settings::name(&c.function.name, suffix);
+    let rule_name = settings::name(&c.rule.name, suffix);
+    let m = &c.monitoring;
+    let topic_name = settings::name(&m.topic_name, suffix);
+    let monitoring = Monitoring {
+        enabled: m.enabled,
+        topic_arn: format!(
+            "arn:{}:sns:{region}:{account}:{topic_name}",
+            aws::partition(region)
+        ),
+        topic_name,
+        alert_email: m.alert_email.clone(),
+        policy_name: resources::monitoring::POLICY_NAME.into(),
+        dashboard_name: settings::name(&m.dashboard_name, suffix),
+        dashboard_body: if m.enabled {
+            t.dashboard.render_json(&vars).map_err(bad)?
+        } else {
+            serde_json::Value::Null
+        },
+        alarms: resources::monitoring::alarms(&function_name, &rule_name),
+    };
+    let mut environment = c.function.environment.clone();
+    if monitoring.enabled {
+        environment.insert(
+            crate::config::ALERT_TOPIC_VARIABLE.into(),
+            monitoring.topic_arn.clone(),
+        );
+    }
     Ok(Deployment {
         suffix: suffix.to_string(),
         region: region.to_string(),
@@ -199,16 +228,16 @@ pub fn deployment(
             .iter()
             .map(|arn| arn.replacen("arn:aws:", &format!("arn:{}:", aws::partition(region)), 1))
             .collect(),
-        function_name: settings::name(&c.function.name, suffix),
+        function_name,
         function_description: c.function.description.clone(),
         runtime: c.function.runtime.clone(),
         memory_mb: c.function.memory_mb as i32,
         timeout_s: c.function.timeout_s as i32,
         handler: format!("{module}.lambda_handler"),
-        environment: c.function.environment.clone(),
+        environment,
         code_sha256: templates::code_sha256(&zip),
         zip,
-        rule_name: settings::name(&c.rule.name, suffix),
+        rule_name,
         rule_description: c.rule.description.clone(),
         rule_sql: c.rule.sql.trim().to_string(),
         rule_sql_version: c.rule.sql_version.clone(),
@@ -223,6 +252,7 @@ pub fn deployment(
         wait_for_thing_type,
         sweep_duplicates: true,
         fleet: None,
+        monitoring,
     })
 }
 
@@ -763,7 +793,19 @@ async fn verify(settings: &Settings, options: &VerifyOptions) -> Result<ExitStat
     let mut checks = crate::verify::resource_checks(&plan, &cx).await;
     let e2e_started = std::time::Instant::now();
     let e2e = if options.skip_e2e {
-        Check::skip(crate::verify::E2E, "data path", "skipped with --skip-e2e")
+        let mut skipped = vec![Check::skip(
+            crate::verify::E2E,
+            "data path",
+            "skipped with --skip-e2e",
+        )];
+        if env.d.monitoring.enabled {
+            skipped.push(Check::skip(
+                crate::verify::E2E_ALERT,
+                "alert",
+                "skipped with --skip-e2e",
+            ));
+        }
+        skipped
     } else {
         progress.line(&format!(
             "  … publishing a test reading and waiting up to {}s for it in the function's log",
@@ -771,10 +813,11 @@ async fn verify(settings: &Settings, options: &VerifyOptions) -> Result<ExitStat
         ));
         crate::verify::data_path(&env, options.timeout).await
     };
-    checks.push(crate::verify::Timed {
-        check: e2e,
-        seconds: e2e_started.elapsed().as_secs_f64(),
-    });
+    let seconds = e2e_started.elapsed().as_secs_f64() / e2e.len() as f64;
+    checks.extend(
+        e2e.into_iter()
+            .map(|check| crate::verify::Timed { check, seconds }),
+    );
     let count = |s: CheckStatus| checks.iter().filter(|c| c.check.status == s).count();
     let (passed, failed, skipped) = (
         count(CheckStatus::Pass),

@@ -44,8 +44,39 @@ pub struct Config {
     pub rule: RuleConfig,
     pub shadow: ShadowConfig,
     pub fleet: FleetConfig,
+    pub monitoring: MonitoringConfig,
     pub aws: AwsConfig,
 }
+
+/// The architecture diagram's monitoring: an SNS topic for the handler's HIGH alerts,
+/// CloudWatch alarms notifying it, and a dashboard.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringConfig {
+    /// On by default: the diagram's monitoring is part of the system.
+    pub enabled: bool,
+    pub topic_name: String,
+    pub dashboard_name: String,
+    /// An address subscribed to the alert topic (AWS emails it a confirmation link).
+    pub alert_email: Option<String>,
+    /// A dashboard body template file replacing the built-in one.
+    pub dashboard_template: Option<PathBuf>,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        MonitoringConfig {
+            enabled: true,
+            topic_name: "iot-temperature-alerts-{{suffix}}".into(),
+            dashboard_name: "iot-device-registry-{{suffix}}".into(),
+            alert_email: None,
+            dashboard_template: None,
+        }
+    }
+}
+
+/// The variable through which the function learns the alert topic (set by iotreg).
+pub const ALERT_TOPIC_VARIABLE: &str = "ALERT_TOPIC_ARN";
 
 /// A fleet of devices from a manifest, instead of the recipe's one thing.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -337,6 +368,15 @@ const RULE_NAME: NameRule = NameRule {
     allowed: |c| c.is_ascii_alphanumeric() || c == '_',
     describe: "letters, digits and '_' (no hyphens)",
 };
+const TOPIC_NAME: NameRule = NameRule {
+    max: 256,
+    allowed: |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'),
+    describe: "letters, digits, '_' and '-'",
+};
+const DASHBOARD_NAME: NameRule = NameRule {
+    max: 255,
+    ..TOPIC_NAME
+};
 const ATTRIBUTE_NAME: NameRule = NameRule {
     max: 128,
     allowed: |c| c.is_ascii_alphanumeric() || "_.,@/:#-".contains(c),
@@ -410,13 +450,23 @@ impl Config {
             validate_suffix(s).map_err(|m| invalid("suffix", m))?;
         }
         let suffix = self.suffix.as_deref();
-        let names: [(&str, &str, &NameRule); 6] = [
+        let names: [(&str, &str, &NameRule); 8] = [
             ("thing_type.name", &self.thing_type.name, &THING_NAME),
             ("thing.name", &self.thing.name, &THING_NAME),
             ("policy.name", &self.policy.name, &POLICY_NAME),
             ("role.name", &self.role.name, &ROLE_NAME),
             ("function.name", &self.function.name, &FUNCTION_NAME),
             ("rule.name", &self.rule.name, &RULE_NAME),
+            (
+                "monitoring.topic_name",
+                &self.monitoring.topic_name,
+                &TOPIC_NAME,
+            ),
+            (
+                "monitoring.dashboard_name",
+                &self.monitoring.dashboard_name,
+                &DASHBOARD_NAME,
+            ),
         ];
         for (field, pattern, rule) in names {
             check_name(&sample_name(pattern, suffix), rule, false)
@@ -493,6 +543,25 @@ impl Config {
                 "function.environment",
                 format!("{env_size} bytes; Lambda allows 4 KB of variables in all"),
             ));
+        }
+        if self.monitoring.enabled && self.function.environment.contains_key(ALERT_TOPIC_VARIABLE) {
+            return Err(invalid(
+                &format!("function.environment.{ALERT_TOPIC_VARIABLE}"),
+                "set by iotreg to the alert topic while monitoring.enabled is true".into(),
+            ));
+        }
+        if let Some(email) = &self.monitoring.alert_email {
+            // What SNS needs to send the confirmation: one '@' with text on both sides and
+            // no whitespace. Whether the mailbox exists only the confirmation can tell.
+            let ok = email.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty() && domain.contains('.') && !domain.contains('@')
+            }) && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !ok {
+                return Err(invalid(
+                    "monitoring.alert_email",
+                    format!("{email:?} is not an email address"),
+                ));
+            }
         }
         if !(1..=256).contains(&self.fleet.concurrency) {
             return Err(invalid(
@@ -584,6 +653,7 @@ impl Config {
         fix(&mut self.function.source);
         fix(&mut self.shadow.template);
         fix(&mut self.fleet.manifest);
+        fix(&mut self.monitoring.dashboard_template);
         self
     }
 }
@@ -661,6 +731,22 @@ mod tests {
                 "[role]\nmanaged_policies = [\"nope\"]\n",
                 "role.managed_policies[0]",
             ),
+            (
+                "[monitoring]\ntopic_name = \"alerts.fifo\"\n",
+                "monitoring.topic_name",
+            ),
+            (
+                "[monitoring]\ndashboard_name = \"IoT fleet\"\n",
+                "monitoring.dashboard_name",
+            ),
+            (
+                "[monitoring]\nalert_email = \"ops at example.com\"\n",
+                "monitoring.alert_email",
+            ),
+            (
+                "[function.environment]\nALERT_TOPIC_ARN = \"arn:x\"\n",
+                "function.environment.ALERT_TOPIC_ARN",
+            ),
         ];
         for (text, field) in cases {
             let text = text.replace("{}", &"x".repeat(129));
@@ -671,6 +757,27 @@ mod tests {
             );
             assert!(!e.contains('\n'), "one line: {e}");
         }
+    }
+
+    #[test]
+    fn monitoring_settings() {
+        let c = parse_str("").unwrap();
+        assert!(
+            c.monitoring.enabled,
+            "the diagram's monitoring is on by default"
+        );
+        assert_eq!(c.monitoring.topic_name, "iot-temperature-alerts-{{suffix}}");
+        let c = parse_str("[monitoring]\nalert_email = \"ops+iot@example.com\"\n").unwrap();
+        assert_eq!(
+            c.monitoring.alert_email.as_deref(),
+            Some("ops+iot@example.com")
+        );
+        // With monitoring off the variable is the user's own.
+        let c = parse_str(
+            "[monitoring]\nenabled = false\n[function.environment]\nALERT_TOPIC_ARN = \"arn:x\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.function.environment["ALERT_TOPIC_ARN"], "arn:x");
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub struct Templates {
     pub trust: Template,
     pub handler: Template,
     pub shadow: Template,
+    pub dashboard: Template,
 }
 
 /// Bad input: reported as one line, exit 2, before any AWS call.
@@ -91,6 +92,12 @@ impl Settings {
                 templates::SHADOW,
             )
             .map_err(|e| bad(&e))?,
+            dashboard: Template::load(
+                config.monitoring.dashboard_template.as_deref(),
+                "dashboard.json",
+                templates::DASHBOARD,
+            )
+            .map_err(|e| bad(&e))?,
         };
         // Render once with stand-in values so a broken template fails now, not half way.
         let sample = template_vars(&config, "a1b2c3", "us-east-1", "000000000000");
@@ -106,6 +113,22 @@ impl Settings {
                 return Err(BadInput(format!(
                     "{}: a shadow document needs a \"state\" object",
                     templates.shadow.origin
+                )));
+            }
+        }
+        if config.monitoring.enabled {
+            let body = templates
+                .dashboard
+                .render_json(&sample)
+                .map_err(|e| bad(&e))?;
+            if body
+                .pointer("/widgets")
+                .and_then(|w| w.as_array())
+                .is_none()
+            {
+                return Err(BadInput(format!(
+                    "{}: a dashboard body needs a \"widgets\" array",
+                    templates.dashboard.origin
                 )));
             }
         }
@@ -244,6 +267,11 @@ pub fn template_vars(
         ("role_name", name(&config.role.name, suffix)),
         ("function_name", name(&config.function.name, suffix)),
         ("rule_name", name(&config.rule.name, suffix)),
+        ("topic_name", name(&config.monitoring.topic_name, suffix)),
+        (
+            "dashboard_name",
+            name(&config.monitoring.dashboard_name, suffix),
+        ),
         ("now", now),
     ]
     .into_iter()

@@ -12,6 +12,7 @@ pub const TRUST_POLICY: &str = include_str!("../templates/lambda-trust-policy.js
 pub const HANDLER: &str = include_str!("../templates/lambda-function.py");
 pub const RULE_SQL: &str = include_str!("../templates/rule.sql");
 pub const SHADOW: &str = include_str!("../templates/device-shadow.json");
+pub const DASHBOARD: &str = include_str!("../templates/dashboard.json");
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {

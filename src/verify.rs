@@ -12,6 +12,7 @@ use crate::engine::{Check, CheckStatus, Ctx, Resource};
 use crate::resources::Env;
 
 pub const E2E: &str = "e2e.data_path";
+pub const E2E_ALERT: &str = "e2e.alert";
 const READING: f64 = 85.5;
 const EXPECTED_LEVEL: &str = "HIGH";
 
@@ -84,12 +85,45 @@ pub fn invocation_block(events: &[String], index: usize) -> Option<&[String]> {
     Some(&events[start..=index + end])
 }
 
-/// Publishes the test reading and waits (polling, bounded) for the function's log to show it.
-pub async fn data_path(env: &Env, timeout: Duration) -> Check {
+/// The alert a HIGH reading's invocation published, from the handler's log lines: its SNS
+/// MessageId (SNS gives one only once the topic has accepted the message), or why not.
+pub fn alert_in(block: &[String], topic_arn: &str) -> Result<String, String> {
+    let published = format!("Alert published to {topic_arn}: MessageId ");
+    for line in block {
+        if let Some(at) = line.find(&published) {
+            return Ok(line[at + published.len()..].trim().to_string());
+        }
+        if let Some(at) = line.find("Alert not published") {
+            return Err(line[at..].trim().to_string());
+        }
+    }
+    Err(format!(
+        "the invocation logged no \"Alert published to {topic_arn}\" line (a handler without the alert, or ALERT_TOPIC_ARN not set?)"
+    ))
+}
+
+/// Publishes the test reading and waits (polling, bounded) for the function's log to show it:
+/// the `e2e.data_path` check, and with monitoring on the `e2e.alert` check (the handler's
+/// alert for the reading reached the alert topic).
+pub async fn data_path(env: &Env, timeout: Duration) -> Vec<Check> {
     let d = &env.d;
     let topic = format!("sensor/temperature/{}", d.thing_name);
     let group = format!("/aws/lambda/{}", d.function_name);
     let res = format!("data path {topic} → {} → {group}", d.rule_name);
+    let m = &d.monitoring;
+    let alert_res = format!("alert {} → {}", d.function_name, m.topic_name);
+    // Whatever stops the data path also stops the alert that depends on it.
+    let fail = |reason: String| {
+        let mut out = vec![Check::fail(E2E, &res, reason)];
+        if m.enabled {
+            out.push(Check::fail(
+                E2E_ALERT,
+                &alert_res,
+                "no invocation to look at: see e2e.data_path",
+            ));
+        }
+        out
+    };
     let marker = marker();
     let payload = serde_json::json!({
         "temperature": READING,
@@ -103,7 +137,7 @@ pub async fn data_path(env: &Env, timeout: Duration) -> Check {
     let since_ms = crate::state::now_ms().saturating_sub(60_000) as i64;
     let data = match env.aws.data().await {
         Ok(c) => c,
-        Err(e) => return Check::fail(E2E, &res, e.to_string()),
+        Err(e) => return fail(e.to_string()),
     };
     if let Err(e) = data
         .publish()
@@ -113,18 +147,15 @@ pub async fn data_path(env: &Env, timeout: Duration) -> Check {
         .send()
         .await
     {
-        return Check::fail(
-            E2E,
-            &res,
-            crate::aws::failed("topic", &topic, "iot-data:Publish", e).to_string(),
-        );
+        return fail(crate::aws::failed("topic", &topic, "iot-data:Publish", e).to_string());
     }
     let deadline = Instant::now() + timeout;
     let mut delay = Duration::from_millis(250);
     loop {
         match find_marker(env, &group, &marker, since_ms).await {
-            Ok(Some((level, stream))) => {
-                return match level {
+            Ok(Some((block, stream))) => {
+                let level = level_in(&block);
+                let mut out = vec![match level {
                     Some(l) if l == EXPECTED_LEVEL => Check::pass(
                         E2E,
                         &res,
@@ -140,35 +171,52 @@ pub async fn data_path(env: &Env, timeout: Duration) -> Check {
                         &res,
                         format!("reading {READING} °C reached {group} (stream {stream}) but the invocation logged no alert level"),
                     ),
-                };
+                }];
+                if m.enabled {
+                    out.push(match alert_in(&block, &m.topic_arn) {
+                        Ok(id) => Check::pass(
+                            E2E_ALERT,
+                            &alert_res,
+                            format!(
+                                "the {READING} °C reading's alert reached {} (SNS MessageId {id})",
+                                m.topic_name
+                            ),
+                        ),
+                        Err(why) => Check::fail(
+                            E2E_ALERT,
+                            &alert_res,
+                            format!(
+                                "no alert for the {READING} °C reading reached {}: {why}",
+                                m.topic_name
+                            ),
+                        ),
+                    });
+                }
+                return out;
             }
             Ok(None) => {}
-            Err(e) => return Check::fail(E2E, &res, e),
+            Err(e) => return fail(e),
         }
         if Instant::now() >= deadline {
-            return Check::fail(
-                E2E,
-                &res,
-                format!(
-                    "published an {READING} °C reading ({marker}) to {topic}, but it did not appear in {group} within {}s. \
-                     Check that the rule is enabled and may invoke the function. If this endpoint has no data path \
-                     (e.g. plain moto, which runs no rules engine), use --skip-e2e",
-                    timeout.as_secs_f64()
-                ),
-            );
+            return fail(format!(
+                "published an {READING} °C reading ({marker}) to {topic}, but it did not appear in {group} within {}s. \
+                 Check that the rule is enabled and may invoke the function. If this endpoint has no data path \
+                 (e.g. plain moto, which runs no rules engine), use --skip-e2e",
+                timeout.as_secs_f64()
+            ));
         }
         tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
         delay = (delay * 2).min(Duration::from_secs(2));
     }
 }
 
-/// Finds the marker's event; returns the level its invocation logged and the stream name.
+/// Finds the marker's event; returns its invocation's log lines and the stream name.
 async fn find_marker(
     env: &Env,
     group: &str,
     marker: &str,
     since_ms: i64,
-) -> Result<Option<(Option<&'static str>, String)>, String> {
+) -> Result<Option<(Vec<String>, String)>, String> {
     let logs = &env.aws.logs;
     let found = logs
         .filter_log_events()
@@ -228,7 +276,7 @@ async fn find_marker(
         return Ok(None);
     };
     // Until the invocation has ended, keep polling: its alert line may still be on its way.
-    Ok(invocation_block(&events, index).map(|block| (level_in(block), stream)))
+    Ok(invocation_block(&events, index).map(|block| (block.to_vec(), stream)))
 }
 
 /// JUnit XML: one testcase per check; failures carry the reason, skips are marked skipped.
@@ -324,6 +372,23 @@ mod tests {
         assert_eq!(level_in(invocation_block(&ev, 1).unwrap()), Some("NORMAL"));
         // An invocation still running (no END yet) is not judged.
         assert_eq!(invocation_block(&ev[..6], 5), None);
+    }
+
+    #[test]
+    fn the_alert_is_read_from_the_invocation() {
+        let arn = "arn:aws:sns:us-east-1:1:alerts";
+        let block = lines(&[
+            "[WARNING]\tt\tb\tHigh temperature alert: 85.5°C from d",
+            "[INFO]\tt\tb\tAlert published to arn:aws:sns:us-east-1:1:alerts: MessageId 42-a",
+        ]);
+        assert_eq!(alert_in(&block, arn), Ok("42-a".to_string()));
+        // Published to another topic is not this deployment's alert.
+        assert!(alert_in(&block, "arn:aws:sns:us-east-1:1:other").is_err());
+        let failed = lines(&[
+            "[ERROR]\tt\tb\tAlert not published to arn:aws:sns:us-east-1:1:alerts: AuthorizationError",
+        ]);
+        let why = alert_in(&failed, arn).unwrap_err();
+        assert!(why.contains("AuthorizationError"), "{why}");
     }
 
     #[test]

@@ -1,10 +1,35 @@
 import json
+import os
 import boto3
 import logging
 from datetime import datetime
 
 logger = logging.getLogger()
 logger.setLevel(logging.INFO)
+
+# Set by iotreg when monitoring is on: HIGH readings are published to this SNS topic.
+ALERT_TOPIC_ARN = os.environ.get('ALERT_TOPIC_ARN')
+sns = boto3.client('sns') if ALERT_TOPIC_ARN else None
+
+def publish_alert(device_name, temperature, alert_level, timestamp):
+    message = {
+        'device': device_name,
+        'temperature': temperature,
+        'alert_level': alert_level,
+        'timestamp': timestamp,
+        'processed_timestamp': datetime.utcnow().isoformat()
+    }
+    # SNS subjects are ASCII only, at most 100 characters.
+    subject = f"{alert_level} temperature {temperature} C from {device_name}"[:100]
+    try:
+        response = sns.publish(TopicArn=ALERT_TOPIC_ARN, Subject=subject,
+                               Message=json.dumps(message))
+    except Exception as e:
+        # Failing the invocation counts it in the function's Errors metric, whose alarm
+        # is how someone hears that alerts are not going out.
+        logger.error(f"Alert not published to {ALERT_TOPIC_ARN}: {e}")
+        raise
+    logger.info(f"Alert published to {ALERT_TOPIC_ARN}: MessageId {response['MessageId']}")
 
 def lambda_handler(event, context):
     logger.info(f"Received IoT data: {json.dumps(event)}")
@@ -24,6 +49,9 @@ def lambda_handler(event, context):
     else:
         logger.info(f"Normal temperature reading: {temperature}°C from {device_name}")
         alert_level = "NORMAL"
+
+    if alert_level == "HIGH" and ALERT_TOPIC_ARN:
+        publish_alert(device_name, temperature, alert_level, timestamp)
 
     # Return processed data for downstream systems
     return {

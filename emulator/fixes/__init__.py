@@ -22,6 +22,7 @@ from . import (
     iot_update_certificate,
     iotdata_shadow,
     lambda_permissions,
+    sns_email_pending,
 )
 
 FIXES = [
@@ -37,6 +38,7 @@ FIXES = [
     iot_tags,  # after iot_thing_types: wraps its CreateThingType
     iotdata_shadow,
     lambda_permissions,
+    sns_email_pending,  # email/email-json subscriptions stay pending confirmation
     cloudwatch_cbor,  # CloudWatch over RPC v2 CBOR (aws-sdk-cloudwatch for Rust)
 ]
 

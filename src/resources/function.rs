@@ -10,7 +10,7 @@ use aws_sdk_lambda::operation::create_function::{CreateFunctionError, CreateFunc
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{Environment, FunctionCode, LastUpdateStatus, Runtime};
 
-use super::{Env, FUNCTION, ROLE};
+use super::{Env, ALERT_POLICY, FUNCTION, ROLE};
 use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
 use crate::plan::Fields;
 use crate::retry::Backoff;
@@ -32,8 +32,9 @@ impl Resource for Function {
     fn name(&self) -> String {
         self.0.d.function_name.clone()
     }
+    /// With monitoring on, the role may publish alerts before the function can run.
     fn depends_on(&self) -> &[&'static str] {
-        &[ROLE]
+        &[ROLE, ALERT_POLICY]
     }
 
     fn desired(&self, cx: &Ctx) -> Fields {

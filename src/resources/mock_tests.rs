@@ -86,6 +86,19 @@ fn deployment(dir: &std::path::Path) -> Deployment {
         },
         wait_for_thing_type: false,
         write_settle: Duration::from_millis(1),
+        monitoring: crate::resources::monitoring::Monitoring {
+            enabled: false,
+            topic_name: "iot-temperature-alerts-abc123".into(),
+            topic_arn: "arn:aws:sns:us-east-1:123456789012:iot-temperature-alerts-abc123".into(),
+            alert_email: None,
+            policy_name: crate::resources::monitoring::POLICY_NAME.into(),
+            dashboard_name: "iot-device-registry-abc123".into(),
+            dashboard_body: serde_json::json!({"widgets": []}),
+            alarms: crate::resources::monitoring::alarms(
+                "iot-data-processor-abc123",
+                "sensor_data_rule_abc123",
+            ),
+        },
     }
 }
 

@@ -10,9 +10,15 @@ use crate::config::CertificateMode;
 use crate::engine::Resource;
 use crate::keys::KeyFiles;
 
+pub mod alarm;
+pub mod alert_policy;
+pub mod alert_subscription;
+pub mod alert_topic;
 pub mod certificate;
+pub mod dashboard;
 pub mod fleet;
 pub mod function;
+pub mod monitoring;
 pub mod permission;
 pub mod policy;
 pub mod policy_attachment;
@@ -73,6 +79,8 @@ pub struct Deployment {
     pub sweep_duplicates: bool,
     /// A fleet of devices instead of the recipe's one thing.
     pub fleet: Option<Arc<fleet::FleetSpec>>,
+    /// The alert topic, alarms and dashboard (deployed when enabled).
+    pub monitoring: monitoring::Monitoring,
 }
 
 impl Deployment {
@@ -106,6 +114,10 @@ pub const RULE: &str = "rule";
 pub const PERMISSION: &str = "permission";
 pub const SHADOW: &str = "shadow";
 pub const FLEET: &str = "fleet";
+pub const ALERT_TOPIC: &str = "alert_topic";
+pub const ALERT_SUBSCRIPTION: &str = "alert_subscription";
+pub const ALERT_POLICY: &str = "alert_policy";
+pub const DASHBOARD: &str = "dashboard";
 
 /// The stack of DESIGN.md §1 as the config wants it, in the recipe's order: the one device's
 /// thing, certificate, attachments and shadow, or, for a fleet, the fleet step (each device's
@@ -124,6 +136,14 @@ pub fn plan(env: &Arc<Env>) -> Vec<Box<dyn Resource>> {
         plan.push(Box::new(thing_principal::ThingPrincipal(env.clone())));
     }
     plan.push(Box::new(role::Role(env.clone())));
+    let m = &env.d.monitoring;
+    if m.enabled {
+        plan.push(Box::new(alert_topic::AlertTopic(env.clone())));
+        if m.alert_email.is_some() {
+            plan.push(Box::new(alert_subscription::AlertSubscription(env.clone())));
+        }
+        plan.push(Box::new(alert_policy::AlertPolicy(env.clone())));
+    }
     plan.push(Box::new(function::Function(env.clone())));
     plan.push(Box::new(rule::Rule(env.clone())));
     plan.push(Box::new(permission::Permission(env.clone())));
@@ -132,7 +152,27 @@ pub fn plan(env: &Arc<Env>) -> Vec<Box<dyn Resource>> {
     } else if env.d.shadow.is_some() {
         plan.push(Box::new(shadow::Shadow(env.clone())));
     }
+    if m.enabled {
+        for a in alarm::Alarm::all(env) {
+            plan.push(Box::new(a));
+        }
+        plan.push(Box::new(dashboard::Dashboard(env.clone())));
+    }
     plan
+}
+
+/// The monitoring resources, whether or not the config wants them (for strays).
+fn monitoring_resources(env: &Arc<Env>) -> Vec<Box<dyn Resource>> {
+    let mut all: Vec<Box<dyn Resource>> = vec![
+        Box::new(alert_topic::AlertTopic(env.clone())),
+        Box::new(alert_subscription::AlertSubscription(env.clone())),
+        Box::new(alert_policy::AlertPolicy(env.clone())),
+    ];
+    for a in alarm::Alarm::all(env) {
+        all.push(Box::new(a));
+    }
+    all.push(Box::new(dashboard::Dashboard(env.clone())));
+    all
 }
 
 /// One device's resources, for a fleet device's own deployment (its thing name, attributes
@@ -151,17 +191,18 @@ pub fn device_plan(env: &Arc<Env>) -> Vec<Box<dyn Resource>> {
 }
 
 /// Resources the state records but the config no longer wants (shadow initialisation turned
-/// off, a thing type replaced by a rename, the one device's resources after a switch to a
-/// fleet): `up` deletes them after converging the rest, and `down` deletes them with the rest.
+/// off, monitoring turned off or its email removed, a thing type replaced by a rename, the one
+/// device's resources after a switch to a fleet): `up` deletes them after converging the rest, and `down` deletes them with the rest.
 pub fn strays(env: &Arc<Env>, state: &crate::state::State) -> Vec<Box<dyn Resource>> {
     let wanted: Vec<String> = plan(env).iter().map(|r| r.key().to_string()).collect();
-    let single: Vec<Box<dyn Resource>> = vec![
+    let mut single: Vec<Box<dyn Resource>> = vec![
         Box::new(thing::Thing(env.clone())),
         Box::new(certificate::Certificate(env.clone())),
         Box::new(policy_attachment::PolicyAttachment(env.clone())),
         Box::new(thing_principal::ThingPrincipal(env.clone())),
         Box::new(shadow::Shadow(env.clone())),
     ];
+    single.extend(monitoring_resources(env));
     let mut out: Vec<Box<dyn Resource>> = single
         .into_iter()
         .filter(|r| !wanted.iter().any(|w| w == r.key()) && state.get(r.key()).is_some())

@@ -1,0 +1,270 @@
+//! A CloudWatch alarm notifying the alert topic (one resource per alarm of
+//! [`super::monitoring::alarms`]). PutMetricAlarm creates or replaces, so an update is the
+//! same call as a create.
+
+use std::sync::Arc;
+
+use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, MetricAlarm, Statistic};
+
+use super::monitoring::AlarmSpec;
+use super::{Env, ALERT_TOPIC};
+use crate::call;
+use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
+use crate::plan::Fields;
+use crate::state::{Phase, Record};
+
+const KIND: &str = "CloudWatch alarm";
+
+pub struct Alarm {
+    pub env: Arc<Env>,
+    pub spec: AlarmSpec,
+}
+
+impl Alarm {
+    /// Every alarm of the deployment.
+    pub fn all(env: &Arc<Env>) -> Vec<Alarm> {
+        env.d
+            .monitoring
+            .alarms
+            .iter()
+            .map(|spec| Alarm {
+                env: env.clone(),
+                spec: spec.clone(),
+            })
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl Resource for Alarm {
+    fn key(&self) -> &str {
+        self.spec.key
+    }
+    fn kind(&self) -> &str {
+        KIND
+    }
+    fn name(&self) -> String {
+        self.spec.name.clone()
+    }
+    fn depends_on(&self) -> &[&'static str] {
+        &[ALERT_TOPIC]
+    }
+
+    fn desired(&self, _cx: &Ctx) -> Fields {
+        let s = &self.spec;
+        fields(
+            s.description.clone(),
+            format!("{} {}", s.namespace, s.metric),
+            dimensions_text(s.dimensions.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            format!(
+                "{} over {} s, {} period(s), {} {}",
+                s.statistic, s.period_s, s.evaluation_periods, s.comparison, s.threshold
+            ),
+            s.treat_missing_data.clone(),
+            vec![self.env.d.monitoring.topic_arn.clone()],
+        )
+    }
+
+    async fn observe(&self, _cx: &Ctx) -> Result<Option<Fields>, StepError> {
+        Ok(self.live().await?.map(|a| observed(&a)))
+    }
+
+    async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+        let name = self.name();
+        let key = self.spec.key;
+        let record = cx.record(key);
+        let live = self.live().await?;
+        let mut rec = Record::new(key, KIND, Phase::Created, &name);
+        if let Some(live) = &live {
+            let Some(recorded) = &record else {
+                return Err(StepError::NotOurs {
+                    kind: KIND.into(),
+                    name,
+                });
+            };
+            rec.arn = live
+                .alarm_arn()
+                .map(str::to_string)
+                .or(recorded.arn.clone());
+            let diff = crate::plan::compare(&self.desired(cx), &observed(live), None);
+            if diff.is_empty() {
+                return cx.keep(record.as_ref(), rec);
+            }
+            self.put().await?;
+            cx.commit(rec)?;
+            let fields: Vec<String> = diff.into_iter().map(|c| c.field).collect();
+            return Ok(Outcome::Updated(fields.join(", ")));
+        }
+        cx.intent(rec.clone())?;
+        self.put().await?;
+        rec.arn = self.live().await?.and_then(|a| a.alarm_arn);
+        cx.commit(rec)?;
+        Ok(Outcome::Created)
+    }
+
+    async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
+        Ok(self.live().await?.map(|a| a.alarm_arn.unwrap_or_default()))
+    }
+
+    async fn check(&self, cx: &Ctx) -> Vec<Check> {
+        let check = format!("alarm.{}", self.spec.key.trim_start_matches("alarm_"));
+        let res = format!("{KIND} {}", self.spec.name);
+        let live = crate::check_try!(self.live().await, [&check], res);
+        let Some(live) = live else {
+            return vec![Check::fail(&check, &res, format!("{res} does not exist"))];
+        };
+        let diff = crate::plan::compare(&self.desired(cx), &observed(&live), None);
+        let state = live
+            .state_value()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        vec![if diff.is_empty() {
+            Check::pass(
+                &check,
+                &res,
+                format!(
+                    "watches {} {} and notifies {}; state {state}",
+                    self.spec.namespace, self.spec.metric, self.env.d.monitoring.topic_name
+                ),
+            )
+        } else {
+            let fields: Vec<String> = diff.into_iter().map(|c| c.field).collect();
+            Check::fail(
+                &check,
+                &res,
+                format!("{res} differs: {}", fields.join(", ")),
+            )
+        }]
+    }
+
+    async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+        let key = self.spec.key;
+        let Some(rec) = cx.record(key) else {
+            return Ok(Outcome::Absent);
+        };
+        let cw = &self.env.aws.cloudwatch;
+        // DeleteAlarms of a missing alarm is ResourceNotFound on AWS and success in moto.
+        let deleted = crate::done!(
+            cw.delete_alarms().alarm_names(&rec.name).send(),
+            is_resource_not_found,
+            KIND,
+            &rec.name,
+            "DeleteAlarms"
+        );
+        cx.forget(key)?;
+        Ok(if deleted {
+            Outcome::Deleted
+        } else {
+            Outcome::Absent
+        })
+    }
+}
+
+impl Alarm {
+    async fn live(&self) -> Result<Option<MetricAlarm>, StepError> {
+        let out = call!(
+            self.env
+                .aws
+                .cloudwatch
+                .describe_alarms()
+                .alarm_names(&self.spec.name)
+                .send(),
+            KIND,
+            &self.spec.name,
+            "DescribeAlarms"
+        );
+        Ok(out
+            .metric_alarms
+            .unwrap_or_default()
+            .into_iter()
+            .find(|a| a.alarm_name() == Some(self.spec.name.as_str())))
+    }
+
+    async fn put(&self) -> Result<(), StepError> {
+        let s = &self.spec;
+        let dims = s
+            .dimensions
+            .iter()
+            .map(|(k, v)| Dimension::builder().name(k).value(v).build())
+            .collect();
+        call!(
+            self.env
+                .aws
+                .cloudwatch
+                .put_metric_alarm()
+                .alarm_name(&s.name)
+                .alarm_description(&s.description)
+                .namespace(&s.namespace)
+                .metric_name(&s.metric)
+                .set_dimensions(Some(dims))
+                .statistic(Statistic::from(s.statistic.as_str()))
+                .period(s.period_s)
+                .evaluation_periods(s.evaluation_periods)
+                .threshold(s.threshold)
+                .comparison_operator(ComparisonOperator::from(s.comparison.as_str()))
+                .treat_missing_data(&s.treat_missing_data)
+                .actions_enabled(true)
+                .alarm_actions(&self.env.d.monitoring.topic_arn)
+                .send(),
+            KIND,
+            &s.name,
+            "PutMetricAlarm"
+        );
+        Ok(())
+    }
+}
+
+fn dimensions_text<'a>(dims: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut d: Vec<String> = dims.map(|(k, v)| format!("{k}={v}")).collect();
+    // CloudWatch does not promise to return dimensions in the order they were put.
+    d.sort();
+    d.join(", ")
+}
+
+fn fields(
+    description: String,
+    metric: String,
+    dimensions: String,
+    condition: String,
+    missing_data: String,
+    actions: Vec<String>,
+) -> Fields {
+    Fields::from([
+        ("actions".to_string(), actions.into()),
+        ("condition".to_string(), condition.into()),
+        ("description".to_string(), description.into()),
+        ("dimensions".to_string(), dimensions.into()),
+        ("metric".to_string(), metric.into()),
+        ("missing_data".to_string(), missing_data.into()),
+    ])
+}
+
+/// The live alarm as the same fields as the desired one.
+fn observed(a: &MetricAlarm) -> Fields {
+    let mut actions: Vec<String> = a.alarm_actions().to_vec();
+    actions.sort();
+    fields(
+        a.alarm_description().unwrap_or_default().to_string(),
+        format!(
+            "{} {}",
+            a.namespace().unwrap_or_default(),
+            a.metric_name().unwrap_or_default()
+        ),
+        dimensions_text(
+            a.dimensions()
+                .iter()
+                .map(|d| (d.name().unwrap_or_default(), d.value().unwrap_or_default())),
+        ),
+        format!(
+            "{} over {} s, {} period(s), {} {}",
+            a.statistic().map(|s| s.as_str()).unwrap_or("?"),
+            a.period().unwrap_or(0),
+            a.evaluation_periods().unwrap_or(0),
+            a.comparison_operator().map(|c| c.as_str()).unwrap_or("?"),
+            a.threshold().unwrap_or(f64::NAN)
+        ),
+        // AWS reports "missing" when it was never set; iotreg always sets it.
+        a.treat_missing_data().unwrap_or("missing").to_string(),
+        actions,
+    )
+}

@@ -1,0 +1,228 @@
+//! The optional email subscription to the alert topic (`monitoring.alert_email`). AWS emails
+//! the address a confirmation link; until it is followed the subscription is pending, which
+//! `up` and `verify` report without failing: only the address's owner can confirm it.
+
+use std::sync::Arc;
+
+use super::{Env, ALERT_SUBSCRIPTION, ALERT_TOPIC};
+use crate::call;
+use crate::engine::{Check, Ctx, Outcome, Replacement, Resource, StepError};
+use crate::plan::Fields;
+use crate::state::{Phase, Record};
+
+const KIND: &str = "SNS email subscription";
+/// What SNS lists instead of an ARN for a subscription not yet confirmed (documented value).
+const PENDING: &str = "PendingConfirmation";
+
+pub struct AlertSubscription(pub Arc<Env>);
+
+/// A subscription of the address to the topic, as listed.
+struct Live {
+    /// The ARN, or None while pending (SNS lists no ARN then).
+    arn: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl Resource for AlertSubscription {
+    fn key(&self) -> &str {
+        ALERT_SUBSCRIPTION
+    }
+    fn kind(&self) -> &str {
+        KIND
+    }
+    fn name(&self) -> String {
+        self.0.d.monitoring.alert_email.clone().unwrap_or_default()
+    }
+    fn depends_on(&self) -> &[&'static str] {
+        &[ALERT_TOPIC]
+    }
+    /// The address subscribed to this deployment's own topic is this deployment's.
+    fn adopts_unowned(&self) -> bool {
+        true
+    }
+    fn replacement(&self, why: &Replacement) -> (String, bool) {
+        match why {
+            Replacement::Renamed { from } => (
+                format!("the address changed: {from} is unsubscribed, the new one subscribed"),
+                true,
+            ),
+            Replacement::Immutable { .. } => (String::new(), true),
+        }
+    }
+
+    fn desired(&self, _cx: &Ctx) -> Fields {
+        Fields::new()
+    }
+
+    async fn observe(&self, _cx: &Ctx) -> Result<Option<Fields>, StepError> {
+        Ok(self.find(&self.name()).await?.map(|_| Fields::new()))
+    }
+
+    async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+        let email = self.name();
+        let m = &self.0.d.monitoring;
+        let mut record = cx.record(ALERT_SUBSCRIPTION);
+        if let Some(old) = record.as_ref().filter(|r| r.name != email) {
+            self.unsubscribe(old).await?;
+            cx.forget(ALERT_SUBSCRIPTION)?;
+            record = None;
+        }
+        if let Some(live) = self.find(&email).await? {
+            let mut rec = Record::new(ALERT_SUBSCRIPTION, KIND, Phase::Created, &email);
+            // A pending subscription is listed without its ARN: keep the one recorded.
+            rec.arn = live
+                .arn
+                .clone()
+                .or_else(|| record.as_ref().and_then(|r| r.arn.clone()));
+            let kept = cx.keep(record.as_ref(), rec)?;
+            return Ok(match live.arn {
+                None => Outcome::Pending(awaiting(&email)),
+                Some(_) => kept,
+            });
+        }
+        let mut rec = cx.intent(Record::new(ALERT_SUBSCRIPTION, KIND, Phase::Intent, &email))?;
+        // Subscribe is idempotent for the same topic, protocol and address. Without
+        // ReturnSubscriptionArn an email subscription answers "pending confirmation" in place
+        // of its ARN, which `down` needs.
+        let out = call!(
+            self.0
+                .aws
+                .sns
+                .subscribe()
+                .topic_arn(&m.topic_arn)
+                .protocol("email")
+                .endpoint(&email)
+                .return_subscription_arn(true)
+                .send(),
+            KIND,
+            &email,
+            "Subscribe"
+        );
+        rec.phase = Phase::Created;
+        rec.arn = out.subscription_arn;
+        cx.commit(rec)?;
+        Ok(match self.find(&email).await? {
+            Some(Live { arn: Some(_) }) => Outcome::Created,
+            _ => Outcome::Pending(awaiting(&email)),
+        })
+    }
+
+    async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
+        Ok(self
+            .find(&self.name())
+            .await?
+            .map(|l| l.arn.unwrap_or_else(|| PENDING.to_string())))
+    }
+
+    async fn check(&self, _cx: &Ctx) -> Vec<Check> {
+        const NAME: &str = "alerts.subscription";
+        let email = self.name();
+        let res = format!("{KIND} {email}");
+        let live = crate::check_try!(self.find(&email).await, [NAME], res);
+        vec![match live {
+            Some(Live { arn: Some(_) }) => {
+                Check::pass(NAME, &res, format!("{email} is subscribed and confirmed"))
+            }
+            // Not a failure: only the address's owner can confirm, and CI never will.
+            Some(Live { arn: None }) => Check::pass(
+                NAME,
+                &res,
+                format!("{email} is subscribed, pending confirmation: {}", HOW),
+            ),
+            None => Check::fail(
+                NAME,
+                &res,
+                format!(
+                    "{email} is not subscribed to {}",
+                    self.0.d.monitoring.topic_name
+                ),
+            ),
+        }]
+    }
+
+    async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+        let Some(rec) = cx.record(ALERT_SUBSCRIPTION) else {
+            return Ok(Outcome::Absent);
+        };
+        let outcome = self.unsubscribe(&rec).await?;
+        cx.forget(ALERT_SUBSCRIPTION)?;
+        Ok(outcome)
+    }
+}
+
+const HOW: &str =
+    "AWS emailed it a link, and alerts reach it once the link is followed (unconfirmed subscriptions expire after 3 days)";
+
+fn awaiting(email: &str) -> String {
+    format!("{email} pending confirmation: {HOW}")
+}
+
+impl AlertSubscription {
+    /// The address's email subscription to the alert topic, if any (paginated listing).
+    async fn find(&self, email: &str) -> Result<Option<Live>, StepError> {
+        let m = &self.0.d.monitoring;
+        let mut token: Option<String> = None;
+        loop {
+            let Some(page) = crate::found!(
+                self.0
+                    .aws
+                    .sns
+                    .list_subscriptions_by_topic()
+                    .topic_arn(&m.topic_arn)
+                    .set_next_token(token.clone())
+                    .send(),
+                is_not_found_exception,
+                KIND,
+                email,
+                "ListSubscriptionsByTopic"
+            ) else {
+                return Ok(None); // no topic, no subscription
+            };
+            if let Some(s) = page
+                .subscriptions()
+                .iter()
+                .find(|s| s.protocol() == Some("email") && s.endpoint() == Some(email))
+            {
+                let arn = s.subscription_arn().filter(|a| a.starts_with("arn:"));
+                return Ok(Some(Live {
+                    arn: arn.map(str::to_string),
+                }));
+            }
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Removes a recorded subscription.
+    async fn unsubscribe(&self, rec: &Record) -> Result<Outcome, StepError> {
+        let Some(arn) = rec.arn.as_deref().filter(|a| a.starts_with("arn:")) else {
+            return Ok(Outcome::Retained(
+                "no subscription ARN on record; deleting the topic removes it".into(),
+            ));
+        };
+        let sns = &self.0.aws.sns;
+        match sns.unsubscribe().subscription_arn(arn).send().await {
+            Ok(_) => Ok(Outcome::Deleted),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_not_found_exception()) =>
+            {
+                Ok(Outcome::Absent)
+            }
+            // AWS may refuse to unsubscribe a subscription still pending confirmation; it
+            // expires on its own, and goes with the topic.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_invalid_parameter_exception())
+                    && matches!(self.find(&rec.name).await, Ok(Some(Live { arn: None }))) =>
+            {
+                Ok(Outcome::Retained(
+                    "pending confirmation, which AWS does not let anyone unsubscribe; it expires after 3 days, or goes with the topic".into(),
+                ))
+            }
+            Err(e) => Err(crate::aws::failed(KIND, &rec.name, "Unsubscribe", e)),
+        }
+    }
+}
