@@ -47,7 +47,7 @@ async fn up_killed_after_each_write_converges_without_duplicates_or_orphans() {
         );
         let again = w.ok(&["up", "--output", "json"]).json();
         assert_eq!(
-            again["counts"]["unchanged"], 11,
+            again["counts"]["unchanged"], STEPS,
             "converged after a kill at {op}"
         );
         w.ok(&["down"]);

@@ -66,7 +66,10 @@ async fn survive(from: u64) {
     assert_eq!(inv, Inventory::one_of_each(), "seed {seed} after up");
     w.ok(&["verify", "--skip-e2e"]);
     let again = w.ok(&["up", "--output", "json"]).json();
-    assert_eq!(again["counts"]["unchanged"], 11, "seed {seed}: converged");
+    assert_eq!(
+        again["counts"]["unchanged"], STEPS,
+        "seed {seed}: converged"
+    );
     w.ok(&["down"]);
     assert_eq!(
         inventory(&c).await,

@@ -13,7 +13,7 @@ async fn up_creates_the_recipe_stack_with_its_exact_settings() {
     let run = w.ok(&["up", "--output", "json"]);
     let summary = run.json();
     assert_eq!(summary["ok"], true);
-    assert_eq!(summary["counts"]["created"], 11, "{}", run.all());
+    assert_eq!(summary["counts"]["created"], STEPS, "{}", run.all());
     let s = w.suffix();
     assert_eq!(s.len(), 6);
     assert!(s
@@ -290,7 +290,12 @@ async fn second_up_makes_no_write_call() {
         emu.requests().len() > before + 10,
         "the second up did read the live resources"
     );
-    assert_eq!(second.json()["counts"]["unchanged"], 11, "{}", second.all());
+    assert_eq!(
+        second.json()["counts"]["unchanged"],
+        STEPS,
+        "{}",
+        second.all()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -334,7 +339,7 @@ async fn status_reports_each_resource_and_what_is_missing() {
     let s = w.suffix();
     let status = w.ok(&["status", "--output", "json"]).json();
     let resources = status["resources"].as_array().unwrap();
-    assert_eq!(resources.len(), 11);
+    assert_eq!(resources.len(), STEPS);
     assert!(
         resources.iter().all(|r| r["outcome"] == "present"),
         "{status}"

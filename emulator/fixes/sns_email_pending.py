@@ -1,5 +1,7 @@
 """Fix: SNS email / email-json subscriptions stay pending confirmation.
 
+Also: GetTopicAttributes counts the topic's subscriptions.
+
 AWS behaviour restored
     An ``email`` or ``email-json`` subscription is *pending confirmation*
     until the address owner follows the link in the confirmation mail, which
@@ -27,11 +29,24 @@ AWS behaviour restored
     Every other protocol (sqs, lambda, http, ...) is confirmed at once, as
     moto already does.
 
+    GetTopicAttributes reports the topic's subscription counts as decimal
+    strings: ``SubscriptionsConfirmed`` = its confirmed subscriptions,
+    ``SubscriptionsPending`` = its subscriptions pending confirmation (the
+    email / email-json ones above), ``SubscriptionsDeleted`` = ``"0"``.
+    Only that topic's subscriptions count; Subscribe (a repeated one adds
+    nothing), Unsubscribe and DeleteTopic (a topic created again under the
+    same name starts at 0) show in the next answer.  AWS refreshes these
+    counts only about once a minute; the emulator counts at every call, the
+    same subscriptions ListSubscriptionsByTopic lists.
+
 What moto 5.2.1 does instead
     Marks every subscription confirmed at Subscribe (``PendingConfirmation``
     false, ``ConfirmationWasAuthenticated`` true) and returns and lists its
     real ARN; Unsubscribe of ``PendingConfirmation`` answers 200 (nothing
     removed), Get/SetSubscriptionAttributes of it NotFound (HTTP 404).
+    GetTopicAttributes answers ``SubscriptionsConfirmed`` /
+    ``SubscriptionsPending`` / ``SubscriptionsDeleted`` = ``0`` always
+    (fields of the Topic set at CreateTopic and never updated).
 """
 
 from __future__ import annotations
@@ -124,6 +139,22 @@ def _make_publish(original):
     return publish
 
 
+def _make_topic_attributes(original):
+    def get_topic_attributes(self):
+        result = original(self)  # NotFound for a missing topic, as before
+        topic = self.backend.get_topic(self._get_param("TopicArn"))
+        # The subscriptions ListSubscriptionsByTopic lists.
+        subscriptions = self.backend._get_topic_subscriptions(topic)
+        pending = sum(1 for s in subscriptions if _pending(s))
+        attributes = result.result["Attributes"]
+        attributes["SubscriptionsConfirmed"] = str(len(subscriptions) - pending)
+        attributes["SubscriptionsPending"] = str(pending)
+        attributes["SubscriptionsDeleted"] = "0"
+        return result
+
+    return get_topic_attributes
+
+
 def _make_checked(original):
     def checked(self, arn, *args, **kwargs):
         _check_subscription_arn(arn)
@@ -147,6 +178,10 @@ def apply() -> None:
     for name in ("list_subscriptions", "list_subscriptions_by_topic"):
         original = getattr(SNSResponse, f"_emulator_orig_{name}", getattr(SNSResponse, name))
         patch(SNSResponse, name, _make_list(original))
+    original = getattr(
+        SNSResponse, "_emulator_orig_get_topic_attributes", SNSResponse.get_topic_attributes
+    )
+    patch(SNSResponse, "get_topic_attributes", _make_topic_attributes(original))
 
     original = getattr(Subscription, "_emulator_orig_publish", Subscription.publish)
     patch(Subscription, "publish", _make_publish(original))

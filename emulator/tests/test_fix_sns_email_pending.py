@@ -51,6 +51,22 @@ def make_queue(aws, name: str) -> tuple[str, str]:
     return url, arn
 
 
+def counts(aws, topic_arn: str) -> dict[str, str]:
+    attributes = aws("sns").get_topic_attributes(TopicArn=topic_arn)["Attributes"]
+    return {
+        key: attributes[key]
+        for key in ("SubscriptionsConfirmed", "SubscriptionsPending", "SubscriptionsDeleted")
+    }
+
+
+def expected(confirmed: str, pending: str) -> dict[str, str]:
+    return {
+        "SubscriptionsConfirmed": confirmed,
+        "SubscriptionsPending": pending,
+        "SubscriptionsDeleted": "0",
+    }
+
+
 def receive_all(aws, url: str) -> list[str]:
     sqs = aws("sqs")
     bodies: list[str] = []
@@ -188,15 +204,71 @@ def test_sqs_subscription_unchanged_and_still_delivered(aws, topic, name):
     assert envelope["TopicArn"] == topic
 
 
+def test_topic_attributes_count_confirmed_and_pending(aws, topic, name):
+    sns = aws("sns")
+    assert counts(aws, topic) == expected("0", "0")
+    _, queue_arn = make_queue(aws, name)
+    sqs_arn = sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)["SubscriptionArn"]
+    endpoint = f"{name}@example.com"
+    sns.subscribe(TopicArn=topic, Protocol="email", Endpoint=endpoint)
+    assert counts(aws, topic) == expected("1", "1")
+    # A repeated Subscribe is the same subscription: nothing more counted.
+    sns.subscribe(TopicArn=topic, Protocol="email", Endpoint=endpoint)
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    assert counts(aws, topic) == expected("1", "1")
+
+    sns.unsubscribe(SubscriptionArn=sqs_arn)
+    assert counts(aws, topic) == expected("0", "1")
+    sns.unsubscribe(SubscriptionArn=real_arn(aws, topic, endpoint))
+    assert counts(aws, topic) == expected("0", "0")
+
+
+def test_topic_attributes_count_only_that_topic(aws, topic, name):
+    sns = aws("sns")
+    other = sns.create_topic(Name=f"{name}-other")["TopicArn"]
+    try:
+        _, queue_arn = make_queue(aws, name)
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+        sns.subscribe(TopicArn=topic, Protocol="email", Endpoint=f"{name}@example.com")
+        # The other topic: the same queue and address, plus more of its own.
+        sns.subscribe(TopicArn=other, Protocol="sqs", Endpoint=queue_arn)
+        sns.subscribe(TopicArn=other, Protocol="email", Endpoint=f"{name}@example.com")
+        sns.subscribe(TopicArn=other, Protocol="email-json", Endpoint=f"{name}-2@example.com")
+        _, second_queue_arn = make_queue(aws, f"{name}-2")
+        sns.subscribe(TopicArn=other, Protocol="sqs", Endpoint=second_queue_arn)
+        assert counts(aws, topic) == expected("1", "1")
+        assert counts(aws, other) == expected("2", "2")
+    finally:
+        sns.delete_topic(TopicArn=other)
+    assert counts(aws, topic) == expected("1", "1")
+
+
+def test_topic_attributes_counts_after_delete_topic(aws, topic, name):
+    sns = aws("sns")
+    _, queue_arn = make_queue(aws, name)
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    sns.subscribe(TopicArn=topic, Protocol="email", Endpoint=f"{name}@example.com")
+    sns.delete_topic(TopicArn=topic)
+    with pytest.raises(sns.exceptions.NotFoundException):
+        sns.get_topic_attributes(TopicArn=topic)
+    # Created again under the same name: a new topic without subscriptions.
+    assert sns.create_topic(Name=name)["TopicArn"] == topic
+    assert counts(aws, topic) == expected("0", "0")
+
+
 def test_publish_skips_pending_subscription_in_process(name):
     """moto delivers no email anyway, so check the skip itself, in this process."""
     from moto.sns.models import Subscription, sns_backends
+    from moto.sns.responses import SNSResponse
     from moto.sqs.models import sqs_backends
 
     fix.apply()
     fix.apply()  # idempotent: still wraps moto's own method, once
     assert Subscription._emulator_orig_publish.__qualname__ == "Subscription.publish"
     assert Subscription.publish.__qualname__ == "_make_publish.<locals>.publish"
+    assert SNSResponse._emulator_orig_get_topic_attributes.__qualname__ == (
+        "SNSResponse.get_topic_attributes"
+    )
 
     backend = sns_backends[ACCOUNT]["us-east-1"]
     topic = backend.create_topic(name)

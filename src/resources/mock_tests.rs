@@ -601,3 +601,167 @@ async fn plan_fails_naming_the_call_when_a_read_is_refused() {
         "{e}"
     );
 }
+
+/// A harness whose SNS and CloudWatch clients answer with the given rules, monitoring on.
+fn monitoring_harness(sns: &[&Rule], cloudwatch: &[&Rule], records: Vec<Record>) -> Harness {
+    let mut h = harness(&[], &[], &[], &[], records, |d| d.monitoring.enabled = true);
+    let env = Arc::get_mut(&mut h.env).expect("harness owns the env");
+    env.aws.sns = mock_client!(aws_sdk_sns, RuleMode::MatchAny, sns);
+    env.aws.cloudwatch = mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, cloudwatch);
+    h
+}
+
+fn recorded(key: &str, kind: &str, name: &str, arn: Option<&str>) -> Record {
+    let mut r = Record::new(key, kind, Phase::Created, name);
+    r.arn = arn.map(str::to_string);
+    r
+}
+
+#[tokio::test]
+async fn a_dashboard_already_deleted_is_absent_on_down() {
+    use aws_sdk_cloudwatch::operation::delete_dashboards::DeleteDashboardsError;
+    // DeleteDashboards has no typed not-found error: AWS answers the ResourceNotFound code.
+    let delete = mock!(aws_sdk_cloudwatch::Client::delete_dashboards).then_error(|| {
+        DeleteDashboardsError::generic(meta("ResourceNotFound", "Dashboard does not exist"))
+    });
+    let rec = recorded(
+        DASHBOARD,
+        "CloudWatch dashboard",
+        "iot-device-registry-abc123",
+        None,
+    );
+    let h = monitoring_harness(&[], &[&delete], vec![rec]);
+    let outcome = dashboard::Dashboard(h.env.clone())
+        .destroy(&h.cx)
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Absent);
+    assert!(h.cx.record(DASHBOARD).is_none());
+    assert_eq!(delete.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_dashboard_delete_keeps_the_record_and_names_the_call() {
+    use aws_sdk_cloudwatch::operation::delete_dashboards::DeleteDashboardsError;
+    let delete = mock!(aws_sdk_cloudwatch::Client::delete_dashboards)
+        .then_error(|| DeleteDashboardsError::generic(meta("AccessDenied", "not allowed")));
+    let rec = recorded(
+        DASHBOARD,
+        "CloudWatch dashboard",
+        "iot-device-registry-abc123",
+        None,
+    );
+    let h = monitoring_harness(&[], &[&delete], vec![rec]);
+    let err = dashboard::Dashboard(h.env.clone())
+        .destroy(&h.cx)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("DeleteDashboards failed (AccessDenied)"),
+        "{err}"
+    );
+    assert!(h.cx.record(DASHBOARD).is_some(), "still to delete");
+}
+
+#[tokio::test]
+async fn an_alarm_already_deleted_is_absent_on_down() {
+    use aws_sdk_cloudwatch::operation::delete_alarms::DeleteAlarmsError;
+    let delete = mock!(aws_sdk_cloudwatch::Client::delete_alarms).then_error(|| {
+        DeleteAlarmsError::ResourceNotFound(
+            aws_sdk_cloudwatch::types::error::ResourceNotFound::builder().build(),
+        )
+    });
+    let key = monitoring::ALARM_FUNCTION_ERRORS;
+    let rec = recorded(
+        key,
+        "CloudWatch alarm",
+        "iot-data-processor-abc123-errors",
+        None,
+    );
+    let h = monitoring_harness(&[], &[&delete], vec![rec]);
+    let alarm = alarm::Alarm::all(&h.env)
+        .into_iter()
+        .find(|a| a.key() == key)
+        .unwrap();
+    assert_eq!(alarm.destroy(&h.cx).await.unwrap(), Outcome::Absent);
+    assert!(h.cx.record(key).is_none());
+}
+
+#[tokio::test]
+async fn a_pending_subscription_aws_will_not_unsubscribe_goes_with_the_topic() {
+    use aws_sdk_sns::operation::list_subscriptions_by_topic::ListSubscriptionsByTopicOutput;
+    use aws_sdk_sns::operation::unsubscribe::UnsubscribeError;
+    use aws_sdk_sns::types::Subscription;
+    let unsubscribe = mock!(aws_sdk_sns::Client::unsubscribe).then_error(|| {
+        UnsubscribeError::InvalidParameterException(
+            aws_sdk_sns::types::error::InvalidParameterException::builder()
+                .message("Invalid parameter: SubscriptionArn")
+                .build(),
+        )
+    });
+    let list = mock!(aws_sdk_sns::Client::list_subscriptions_by_topic).then_output(|| {
+        ListSubscriptionsByTopicOutput::builder()
+            .subscriptions(
+                Subscription::builder()
+                    .protocol("email")
+                    .endpoint("ops@example.com")
+                    .subscription_arn("PendingConfirmation")
+                    .build(),
+            )
+            .build()
+    });
+    let arn = "arn:aws:sns:us-east-1:123456789012:iot-temperature-alerts-abc123:0f1e";
+    let rec = recorded(
+        ALERT_SUBSCRIPTION,
+        "SNS email subscription",
+        "ops@example.com",
+        Some(arn),
+    );
+    let h = monitoring_harness(&[&unsubscribe, &list], &[], vec![rec]);
+    let outcome = alert_subscription::AlertSubscription(h.env.clone())
+        .destroy(&h.cx)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome, Outcome::Retained(why) if why.contains("pending confirmation")),
+        "{outcome:?}"
+    );
+    assert!(h.cx.record(ALERT_SUBSCRIPTION).is_none());
+}
+
+#[tokio::test]
+async fn a_live_topic_this_state_does_not_own_is_refused() {
+    use aws_sdk_sns::operation::get_topic_attributes::GetTopicAttributesOutput;
+    let get = mock!(aws_sdk_sns::Client::get_topic_attributes)
+        .then_output(|| GetTopicAttributesOutput::builder().build());
+    let create = mock!(aws_sdk_sns::Client::create_topic)
+        .then_output(|| aws_sdk_sns::operation::create_topic::CreateTopicOutput::builder().build());
+    let h = monitoring_harness(&[&get, &create], &[], vec![]);
+    let err = alert_topic::AlertTopic(h.env.clone())
+        .ensure(&h.cx)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StepError::NotOurs { .. }), "{err}");
+    // CreateTopic would have answered with the existing topic's ARN: it is never sent.
+    assert_eq!(create.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn an_alarm_check_that_cannot_read_fails_naming_the_call() {
+    use aws_sdk_cloudwatch::operation::describe_alarms::DescribeAlarmsError;
+    let describe = mock!(aws_sdk_cloudwatch::Client::describe_alarms).then_error(|| {
+        DescribeAlarmsError::generic(meta("AccessDenied", "no cloudwatch:DescribeAlarms"))
+    });
+    let h = monitoring_harness(&[], &[&describe], vec![]);
+    let checks = alarm::Alarm::all(&h.env)[0].check(&h.cx).await;
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0].status, crate::engine::CheckStatus::Fail);
+    assert!(
+        checks[0]
+            .reason
+            .contains("DescribeAlarms failed (AccessDenied)"),
+        "{}",
+        checks[0].reason
+    );
+}

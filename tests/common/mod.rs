@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 pub const ACCOUNT: &str = "123456789012";
 pub const REGION: &str = "us-east-1";
+/// Steps of a default deployment: the recipe's 11 resources, plus monitoring's topic, publish
+/// policy, three alarms and dashboard.
+pub const STEPS: usize = 17;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -152,6 +155,9 @@ impl Emulator {
             iam: aws_sdk_iam::Client::new(&c),
             lambda: aws_sdk_lambda::Client::new(&c),
             logs: aws_sdk_cloudwatchlogs::Client::new(&c),
+            sns: aws_sdk_sns::Client::new(&c),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&c),
+            sqs: aws_sdk_sqs::Client::new(&c),
         }
     }
 
@@ -272,6 +278,9 @@ pub struct Clients {
     pub iam: aws_sdk_iam::Client,
     pub lambda: aws_sdk_lambda::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub sqs: aws_sdk_sqs::Client,
 }
 
 pub struct Workdir {
@@ -370,6 +379,12 @@ pub struct Inventory {
     pub permissions: usize,
     pub shadows: usize,
     pub log_groups: usize,
+    pub topics: usize,
+    pub subscriptions: usize,
+    /// Inline policies of iotreg's roles.
+    pub role_policies: usize,
+    pub alarms: usize,
+    pub dashboards: usize,
 }
 
 impl Inventory {
@@ -387,6 +402,24 @@ impl Inventory {
             permissions: 1,
             shadows: 1,
             log_groups: 0,
+            // Monitoring, on by default: the alert topic, the role's publish policy, three
+            // alarms and the dashboard (no subscription without monitoring.alert_email).
+            topics: 1,
+            subscriptions: 0,
+            role_policies: 1,
+            alarms: 3,
+            dashboards: 1,
+        }
+    }
+
+    /// The stack with `monitoring.enabled = false`.
+    pub fn without_monitoring() -> Inventory {
+        Inventory {
+            topics: 0,
+            role_policies: 0,
+            alarms: 0,
+            dashboards: 0,
+            ..Inventory::one_of_each()
         }
     }
 }
@@ -441,16 +474,48 @@ pub async fn inventory(c: &Clients) -> Inventory {
             .targets()
             .len();
     }
-    inv.roles = c
-        .iam
-        .list_roles()
-        .send()
-        .await
-        .unwrap()
+    let roles = c.iam.list_roles().send().await.unwrap();
+    for r in roles
         .roles()
         .iter()
         .filter(|r| r.role_name().starts_with("iot-lambda-role-"))
-        .count();
+    {
+        inv.roles += 1;
+        inv.role_policies += c
+            .iam
+            .list_role_policies()
+            .role_name(r.role_name())
+            .send()
+            .await
+            .unwrap()
+            .policy_names()
+            .len();
+    }
+    inv.topics = c.sns.list_topics().send().await.unwrap().topics().len();
+    inv.subscriptions = c
+        .sns
+        .list_subscriptions()
+        .send()
+        .await
+        .unwrap()
+        .subscriptions()
+        .len();
+    inv.alarms = c
+        .cloudwatch
+        .describe_alarms()
+        .send()
+        .await
+        .unwrap()
+        .metric_alarms()
+        .len();
+    inv.dashboards = c
+        .cloudwatch
+        .list_dashboards()
+        .send()
+        .await
+        .unwrap()
+        .dashboard_entries()
+        .len();
     let functions = c.lambda.list_functions().send().await.unwrap();
     inv.functions = functions.functions().len();
     for f in functions.functions() {
