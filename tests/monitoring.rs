@@ -518,6 +518,24 @@ async fn email_subscription_drift_and_turning_monitoring_off() {
         std::slice::from_ref(&topic)
     );
 
+    // A renamed dashboard is replaced: the new one saved, the old one deleted.
+    std::fs::write(
+        &config,
+        "[monitoring]\nalert_email = \"oncall@example.com\"\ndashboard_name = \"fleet-{{suffix}}\"\n",
+    )
+    .unwrap();
+    let r = w.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code(), 3, "{}", r.all());
+    assert!(r.stdout().contains("-/+"), "{}", r.all());
+    w.ok(&["up"]);
+    let dashboards = c.cloudwatch.list_dashboards().send().await.unwrap();
+    let names: Vec<&str> = dashboards
+        .dashboard_entries()
+        .iter()
+        .filter_map(|d| d.dashboard_name())
+        .collect();
+    assert_eq!(names, [format!("fleet-{s}")]);
+
     // Monitoring turned off: up removes all of it, and the function's variable.
     std::fs::write(&config, "[monitoring]\nenabled = false\n").unwrap();
     let r = w.run(&["plan", "--detailed-exitcode"]);

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{Env, DASHBOARD};
-use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
+use crate::engine::{Check, Ctx, Outcome, Replacement, Resource, StepError};
 use crate::plan::Fields;
 use crate::state::{Phase, Record};
 use crate::{call, found};
@@ -28,6 +28,16 @@ impl Resource for Dashboard {
     fn depends_on(&self) -> &[&'static str] {
         &[]
     }
+    /// Nothing refers to a dashboard by name: a rename is a new one and the old one deleted.
+    fn replacement(&self, why: &Replacement) -> (String, bool) {
+        match why {
+            Replacement::Renamed { from } => (
+                format!("renamed: {from:?} is deleted and the new dashboard saved"),
+                true,
+            ),
+            Replacement::Immutable { .. } => (String::new(), true),
+        }
+    }
 
     fn desired(&self, _cx: &Ctx) -> Fields {
         Fields::from([(
@@ -46,8 +56,20 @@ impl Resource for Dashboard {
     async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
         let name = self.name();
         let want = &self.0.d.monitoring.dashboard_body;
-        let record = cx.record(DASHBOARD);
+        let mut record = cx.record(DASHBOARD);
+        let previous = record.take_if(|r| r.name != name);
         let live = self.live(&name).await?;
+        // Renamed: the old dashboard goes first, while the record still names it, so a crash
+        // in between leaves nothing unrecorded (the next run deletes it again, or finds it gone).
+        if let Some(old) = &previous {
+            if live.is_some() {
+                return Err(StepError::NotOurs {
+                    kind: KIND.into(),
+                    name,
+                });
+            }
+            self.delete(&old.name).await?;
+        }
         let mut rec = Record::new(DASHBOARD, KIND, Phase::Created, &name);
         let outcome = match live {
             Some((arn, body)) => {
@@ -132,20 +154,7 @@ impl Resource for Dashboard {
         let Some(rec) = cx.record(DASHBOARD) else {
             return Ok(Outcome::Absent);
         };
-        // DeleteDashboards' error model has no not-found variant, but AWS (and moto) answer
-        // a missing dashboard with the code ResourceNotFound.
-        let deleted = crate::gone_by_code!(
-            self.0
-                .aws
-                .cloudwatch
-                .delete_dashboards()
-                .dashboard_names(&rec.name)
-                .send(),
-            "ResourceNotFound",
-            KIND,
-            &rec.name,
-            "DeleteDashboards"
-        );
+        let deleted = self.delete(&rec.name).await?;
         cx.forget(DASHBOARD)?;
         Ok(if deleted {
             Outcome::Deleted
@@ -156,6 +165,24 @@ impl Resource for Dashboard {
 }
 
 impl Dashboard {
+    /// Deletes a dashboard; false when it was already gone.
+    async fn delete(&self, name: &str) -> Result<bool, StepError> {
+        // DeleteDashboards' error model has no not-found variant, but AWS (and moto) answer
+        // a missing dashboard with the code ResourceNotFound.
+        Ok(crate::gone_by_code!(
+            self.0
+                .aws
+                .cloudwatch
+                .delete_dashboards()
+                .dashboard_names(name)
+                .send(),
+            "ResourceNotFound",
+            KIND,
+            name,
+            "DeleteDashboards"
+        ))
+    }
+
     /// The live dashboard's ARN and body (unparseable text kept as text), or None.
     async fn live(
         &self,

@@ -192,7 +192,8 @@ pub fn device_plan(env: &Arc<Env>) -> Vec<Box<dyn Resource>> {
 
 /// Resources the state records but the config no longer wants (shadow initialisation turned
 /// off, monitoring turned off or its email removed, a thing type replaced by a rename, the one
-/// device's resources after a switch to a fleet): `up` deletes them after converging the rest, and `down` deletes them with the rest.
+/// device's resources after a switch to a fleet): `up` deletes them after converging the rest,
+/// and `down` deletes them with the rest.
 pub fn strays(env: &Arc<Env>, state: &crate::state::State) -> Vec<Box<dyn Resource>> {
     let wanted: Vec<String> = plan(env).iter().map(|r| r.key().to_string()).collect();
     let mut single: Vec<Box<dyn Resource>> = vec![
