@@ -123,23 +123,12 @@ async fn publish_and_wait(c: &Clients, suffix: &str, temperature: f64, marker: &
     }
 }
 
-/// IAM returns policy documents URL-encoded.
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8(out).unwrap()
+/// Writes a new config and checks that `plan` now has changes to show; returns its output.
+fn reconfigure(w: &Workdir, text: &str) -> String {
+    std::fs::write(w.path().join("iotreg.toml"), text).unwrap();
+    let r = w.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code(), 3, "{}", r.all());
+    r.stdout()
 }
 
 fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
@@ -408,8 +397,11 @@ async fn monitoring_off_creates_and_checks_none_of_it() {
 async fn email_subscription_drift_and_turning_monitoring_off() {
     let emu = Emulator::start();
     let w = emu.workdir();
-    let config = w.path().join("iotreg.toml");
-    std::fs::write(&config, "[monitoring]\nalert_email = \"ops@example.com\"\n").unwrap();
+    std::fs::write(
+        w.path().join("iotreg.toml"),
+        "[monitoring]\nalert_email = \"ops@example.com\"\n",
+    )
+    .unwrap();
     let r = w.ok(&["up"]);
     // Pending confirmation is reported, not an error.
     assert!(r.stdout().contains("pending"), "{}", r.all());
@@ -455,14 +447,8 @@ async fn email_subscription_drift_and_turning_monitoring_off() {
     );
 
     // A new address replaces the old one.
-    std::fs::write(
-        &config,
-        "[monitoring]\nalert_email = \"oncall@example.com\"\n",
-    )
-    .unwrap();
-    let r = w.run(&["plan", "--detailed-exitcode"]);
-    assert_eq!(r.code(), 3, "{}", r.all());
-    assert!(r.stdout().contains("ops@example.com"), "{}", r.all());
+    let plan = reconfigure(&w, "[monitoring]\nalert_email = \"oncall@example.com\"\n");
+    assert!(plan.contains("ops@example.com"), "{plan}");
     w.ok(&["up"]);
     assert_eq!(
         subscriptions(&c).await,
@@ -519,14 +505,11 @@ async fn email_subscription_drift_and_turning_monitoring_off() {
     );
 
     // A renamed dashboard is replaced: the new one saved, the old one deleted.
-    std::fs::write(
-        &config,
+    let plan = reconfigure(
+        &w,
         "[monitoring]\nalert_email = \"oncall@example.com\"\ndashboard_name = \"fleet-{{suffix}}\"\n",
-    )
-    .unwrap();
-    let r = w.run(&["plan", "--detailed-exitcode"]);
-    assert_eq!(r.code(), 3, "{}", r.all());
-    assert!(r.stdout().contains("-/+"), "{}", r.all());
+    );
+    assert!(plan.contains("-/+"), "{plan}");
     w.ok(&["up"]);
     let dashboards = c.cloudwatch.list_dashboards().send().await.unwrap();
     let names: Vec<&str> = dashboards
@@ -537,9 +520,7 @@ async fn email_subscription_drift_and_turning_monitoring_off() {
     assert_eq!(names, [format!("fleet-{s}")]);
 
     // Monitoring turned off: up removes all of it, and the function's variable.
-    std::fs::write(&config, "[monitoring]\nenabled = false\n").unwrap();
-    let r = w.run(&["plan", "--detailed-exitcode"]);
-    assert_eq!(r.code(), 3, "{}", r.all());
+    reconfigure(&w, "[monitoring]\nenabled = false\n");
     w.ok(&["up"]);
     assert_eq!(inventory(&c).await, Inventory::without_monitoring());
     let function = c

@@ -162,7 +162,7 @@ async fn up_creates_the_recipe_stack_with_its_exact_settings() {
         .await
         .unwrap();
     let role = role.role().unwrap();
-    let trust = decode(role.assume_role_policy_document().unwrap());
+    let trust = percent_decode(role.assume_role_policy_document().unwrap());
     let trust: serde_json::Value = serde_json::from_str(&trust).unwrap();
     assert_eq!(
         trust["Statement"][0]["Principal"]["Service"],
@@ -459,25 +459,6 @@ async fn up_repairs_what_was_deleted_or_changed_behind_its_back() {
         .await
         .unwrap();
     assert_eq!(r.rule().unwrap().rule_disabled(), Some(false));
-}
-
-fn decode(s: &str) -> String {
-    // IAM may return the trust policy URL-encoded.
-    let mut out = Vec::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8(out).unwrap()
 }
 
 fn pem_body(pem: &str) -> String {

@@ -229,6 +229,25 @@ impl Emulator {
     }
 }
 
+/// IAM returns policy documents URL-encoded (RFC 3986).
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
 pub fn is_read(op: &str) -> bool {
     ["Get", "List", "Describe"]
         .iter()
