@@ -64,6 +64,10 @@ BIN_STAMP=$(stat -c '%Y %s' "$IOTREG_BIN")
 
 # ------------------------------------------------------------------- emulator
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/iotreg-bench.XXXXXX")
+# Like for like: the recipe's commands build no monitoring (topic, alarms, dashboard), so
+# iotreg runs here with it off.
+RECIPE_TOML="$WORK/recipe-stack.toml"
+printf '[monitoring]\nenabled = false\n' >"$RECIPE_TOML"
 EMU_PID=""
 FAILURES=0
 stop_emulator() {
@@ -120,19 +124,19 @@ run_iotreg() {
     mkdir -p "$dir/run"
     local state="$dir/run/state.json" out="$dir/log"
     t0=$EPOCHREALTIME
-    if ! (cd "$dir" && timeout 300 "$IOTREG_BIN" --endpoint-url "$URL" --state "$state" up) >>"$out" 2>&1; then
+    if ! (cd "$dir" && timeout 300 "$IOTREG_BIN" --config "$RECIPE_TOML" --endpoint-url "$URL" --state "$state" up) >>"$out" 2>&1; then
         log "  $name: iotreg up FAILED (log: $out)"; tail -5 "$out" >&2
-        (cd "$dir" && timeout 300 "$IOTREG_BIN" --endpoint-url "$URL" --state "$state" down) >>"$out" 2>&1 || true
+        (cd "$dir" && timeout 300 "$IOTREG_BIN" --config "$RECIPE_TOML" --endpoint-url "$URL" --state "$state" down) >>"$out" 2>&1 || true
         return 1
     fi
     up=$(since "$t0")
     if ! check one "$out"; then
         log "  $name: after iotreg up the stack is incomplete (log: $out)"; tail -1 "$out" >&2
-        (cd "$dir" && timeout 300 "$IOTREG_BIN" --endpoint-url "$URL" --state "$state" down) >>"$out" 2>&1 || true
+        (cd "$dir" && timeout 300 "$IOTREG_BIN" --config "$RECIPE_TOML" --endpoint-url "$URL" --state "$state" down) >>"$out" 2>&1 || true
         return 1
     fi
     t0=$EPOCHREALTIME
-    if ! (cd "$dir" && timeout 300 "$IOTREG_BIN" --endpoint-url "$URL" --state "$state" down) >>"$out" 2>&1; then
+    if ! (cd "$dir" && timeout 300 "$IOTREG_BIN" --config "$RECIPE_TOML" --endpoint-url "$URL" --state "$state" down) >>"$out" 2>&1; then
         log "  $name: iotreg down FAILED (log: $out)"; tail -5 "$out" >&2
         return 1
     fi
