@@ -436,7 +436,13 @@ async fn email_subscription_drift_and_turning_monitoring_off() {
         ["email ops@example.com PendingConfirmation"]
     );
     let r = w.ok(&["verify", "--skip-e2e", "--output", "json"]);
-    let sub = check(&r.json(), "alerts.subscription").clone();
+    let report = r.json();
+    let topic_check = check(&report, "alerts.topic")["reason"].as_str().unwrap();
+    assert!(
+        topic_check.contains("0 subscription(s) confirmed, 1 pending"),
+        "{topic_check}"
+    );
+    let sub = check(&report, "alerts.subscription").clone();
     assert_eq!(sub["status"], "pass");
     assert!(
         sub["reason"]
