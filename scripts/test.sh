@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, clippy, the Rust tests (unit, SDK-level with mocks,
-# end to end against the local AWS) and the local AWS's own tests. What .ci/run calls.
+# end to end against the local AWS), the local AWS's own tests and the handler's. What .ci/run calls.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -9,3 +9,5 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --quiet
 .venv/bin/python -m pytest -q emulator/tests
+# The built-in Lambda handler on its own (which readings alert, retries of a refused publish).
+.venv/bin/python -m pytest -q -p no:cacheprovider tests/handler

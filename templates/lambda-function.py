@@ -1,7 +1,9 @@
 import json
 import os
+import time
 import boto3
 import logging
+from botocore.exceptions import ClientError
 from datetime import datetime
 
 logger = logging.getLogger()
@@ -10,6 +12,9 @@ logger.setLevel(logging.INFO)
 # Set by iotreg when monitoring is on: HIGH readings are published to this SNS topic.
 ALERT_TOPIC_ARN = os.environ.get('ALERT_TOPIC_ARN')
 sns = boto3.client('sns') if ALERT_TOPIC_ARN else None
+# IAM takes seconds to propagate a new role policy: right after a deployment, the first
+# alerts may be refused. Refusals are retried this long (seconds) before the alert fails.
+AUTHORIZATION_RETRY_DELAYS = (1, 2, 4, 8)
 
 def publish_alert(device_name, temperature, alert_level, timestamp):
     message = {
@@ -21,15 +26,28 @@ def publish_alert(device_name, temperature, alert_level, timestamp):
     }
     # SNS subjects are ASCII only, at most 100 characters.
     subject = f"{alert_level} temperature {temperature} C from {device_name}"[:100]
-    try:
-        response = sns.publish(TopicArn=ALERT_TOPIC_ARN, Subject=subject,
-                               Message=json.dumps(message))
-    except Exception as e:
-        # Failing the invocation counts it in the function's Errors metric, whose alarm
-        # is how someone hears that alerts are not going out.
-        logger.error(f"Alert not published to {ALERT_TOPIC_ARN}: {e}")
-        raise
+    delays = list(AUTHORIZATION_RETRY_DELAYS)
+    while True:
+        try:
+            response = sns.publish(TopicArn=ALERT_TOPIC_ARN, Subject=subject,
+                                   Message=json.dumps(message))
+            break
+        except ClientError as e:
+            if e.response.get('Error', {}).get('Code') == 'AuthorizationError' and delays:
+                delay = delays.pop(0)
+                logger.warning(f"Alert to {ALERT_TOPIC_ARN} refused ({e}); retrying in {delay}s")
+                time.sleep(delay)
+                continue
+            failed(e)
+        except Exception as e:
+            failed(e)
     logger.info(f"Alert published to {ALERT_TOPIC_ARN}: MessageId {response['MessageId']}")
+
+def failed(error):
+    # Failing the invocation counts it in the function's Errors metric, whose alarm is how
+    # someone hears that alerts are not going out.
+    logger.error(f"Alert not published to {ALERT_TOPIC_ARN}: {error}")
+    raise error
 
 def lambda_handler(event, context):
     logger.info(f"Received IoT data: {json.dumps(event)}")
