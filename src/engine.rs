@@ -328,10 +328,12 @@ impl Store {
     }
 
     /// Changes one fleet device's entry and appends it to the journal: the cost does not grow
-    /// with the fleet. (Lock order: state, then journal, everywhere.)
+    /// with the fleet. `durable` (an intent): on disk before this returns. (Lock order: state,
+    /// then journal, everywhere.)
     pub fn update_device<T>(
         &self,
         device: &str,
+        durable: bool,
         f: impl FnOnce(&mut DeviceState) -> T,
     ) -> Result<T, StateError> {
         let mut guard = self.state.lock().expect("state mutex");
@@ -341,9 +343,19 @@ impl Store {
         if !keep {
             guard.devices.remove(device);
         }
+        let line = Journal::line(device, guard.devices.get(device));
+        // Lines go out in the order of the changes (the journal is taken before the state is
+        // let go), but readers and other devices' changes need not wait for the disk.
         let mut journal = self.journal.lock().expect("journal mutex");
-        journal.append(device, guard.devices.get(device))?;
+        drop(guard);
+        journal.append_line(&line, durable)?;
         Ok(out)
+    }
+
+    /// fdatasync calls the journal has made.
+    #[cfg(test)]
+    pub fn journal_syncs(&self) -> u64 {
+        self.journal.lock().expect("journal mutex").syncs()
     }
 
     /// The fleet devices recorded, by thing name.
@@ -442,25 +454,29 @@ impl Ctx {
         }
     }
 
-    fn put(&self, record: Record) -> Result<(), StepError> {
+    /// Writes a record. A fleet device's journal line waits for the disk only when `durable`;
+    /// the single stack's state file is always rewritten in full and synced.
+    fn put(&self, record: Record, durable: bool) -> Result<(), StepError> {
         match &self.device {
-            Some(d) => self.store.update_device(d, |e| e.put(record))?,
+            Some(d) => self.store.update_device(d, durable, |e| e.put(record))?,
             None => self.store.update(|s| s.put(record))?,
         }
         Ok(())
     }
 
-    /// Records that a create call is about to be sent, before it is sent.
+    /// Records that a create call is about to be sent, before it is sent: on disk when this
+    /// returns, so that a crash after the call leaves something to look for.
     pub fn intent(&self, mut record: Record) -> Result<Record, StepError> {
         record.phase = Phase::Intent;
         record.intent_at_ms = Some(state::now_ms());
-        self.put(record.clone())?;
+        self.put(record.clone(), true)?;
         Ok(record)
     }
 
-    /// Records a resource as existing (created, adopted or borrowed).
+    /// Records a resource as existing (created, adopted or borrowed). For a fleet device it
+    /// need not wait for the disk: lost, it leaves the intent, which resume looks up.
     pub fn commit(&self, record: Record) -> Result<(), StepError> {
-        self.put(record)
+        self.put(record, false)
     }
 
     /// What `up` last applied to this resource, if known.
@@ -478,7 +494,8 @@ impl Ctx {
             return Ok(());
         }
         match &self.device {
-            Some(d) => self.store.update_device(d, |e| {
+            // Advisory (it labels a plan's differences): no need to wait for the disk.
+            Some(d) => self.store.update_device(d, false, |e| {
                 e.applied.insert(key.to_string(), fields);
             })?,
             None => self.store.update(|s| {
@@ -500,7 +517,8 @@ impl Ctx {
 
     pub fn forget(&self, key: &str) -> Result<(), StepError> {
         match &self.device {
-            Some(d) => self.store.update_device(d, |e| e.remove(key))?,
+            // Lost, a record of something deleted is found gone by the next run.
+            Some(d) => self.store.update_device(d, false, |e| e.remove(key))?,
             None => self.store.update(|s| s.remove(key))?,
         }
         Ok(())
@@ -898,6 +916,30 @@ mod tests {
         assert_eq!(o[2], "c deleted");
         let left: Vec<_> = w.cloud.lock().unwrap().clone();
         assert_eq!(left, ["a", "b", "d"]);
+    }
+
+    #[test]
+    fn a_fleet_device_waits_for_the_disk_only_for_its_intents() {
+        let w = World::new();
+        let path = w.dir.path().join("state.json");
+        state::save(&path, &State::new("r", "a", "s")).unwrap();
+        let cx = w.cx().for_device("sensor-1", Arc::new(NoEvents));
+        let rec = Record::new("thing", "thing", Phase::Created, "sensor-1");
+        cx.intent(rec.clone()).unwrap();
+        assert_eq!(cx.store.journal_syncs(), 1);
+        cx.commit(rec.clone()).unwrap();
+        cx.set_applied("thing", Fields::new()).unwrap();
+        cx.forget("thing").unwrap();
+        assert_eq!(
+            cx.store.journal_syncs(),
+            1,
+            "commit, applied and forget ride along"
+        );
+        cx.intent(rec).unwrap();
+        assert_eq!(cx.store.journal_syncs(), 2);
+        // Everything was written, in order: a reload sees the last change.
+        let reloaded = state::load(&path).unwrap().unwrap();
+        assert_eq!(reloaded.devices["sensor-1"].records[0].phase, Phase::Intent);
     }
 
     #[tokio::test]
