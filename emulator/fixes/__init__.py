@@ -12,6 +12,7 @@ from . import (
     cloudwatch_cbor,
     iot_certificate_id,
     iot_certificate_issuer,
+    iot_concurrency,
     iot_csr,
     iot_endpoint,
     iot_list_certificates,
@@ -36,6 +37,7 @@ FIXES = [
     iot_thing_types,
     iot_topic_rules,
     iot_tags,  # after iot_thing_types: wraps its CreateThingType
+    iot_concurrency,  # after every iot_* fix: locks the handlers they installed
     iotdata_shadow,
     lambda_permissions,
     sns_email_pending,  # email/email-json subscriptions stay pending confirmation
