@@ -123,6 +123,20 @@ async fn publish_and_wait(c: &Clients, suffix: &str, temperature: f64, marker: &
     }
 }
 
+/// The function's ALERT_TOPIC_ARN, if it has one.
+async fn alert_variable(c: &Clients, suffix: &str) -> Option<String> {
+    let f = c
+        .lambda
+        .get_function_configuration()
+        .function_name(format!("iot-data-processor-{suffix}"))
+        .send()
+        .await
+        .unwrap();
+    f.environment()
+        .and_then(|e| e.variables())
+        .and_then(|v| v.get("ALERT_TOPIC_ARN").cloned())
+}
+
 /// Writes a new config and checks that `plan` now has changes to show; returns its output.
 fn reconfigure(w: &Workdir, text: &str) -> String {
     std::fs::write(w.path().join("iotreg.toml"), text).unwrap();
@@ -157,15 +171,10 @@ async fn alerts_alarms_and_dashboard_end_to_end() {
         .send()
         .await
         .expect("the alert topic exists");
-    let function = c
-        .lambda
-        .get_function_configuration()
-        .function_name(format!("iot-data-processor-{s}"))
-        .send()
-        .await
-        .unwrap();
-    let vars = function.environment().unwrap().variables().unwrap();
-    assert_eq!(vars["ALERT_TOPIC_ARN"], topic);
+    assert_eq!(
+        alert_variable(&c, &s).await.as_deref(),
+        Some(topic.as_str())
+    );
 
     // The role may publish to that topic and nothing else.
     let policy = c
@@ -352,18 +361,7 @@ async fn monitoring_off_creates_and_checks_none_of_it() {
     let c = emu.clients().await;
     assert_eq!(inventory(&c).await, Inventory::without_monitoring());
     let s = w.suffix();
-    let function = c
-        .lambda
-        .get_function_configuration()
-        .function_name(format!("iot-data-processor-{s}"))
-        .send()
-        .await
-        .unwrap();
-    let has_var = function
-        .environment()
-        .and_then(|e| e.variables())
-        .is_some_and(|v| v.contains_key("ALERT_TOPIC_ARN"));
-    assert!(!has_var, "{function:?}");
+    assert_eq!(alert_variable(&c, &s).await, None);
     let before_verify = emu.requests().len();
     let r = w.ok(&["verify", "--output", "json"]);
     calls.extend(emu.requests().into_iter().skip(before_verify));
@@ -529,17 +527,7 @@ async fn email_subscription_drift_and_turning_monitoring_off() {
     reconfigure(&w, "[monitoring]\nenabled = false\n");
     w.ok(&["up"]);
     assert_eq!(inventory(&c).await, Inventory::without_monitoring());
-    let function = c
-        .lambda
-        .get_function_configuration()
-        .function_name(format!("iot-data-processor-{s}"))
-        .send()
-        .await
-        .unwrap();
-    assert!(!function
-        .environment()
-        .and_then(|e| e.variables())
-        .is_some_and(|v| v.contains_key("ALERT_TOPIC_ARN")));
+    assert_eq!(alert_variable(&c, &s).await, None);
     w.ok(&["plan", "--detailed-exitcode"]);
     w.ok(&["verify"]);
     w.ok(&["down"]);

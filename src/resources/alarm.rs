@@ -56,9 +56,12 @@ impl Resource for Alarm {
             s.description.clone(),
             format!("{} {}", s.namespace, s.metric),
             dimensions_text(s.dimensions.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-            format!(
-                "{} over {} s, {} period(s), {} {}",
-                s.statistic, s.period_s, s.evaluation_periods, s.comparison, s.threshold
+            condition(
+                &s.statistic,
+                s.period_s,
+                s.evaluation_periods,
+                &s.comparison,
+                s.threshold,
             ),
             s.treat_missing_data.clone(),
             vec![self.env.d.monitoring.topic_arn.clone()],
@@ -97,7 +100,11 @@ impl Resource for Alarm {
         }
         cx.intent(rec.clone())?;
         self.put().await?;
-        rec.arn = self.live().await?.and_then(|a| a.alarm_arn);
+        rec.arn = Some(
+            self.env
+                .d
+                .arn("cloudwatch", &format!("alarm:{}", self.spec.name)),
+        );
         cx.commit(rec)?;
         Ok(Outcome::Created)
     }
@@ -214,6 +221,19 @@ impl Alarm {
     }
 }
 
+/// When the alarm fires, as one comparable text.
+fn condition(
+    statistic: &str,
+    period_s: i32,
+    evaluation_periods: i32,
+    comparison: &str,
+    threshold: f64,
+) -> String {
+    format!(
+        "{statistic} over {period_s} s, {evaluation_periods} period(s), {comparison} {threshold}"
+    )
+}
+
 fn dimensions_text<'a>(dims: impl Iterator<Item = (&'a str, &'a str)>) -> String {
     let mut d: Vec<String> = dims.map(|(k, v)| format!("{k}={v}")).collect();
     // CloudWatch does not promise to return dimensions in the order they were put.
@@ -255,13 +275,12 @@ fn observed(a: &MetricAlarm) -> Fields {
                 .iter()
                 .map(|d| (d.name().unwrap_or_default(), d.value().unwrap_or_default())),
         ),
-        format!(
-            "{} over {} s, {} period(s), {} {}",
+        condition(
             a.statistic().map(|s| s.as_str()).unwrap_or("?"),
             a.period().unwrap_or(0),
             a.evaluation_periods().unwrap_or(0),
             a.comparison_operator().map(|c| c.as_str()).unwrap_or("?"),
-            a.threshold().unwrap_or(f64::NAN)
+            a.threshold().unwrap_or(f64::NAN),
         ),
         // AWS reports "missing" when it was never set; iotreg always sets it.
         a.treat_missing_data().unwrap_or("missing").to_string(),

@@ -103,7 +103,12 @@ impl Resource for Dashboard {
             "PutDashboard"
         );
         if rec.arn.is_none() {
-            rec.arn = self.live(&name).await?.and_then(|(arn, _)| arn);
+            // Dashboards are global: their ARN has no region.
+            let d = &self.0.d;
+            rec.arn = Some(format!(
+                "arn:{}:cloudwatch::{}:dashboard/{name}",
+                d.partition, d.account
+            ));
         }
         cx.commit(rec)?;
         // The dashboard is saved even when some widget is off; say what CloudWatch said.
