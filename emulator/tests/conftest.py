@@ -50,7 +50,9 @@ class Emulator:
             region_name="us-east-1",
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
-            config=Config(retries={"max_attempts": 1}),
+            # total_max_attempts: one attempt, so a 500 fails the test instead of being retried away
+            # ("max_attempts": 1 would still allow one retry).
+            config=Config(retries={"total_max_attempts": 1}),
         )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:

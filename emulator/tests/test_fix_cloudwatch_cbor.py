@@ -64,7 +64,8 @@ def cbor_cw(emulator, tmp_path_factory):
         region_name="us-east-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": 1}),
+        # One attempt: a 500 must fail the test, not be retried away.
+        config=Config(retries={"total_max_attempts": 1}),
     )
     assert client.meta.service_model.resolved_protocol == "smithy-rpc-v2-cbor"
     return client
