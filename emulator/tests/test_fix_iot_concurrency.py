@@ -9,9 +9,7 @@ import threading
 import time
 import types
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -48,20 +46,9 @@ def server():
 
 
 def no_retry_client(server):
-    """An IoT client that never retries, so a 500 reaches the test.
-
-    botocore's ``retries={"max_attempts": 1}`` means one *retry* (two
-    attempts, and legacy mode retries a 500); ``total_max_attempts`` counts
-    the first attempt too.
-    """
-    iot = boto3.client(
-        "iot",
-        endpoint_url=server.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"total_max_attempts": 1}),
-    )
+    """An IoT client that never retries, so a 500 reaches the test (the shared client makes
+    one attempt per call: botocore's ``total_max_attempts``)."""
+    iot = server.client("iot")
     assert iot.meta.config.retries["total_max_attempts"] == 1
     return iot
 
