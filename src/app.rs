@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::aws::{self, Clients};
 use crate::cli::OutputFormat;
-use crate::engine::{self, Ctx, Direction, Outcome, Resource, StepReport, Store};
+use crate::engine::{self, Ctx, Direction, Outcome, Resource, StepReport};
 use crate::keys::KeyFiles;
 use crate::output::{self, Progress, ResourceLine};
 use crate::plan::{self, Planned};
@@ -16,10 +16,10 @@ use crate::resources::monitoring::Monitoring;
 use crate::resources::{self, Deployment, Env};
 use crate::retry::Backoff;
 use crate::settings::{self, Action, BadInput, Settings, VerifyOptions};
-use crate::state::{self, Phase, State, StateLock};
+use crate::state::{self, Phase, State, StateLock, Store};
 use crate::templates;
 
-/// The process exit status (DESIGN.md §2).
+/// The process exit status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
     Success = 0,
@@ -291,13 +291,10 @@ fn lines(reports: &[StepReport], state: &State) -> Vec<ResourceLine> {
                 .map(|rec| rec.name.clone())
                 .unwrap_or_else(|| r.name.clone()),
             arn: state.get(&r.key).and_then(|rec| rec.arn.clone()),
-            outcome: match &r.result {
-                Ok(o) => o.label().to_string(),
-                Err(_) => "failed".into(),
-            },
+            outcome: r.label().to_string(),
             detail: match &r.result {
                 Ok(o) => o.detail().map(str::to_string),
-                Err(e) => Some(e.clone()),
+                Err(e) => Some(e.to_string()),
             },
         })
         .collect()
@@ -769,7 +766,7 @@ struct VerifyJson<'a> {
 }
 
 async fn verify(settings: &Settings, options: &VerifyOptions) -> Result<ExitStatus> {
-    use crate::engine::{Check, CheckStatus};
+    use crate::verify::{Check, CheckStatus};
     let timer = output::Timer::start();
     let session = connect(settings).await?;
     let Some(state) = load_state(settings, &session.region)? else {
@@ -864,12 +861,8 @@ async fn compute_plan(
     cx: &Ctx,
     read_live: bool,
 ) -> Result<Vec<Planned>> {
-    let results = futures_util::future::join_all(
-        wanted
-            .iter()
-            .map(|r| engine::plan_one(r.as_ref(), cx, read_live)),
-    )
-    .await;
+    let results =
+        futures_util::future::join_all(wanted.iter().map(|r| r.plan(cx, read_live))).await;
     let mut planned = Vec::new();
     let mut errors = Vec::new();
     for r in results {

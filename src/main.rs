@@ -5,6 +5,7 @@ mod aws;
 mod cli;
 mod config;
 mod engine;
+mod fsutil;
 mod keys;
 mod lint;
 mod manifest;

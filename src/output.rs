@@ -213,7 +213,7 @@ impl Timer {
 
 /// Verification results, one line each: mark, check name, reason.
 pub fn print_checks(checks: &[crate::verify::Timed]) {
-    use crate::engine::CheckStatus;
+    use crate::verify::CheckStatus;
     let color = std::io::stdout().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let paint = |code: &str, t: &str| {

@@ -196,6 +196,33 @@ pub fn summary(plan: &[Planned]) -> String {
     parts.join(", ")
 }
 
+/// Field changes on one line, for an outcome or a failed check: `memory_mb: 128 → 256`; a
+/// JSON document changed is named without its text (the plan shows its line diff).
+pub fn describe(changes: &[Change]) -> String {
+    changes
+        .iter()
+        .map(|c| {
+            if is_document(c) {
+                format!("{} changed", c.field)
+            } else {
+                format!(
+                    "{}: {} → {}",
+                    c.field,
+                    show(c.from.as_ref(), "(none)"),
+                    show(c.to.as_ref(), "(removed)")
+                )
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn is_document(c: &Change) -> bool {
+    [&c.from, &c.to]
+        .iter()
+        .all(|v| matches!(v, Some(Value::Object(_) | Value::Array(_))))
+}
+
 /// Longest value shown in text before it is shortened (JSON output always has it whole).
 const SHOWN: usize = 160;
 
@@ -226,10 +253,7 @@ pub fn render(plan: &[Planned]) -> String {
         out.push_str(&tag);
         out.push('\n');
         for c in &p.changes {
-            let documents = [&c.from, &c.to]
-                .iter()
-                .all(|v| matches!(v, Some(Value::Object(_) | Value::Array(_))));
-            if documents {
+            if is_document(c) {
                 // A JSON document (a policy): its changed lines, as a diff of the pretty form.
                 out.push_str(&format!("      {}:   [{}]\n", c.field, c.origin.label()));
                 for line in line_diff(&pretty(c.from.as_ref()), &pretty(c.to.as_ref())) {

@@ -8,8 +8,55 @@ use std::time::{Duration, Instant};
 use aws_sdk_iotdataplane::primitives::Blob;
 use serde::Serialize;
 
-use crate::engine::{Check, CheckStatus, Ctx, Resource};
+use crate::engine::{Ctx, Resource};
 use crate::resources::Env;
+
+/// The result of one verification check.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Check {
+    /// Stable dotted name, e.g. `certificate.active` (a JUnit testcase name).
+    pub name: String,
+    /// The resource it is about, e.g. `thing temperature-sensor-abc123`.
+    pub resource: String,
+    pub status: CheckStatus,
+    /// Why it passed, failed or was skipped: names what differs.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Pass,
+    Fail,
+    Skip,
+}
+
+impl Check {
+    pub fn new(name: &str, resource: &str, ok: bool, reason: impl Into<String>) -> Check {
+        Check {
+            name: name.into(),
+            resource: resource.into(),
+            status: if ok {
+                CheckStatus::Pass
+            } else {
+                CheckStatus::Fail
+            },
+            reason: reason.into(),
+        }
+    }
+    pub fn pass(name: &str, resource: &str, reason: impl Into<String>) -> Check {
+        Check::new(name, resource, true, reason)
+    }
+    pub fn fail(name: &str, resource: &str, reason: impl Into<String>) -> Check {
+        Check::new(name, resource, false, reason)
+    }
+    pub fn skip(name: &str, resource: &str, reason: impl Into<String>) -> Check {
+        Check {
+            status: CheckStatus::Skip,
+            ..Check::new(name, resource, true, reason)
+        }
+    }
+}
 
 pub const E2E: &str = "e2e.data_path";
 pub const E2E_ALERT: &str = "e2e.alert";

@@ -9,9 +9,10 @@ use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, MetricAlarm, Stat
 use super::monitoring::AlarmSpec;
 use super::{Env, ALERT_TOPIC};
 use crate::call;
-use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
+use crate::engine::{Ctx, Legacy as Resource, Outcome, StepError};
 use crate::plan::Fields;
 use crate::state::{Phase, Record};
+use crate::verify::Check;
 
 const KIND: &str = "CloudWatch alarm";
 

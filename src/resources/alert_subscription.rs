@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use super::{Env, ALERT_SUBSCRIPTION, ALERT_TOPIC};
 use crate::call;
-use crate::engine::{Check, Ctx, Outcome, Replacement, Resource, StepError};
+use crate::engine::{Ctx, Legacy as Resource, Outcome, Replacement, StepError};
 use crate::plan::Fields;
 use crate::state::{Phase, Record};
+use crate::verify::Check;
 
 const KIND: &str = "SNS email subscription";
 /// What SNS lists instead of an ARN for a subscription not yet confirmed (documented value).

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use super::{Env, ALERT_TOPIC};
-use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
+use crate::engine::{Ctx, Legacy as Resource, Outcome, StepError};
 use crate::plan::Fields;
 use crate::state::{Phase, Record};
+use crate::verify::Check;
 use crate::{call, found};
 
 const KIND: &str = "SNS topic";

@@ -10,11 +10,12 @@ use aws_sdk_iot::types::CertificateStatus;
 
 use super::{Env, CERTIFICATE};
 use crate::config::CertificateMode;
-use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
+use crate::engine::{Ctx, Legacy as Resource, Outcome, StepError};
 use crate::keys::{self, DeviceKey};
 use crate::plan::Fields;
 use crate::retry::Backoff;
 use crate::state::{Phase, Record};
+use crate::verify::Check;
 use crate::{call, done, found};
 
 const KIND: &str = "certificate";

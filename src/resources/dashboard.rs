@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use super::{Env, DASHBOARD};
-use crate::engine::{Check, Ctx, Outcome, Replacement, Resource, StepError};
+use crate::engine::{Ctx, Legacy as Resource, Outcome, Replacement, StepError};
 use crate::plan::Fields;
 use crate::state::{Phase, Record};
+use crate::verify::Check;
 use crate::{call, found};
 
 const KIND: &str = "CloudWatch dashboard";

@@ -12,13 +12,12 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{self, StreamExt};
 
 use super::{device_plan, Deployment, Env, FLEET, PERMISSION, POLICY, THING, THING_TYPE};
-use crate::engine::{
-    self, Check, Ctx, Direction, Outcome, Resource, Silent, StepError, StepReport,
-};
+use crate::engine::{self, Ctx, Direction, Meta, Outcome, Resource, Silent, StepError, StepReport};
 use crate::keys::KeyFiles;
 use crate::manifest::Device;
 use crate::plan::{Action, Change, Fields, Origin, Planned};
 use crate::state::{Phase, Record};
+use crate::verify::Check;
 
 const KIND: &str = "fleet";
 /// Per-device differences listed in a plan before it says "and N more".
@@ -57,7 +56,7 @@ fn device_deployment(
 /// How one device went: its outcome, or its first error.
 fn summarise(reports: &[StepReport]) -> Result<Outcome, String> {
     if let Some(e) = reports.iter().find_map(|r| r.result.as_ref().err()) {
-        return Err(e.clone());
+        return Err(e.to_string());
     }
     let outcomes: Vec<&Outcome> = reports
         .iter()
@@ -217,8 +216,7 @@ impl Fleet {
     }
 }
 
-#[async_trait::async_trait]
-impl Resource for Fleet {
+impl Meta for Fleet {
     fn key(&self) -> &str {
         FLEET
     }
@@ -235,6 +233,15 @@ impl Resource for Fleet {
         // Devices use the type and the policy; in `down` they go before both. The permission
         // is only there to keep the fleet after the shared chain in the summary.
         &[THING_TYPE, POLICY, PERMISSION]
+    }
+}
+
+/// A fleet plans, applies and checks its devices itself, each with the single device's
+/// resource code in its own state scope.
+#[async_trait::async_trait]
+impl Resource for Fleet {
+    async fn plan(&self, cx: &Ctx, _read_live: bool) -> Result<Planned, StepError> {
+        self.plan_devices(cx)
     }
 
     async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
@@ -354,7 +361,7 @@ impl Resource for Fleet {
                 let dcx = cx.for_device(&name, Arc::new(Silent));
                 for r in device_plan(&env) {
                     for c in r.check(&dcx).await {
-                        if c.status == crate::engine::CheckStatus::Fail {
+                        if c.status == crate::verify::CheckStatus::Fail {
                             f.lock()
                                 .expect("failures")
                                 .push(format!("{name}: {}: {}", c.name, c.reason));
@@ -393,19 +400,16 @@ impl Resource for Fleet {
             )]
         }
     }
+}
 
-    fn desired(&self, _cx: &Ctx) -> Fields {
-        Fields::new()
-    }
-
-    async fn observe(&self, _cx: &Ctx) -> Result<Option<Fields>, StepError> {
-        Ok(None)
-    }
-
+impl Fleet {
     /// Compares the manifest with the state (what up last applied to each device), without a
     /// live read per device: a fleet's drift is found by `verify` and repaired by `up`.
-    async fn own_plan(&self, cx: &Ctx) -> Option<Result<Planned, StepError>> {
-        let devices = self.spec().devices.as_ref()?;
+    fn plan_devices(&self, cx: &Ctx) -> Result<Planned, StepError> {
+        let Some(devices) = self.spec().devices.as_ref() else {
+            // Only `up` and `plan` plan, and both have the manifest.
+            return Ok(Planned::new(FLEET, KIND, &self.name(), Action::Create));
+        };
         let recorded = Self::recorded(cx);
         let mut p = Planned::new(FLEET, KIND, &self.name(), Action::NoChange);
         let mut changes = Vec::new();
@@ -491,7 +495,7 @@ impl Resource for Fleet {
                 notes.join(", ")
             ));
         }
-        Some(Ok(p))
+        Ok(p)
     }
 }
 
@@ -564,7 +568,7 @@ mod tests {
 
     #[test]
     fn device_outcomes_summarise() {
-        let rep = |r: Result<Outcome, String>| StepReport {
+        let rep = |r: Result<Outcome, StepError>| StepReport {
             key: "k".into(),
             kind: "k".into(),
             name: "n".into(),
@@ -580,7 +584,10 @@ mod tests {
             Ok(Outcome::Unchanged)
         );
         assert_eq!(
-            summarise(&[rep(Ok(Outcome::Created)), rep(Err("boom".into()))]),
+            summarise(&[
+                rep(Ok(Outcome::Created)),
+                rep(Err(StepError::Failed("boom".into())))
+            ]),
             Err("boom".into())
         );
     }

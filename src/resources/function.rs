@@ -11,10 +11,11 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{Environment, FunctionCode, LastUpdateStatus, Runtime};
 
 use super::{Env, ALERT_POLICY, FUNCTION, ROLE};
-use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
+use crate::engine::{Ctx, Legacy as Resource, Outcome, StepError};
 use crate::plan::Fields;
 use crate::retry::Backoff;
 use crate::state::{Phase, Record};
+use crate::verify::Check;
 use crate::{call, done, found};
 
 const KIND: &str = "Lambda function";

@@ -25,8 +25,9 @@ use aws_sdk_lambda::operation::get_function::GetFunctionError;
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 
 use super::*;
-use crate::engine::{Ctx, Events, Outcome, Resource, StepError, StepReport, Store};
+use crate::engine::{Ctx, Events, Legacy, Outcome, Resource, StepError, StepReport};
 use crate::retry::Backoff;
+use crate::state::Store;
 use crate::state::{Phase, Record, State};
 
 struct NoEvents;
@@ -559,7 +560,8 @@ async fn plan_replaces_an_own_thing_type_whose_description_changed_but_not_a_bor
         vec![thing_type_record()],
         |_| {},
     );
-    let p = crate::engine::plan_one(&thing_type::ThingType::current(h.env.clone()), &h.cx, true)
+    let p = crate::engine::Old(thing_type::ThingType::current(h.env.clone()))
+        .plan(&h.cx, true)
         .await
         .unwrap();
     assert_eq!(p.action, crate::plan::Action::Replace);
@@ -573,7 +575,8 @@ async fn plan_replaces_an_own_thing_type_whose_description_changed_but_not_a_bor
     let mut borrowed = thing_type_record();
     borrowed.phase = Phase::Borrowed;
     let h = harness(&[&describe], &[], &[], &[], vec![borrowed], |_| {});
-    let p = crate::engine::plan_one(&thing_type::ThingType::current(h.env.clone()), &h.cx, true)
+    let p = crate::engine::Old(thing_type::ThingType::current(h.env.clone()))
+        .plan(&h.cx, true)
         .await
         .unwrap();
     assert_eq!(p.action, crate::plan::Action::NoChange, "{p:?}");
@@ -592,7 +595,8 @@ async fn plan_fails_naming_the_call_when_a_read_is_refused() {
         vec![thing_type_record()],
         |_| {},
     );
-    let e = crate::engine::plan_one(&thing_type::ThingType::current(h.env.clone()), &h.cx, true)
+    let e = crate::engine::Old(thing_type::ThingType::current(h.env.clone()))
+        .plan(&h.cx, true)
         .await
         .unwrap_err()
         .to_string();
@@ -756,7 +760,7 @@ async fn an_alarm_check_that_cannot_read_fails_naming_the_call() {
     let h = monitoring_harness(&[], &[&describe], vec![]);
     let checks = alarm::Alarm::all(&h.env)[0].check(&h.cx).await;
     assert_eq!(checks.len(), 1);
-    assert_eq!(checks[0].status, crate::engine::CheckStatus::Fail);
+    assert_eq!(checks[0].status, crate::verify::CheckStatus::Fail);
     assert!(
         checks[0]
             .reason

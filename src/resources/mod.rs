@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::aws::Clients;
 use crate::config::CertificateMode;
-use crate::engine::Resource;
+use crate::engine::{Old, Resource};
 use crate::keys::KeyFiles;
 
 pub mod alarm;
@@ -24,6 +24,7 @@ pub mod policy;
 pub mod policy_attachment;
 pub mod role;
 pub mod rule;
+pub mod sdk;
 pub mod shadow;
 pub mod thing;
 pub mod thing_principal;
@@ -119,75 +120,163 @@ pub const ALERT_SUBSCRIPTION: &str = "alert_subscription";
 pub const ALERT_POLICY: &str = "alert_policy";
 pub const DASHBOARD: &str = "dashboard";
 
-/// The stack of DESIGN.md §1 as the config wants it, in the recipe's order: the one device's
-/// thing, certificate, attachments and shadow, or, for a fleet, the fleet step (each device's
-/// own resources, see [`device_plan`]).
-pub fn plan(env: &Arc<Env>) -> Vec<Box<dyn Resource>> {
-    let fleet = env.d.fleet.is_some();
-    let mut plan: Vec<Box<dyn Resource>> =
-        vec![Box::new(thing_type::ThingType::current(env.clone()))];
-    if !fleet {
-        plan.push(Box::new(thing::Thing(env.clone())));
-        plan.push(Box::new(certificate::Certificate(env.clone())));
-    }
-    plan.push(Box::new(policy::Policy(env.clone())));
-    if !fleet {
-        plan.push(Box::new(policy_attachment::PolicyAttachment(env.clone())));
-        plan.push(Box::new(thing_principal::ThingPrincipal(env.clone())));
-    }
-    plan.push(Box::new(role::Role(env.clone())));
-    let m = &env.d.monitoring;
-    if m.enabled {
-        plan.push(Box::new(alert_topic::AlertTopic(env.clone())));
-        if m.alert_email.is_some() {
-            plan.push(Box::new(alert_subscription::AlertSubscription(env.clone())));
-        }
-        plan.push(Box::new(alert_policy::AlertPolicy(env.clone())));
-    }
-    plan.push(Box::new(function::Function(env.clone())));
-    plan.push(Box::new(rule::Rule(env.clone())));
-    plan.push(Box::new(permission::Permission(env.clone())));
-    if fleet {
-        plan.push(Box::new(fleet::Fleet(env.clone())));
-    } else if env.d.shadow.is_some() {
-        plan.push(Box::new(shadow::Shadow(env.clone())));
-    }
-    if m.enabled {
-        for a in alarm::Alarm::all(env) {
-            plan.push(Box::new(a));
-        }
-        plan.push(Box::new(dashboard::Dashboard(env.clone())));
-    }
-    plan
+/// Every resource kind in the recipe's order, with what decides whether the config wants it.
+/// The single-device stack, a fleet device's own stack, the monitoring stack and the strays
+/// are all read off this one list.
+struct Entry {
+    /// Part of each device's own stack: in the single stack without a fleet, and in every
+    /// fleet device's stack with one.
+    device: bool,
+    /// Whether the config wants it (besides the device rule above).
+    wanted: fn(&Deployment) -> bool,
+    /// Whether a recorded one the config no longer wants is deleted as a stray. (The fleet is
+    /// wanted while the state records devices; a renamed thing type retires its own way.)
+    stray: bool,
+    make: fn(&Arc<Env>) -> Vec<Box<dyn Resource>>,
 }
 
-/// The monitoring resources, whether or not the config wants them (for strays).
-fn monitoring_resources(env: &Arc<Env>) -> Vec<Box<dyn Resource>> {
-    let mut all: Vec<Box<dyn Resource>> = vec![
-        Box::new(alert_topic::AlertTopic(env.clone())),
-        Box::new(alert_subscription::AlertSubscription(env.clone())),
-        Box::new(alert_policy::AlertPolicy(env.clone())),
-    ];
-    for a in alarm::Alarm::all(env) {
-        all.push(Box::new(a));
-    }
-    all.push(Box::new(dashboard::Dashboard(env.clone())));
-    all
+fn one(r: impl Resource + 'static) -> Vec<Box<dyn Resource>> {
+    vec![Box::new(r)]
+}
+
+fn always(_: &Deployment) -> bool {
+    true
+}
+
+fn monitoring(d: &Deployment) -> bool {
+    d.monitoring.enabled
+}
+
+const REGISTRY: &[Entry] = &[
+    Entry {
+        device: false,
+        wanted: always,
+        stray: false,
+        make: |env| one(Old(thing_type::ThingType::current(env.clone()))),
+    },
+    Entry {
+        device: true,
+        wanted: always,
+        stray: true,
+        make: |env| one(thing::Thing(env.clone())),
+    },
+    Entry {
+        device: true,
+        wanted: always,
+        stray: true,
+        make: |env| one(Old(certificate::Certificate(env.clone()))),
+    },
+    Entry {
+        device: false,
+        wanted: always,
+        stray: true,
+        make: |env| one(Old(policy::Policy(env.clone()))),
+    },
+    Entry {
+        device: true,
+        wanted: always,
+        stray: true,
+        make: |env| one(Old(policy_attachment::PolicyAttachment(env.clone()))),
+    },
+    Entry {
+        device: true,
+        wanted: always,
+        stray: true,
+        make: |env| one(Old(thing_principal::ThingPrincipal(env.clone()))),
+    },
+    Entry {
+        device: false,
+        wanted: always,
+        stray: true,
+        make: |env| one(Old(role::Role(env.clone()))),
+    },
+    Entry {
+        device: false,
+        wanted: monitoring,
+        stray: true,
+        make: |env| one(Old(alert_topic::AlertTopic(env.clone()))),
+    },
+    Entry {
+        device: false,
+        wanted: |d| d.monitoring.enabled && d.monitoring.alert_email.is_some(),
+        stray: true,
+        make: |env| one(Old(alert_subscription::AlertSubscription(env.clone()))),
+    },
+    Entry {
+        device: false,
+        wanted: monitoring,
+        stray: true,
+        make: |env| one(Old(alert_policy::AlertPolicy(env.clone()))),
+    },
+    Entry {
+        device: false,
+        wanted: always,
+        stray: true,
+        make: |env| one(Old(function::Function(env.clone()))),
+    },
+    Entry {
+        device: false,
+        wanted: always,
+        stray: true,
+        make: |env| one(Old(rule::Rule(env.clone()))),
+    },
+    Entry {
+        device: false,
+        wanted: always,
+        stray: true,
+        make: |env| one(Old(permission::Permission(env.clone()))),
+    },
+    Entry {
+        device: false,
+        wanted: |d| d.fleet.is_some(),
+        stray: false,
+        make: |env| one(fleet::Fleet(env.clone())),
+    },
+    Entry {
+        device: true,
+        wanted: |d| d.shadow.is_some(),
+        stray: true,
+        make: |env| one(Old(shadow::Shadow(env.clone()))),
+    },
+    Entry {
+        device: false,
+        wanted: monitoring,
+        stray: true,
+        make: |env| {
+            alarm::Alarm::all(env)
+                .into_iter()
+                .map(|a| Box::new(Old(a)) as Box<dyn Resource>)
+                .collect()
+        },
+    },
+    Entry {
+        device: false,
+        wanted: monitoring,
+        stray: true,
+        make: |env| one(Old(dashboard::Dashboard(env.clone()))),
+    },
+];
+
+/// The stack as the config wants it, in the recipe's order: the one device's thing,
+/// certificate, attachments and shadow, or, for a fleet, the fleet step (each device's own
+/// resources, see [`device_plan`]).
+pub fn plan(env: &Arc<Env>) -> Vec<Box<dyn Resource>> {
+    let single = env.d.fleet.is_none();
+    REGISTRY
+        .iter()
+        .filter(|e| (e.wanted)(&env.d) && (single || !e.device))
+        .flat_map(|e| (e.make)(env))
+        .collect()
 }
 
 /// One device's resources, for a fleet device's own deployment (its thing name, attributes
 /// and key files).
 pub fn device_plan(env: &Arc<Env>) -> Vec<Box<dyn Resource>> {
-    let mut plan: Vec<Box<dyn Resource>> = vec![
-        Box::new(thing::Thing(env.clone())),
-        Box::new(certificate::Certificate(env.clone())),
-        Box::new(policy_attachment::PolicyAttachment(env.clone())),
-        Box::new(thing_principal::ThingPrincipal(env.clone())),
-    ];
-    if env.d.shadow.is_some() {
-        plan.push(Box::new(shadow::Shadow(env.clone())));
-    }
-    plan
+    REGISTRY
+        .iter()
+        .filter(|e| e.device && (e.wanted)(&env.d))
+        .flat_map(|e| (e.make)(env))
+        .collect()
 }
 
 /// Resources the state records but the config no longer wants (shadow initialisation turned
@@ -196,23 +285,17 @@ pub fn device_plan(env: &Arc<Env>) -> Vec<Box<dyn Resource>> {
 /// and `down` deletes them with the rest.
 pub fn strays(env: &Arc<Env>, state: &crate::state::State) -> Vec<Box<dyn Resource>> {
     let wanted: Vec<String> = plan(env).iter().map(|r| r.key().to_string()).collect();
-    let mut single: Vec<Box<dyn Resource>> = vec![
-        Box::new(thing::Thing(env.clone())),
-        Box::new(certificate::Certificate(env.clone())),
-        Box::new(policy_attachment::PolicyAttachment(env.clone())),
-        Box::new(thing_principal::ThingPrincipal(env.clone())),
-        Box::new(shadow::Shadow(env.clone())),
-    ];
-    single.extend(monitoring_resources(env));
-    let mut out: Vec<Box<dyn Resource>> = single
-        .into_iter()
+    let mut out: Vec<Box<dyn Resource>> = REGISTRY
+        .iter()
+        .filter(|e| e.stray)
+        .flat_map(|e| (e.make)(env))
         .filter(|r| !wanted.iter().any(|w| w == r.key()) && state.get(r.key()).is_some())
         .collect();
     if let Some(rec) = state.get(THING_TYPE_RETIRED) {
-        out.push(Box::new(thing_type::ThingType::retired(
+        out.push(Box::new(Old(thing_type::ThingType::retired(
             env.clone(),
             &rec.name,
-        )));
+        ))));
     }
     out
 }
@@ -310,18 +393,18 @@ macro_rules! check_try {
             Ok(v) => v,
             Err(e) => {
                 let reason = e.to_string();
-                return vec![$($crate::engine::Check::fail($name, &$resource, reason.clone())),+];
+                return vec![$($crate::verify::Check::fail($name, &$resource, reason.clone())),+];
             }
         }
     };
 }
 
 /// The failing checks of a resource that this state has no record of.
-pub fn not_deployed(names: &[&str], resource: &str) -> Vec<crate::engine::Check> {
+pub fn not_deployed(names: &[&str], resource: &str) -> Vec<crate::verify::Check> {
     names
         .iter()
         .map(|n| {
-            crate::engine::Check::fail(n, resource, "not recorded in the state: run `iotreg up`")
+            crate::verify::Check::fail(n, resource, "not recorded in the state: run `iotreg up`")
         })
         .collect()
 }

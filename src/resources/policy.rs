@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use super::{Env, POLICY};
-use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
+use crate::engine::{Ctx, Legacy as Resource, Outcome, StepError};
 use crate::plan::Fields;
 use crate::state::{Phase, Record};
+use crate::verify::Check;
 use crate::{call, done, found};
 
 const KIND: &str = "IoT policy";

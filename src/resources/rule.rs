@@ -8,9 +8,10 @@ use aws_sdk_iot::types::{Action, LambdaAction, TopicRulePayload};
 
 use super::{Env, FUNCTION, RULE};
 use crate::call;
-use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
+use crate::engine::{Ctx, Legacy as Resource, Outcome, StepError};
 use crate::plan::Fields;
 use crate::state::{Phase, Record};
+use crate::verify::Check;
 
 const KIND: &str = "topic rule";
 

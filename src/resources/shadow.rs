@@ -7,9 +7,10 @@ use std::sync::Arc;
 use aws_sdk_iotdataplane::primitives::Blob;
 
 use super::{Env, SHADOW, THING};
-use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
+use crate::engine::{Ctx, Legacy as Resource, Outcome, StepError};
 use crate::plan::Fields;
 use crate::state::{Phase, Record};
+use crate::verify::Check;
 use crate::{call, done, found};
 
 const KIND: &str = "device shadow";

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use super::policy_attachment::certificate_arn;
 use super::{Env, CERTIFICATE, THING, THING_PRINCIPAL};
-use crate::engine::{Check, Ctx, Outcome, Resource, StepError};
+use crate::engine::{Ctx, Legacy as Resource, Outcome, StepError};
 use crate::plan::Fields;
 use crate::state::{Phase, Record};
+use crate::verify::Check;
 use crate::{call, done};
 
 const KIND: &str = "thing attachment";

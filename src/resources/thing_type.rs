@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::{Env, THING_TYPE, THING_TYPE_RETIRED};
-use crate::engine::{Check, Ctx, Outcome, Replacement, Resource, StepError};
+use crate::engine::{Ctx, Legacy as Resource, Outcome, Replacement, StepError};
 use crate::plan::Fields;
 use crate::state::{Phase, Record};
+use crate::verify::Check;
 use crate::{call, found};
 
 const KIND: &str = "thing type";

@@ -2,15 +2,23 @@
 //!
 //! Written atomically (temp file, fsync, rename, fsync of the directory) so a crash at any
 //! instant leaves either the old or the new state, never a torn one. Guarded by an advisory
-//! lock held for the whole run. It holds names, ARNs and ids, never key material.
+//! lock held for the whole run ([`lock`]). It holds names, ARNs and ids, never key material.
+//! A fleet's device changes go to an append-only [`journal`] beside it; [`Store`] is the
+//! in-memory copy a run works on, saved after every change.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+mod journal;
+mod lock;
+mod store;
+
+pub use journal::{journal_path, Journal};
+pub use lock::StateLock;
+pub use store::Store;
 
 pub const SCHEMA_VERSION: u32 = 2;
 /// Version 1 had no `applied`; it reads as version 2 with nothing applied on record.
@@ -159,140 +167,6 @@ impl DeviceState {
     }
 }
 
-/// One journal line: a device's whole entry after a change, or null once it has none.
-#[derive(Serialize, Deserialize)]
-struct JournalLine {
-    device: String,
-    entry: Option<DeviceState>,
-}
-
-/// The append-only companion of a state file, `<state>.journal`: one line per change to a
-/// fleet device, so saving progress costs one small append instead of rewriting a file that
-/// grows with the fleet. A full save folds it in and removes it.
-///
-/// Only an intent must reach the disk before the call it announces, so only durable appends
-/// wait for fdatasync (which also carries every line written before them). Any other line
-/// lost in a power cut leaves a state a kill at that instant could have left (an intent
-/// without its commit, a record of something just deleted), and resume handles those.
-pub struct Journal {
-    path: PathBuf,
-    file: Option<File>,
-    /// fdatasync calls made (for tests and benchmarks).
-    syncs: u64,
-}
-
-pub fn journal_path(state_path: &Path) -> PathBuf {
-    let mut p = state_path.as_os_str().to_owned();
-    p.push(".journal");
-    PathBuf::from(p)
-}
-
-impl Journal {
-    pub fn new(state_path: &Path) -> Journal {
-        Journal {
-            path: journal_path(state_path),
-            file: None,
-            syncs: 0,
-        }
-    }
-
-    /// The line recording a device's entry (None: the device has no records left).
-    pub fn line(device: &str, entry: Option<&DeviceState>) -> Vec<u8> {
-        let line = JournalLine {
-            device: device.to_string(),
-            entry: entry.cloned(),
-        };
-        let mut bytes = serde_json::to_vec(&line).expect("journal line serialises");
-        bytes.push(b'\n');
-        bytes
-    }
-
-    /// Appends the device's entry; `durable`: on disk before this returns.
-    #[cfg(test)]
-    pub fn append(
-        &mut self,
-        device: &str,
-        entry: Option<&DeviceState>,
-        durable: bool,
-    ) -> Result<(), StateError> {
-        self.append_line(&Journal::line(device, entry), durable)
-    }
-
-    pub fn append_line(&mut self, line: &[u8], durable: bool) -> Result<(), StateError> {
-        let err = |source| StateError::Write {
-            path: self.path.clone(),
-            source,
-        };
-        if self.file.is_none() {
-            let f = OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o600)
-                .open(&self.path)
-                .map_err(err)?;
-            self.file = Some(f);
-        }
-        let f = self.file.as_mut().expect("opened above");
-        f.write_all(line).map_err(err)?;
-        if durable {
-            f.sync_data().map_err(err)?;
-            self.syncs += 1;
-        }
-        Ok(())
-    }
-
-    #[cfg(test)]
-    pub fn syncs(&self) -> u64 {
-        self.syncs
-    }
-
-    /// After a full save: the journal is folded in.
-    pub fn clear(&mut self) -> Result<(), StateError> {
-        self.file = None;
-        match std::fs::remove_file(&self.path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(StateError::Write {
-                path: self.path.clone(),
-                source,
-            }),
-        }
-    }
-}
-
-/// Applies a journal's lines to a state. A torn line ends the replay: it was never synced, so
-/// nothing after it was either (a sync carries every line before it), and no line after it
-/// can record an intent whose call was sent. What is skipped is what a kill at that instant
-/// would have lost. A line that is whole but not a journal line is corruption.
-fn replay(state: &mut State, text: &str, path: &Path) -> Result<(), StateError> {
-    let lines: Vec<&str> = text.lines().collect();
-    for (i, line) in lines.iter().enumerate() {
-        match serde_json::from_str::<JournalLine>(line) {
-            Ok(JournalLine {
-                device,
-                entry: Some(e),
-            }) => {
-                state.devices.insert(device, e);
-            }
-            Ok(JournalLine {
-                device,
-                entry: None,
-            }) => {
-                state.devices.remove(&device);
-            }
-            // Torn: cut short, or with blocks a power cut left zeroed.
-            Err(e) if e.is_eof() || line.contains('\0') || i + 1 == lines.len() => return Ok(()),
-            Err(e) => {
-                return Err(StateError::Corrupt {
-                    path: path.to_path_buf(),
-                    message: format!("line {}: {e}", i + 1),
-                })
-            }
-        }
-    }
-    Ok(())
-}
-
 impl State {
     pub fn new(region: &str, account: &str, suffix: &str) -> State {
         State {
@@ -383,7 +257,7 @@ pub fn load(path: &Path) -> Result<Option<State>, StateError> {
             let mut state = State::parse(&text, path)?;
             let journal = journal_path(path);
             match std::fs::read_to_string(&journal) {
-                Ok(lines) => replay(&mut state, &lines, &journal)?,
+                Ok(lines) => journal::replay(&mut state, &lines, &journal)?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(source) => {
                     return Err(StateError::Read {
@@ -404,42 +278,15 @@ pub fn load(path: &Path) -> Result<Option<State>, StateError> {
 
 /// Writes `state` to `path` atomically, mode 0600.
 pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
-    let err = |source| StateError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
     let mut bytes = serde_json::to_vec_pretty(state).expect("state serialises");
     bytes.push(b'\n');
-    let dir = parent_dir(path);
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(&bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(err)?;
-    // The rename is durable only once the directory entry is.
-    File::open(&dir).and_then(|d| d.sync_all()).map_err(err)?;
-    Ok(())
+    crate::fsutil::write_atomic(path, &bytes, 0o600).map_err(|source| StateError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
+pub(crate) use crate::fsutil::parent_dir;
 
 /// Creates `dir` (and parents) with mode 0700 where missing.
 pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -454,87 +301,6 @@ pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// An exclusive advisory lock on `<state>.lock`, held until dropped. The kernel releases it when
-/// the process dies, so a crashed run never leaves a lock behind that blocks the next one.
-#[derive(Debug)]
-pub struct StateLock {
-    file: File,
-    path: PathBuf,
-    /// The pid of an earlier holder that died without releasing cleanly (killed or crashed).
-    pub previous_died: Option<String>,
-}
-
-impl StateLock {
-    pub fn acquire(state_path: &Path) -> Result<StateLock, StateError> {
-        let path = lock_path(state_path);
-        let lock_err = |source| StateError::Lock {
-            path: path.clone(),
-            source,
-        };
-        ensure_private_dir(&parent_dir(&path)).map_err(lock_err)?;
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(lock_err)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                let pid = pid.trim();
-                return Err(StateError::Locked {
-                    path: state_path.to_path_buf(),
-                    pid: if pid.is_empty() {
-                        "unknown".into()
-                    } else {
-                        pid.into()
-                    },
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
-        }
-        // A clean exit empties the file; a pid left in it is a run that died holding the lock.
-        let mut previous = String::new();
-        let _ = file.read_to_string(&mut previous);
-        let previous = previous.trim().to_string();
-        let previous_died = (!previous.is_empty() && !Path::new("/proc").join(&previous).exists())
-            .then_some(previous);
-        // Only the holder writes its pid, so a reader that fails to lock sees the holder's.
-        file.set_len(0).map_err(lock_err)?;
-        file.rewind().map_err(lock_err)?;
-        write!(file, "{}", std::process::id()).map_err(lock_err)?;
-        file.sync_all().map_err(lock_err)?;
-        Ok(StateLock {
-            file,
-            path,
-            previous_died,
-        })
-    }
-
-    /// Removes the lock file while still holding the lock (after a complete `down`).
-    pub fn remove_file(&self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-impl Drop for StateLock {
-    fn drop(&mut self) {
-        // Released cleanly: no pid left behind to be mistaken for a dead holder.
-        let _ = self.file.set_len(0);
-    }
-}
-
-pub fn lock_path(state_path: &Path) -> PathBuf {
-    let mut name = state_path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".lock");
-    state_path.with_file_name(name)
-}
 
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -639,33 +405,6 @@ mod tests {
             s.check_account(p, "999999999999"),
             Err(StateError::OtherAccount { .. })
         ));
-    }
-
-    #[test]
-    fn second_lock_fails_at_once_naming_the_holder() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.json");
-        let held = StateLock::acquire(&path).unwrap();
-        let e = StateLock::acquire(&path).unwrap_err();
-        let msg = e.to_string();
-        assert!(
-            msg.contains(&format!("pid {}", std::process::id())),
-            "{msg}"
-        );
-        drop(held);
-        StateLock::acquire(&path).unwrap();
-    }
-
-    #[test]
-    fn a_holder_that_died_is_reported_and_a_clean_release_is_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.json");
-        drop(StateLock::acquire(&path).unwrap());
-        assert_eq!(StateLock::acquire(&path).unwrap().previous_died, None);
-        // A pid that cannot exist, as left by a run killed while holding the lock.
-        std::fs::write(lock_path(&path), "4194304999").unwrap();
-        let lock = StateLock::acquire(&path).unwrap();
-        assert_eq!(lock.previous_died.as_deref(), Some("4194304999"));
     }
 
     #[test]

@@ -1,0 +1,141 @@
+//! What a step sees of the engine: its records in the state, progress reporting, cancellation.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::{Events, Outcome, StepError};
+use crate::plan::Fields;
+use crate::state::{self, Phase, Record, Store};
+
+/// What a step sees of the engine: the state and a way to report progress.
+pub struct Ctx {
+    pub(super) store: Arc<Store>,
+    pub(super) events: Arc<dyn Events>,
+    pub(super) cancel: Arc<AtomicBool>,
+    current: Option<String>,
+    /// A fleet device: records are that device's (same keys as the single stack's).
+    pub(super) device: Option<String>,
+}
+
+impl Ctx {
+    pub fn new(store: Arc<Store>, events: Arc<dyn Events>, cancel: Arc<AtomicBool>) -> Ctx {
+        Ctx {
+            store,
+            events,
+            cancel,
+            current: None,
+            device: None,
+        }
+    }
+
+    pub(super) fn for_step(&self, key: &str) -> Ctx {
+        Ctx {
+            store: self.store.clone(),
+            events: self.events.clone(),
+            cancel: self.cancel.clone(),
+            current: Some(key.to_string()),
+            device: self.device.clone(),
+        }
+    }
+
+    /// The context of one fleet device, reporting to `events`.
+    pub fn for_device(&self, device: &str, events: Arc<dyn Events>) -> Ctx {
+        Ctx {
+            store: self.store.clone(),
+            events,
+            cancel: self.cancel.clone(),
+            current: None,
+            device: Some(device.to_string()),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn record(&self, key: &str) -> Option<Record> {
+        self.store.read(|s| match &self.device {
+            Some(d) => s.devices.get(d).and_then(|e| e.get(key)).cloned(),
+            None => s.get(key).cloned(),
+        })
+    }
+
+    /// Writes a record. A fleet device's journal line waits for the disk only when `durable`;
+    /// the single stack's state file is always rewritten in full and synced.
+    fn put(&self, record: Record, durable: bool) -> Result<(), StepError> {
+        match &self.device {
+            Some(d) => self.store.update_device(d, durable, |e| e.put(record))?,
+            None => self.store.update(|s| s.put(record))?,
+        }
+        Ok(())
+    }
+
+    /// Records that a create call is about to be sent, before it is sent: on disk when this
+    /// returns, so that a crash after the call leaves something to look for.
+    pub fn intent(&self, mut record: Record) -> Result<Record, StepError> {
+        record.phase = Phase::Intent;
+        record.intent_at_ms = Some(state::now_ms());
+        self.put(record.clone(), true)?;
+        Ok(record)
+    }
+
+    /// Records a resource as existing (created, adopted or borrowed). For a fleet device it
+    /// need not wait for the disk: lost, it leaves the intent, which resume looks up.
+    pub fn commit(&self, record: Record) -> Result<(), StepError> {
+        self.put(record, false)
+    }
+
+    /// What `up` last applied to this resource, if known.
+    pub fn applied(&self, key: &str) -> Option<Fields> {
+        self.store.read(|s| match &self.device {
+            Some(d) => s.devices.get(d).and_then(|e| e.applied.get(key)).cloned(),
+            None => s.applied.get(key).cloned(),
+        })
+    }
+
+    /// Records what an `ensure` just brought the resource to. Saved only when it differs.
+    pub(super) fn set_applied(&self, key: &str, fields: Fields) -> Result<(), StepError> {
+        if self.record(key).is_none() || self.applied(key).as_ref() == Some(&fields) {
+            return Ok(());
+        }
+        match &self.device {
+            // Advisory (it labels a plan's differences): no need to wait for the disk.
+            Some(d) => self.store.update_device(d, false, |e| {
+                e.applied.insert(key.to_string(), fields);
+            })?,
+            None => self.store.update(|s| {
+                s.applied.insert(key.to_string(), fields);
+            })?,
+        }
+        Ok(())
+    }
+
+    /// A resource found live as wanted: Unchanged when the state already says so, else the
+    /// record is written and it counts as Adopted.
+    pub fn keep(&self, recorded: Option<&Record>, record: Record) -> Result<Outcome, StepError> {
+        if recorded == Some(&record) {
+            return Ok(Outcome::Unchanged);
+        }
+        self.commit(record)?;
+        Ok(Outcome::Adopted)
+    }
+
+    pub fn forget(&self, key: &str) -> Result<(), StepError> {
+        match &self.device {
+            // Lost, a record of something deleted is found gone by the next run.
+            Some(d) => self.store.update_device(d, false, |e| e.remove(key))?,
+            None => self.store.update(|s| s.remove(key))?,
+        }
+        Ok(())
+    }
+
+    pub fn progress(&self, message: &str) {
+        if let Some(key) = &self.current {
+            self.events.progress(key, message);
+        }
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,106 @@
+//! The state a run works on: the file plus its in-memory copy, saved after every change.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use super::{DeviceState, Journal, State, StateError};
+use crate::plan::Fields;
+
+/// A state file plus the in-memory copy, saved after every mutation under one mutex so that
+/// concurrent steps never interleave writes.
+pub struct Store {
+    journal: Mutex<Journal>,
+    path: PathBuf,
+    state: Mutex<State>,
+    /// Plan order: records are kept in it so the file reads top to bottom like the stack.
+    order: Mutex<Vec<String>>,
+}
+
+impl Store {
+    pub fn new(path: PathBuf, state: State) -> Store {
+        Store {
+            journal: Mutex::new(Journal::new(&path)),
+            path,
+            state: Mutex::new(state),
+            order: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Changes one fleet device's entry and appends it to the journal: the cost does not grow
+    /// with the fleet. `durable` (an intent): on disk before this returns. (Lock order: state,
+    /// then journal, everywhere.)
+    pub fn update_device<T>(
+        &self,
+        device: &str,
+        durable: bool,
+        f: impl FnOnce(&mut DeviceState) -> T,
+    ) -> Result<T, StateError> {
+        let mut guard = self.state.lock().expect("state mutex");
+        let entry = guard.devices.entry(device.to_string()).or_default();
+        let out = f(entry);
+        let keep = !entry.records.is_empty();
+        if !keep {
+            guard.devices.remove(device);
+        }
+        let line = Journal::line(device, guard.devices.get(device));
+        // Lines go out in the order of the changes (the journal is taken before the state is
+        // let go), but readers and other devices' changes need not wait for the disk.
+        let mut journal = self.journal.lock().expect("journal mutex");
+        drop(guard);
+        journal.append_line(&line, durable)?;
+        Ok(out)
+    }
+
+    /// fdatasync calls the journal has made.
+    #[cfg(test)]
+    pub fn journal_syncs(&self) -> u64 {
+        self.journal.lock().expect("journal mutex").syncs()
+    }
+
+    /// The fleet devices recorded, by thing name.
+    pub fn device_names(&self) -> std::collections::BTreeSet<String> {
+        let s = self.state.lock().expect("state mutex");
+        s.devices.keys().cloned().collect()
+    }
+
+    pub fn has_device(&self, device: &str) -> bool {
+        let s = self.state.lock().expect("state mutex");
+        s.devices.contains_key(device)
+    }
+
+    /// What `up` last applied to one of a device's resources.
+    pub fn device_applied(&self, device: &str, key: &str) -> Option<Fields> {
+        let s = self.state.lock().expect("state mutex");
+        s.devices.get(device)?.applied.get(key).cloned()
+    }
+
+    /// Writes the whole state and folds the journal in.
+    pub fn compact(&self) -> Result<(), StateError> {
+        self.update(|_| ())
+    }
+
+    /// Reads the in-memory state under its lock.
+    pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.state.lock().expect("state mutex"))
+    }
+
+    /// The order records are kept in (the plan's), so the file reads like the stack.
+    pub fn set_order(&self, keys: Vec<String>) {
+        *self.order.lock().expect("order mutex") = keys;
+    }
+
+    pub fn snapshot(&self) -> State {
+        self.state.lock().expect("state mutex").clone()
+    }
+
+    pub fn update<T>(&self, f: impl FnOnce(&mut State) -> T) -> Result<T, StateError> {
+        let mut guard = self.state.lock().expect("state mutex");
+        let out = f(&mut guard);
+        let order = self.order.lock().expect("order mutex");
+        let rank = |k: &str| order.iter().position(|o| o == k).unwrap_or(usize::MAX);
+        guard.resources.sort_by_key(|r| rank(&r.key));
+        super::save(&self.path, &guard)?;
+        self.journal.lock().expect("journal mutex").clear()?;
+        Ok(out)
+    }
+}
