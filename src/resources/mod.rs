@@ -32,6 +32,8 @@ pub mod thing_type;
 
 #[cfg(test)]
 mod mock_tests;
+#[cfg(test)]
+pub(crate) mod testing;
 
 /// Everything a resource needs to know, resolved once: names with the suffix filled in,
 /// templates rendered, the Lambda package built.
