@@ -445,7 +445,7 @@ async fn plan_replaces_an_own_thing_type_whose_description_changed_but_not_a_bor
         vec![thing_type_record()],
         |_| {},
     );
-    let p = crate::engine::Old(thing_type::ThingType::current(h.env.clone()))
+    let p = thing_type::ThingType::current(h.env.clone())
         .plan(&h.cx, true)
         .await
         .unwrap();
@@ -460,7 +460,7 @@ async fn plan_replaces_an_own_thing_type_whose_description_changed_but_not_a_bor
     let mut borrowed = thing_type_record();
     borrowed.phase = Phase::Borrowed;
     let h = harness(&[&describe], &[], &[], &[], vec![borrowed], |_| {});
-    let p = crate::engine::Old(thing_type::ThingType::current(h.env.clone()))
+    let p = thing_type::ThingType::current(h.env.clone())
         .plan(&h.cx, true)
         .await
         .unwrap();
@@ -480,7 +480,7 @@ async fn plan_fails_naming_the_call_when_a_read_is_refused() {
         vec![thing_type_record()],
         |_| {},
     );
-    let e = crate::engine::Old(thing_type::ThingType::current(h.env.clone()))
+    let e = thing_type::ThingType::current(h.env.clone())
         .plan(&h.cx, true)
         .await
         .unwrap_err()

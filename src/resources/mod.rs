@@ -154,7 +154,7 @@ const REGISTRY: &[Entry] = &[
         device: false,
         wanted: always,
         stray: false,
-        make: |env| one(Old(thing_type::ThingType::current(env.clone()))),
+        make: |env| one(thing_type::ThingType::current(env.clone())),
     },
     Entry {
         device: true,
@@ -172,7 +172,7 @@ const REGISTRY: &[Entry] = &[
         device: false,
         wanted: always,
         stray: true,
-        make: |env| one(Old(policy::Policy(env.clone()))),
+        make: |env| one(policy::Policy(env.clone())),
     },
     Entry {
         device: true,
@@ -294,10 +294,10 @@ pub fn strays(env: &Arc<Env>, state: &crate::state::State) -> Vec<Box<dyn Resour
         .filter(|r| !wanted.iter().any(|w| w == r.key()) && state.get(r.key()).is_some())
         .collect();
     if let Some(rec) = state.get(THING_TYPE_RETIRED) {
-        out.push(Box::new(Old(thing_type::ThingType::retired(
+        out.push(Box::new(thing_type::ThingType::retired(
             env.clone(),
             &rec.name,
-        ))));
+        )));
     }
     out
 }

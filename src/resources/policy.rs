@@ -4,20 +4,21 @@
 
 use std::sync::Arc;
 
+use aws_sdk_iot::operation::get_policy::GetPolicyOutput;
+
+use super::sdk::{self, op};
 use super::{Env, POLICY};
-use crate::engine::{Ctx, Legacy as Resource, Outcome, StepError};
-use crate::plan::Fields;
+use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
+use crate::plan::{Action, Fields};
 use crate::state::{Phase, Record};
-use crate::verify::Check;
-use crate::{call, done, found};
+use crate::verify::{Check, CheckStatus};
 
 const KIND: &str = "IoT policy";
 const MAX_VERSIONS: usize = 5;
 
 pub struct Policy(pub Arc<Env>);
 
-#[async_trait::async_trait]
-impl Resource for Policy {
+impl Meta for Policy {
     fn key(&self) -> &str {
         POLICY
     }
@@ -30,105 +31,94 @@ impl Resource for Policy {
     fn depends_on(&self) -> &[&'static str] {
         &[]
     }
+}
+
+#[async_trait::async_trait]
+impl Kind for Policy {
+    type Live = GetPolicyOutput;
 
     fn desired(&self, _cx: &Ctx) -> Fields {
         Fields::from([("document".to_string(), self.0.d.policy_document.clone())])
     }
 
-    async fn observe(&self, _cx: &Ctx) -> Result<Option<Fields>, StepError> {
-        Ok(self.live(&self.0.d.policy_name).await?.map(|live| {
-            let text = live.policy_document().unwrap_or_default();
-            // Unparseable text is shown as it is (and differs, as ensure judges it).
-            let doc = serde_json::from_str(text).unwrap_or_else(|_| text.into());
-            Fields::from([("document".to_string(), doc)])
-        }))
+    async fn read(&self, _cx: &Ctx) -> Result<Option<GetPolicyOutput>, StepError> {
+        let name = &self.0.d.policy_name;
+        sdk::find(
+            op(KIND, name, "GetPolicy"),
+            self.0.aws.iot.get_policy().policy_name(name).send(),
+            |e| e.is_resource_not_found_exception(),
+        )
+        .await
     }
 
-    async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
-        let iot = &self.0.aws.iot;
+    fn fields(&self, live: &GetPolicyOutput) -> Fields {
+        let text = live.policy_document().unwrap_or_default();
+        // Unparseable text is shown as it is, and differs from any document.
+        let doc = serde_json::from_str(text).unwrap_or_else(|_| text.into());
+        Fields::from([("document".to_string(), doc)])
+    }
+
+    fn identify(&self, live: &GetPolicyOutput) -> String {
+        live.policy_arn().unwrap_or_default().to_string()
+    }
+
+    async fn apply(&self, cx: &Ctx, step: Step<GetPolicyOutput>) -> Result<Outcome, StepError> {
         let name = &self.0.d.policy_name;
-        let want = &self.0.d.policy_document;
-        let record = cx.record(POLICY);
-        let live = self.live(name).await?;
-        if let Some(live) = live {
-            let Some(mut rec) = record.clone() else {
-                return Err(StepError::NotOurs {
-                    kind: KIND.into(),
-                    name: name.clone(),
-                });
-            };
-            let was_intent = rec.phase == Phase::Intent;
+        let Some(live) = &step.live else {
+            let mut rec = cx.intent(Record::new(POLICY, KIND, Phase::Intent, name))?;
+            let out = sdk::create(
+                op(KIND, name, "CreatePolicy"),
+                self.0
+                    .aws
+                    .iot
+                    .create_policy()
+                    .policy_name(name)
+                    .policy_document(self.0.d.policy_document.to_string())
+                    .send(),
+                |e| e.is_resource_already_exists_exception(),
+            )
+            .await?;
             rec.phase = Phase::Created;
-            rec.arn = live.policy_arn().map(str::to_string);
-            let same = live
-                .policy_document()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
-                .is_some_and(|live_doc| &live_doc == want);
-            let outcome = if same {
-                if was_intent {
-                    Outcome::Adopted
-                } else {
-                    Outcome::Unchanged
-                }
-            } else {
-                self.new_default_version(name).await?;
-                Outcome::Updated("policy document".into())
-            };
-            if record.as_ref() != Some(&rec) {
-                cx.commit(rec)?;
-            }
-            return Ok(outcome);
-        }
-        let mut rec = cx.intent(Record::new(POLICY, KIND, Phase::Intent, name))?;
-        let out = crate::create!(
-            iot.create_policy()
-                .policy_name(name)
-                .policy_document(want.to_string())
-                .send(),
-            is_resource_already_exists_exception,
-            cx,
-            POLICY,
-            KIND,
-            name,
-            "CreatePolicy"
-        );
-        rec.phase = Phase::Created;
-        rec.arn = out.policy_arn;
-        cx.commit(rec)?;
-        Ok(Outcome::Created)
-    }
-
-    async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
-        let name = &self.0.d.policy_name;
-        Ok(self
-            .live(name)
-            .await?
-            .map(|o| o.policy_arn.unwrap_or_default()))
-    }
-
-    async fn check(&self, _cx: &Ctx) -> Vec<Check> {
-        const NAME: &str = "policy.document";
-        let name = &self.0.d.policy_name;
-        let res = format!("{KIND} {name}");
-        let live = self.live(name).await;
-        let Some(live) = crate::check_try!(live, [NAME], res) else {
-            return vec![Check::fail(NAME, &res, format!("{res} does not exist"))];
+            rec.arn = out.policy_arn;
+            cx.commit(rec)?;
+            return Ok(Outcome::Created);
         };
-        let same = live
-            .policy_document()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
-            .is_some_and(|doc| doc == self.0.d.policy_document);
-        let version = live.default_version_id().unwrap_or("?");
-        vec![Check::new(
-            NAME,
-            &res,
-            same,
-            if same {
+        let outcome = if step.changes("document") {
+            self.new_default_version(name).await?;
+            Outcome::Updated("policy document".into())
+        } else if step.plan.action == Action::Adopt {
+            Outcome::Adopted
+        } else {
+            Outcome::Unchanged
+        };
+        let mut rec = step
+            .record
+            .clone()
+            .unwrap_or_else(|| Record::new(POLICY, KIND, Phase::Created, name));
+        rec.phase = Phase::Created;
+        rec.arn = live.policy_arn().map(str::to_string);
+        if step.record.as_ref() != Some(&rec) {
+            cx.commit(rec)?;
+        }
+        Ok(outcome)
+    }
+
+    fn check_name(&self) -> &'static str {
+        "policy.document"
+    }
+
+    async fn checks(&self, _cx: &Ctx, seen: Seen<'_, GetPolicyOutput>) -> Vec<Check> {
+        let mut check = planning::comparison_check(self.check_name(), &seen);
+        if let Some(live) = seen.live {
+            let version = live.default_version_id().unwrap_or("?");
+            let res = &seen.resource;
+            check.reason = if check.status == CheckStatus::Pass {
                 format!("default version {version} equals the rendered template")
             } else {
                 format!("{res}: default version {version} differs from the rendered template")
-            },
-        )]
+            };
+        }
+        vec![check]
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
@@ -137,36 +127,36 @@ impl Resource for Policy {
         };
         let iot = &self.0.aws.iot;
         let name = &rec.name;
-        let Some(targets) = found!(
+        let Some(targets) = sdk::find(
+            op(KIND, name, "ListTargetsForPolicy"),
             iot.list_targets_for_policy().policy_name(name).send(),
-            is_resource_not_found_exception,
-            KIND,
-            name,
-            "ListTargetsForPolicy"
-        ) else {
+            |e| e.is_resource_not_found_exception(),
+        )
+        .await?
+        else {
             cx.forget(POLICY)?;
             return Ok(Outcome::Absent);
         };
         // Our certificate was detached already; anything still attached would block deletion.
         for target in targets.targets() {
-            crate::gone_by_code!(
+            // DetachPolicy's error model has no typed not-found variant, though AWS answers
+            // ResourceNotFoundException for a target already gone.
+            sdk::find_by_code(
+                op(KIND, name, "DetachPolicy"),
                 iot.detach_policy().policy_name(name).target(target).send(),
                 "ResourceNotFoundException",
-                KIND,
-                name,
-                "DetachPolicy"
-            );
+            )
+            .await?;
         }
         self.delete_non_default_versions(name, 1).await?;
-        let deleted = done!(
+        let deleted = sdk::find(
+            op(KIND, name, "DeletePolicy"),
             iot.delete_policy().policy_name(name).send(),
-            is_resource_not_found_exception,
-            KIND,
-            name,
-            "DeletePolicy"
-        );
+            |e| e.is_resource_not_found_exception(),
+        )
+        .await?;
         cx.forget(POLICY)?;
-        Ok(if deleted {
+        Ok(if deleted.is_some() {
             Outcome::Deleted
         } else {
             Outcome::Absent
@@ -175,36 +165,20 @@ impl Resource for Policy {
 }
 
 impl Policy {
-    /// The live resource, or None when it does not exist: the one read that ensure, probe,
-    /// check and destroy share.
-    async fn live(
-        &self,
-        name: &str,
-    ) -> Result<Option<aws_sdk_iot::operation::get_policy::GetPolicyOutput>, StepError> {
-        Ok(found!(
-            self.0.aws.iot.get_policy().policy_name(name).send(),
-            is_resource_not_found_exception,
-            KIND,
-            name,
-            "GetPolicy"
-        ))
-    }
-
     async fn new_default_version(&self, name: &str) -> Result<(), StepError> {
         let iot = &self.0.aws.iot;
         // Make room: with five versions CreatePolicyVersion fails with VersionsLimitExceeded.
         self.delete_non_default_versions(name, MAX_VERSIONS - 1)
             .await?;
-        call!(
+        sdk::send(
+            op(KIND, name, "CreatePolicyVersion"),
             iot.create_policy_version()
                 .policy_name(name)
                 .policy_document(self.0.d.policy_document.to_string())
                 .set_as_default(true)
                 .send(),
-            KIND,
-            name,
-            "CreatePolicyVersion"
-        );
+        )
+        .await?;
         // Keep the new default and the one it replaced (for rollback), nothing older: leaving
         // five versions would make the next edit, ours or anyone's, fail at AWS's limit.
         self.delete_non_default_versions(name, 2).await
@@ -214,12 +188,11 @@ impl Policy {
     /// included) remain; `keep = 1` leaves only the default.
     async fn delete_non_default_versions(&self, name: &str, keep: usize) -> Result<(), StepError> {
         let iot = &self.0.aws.iot;
-        let versions = call!(
+        let versions = sdk::send(
+            op(KIND, name, "ListPolicyVersions"),
             iot.list_policy_versions().policy_name(name).send(),
-            KIND,
-            name,
-            "ListPolicyVersions"
-        );
+        )
+        .await?;
         let mut old: Vec<_> = versions
             .policy_versions()
             .iter()
@@ -231,16 +204,15 @@ impl Policy {
         let total = versions.policy_versions().len();
         let excess = total.saturating_sub(keep);
         for version in old.iter().take(excess) {
-            done!(
+            sdk::find(
+                op(KIND, name, "DeletePolicyVersion"),
                 iot.delete_policy_version()
                     .policy_name(name)
                     .policy_version_id(version)
                     .send(),
-                is_resource_not_found_exception,
-                KIND,
-                name,
-                "DeletePolicyVersion"
-            );
+                |e| e.is_resource_not_found_exception(),
+            )
+            .await?;
         }
         Ok(())
     }

@@ -6,12 +6,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use aws_sdk_iot::operation::describe_thing_type::DescribeThingTypeOutput;
+
+use super::sdk::{self, op};
 use super::{Env, THING_TYPE, THING_TYPE_RETIRED};
-use crate::engine::{Ctx, Legacy as Resource, Outcome, Replacement, StepError};
-use crate::plan::Fields;
+use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Replacement, Seen, Step, StepError};
+use crate::plan::{Action, Fields};
 use crate::state::{Phase, Record};
 use crate::verify::Check;
-use crate::{call, found};
 
 const KIND: &str = "thing type";
 /// Marks a thing type iotreg created, so the last iotreg deployment using it may delete it,
@@ -19,6 +21,12 @@ const KIND: &str = "thing type";
 pub const MANAGED_BY: (&str, &str) = ("managed-by", "iotreg");
 /// AWS's documented delay between deprecating a thing type and being allowed to delete it.
 pub const DEPRECATION_DELAY: Duration = Duration::from_secs(5 * 60);
+
+/// The live type, and whether this deployment manages its properties (it created it).
+pub struct Live {
+    out: DescribeThingTypeOutput,
+    manages_properties: bool,
+}
 
 /// The thing type the config names (key `thing_type`), or one it replaced by a rename that is
 /// still being deleted (key `thing_type_retired`: only ever destroyed).
@@ -52,8 +60,7 @@ impl ThingType {
     }
 }
 
-#[async_trait::async_trait]
-impl Resource for ThingType {
+impl Meta for ThingType {
     fn key(&self) -> &str {
         self.key
     }
@@ -66,6 +73,15 @@ impl Resource for ThingType {
     fn depends_on(&self) -> &[&'static str] {
         &[]
     }
+    fn delete_note(&self) -> String {
+        "replaced by a renamed thing type; deleted once no thing uses it (AWS allows that five minutes after deprecation)".into()
+    }
+}
+
+#[async_trait::async_trait]
+impl Kind for ThingType {
+    type Live = Live;
+
     fn shared(&self) -> bool {
         true
     }
@@ -93,9 +109,6 @@ impl Resource for ThingType {
             ),
         }
     }
-    fn delete_note(&self) -> String {
-        "replaced by a renamed thing type; deleted once no thing uses it (AWS allows that five minutes after deprecation)".into()
-    }
 
     fn desired(&self, cx: &Ctx) -> Fields {
         let mut f = Fields::new();
@@ -109,148 +122,109 @@ impl Resource for ThingType {
         f
     }
 
-    async fn observe(&self, cx: &Ctx) -> Result<Option<Fields>, StepError> {
-        let Some(live) = self.live(&self.name).await? else {
-            return Ok(None);
-        };
+    async fn read(&self, cx: &Ctx) -> Result<Option<Live>, StepError> {
+        let out = sdk::find(
+            op(KIND, &self.name, "DescribeThingType"),
+            self.env
+                .aws
+                .iot
+                .describe_thing_type()
+                .thing_type_name(&self.name)
+                .send(),
+            |e| e.is_resource_not_found_exception(),
+        )
+        .await?;
+        Ok(out.map(|out| Live {
+            out,
+            manages_properties: self.manages_properties(cx),
+        }))
+    }
+
+    fn fields(&self, live: &Live) -> Fields {
         let mut f = Fields::new();
-        let deprecated = live.thing_type_metadata().is_some_and(|m| m.deprecated());
-        f.insert("deprecated".into(), deprecated.into());
-        if self.manages_properties(cx) {
+        f.insert("deprecated".into(), deprecated(&live.out).into());
+        // Only a type this deployment created is compared by its properties; a shared one
+        // is used as it is.
+        if live.manages_properties {
             let description = live
+                .out
                 .thing_type_properties()
                 .and_then(|p| p.thing_type_description())
                 .unwrap_or_default();
             f.insert("description".into(), description.into());
         }
-        Ok(Some(f))
+        f
     }
 
-    async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
-        let iot = &self.env.aws.iot;
+    fn identify(&self, live: &Live) -> String {
+        live.out.thing_type_arn().unwrap_or_default().to_string()
+    }
+
+    async fn apply(&self, cx: &Ctx, step: Step<Live>) -> Result<Outcome, StepError> {
+        if step.plan.action == Action::Replace {
+            return self.replace(cx, step).await;
+        }
         let name = &self.name;
-        let mut record = cx.record(THING_TYPE);
-        if let Some(old) = record
-            .as_ref()
-            .filter(|r| r.phase != Phase::Intent && &r.name != name)
-        {
-            // A rename: the old type is retired (deleted after the thing has moved off it),
-            // and the configured one is ensured as if new.
-            if let Some(prev) = cx.record(THING_TYPE_RETIRED).filter(|p| p.name != old.name) {
+        let Some(live) = &step.live else {
+            return self.create(cx).await;
+        };
+        let record = step.record.as_ref();
+        let ours = record.is_some_and(|r| r.phase != Phase::Borrowed);
+        let mut rec = record
+            .cloned()
+            .unwrap_or_else(|| Record::new(THING_TYPE, KIND, Phase::Borrowed, name));
+        if record.is_some_and(|r| r.phase == Phase::Intent) {
+            rec.phase = Phase::Created;
+        }
+        rec.arn = live.out.thing_type_arn().map(str::to_string);
+        rec.data.remove("deprecated_at_ms");
+        if step.changes("deprecated") {
+            if !ours {
                 return Err(StepError::Failed(format!(
-                    "{KIND} {:?}, replaced earlier, is still being deleted; run `iotreg up` again once AWS allows it (five minutes after deprecation)",
-                    prev.name
+                    "{KIND} {name:?} is deprecated by someone else, and AWS refuses new things of a deprecated type; undeprecate it or configure another thing_type.name"
                 )));
             }
-            let mut retired = old.clone();
-            retired.key = THING_TYPE_RETIRED.into();
-            cx.commit(retired)?;
-            cx.forget(THING_TYPE)?;
-            cx.progress(&format!("replacing {:?}", old.name));
-            record = None;
+            // A `down` that stopped half way deprecated it; this deployment wants it back.
+            sdk::send(
+                op(KIND, name, "DeprecateThingType(undo)"),
+                self.env
+                    .aws
+                    .iot
+                    .deprecate_thing_type()
+                    .thing_type_name(name)
+                    .undo_deprecate(true)
+                    .send(),
+            )
+            .await?;
+            cx.commit(rec)?;
+            return Ok(Outcome::Updated("undeprecated".into()));
         }
-        let live = self.live(name).await?;
-        if let Some(live) = live {
-            let deprecated = live.thing_type_metadata().is_some_and(|m| m.deprecated());
-            let arn = live.thing_type_arn().map(str::to_string);
-            let ours = record.as_ref().is_some_and(|r| r.phase != Phase::Borrowed);
-            let mut rec = record
-                .clone()
-                .unwrap_or_else(|| Record::new(THING_TYPE, KIND, Phase::Borrowed, name));
-            if record.as_ref().is_some_and(|r| r.phase == Phase::Intent) {
-                rec.phase = Phase::Created;
-            }
-            rec.arn = arn;
-            rec.data.remove("deprecated_at_ms");
-            if deprecated {
-                if !ours {
-                    return Err(StepError::Failed(format!(
-                        "{KIND} {name:?} is deprecated by someone else, and AWS refuses new things of a deprecated type; undeprecate it or configure another thing_type.name"
-                    )));
-                }
-                // A `down` that stopped half way deprecated it; this deployment wants it back.
-                call!(
-                    iot.deprecate_thing_type()
-                        .thing_type_name(name)
-                        .undo_deprecate(true)
-                        .send(),
-                    KIND,
-                    name,
-                    "DeprecateThingType(undo)"
-                );
-                cx.commit(rec)?;
-                return Ok(Outcome::Updated("undeprecated".into()));
-            }
-            let changed = record.as_ref() != Some(&rec);
-            let outcome = match &record {
-                Some(r) if r.phase == Phase::Intent => Outcome::Adopted,
-                Some(_) => Outcome::Unchanged,
-                None => Outcome::Adopted,
-            };
-            if changed {
-                cx.commit(rec)?;
-            }
-            return Ok(outcome);
-        }
-        let rec = cx.intent(Record::new(THING_TYPE, KIND, Phase::Intent, name))?;
-        let props = aws_sdk_iot::types::ThingTypeProperties::builder()
-            .thing_type_description(&self.env.d.thing_type_description)
-            .build();
-        let tag = aws_sdk_iot::types::Tag::builder()
-            .key(MANAGED_BY.0)
-            .value(MANAGED_BY.1)
-            .build()
-            .map_err(|e| StepError::Failed(format!("{KIND}: {e}")))?;
-        let out = match iot
-            .create_thing_type()
-            .thing_type_name(name)
-            .thing_type_properties(props)
-            .tags(tag)
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            // Another deployment created it between our read and our create: share it.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_already_exists_exception()) =>
-            {
-                let mut rec = rec;
-                rec.phase = Phase::Borrowed;
-                cx.commit(rec)?;
-                return Ok(Outcome::Adopted);
-            }
-            Err(e) => return Err(crate::aws::failed(KIND, name, "CreateThingType", e)),
+        let outcome = match record {
+            Some(r) if r.phase != Phase::Intent => Outcome::Unchanged,
+            _ => Outcome::Adopted,
         };
-        let mut rec = rec;
-        rec.phase = Phase::Created;
-        rec.arn = out.thing_type_arn;
-        cx.commit(rec)?;
-        Ok(Outcome::Created)
+        if record != Some(&rec) {
+            cx.commit(rec)?;
+        }
+        Ok(outcome)
     }
 
-    async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
-        let name = &self.name;
-        Ok(self
-            .live(name)
-            .await?
-            .map(|o| o.thing_type_arn.unwrap_or_default()))
+    fn check_name(&self) -> &'static str {
+        "thing_type.exists"
     }
 
-    async fn check(&self, _cx: &Ctx) -> Vec<Check> {
-        let name = &self.name;
-        let res = format!("{KIND} {name}");
-        let live = self.live(name).await;
-        let check = match crate::check_try!(live, ["thing_type.exists"], res) {
-            None => Check::fail("thing_type.exists", &res, format!("{res} does not exist")),
-            Some(l) if l.thing_type_metadata().is_some_and(|m| m.deprecated()) => Check::fail(
-                "thing_type.exists",
-                &res,
+    async fn checks(&self, _cx: &Ctx, seen: Seen<'_, Live>) -> Vec<Check> {
+        let res = &seen.resource;
+        let name = self.check_name();
+        vec![match seen.live {
+            Some(l) if deprecated(&l.out) => Check::fail(
+                name,
+                res,
                 format!("{res} is deprecated: new things cannot use it"),
             ),
-            Some(_) => Check::pass("thing_type.exists", &res, format!("{res} exists")),
-        };
-        vec![check]
+            Some(_) if seen.changes.is_empty() => Check::pass(name, res, format!("{res} exists")),
+            _ => planning::comparison_check(name, &seen),
+        }]
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
@@ -259,15 +233,14 @@ impl Resource for ThingType {
         };
         let iot = &self.env.aws.iot;
         let name = rec.name.clone();
-        let users = call!(
+        let users = sdk::send(
+            op(KIND, &name, "ListThings"),
             iot.list_things()
                 .thing_type_name(&name)
                 .max_results(1)
                 .send(),
-            KIND,
-            &name,
-            "ListThings"
-        );
+        )
+        .await?;
         if !users.things().is_empty() {
             cx.forget(self.key)?;
             return Ok(Outcome::Retained(
@@ -280,22 +253,21 @@ impl Resource for ThingType {
                 "not created by iotreg; left for its owner".into(),
             ));
         }
-        let Some(live) = self.live(&name).await? else {
+        let Some(live) = self.read(cx).await? else {
             cx.forget(self.key)?;
             return Ok(Outcome::Absent);
         };
-        let meta = live.thing_type_metadata();
+        let meta = live.out.thing_type_metadata();
         let deprecated_at = match meta.and_then(|m| m.deprecation_date()) {
             Some(t) if meta.is_some_and(|m| m.deprecated()) => {
                 SystemTime::try_from(*t).unwrap_or_else(|_| SystemTime::now())
             }
             _ => {
-                call!(
+                sdk::send(
+                    op(KIND, &name, "DeprecateThingType"),
                     iot.deprecate_thing_type().thing_type_name(&name).send(),
-                    KIND,
-                    &name,
-                    "DeprecateThingType"
-                );
+                )
+                .await?;
                 SystemTime::now()
             }
         };
@@ -354,27 +326,79 @@ impl Resource for ThingType {
 }
 
 impl ThingType {
-    /// The live resource, or None when it does not exist: the one read that ensure, probe,
-    /// check and destroy share.
-    async fn live(
-        &self,
-        name: &str,
-    ) -> Result<
-        Option<aws_sdk_iot::operation::describe_thing_type::DescribeThingTypeOutput>,
-        StepError,
-    > {
-        Ok(found!(
+    /// A rename: the old type is retired (deleted after the thing has moved off it), and the
+    /// configured one is planned and ensured as if new.
+    async fn replace(&self, cx: &Ctx, step: Step<Live>) -> Result<Outcome, StepError> {
+        let Some(old) = step.record else {
+            return Err(StepError::Failed(format!(
+                "{KIND} {:?}: a rename with no record of the old type",
+                self.name
+            )));
+        };
+        if let Some(prev) = cx.record(THING_TYPE_RETIRED).filter(|p| p.name != old.name) {
+            return Err(StepError::Failed(format!(
+                "{KIND} {:?}, replaced earlier, is still being deleted; run `iotreg up` again once AWS allows it (five minutes after deprecation)",
+                prev.name
+            )));
+        }
+        let mut retired = old.clone();
+        retired.key = THING_TYPE_RETIRED.into();
+        cx.commit(retired)?;
+        cx.forget(THING_TYPE)?;
+        cx.progress(&format!("replacing {:?}", old.name));
+        let (plan, live) = planning::observe(self, cx, true).await?;
+        planning::refuse_unless_applicable(&plan)?;
+        self.apply(
+            cx,
+            Step {
+                plan,
+                live,
+                record: None,
+            },
+        )
+        .await
+    }
+
+    async fn create(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+        let name = &self.name;
+        let rec = cx.intent(Record::new(THING_TYPE, KIND, Phase::Intent, name))?;
+        let props = aws_sdk_iot::types::ThingTypeProperties::builder()
+            .thing_type_description(&self.env.d.thing_type_description)
+            .build();
+        let tag = aws_sdk_iot::types::Tag::builder()
+            .key(MANAGED_BY.0)
+            .value(MANAGED_BY.1)
+            .build()
+            .map_err(|e| StepError::Failed(format!("{KIND}: {e}")))?;
+        let created = sdk::create(
+            op(KIND, name, "CreateThingType"),
             self.env
                 .aws
                 .iot
-                .describe_thing_type()
+                .create_thing_type()
                 .thing_type_name(name)
+                .thing_type_properties(props)
+                .tags(tag)
                 .send(),
-            is_resource_not_found_exception,
-            KIND,
-            name,
-            "DescribeThingType"
-        ))
+            |e| e.is_resource_already_exists_exception(),
+        )
+        .await;
+        let mut rec = rec;
+        match created {
+            Ok(out) => {
+                rec.phase = Phase::Created;
+                rec.arn = out.thing_type_arn;
+                cx.commit(rec)?;
+                Ok(Outcome::Created)
+            }
+            // Another deployment created it between our read and our create: share it.
+            Err(StepError::ExistsAfterCreate { .. }) => {
+                rec.phase = Phase::Borrowed;
+                cx.commit(rec)?;
+                Ok(Outcome::Adopted)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Whether the type carries iotreg's tag (some iotreg deployment created it).
@@ -382,18 +406,17 @@ impl ThingType {
         let Some(arn) = &rec.arn else {
             return Ok(false);
         };
-        let tags = found!(
+        let tags = sdk::find(
+            op(KIND, &rec.name, "ListTagsForResource"),
             self.env
                 .aws
                 .iot
                 .list_tags_for_resource()
                 .resource_arn(arn)
                 .send(),
-            is_resource_not_found_exception,
-            KIND,
-            &rec.name,
-            "ListTagsForResource"
-        );
+            |e| e.is_resource_not_found_exception(),
+        )
+        .await?;
         Ok(tags.is_some_and(|t| {
             t.tags()
                 .iter()
@@ -404,4 +427,8 @@ impl ThingType {
     fn wait_for_deprecation(&self) -> bool {
         self.env.d.wait_for_thing_type
     }
+}
+
+fn deprecated(live: &DescribeThingTypeOutput) -> bool {
+    live.thing_type_metadata().is_some_and(|m| m.deprecated())
 }
