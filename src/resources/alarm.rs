@@ -7,9 +7,9 @@ use std::sync::Arc;
 use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, MetricAlarm, Statistic};
 
 use super::monitoring::AlarmSpec;
+use super::sdk::{self, op};
 use super::{Env, ALERT_TOPIC};
-use crate::call;
-use crate::engine::{Ctx, Legacy as Resource, Outcome, StepError};
+use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
 use crate::plan::Fields;
 use crate::state::{Phase, Record};
 use crate::verify::Check;
@@ -36,8 +36,7 @@ impl Alarm {
     }
 }
 
-#[async_trait::async_trait]
-impl Resource for Alarm {
+impl Meta for Alarm {
     fn key(&self) -> &str {
         self.spec.key
     }
@@ -50,6 +49,11 @@ impl Resource for Alarm {
     fn depends_on(&self) -> &[&'static str] {
         &[ALERT_TOPIC]
     }
+}
+
+#[async_trait::async_trait]
+impl Kind for Alarm {
+    type Live = MetricAlarm;
 
     fn desired(&self, _cx: &Ctx) -> Fields {
         let s = &self.spec;
@@ -69,34 +73,70 @@ impl Resource for Alarm {
         )
     }
 
-    async fn observe(&self, _cx: &Ctx) -> Result<Option<Fields>, StepError> {
-        Ok(self.live().await?.map(|a| observed(&a)))
+    async fn read(&self, _cx: &Ctx) -> Result<Option<MetricAlarm>, StepError> {
+        let out = sdk::send(
+            op(KIND, &self.spec.name, "DescribeAlarms"),
+            self.env
+                .aws
+                .cloudwatch
+                .describe_alarms()
+                .alarm_names(&self.spec.name)
+                .send(),
+        )
+        .await?;
+        Ok(out
+            .metric_alarms
+            .unwrap_or_default()
+            .into_iter()
+            .find(|a| a.alarm_name() == Some(self.spec.name.as_str())))
     }
 
-    async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
-        let name = self.name();
-        let key = self.spec.key;
-        let record = cx.record(key);
-        let live = self.live().await?;
-        let mut rec = Record::new(key, KIND, Phase::Created, &name);
-        if let Some(live) = &live {
-            let Some(recorded) = &record else {
-                return Err(StepError::NotOurs {
-                    kind: KIND.into(),
-                    name,
-                });
-            };
+    fn fields(&self, a: &MetricAlarm) -> Fields {
+        let mut actions: Vec<String> = a.alarm_actions().to_vec();
+        actions.sort();
+        fields(
+            a.alarm_description().unwrap_or_default().to_string(),
+            format!(
+                "{} {}",
+                a.namespace().unwrap_or_default(),
+                a.metric_name().unwrap_or_default()
+            ),
+            dimensions_text(
+                a.dimensions()
+                    .iter()
+                    .map(|d| (d.name().unwrap_or_default(), d.value().unwrap_or_default())),
+            ),
+            condition(
+                a.statistic().map(|s| s.as_str()).unwrap_or("?"),
+                a.period().unwrap_or(0),
+                a.evaluation_periods().unwrap_or(0),
+                a.comparison_operator().map(|c| c.as_str()).unwrap_or("?"),
+                a.threshold().unwrap_or(f64::NAN),
+            ),
+            // AWS reports "missing" when it was never set; iotreg always sets it.
+            a.treat_missing_data().unwrap_or("missing").to_string(),
+            actions,
+        )
+    }
+
+    fn identify(&self, live: &MetricAlarm) -> String {
+        live.alarm_arn().unwrap_or_default().to_string()
+    }
+
+    /// PutMetricAlarm creates or replaces the whole alarm: any change is the same call.
+    async fn apply(&self, cx: &Ctx, step: Step<MetricAlarm>) -> Result<Outcome, StepError> {
+        let mut rec = Record::new(self.spec.key, KIND, Phase::Created, &self.spec.name);
+        if let Some(live) = &step.live {
             rec.arn = live
                 .alarm_arn()
                 .map(str::to_string)
-                .or(recorded.arn.clone());
-            let diff = crate::plan::compare(&self.desired(cx), &observed(live), None);
-            if diff.is_empty() {
-                return cx.keep(record.as_ref(), rec);
+                .or(step.record.as_ref().and_then(|r| r.arn.clone()));
+            if step.plan.changes.is_empty() {
+                return cx.keep(step.record.as_ref(), rec);
             }
             self.put().await?;
             cx.commit(rec)?;
-            let fields: Vec<String> = diff.into_iter().map(|c| c.field).collect();
+            let fields: Vec<&str> = step.plan.changes.iter().map(|c| c.field.as_str()).collect();
             return Ok(Outcome::Updated(fields.join(", ")));
         }
         cx.intent(rec.clone())?;
@@ -110,38 +150,33 @@ impl Resource for Alarm {
         Ok(Outcome::Created)
     }
 
-    async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
-        Ok(self.live().await?.map(|a| a.alarm_arn.unwrap_or_default()))
+    fn check_name(&self) -> &'static str {
+        self.spec.check
     }
 
-    async fn check(&self, cx: &Ctx) -> Vec<Check> {
-        let check = format!("alarm.{}", self.spec.key.trim_start_matches("alarm_"));
-        let res = format!("{KIND} {}", self.spec.name);
-        let live = crate::check_try!(self.live().await, [&check], res);
-        let Some(live) = live else {
-            return vec![Check::fail(&check, &res, format!("{res} does not exist"))];
-        };
-        let diff = crate::plan::compare(&self.desired(cx), &observed(&live), None);
-        let state = live
-            .state_value()
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_else(|| "unknown".into());
-        vec![if diff.is_empty() {
-            Check::pass(
-                &check,
-                &res,
-                format!(
-                    "watches {} {} and notifies {}; state {state}",
-                    self.spec.namespace, self.spec.metric, self.env.d.monitoring.topic_name
-                ),
-            )
-        } else {
-            let fields: Vec<String> = diff.into_iter().map(|c| c.field).collect();
-            Check::fail(
-                &check,
-                &res,
-                format!("{res} differs: {}", fields.join(", ")),
-            )
+    async fn checks(&self, _cx: &Ctx, seen: Seen<'_, MetricAlarm>) -> Vec<Check> {
+        let name = self.check_name();
+        let res = &seen.resource;
+        vec![match seen.live {
+            Some(live) if seen.changes.is_empty() => {
+                let state = live
+                    .state_value()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_else(|| "unknown".into());
+                Check::pass(
+                    name,
+                    res,
+                    format!(
+                        "watches {} {} and notifies {}; state {state}",
+                        self.spec.namespace, self.spec.metric, self.env.d.monitoring.topic_name
+                    ),
+                )
+            }
+            Some(_) => {
+                let fields: Vec<&str> = seen.changes.iter().map(|c| c.field.as_str()).collect();
+                Check::fail(name, res, format!("{res} differs: {}", fields.join(", ")))
+            }
+            None => planning::comparison_check(name, &seen),
         }]
     }
 
@@ -152,15 +187,14 @@ impl Resource for Alarm {
         };
         let cw = &self.env.aws.cloudwatch;
         // DeleteAlarms of a missing alarm is ResourceNotFound on AWS and success in moto.
-        let deleted = crate::done!(
+        let deleted = sdk::find(
+            op(KIND, &rec.name, "DeleteAlarms"),
             cw.delete_alarms().alarm_names(&rec.name).send(),
-            is_resource_not_found,
-            KIND,
-            &rec.name,
-            "DeleteAlarms"
-        );
+            |e| e.is_resource_not_found(),
+        )
+        .await?;
         cx.forget(key)?;
-        Ok(if deleted {
+        Ok(if deleted.is_some() {
             Outcome::Deleted
         } else {
             Outcome::Absent
@@ -169,25 +203,6 @@ impl Resource for Alarm {
 }
 
 impl Alarm {
-    async fn live(&self) -> Result<Option<MetricAlarm>, StepError> {
-        let out = call!(
-            self.env
-                .aws
-                .cloudwatch
-                .describe_alarms()
-                .alarm_names(&self.spec.name)
-                .send(),
-            KIND,
-            &self.spec.name,
-            "DescribeAlarms"
-        );
-        Ok(out
-            .metric_alarms
-            .unwrap_or_default()
-            .into_iter()
-            .find(|a| a.alarm_name() == Some(self.spec.name.as_str())))
-    }
-
     async fn put(&self) -> Result<(), StepError> {
         let s = &self.spec;
         let dims = s
@@ -195,7 +210,8 @@ impl Alarm {
             .iter()
             .map(|(k, v)| Dimension::builder().name(k).value(v).build())
             .collect();
-        call!(
+        sdk::send(
+            op(KIND, &s.name, "PutMetricAlarm"),
             self.env
                 .aws
                 .cloudwatch
@@ -214,10 +230,8 @@ impl Alarm {
                 .actions_enabled(true)
                 .alarm_actions(&self.env.d.monitoring.topic_arn)
                 .send(),
-            KIND,
-            &s.name,
-            "PutMetricAlarm"
-        );
+        )
+        .await?;
         Ok(())
     }
 }
@@ -258,33 +272,4 @@ fn fields(
         ("metric".to_string(), metric.into()),
         ("missing_data".to_string(), missing_data.into()),
     ])
-}
-
-/// The live alarm as the same fields as the desired one.
-fn observed(a: &MetricAlarm) -> Fields {
-    let mut actions: Vec<String> = a.alarm_actions().to_vec();
-    actions.sort();
-    fields(
-        a.alarm_description().unwrap_or_default().to_string(),
-        format!(
-            "{} {}",
-            a.namespace().unwrap_or_default(),
-            a.metric_name().unwrap_or_default()
-        ),
-        dimensions_text(
-            a.dimensions()
-                .iter()
-                .map(|d| (d.name().unwrap_or_default(), d.value().unwrap_or_default())),
-        ),
-        condition(
-            a.statistic().map(|s| s.as_str()).unwrap_or("?"),
-            a.period().unwrap_or(0),
-            a.evaluation_periods().unwrap_or(0),
-            a.comparison_operator().map(|c| c.as_str()).unwrap_or("?"),
-            a.threshold().unwrap_or(f64::NAN),
-        ),
-        // AWS reports "missing" when it was never set; iotreg always sets it.
-        a.treat_missing_data().unwrap_or("missing").to_string(),
-        actions,
-    )
 }

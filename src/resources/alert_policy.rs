@@ -3,20 +3,21 @@
 
 use std::sync::Arc;
 
+use serde_json::Value;
+
 use super::role::percent_decode;
+use super::sdk::{self, op};
 use super::{Env, ALERT_POLICY, ALERT_TOPIC, ROLE};
-use crate::engine::{Ctx, Legacy as Resource, Outcome, StepError};
+use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
 use crate::plan::Fields;
 use crate::state::{Phase, Record};
-use crate::verify::Check;
-use crate::{call, done, found};
+use crate::verify::{Check, CheckStatus};
 
 const KIND: &str = "IAM inline policy";
 
 pub struct AlertPolicy(pub Arc<Env>);
 
-#[async_trait::async_trait]
-impl Resource for AlertPolicy {
+impl Meta for AlertPolicy {
     fn key(&self) -> &str {
         ALERT_POLICY
     }
@@ -29,6 +30,13 @@ impl Resource for AlertPolicy {
     fn depends_on(&self) -> &[&'static str] {
         &[ROLE, ALERT_TOPIC]
     }
+}
+
+#[async_trait::async_trait]
+impl Kind for AlertPolicy {
+    /// The live policy document.
+    type Live = Value;
+
     /// A policy inside this deployment's own role is this deployment's.
     fn adopts_unowned(&self) -> bool {
         true
@@ -38,77 +46,86 @@ impl Resource for AlertPolicy {
         Fields::from([("document".to_string(), self.document())])
     }
 
-    async fn observe(&self, _cx: &Ctx) -> Result<Option<Fields>, StepError> {
-        Ok(self
-            .live()
-            .await?
-            .map(|doc| Fields::from([("document".to_string(), doc)])))
+    async fn read(&self, _cx: &Ctx) -> Result<Option<Value>, StepError> {
+        let d = &self.0.d;
+        let out = sdk::find(
+            op(KIND, &self.name(), "GetRolePolicy"),
+            self.0
+                .aws
+                .iam
+                .get_role_policy()
+                .role_name(&d.role_name)
+                .policy_name(self.name())
+                .send(),
+            |e| e.is_no_such_entity_exception(),
+        )
+        .await?;
+        // IAM returns the document URL-encoded; unparseable text is kept as text (and differs).
+        Ok(out.map(|o| {
+            let text = percent_decode(o.policy_document());
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        }))
     }
 
-    async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+    fn fields(&self, live: &Value) -> Fields {
+        Fields::from([("document".to_string(), live.clone())])
+    }
+
+    fn identify(&self, _live: &Value) -> String {
+        format!("{}/{}", self.0.d.role_name, self.name())
+    }
+
+    async fn apply(&self, cx: &Ctx, step: Step<Value>) -> Result<Outcome, StepError> {
         let d = &self.0.d;
         let name = self.name();
-        let want = self.document();
-        let record = cx.record(ALERT_POLICY);
         let mut rec = Record::new(ALERT_POLICY, KIND, Phase::Created, &name);
         rec.data.insert("role".into(), d.role_name.clone().into());
-        let live = self.live().await?;
-        if live.as_ref() == Some(&want) {
-            return cx.keep(record.as_ref(), rec);
+        if step.live.is_some() && !step.changes("document") {
+            return cx.keep(step.record.as_ref(), rec);
         }
-        if live.is_none() {
+        if step.live.is_none() {
             cx.intent(rec.clone())?;
         }
         // PutRolePolicy creates or replaces: the same call either way.
-        call!(
+        sdk::send(
+            op(KIND, &name, "PutRolePolicy"),
             self.0
                 .aws
                 .iam
                 .put_role_policy()
                 .role_name(&d.role_name)
                 .policy_name(&name)
-                .policy_document(want.to_string())
+                .policy_document(self.document().to_string())
                 .send(),
-            KIND,
-            &name,
-            "PutRolePolicy"
-        );
+        )
+        .await?;
         cx.commit(rec)?;
-        Ok(if live.is_none() {
+        Ok(if step.live.is_none() {
             Outcome::Created
         } else {
             Outcome::Updated("policy document".into())
         })
     }
 
-    async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
-        Ok(self
-            .live()
-            .await?
-            .map(|_| format!("{}/{}", self.0.d.role_name, self.name())))
+    fn check_name(&self) -> &'static str {
+        "alerts.publish_policy"
     }
 
-    async fn check(&self, _cx: &Ctx) -> Vec<Check> {
-        const NAME: &str = "alerts.publish_policy";
-        let d = &self.0.d;
-        let res = format!("{KIND} {} of {}", self.name(), d.role_name);
-        let live = crate::check_try!(self.live().await, [NAME], res);
-        vec![match live {
-            None => Check::fail(NAME, &res, format!("{res} does not exist")),
-            Some(doc) if doc == self.document() => Check::pass(
-                NAME,
-                &res,
-                format!("allows sns:Publish on {} only", d.monitoring.topic_name),
-            ),
-            Some(_) => Check::fail(
-                NAME,
-                &res,
+    async fn checks(&self, _cx: &Ctx, seen: Seen<'_, Value>) -> Vec<Check> {
+        let m = &self.0.d.monitoring;
+        let mut check = planning::comparison_check(self.check_name(), &seen);
+        check.resource = format!("{KIND} {} of {}", self.name(), self.0.d.role_name);
+        if seen.live.is_some() {
+            check.reason = if check.status == CheckStatus::Pass {
+                format!("allows sns:Publish on {} only", m.topic_name)
+            } else {
                 format!(
-                    "{res} differs from sns:Publish on {} only",
-                    d.monitoring.topic_arn
-                ),
-            ),
-        }]
+                    "{} differs from sns:Publish on {} only",
+                    check.resource, m.topic_arn
+                )
+            };
+        }
+        vec![check]
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
@@ -120,7 +137,8 @@ impl Resource for AlertPolicy {
             .map(str::to_string)
             .unwrap_or_else(|| self.0.d.role_name.clone());
         // NoSuchEntity: the policy, or its role, is already gone.
-        let deleted = done!(
+        let deleted = sdk::find(
+            op(KIND, &rec.name, "DeleteRolePolicy"),
             self.0
                 .aws
                 .iam
@@ -128,13 +146,11 @@ impl Resource for AlertPolicy {
                 .role_name(&role)
                 .policy_name(&rec.name)
                 .send(),
-            is_no_such_entity_exception,
-            KIND,
-            &rec.name,
-            "DeleteRolePolicy"
-        );
+            |e| e.is_no_such_entity_exception(),
+        )
+        .await?;
         cx.forget(ALERT_POLICY)?;
-        Ok(if deleted {
+        Ok(if deleted.is_some() {
             Outcome::Deleted
         } else {
             Outcome::Absent
@@ -145,28 +161,5 @@ impl Resource for AlertPolicy {
 impl AlertPolicy {
     fn document(&self) -> serde_json::Value {
         super::monitoring::publish_policy(&self.0.d.monitoring.topic_arn)
-    }
-
-    /// The live policy document, or None when the policy (or the role) does not exist.
-    async fn live(&self) -> Result<Option<serde_json::Value>, StepError> {
-        let d = &self.0.d;
-        let out = found!(
-            self.0
-                .aws
-                .iam
-                .get_role_policy()
-                .role_name(&d.role_name)
-                .policy_name(self.name())
-                .send(),
-            is_no_such_entity_exception,
-            KIND,
-            &self.name(),
-            "GetRolePolicy"
-        );
-        // IAM returns the document URL-encoded; unparseable text is kept as text (and differs).
-        Ok(out.map(|o| {
-            let text = percent_decode(o.policy_document());
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
-        }))
     }
 }

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
+use super::sdk::{self, op};
 use super::{Env, ALERT_SUBSCRIPTION, ALERT_TOPIC};
-use crate::call;
-use crate::engine::{Ctx, Legacy as Resource, Outcome, Replacement, StepError};
-use crate::plan::Fields;
+use crate::engine::{Ctx, Kind, Meta, Outcome, Replacement, Seen, Step, StepError};
+use crate::plan::{Action, Fields};
 use crate::state::{Phase, Record};
 use crate::verify::Check;
 
@@ -18,13 +18,12 @@ const PENDING: &str = "PendingConfirmation";
 pub struct AlertSubscription(pub Arc<Env>);
 
 /// A subscription of the address to the topic, as listed.
-struct Live {
+pub struct Live {
     /// The ARN, or None while pending (SNS lists no ARN then).
     arn: Option<String>,
 }
 
-#[async_trait::async_trait]
-impl Resource for AlertSubscription {
+impl Meta for AlertSubscription {
     fn key(&self) -> &str {
         ALERT_SUBSCRIPTION
     }
@@ -37,6 +36,12 @@ impl Resource for AlertSubscription {
     fn depends_on(&self) -> &[&'static str] {
         &[ALERT_TOPIC]
     }
+}
+
+#[async_trait::async_trait]
+impl Kind for AlertSubscription {
+    type Live = Live;
+
     /// The address subscribed to this deployment's own topic is this deployment's.
     fn adopts_unowned(&self) -> bool {
         true
@@ -55,20 +60,33 @@ impl Resource for AlertSubscription {
         Fields::new()
     }
 
-    async fn observe(&self, _cx: &Ctx) -> Result<Option<Fields>, StepError> {
-        Ok(self.find(&self.name()).await?.map(|_| Fields::new()))
+    async fn read(&self, _cx: &Ctx) -> Result<Option<Live>, StepError> {
+        self.find(&self.name()).await
     }
 
-    async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+    fn fields(&self, _live: &Live) -> Fields {
+        Fields::new()
+    }
+
+    fn identify(&self, live: &Live) -> String {
+        live.arn.clone().unwrap_or_else(|| PENDING.to_string())
+    }
+
+    async fn apply(&self, cx: &Ctx, step: Step<Live>) -> Result<Outcome, StepError> {
         let email = self.name();
         let m = &self.0.d.monitoring;
-        let mut record = cx.record(ALERT_SUBSCRIPTION);
-        if let Some(old) = record.as_ref().filter(|r| r.name != email) {
-            self.unsubscribe(old).await?;
-            cx.forget(ALERT_SUBSCRIPTION)?;
+        let mut record = step.record.clone();
+        let mut live = step.live;
+        if step.plan.action == Action::Replace {
+            // A new address: the old one goes first, then the new one is looked for.
+            if let Some(old) = &record {
+                self.unsubscribe(old).await?;
+                cx.forget(ALERT_SUBSCRIPTION)?;
+            }
             record = None;
+            live = self.find(&email).await?;
         }
-        if let Some(live) = self.find(&email).await? {
+        if let Some(live) = live {
             let mut rec = Record::new(ALERT_SUBSCRIPTION, KIND, Phase::Created, &email);
             // A pending subscription is listed without its ARN: keep the one recorded.
             rec.arn = live
@@ -85,7 +103,8 @@ impl Resource for AlertSubscription {
         // Subscribe is idempotent for the same topic, protocol and address. Without
         // ReturnSubscriptionArn an email subscription answers "pending confirmation" in place
         // of its ARN, which `down` needs.
-        let out = call!(
+        let out = sdk::send(
+            op(KIND, &email, "Subscribe"),
             self.0
                 .aws
                 .sns
@@ -95,10 +114,8 @@ impl Resource for AlertSubscription {
                 .endpoint(&email)
                 .return_subscription_arn(true)
                 .send(),
-            KIND,
-            &email,
-            "Subscribe"
-        );
+        )
+        .await?;
         rec.phase = Phase::Created;
         rec.arn = out.subscription_arn;
         cx.commit(rec)?;
@@ -108,31 +125,27 @@ impl Resource for AlertSubscription {
         })
     }
 
-    async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
-        Ok(self
-            .find(&self.name())
-            .await?
-            .map(|l| l.arn.unwrap_or_else(|| PENDING.to_string())))
+    fn check_name(&self) -> &'static str {
+        "alerts.subscription"
     }
 
-    async fn check(&self, _cx: &Ctx) -> Vec<Check> {
-        const NAME: &str = "alerts.subscription";
+    async fn checks(&self, _cx: &Ctx, seen: Seen<'_, Live>) -> Vec<Check> {
+        let name = self.check_name();
         let email = self.name();
-        let res = format!("{KIND} {email}");
-        let live = crate::check_try!(self.find(&email).await, [NAME], res);
-        vec![match live {
+        let res = &seen.resource;
+        vec![match seen.live {
             Some(Live { arn: Some(_) }) => {
-                Check::pass(NAME, &res, format!("{email} is subscribed and confirmed"))
+                Check::pass(name, res, format!("{email} is subscribed and confirmed"))
             }
             // Not a failure: only the address's owner can confirm, and CI never will.
             Some(Live { arn: None }) => Check::pass(
-                NAME,
-                &res,
-                format!("{email} is subscribed, pending confirmation: {}", HOW),
+                name,
+                res,
+                format!("{email} is subscribed, pending confirmation: {HOW}"),
             ),
             None => Check::fail(
-                NAME,
-                &res,
+                name,
+                res,
                 format!(
                     "{email} is not subscribed to {}",
                     self.0.d.monitoring.topic_name
@@ -164,7 +177,8 @@ impl AlertSubscription {
         let m = &self.0.d.monitoring;
         let mut token: Option<String> = None;
         loop {
-            let Some(page) = crate::found!(
+            let Some(page) = sdk::find(
+                op(KIND, email, "ListSubscriptionsByTopic"),
                 self.0
                     .aws
                     .sns
@@ -172,11 +186,10 @@ impl AlertSubscription {
                     .topic_arn(&m.topic_arn)
                     .set_next_token(token.clone())
                     .send(),
-                is_not_found_exception,
-                KIND,
-                email,
-                "ListSubscriptionsByTopic"
-            ) else {
+                |e| e.is_not_found_exception(),
+            )
+            .await?
+            else {
                 return Ok(None); // no topic, no subscription
             };
             if let Some(s) = page

@@ -1,20 +1,20 @@
 //! The SNS topic the handler publishes HIGH temperature alerts to, and the alarms notify.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::sdk::{self, op};
 use super::{Env, ALERT_TOPIC};
-use crate::engine::{Ctx, Legacy as Resource, Outcome, StepError};
+use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
 use crate::plan::Fields;
 use crate::state::{Phase, Record};
-use crate::verify::Check;
-use crate::{call, found};
+use crate::verify::{Check, CheckStatus};
 
 const KIND: &str = "SNS topic";
 
 pub struct AlertTopic(pub Arc<Env>);
 
-#[async_trait::async_trait]
-impl Resource for AlertTopic {
+impl Meta for AlertTopic {
     fn key(&self) -> &str {
         ALERT_TOPIC
     }
@@ -27,70 +27,73 @@ impl Resource for AlertTopic {
     fn depends_on(&self) -> &[&'static str] {
         &[]
     }
+}
+
+/// The topic's attributes (subscription counts among them).
+type Attributes = HashMap<String, String>;
+
+#[async_trait::async_trait]
+impl Kind for AlertTopic {
+    type Live = Attributes;
 
     fn desired(&self, _cx: &Ctx) -> Fields {
         Fields::new()
     }
 
-    async fn observe(&self, _cx: &Ctx) -> Result<Option<Fields>, StepError> {
-        let m = &self.0.d.monitoring;
-        Ok(self.attributes(&m.topic_arn).await?.map(|_| Fields::new()))
+    /// GetTopicAttributes, not CreateTopic: CreateTopic would answer with an existing topic's
+    /// ARN, so a topic this deployment does not own would be taken over instead of refused.
+    async fn read(&self, _cx: &Ctx) -> Result<Option<Attributes>, StepError> {
+        self.attributes(&self.0.d.monitoring.topic_arn).await
     }
 
-    async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+    fn fields(&self, _live: &Attributes) -> Fields {
+        Fields::new()
+    }
+
+    fn identify(&self, _live: &Attributes) -> String {
+        self.0.d.monitoring.topic_arn.clone()
+    }
+
+    async fn apply(&self, cx: &Ctx, step: Step<Attributes>) -> Result<Outcome, StepError> {
         let m = &self.0.d.monitoring;
         let name = &m.topic_name;
-        let record = cx.record(ALERT_TOPIC);
-        if self.attributes(&m.topic_arn).await?.is_some() {
-            // CreateTopic would answer with the existing topic's ARN: look first, so that a
-            // topic this deployment does not own is refused rather than taken over.
-            let Some(mut rec) = record.clone() else {
-                return Err(StepError::NotOurs {
-                    kind: KIND.into(),
-                    name: name.clone(),
-                });
-            };
+        if step.live.is_some() {
+            let mut rec = step
+                .record
+                .clone()
+                .unwrap_or_else(|| Record::new(ALERT_TOPIC, KIND, Phase::Created, name));
             rec.phase = Phase::Created;
             rec.arn = Some(m.topic_arn.clone());
-            return cx.keep(record.as_ref(), rec);
+            return cx.keep(step.record.as_ref(), rec);
         }
         let mut rec = cx.intent(Record::new(ALERT_TOPIC, KIND, Phase::Intent, name))?;
         // CreateTopic is idempotent: a retry after a lost answer returns the same topic.
-        let out = call!(
+        let out = sdk::send(
+            op(KIND, name, "CreateTopic"),
             self.0.aws.sns.create_topic().name(name).send(),
-            KIND,
-            name,
-            "CreateTopic"
-        );
+        )
+        .await?;
         rec.phase = Phase::Created;
         rec.arn = Some(out.topic_arn.unwrap_or_else(|| m.topic_arn.clone()));
         cx.commit(rec)?;
         Ok(Outcome::Created)
     }
 
-    async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
-        let arn = &self.0.d.monitoring.topic_arn;
-        Ok(self.attributes(arn).await?.map(|_| arn.clone()))
+    fn check_name(&self) -> &'static str {
+        "alerts.topic"
     }
 
-    async fn check(&self, _cx: &Ctx) -> Vec<Check> {
-        const NAME: &str = "alerts.topic";
-        let m = &self.0.d.monitoring;
-        let res = format!("{KIND} {}", m.topic_name);
-        let live = crate::check_try!(self.attributes(&m.topic_arn).await, [NAME], res);
-        let Some(attributes) = live else {
-            return vec![Check::fail(NAME, &res, format!("{res} does not exist"))];
-        };
-        let count = |k: &str| attributes.get(k).map(String::as_str).unwrap_or("?");
-        vec![Check::pass(
-            NAME,
-            &res,
-            format!(
+    async fn checks(&self, _cx: &Ctx, seen: Seen<'_, Attributes>) -> Vec<Check> {
+        let mut check = planning::comparison_check(self.check_name(), &seen);
+        if let (CheckStatus::Pass, Some(attributes)) = (check.status, seen.live) {
+            let count = |k: &str| attributes.get(k).map(String::as_str).unwrap_or("?");
+            check.reason = format!(
                 "exists; {} subscription(s) confirmed, {} pending confirmation",
                 count("SubscriptionsConfirmed"),
                 count("SubscriptionsPending")
-            ),
-        )]
+            );
+        }
+        vec![check]
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
@@ -107,12 +110,11 @@ impl Resource for AlertTopic {
             return Ok(Outcome::Absent);
         }
         // Deleting the topic also deletes its subscriptions, confirmed or pending.
-        call!(
+        sdk::send(
+            op(KIND, &rec.name, "DeleteTopic"),
             self.0.aws.sns.delete_topic().topic_arn(&arn).send(),
-            KIND,
-            &rec.name,
-            "DeleteTopic"
-        );
+        )
+        .await?;
         cx.forget(ALERT_TOPIC)?;
         Ok(Outcome::Deleted)
     }
@@ -120,17 +122,13 @@ impl Resource for AlertTopic {
 
 impl AlertTopic {
     /// The topic's attributes, or None when it does not exist.
-    async fn attributes(
-        &self,
-        arn: &str,
-    ) -> Result<Option<std::collections::HashMap<String, String>>, StepError> {
-        let out = found!(
+    async fn attributes(&self, arn: &str) -> Result<Option<Attributes>, StepError> {
+        let out = sdk::find(
+            op(KIND, &self.0.d.monitoring.topic_name, "GetTopicAttributes"),
             self.0.aws.sns.get_topic_attributes().topic_arn(arn).send(),
-            is_not_found_exception,
-            KIND,
-            &self.0.d.monitoring.topic_name,
-            "GetTopicAttributes"
-        );
+            |e| e.is_not_found_exception(),
+        )
+        .await?;
         Ok(out.map(|o| o.attributes.unwrap_or_default()))
     }
 }

@@ -4,19 +4,20 @@
 
 use std::sync::Arc;
 
+use serde_json::Value;
+
+use super::sdk::{self, op};
 use super::{Env, DASHBOARD};
-use crate::engine::{Ctx, Legacy as Resource, Outcome, Replacement, StepError};
-use crate::plan::Fields;
+use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Replacement, Seen, Step, StepError};
+use crate::plan::{Action, Fields};
 use crate::state::{Phase, Record};
-use crate::verify::Check;
-use crate::{call, found};
+use crate::verify::{Check, CheckStatus};
 
 const KIND: &str = "CloudWatch dashboard";
 
 pub struct Dashboard(pub Arc<Env>);
 
-#[async_trait::async_trait]
-impl Resource for Dashboard {
+impl Meta for Dashboard {
     fn key(&self) -> &str {
         DASHBOARD
     }
@@ -29,6 +30,18 @@ impl Resource for Dashboard {
     fn depends_on(&self) -> &[&'static str] {
         &[]
     }
+}
+
+/// The live dashboard: its ARN and body (unparseable text kept as text).
+pub struct Live {
+    arn: Option<String>,
+    body: Value,
+}
+
+#[async_trait::async_trait]
+impl Kind for Dashboard {
+    type Live = Live;
+
     /// Nothing refers to a dashboard by name: a rename is a new one and the old one deleted.
     fn replacement(&self, why: &Replacement) -> (String, bool) {
         match why {
@@ -47,41 +60,42 @@ impl Resource for Dashboard {
         )])
     }
 
-    async fn observe(&self, _cx: &Ctx) -> Result<Option<Fields>, StepError> {
-        Ok(self
-            .live(&self.name())
-            .await?
-            .map(|(_, body)| Fields::from([("body".to_string(), body)])))
+    async fn read(&self, _cx: &Ctx) -> Result<Option<Live>, StepError> {
+        self.live(&self.name()).await
     }
 
-    async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+    fn fields(&self, live: &Live) -> Fields {
+        Fields::from([("body".to_string(), live.body.clone())])
+    }
+
+    fn identify(&self, live: &Live) -> String {
+        live.arn.clone().unwrap_or_else(|| self.name())
+    }
+
+    async fn apply(&self, cx: &Ctx, step: Step<Live>) -> Result<Outcome, StepError> {
         let name = self.name();
-        let want = &self.0.d.monitoring.dashboard_body;
-        let mut record = cx.record(DASHBOARD);
-        let previous = record.take_if(|r| r.name != name);
-        let live = self.live(&name).await?;
-        // Renamed: the old dashboard goes first, while the record still names it, so a crash
-        // in between leaves nothing unrecorded (the next run deletes it again, or finds it gone).
-        if let Some(old) = &previous {
+        let mut live = step.live;
+        let mut record = step.record.clone();
+        if step.plan.action == Action::Replace {
+            // Renamed: the old dashboard goes first, while the record still names it, so a
+            // crash in between leaves nothing unrecorded (the next run deletes it again, or
+            // finds it gone). A dashboard already under the new name is not ours to replace.
+            live = self.live(&name).await?;
             if live.is_some() {
                 return Err(StepError::NotOurs {
                     kind: KIND.into(),
                     name,
                 });
             }
-            self.delete(&old.name).await?;
+            if let Some(old) = record.take() {
+                self.delete(&old.name).await?;
+            }
         }
         let mut rec = Record::new(DASHBOARD, KIND, Phase::Created, &name);
         let outcome = match live {
-            Some((arn, body)) => {
-                if record.is_none() {
-                    return Err(StepError::NotOurs {
-                        kind: KIND.into(),
-                        name,
-                    });
-                }
-                rec.arn = arn;
-                if &body == want {
+            Some(live) => {
+                rec.arn = live.arn;
+                if !step.plan.changes.iter().any(|c| c.field == "body") {
                     return cx.keep(record.as_ref(), rec);
                 }
                 Outcome::Updated("body".into())
@@ -91,18 +105,17 @@ impl Resource for Dashboard {
                 Outcome::Created
             }
         };
-        let out = call!(
+        let out = sdk::send(
+            op(KIND, &name, "PutDashboard"),
             self.0
                 .aws
                 .cloudwatch
                 .put_dashboard()
                 .dashboard_name(&name)
-                .dashboard_body(want.to_string())
+                .dashboard_body(self.0.d.monitoring.dashboard_body.to_string())
                 .send(),
-            KIND,
-            &name,
-            "PutDashboard"
-        );
+        )
+        .await?;
         if rec.arn.is_none() {
             // Dashboards are global: their ARN has no region.
             let d = &self.0.d;
@@ -129,31 +142,26 @@ impl Resource for Dashboard {
         })
     }
 
-    async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
-        let name = self.name();
-        Ok(self.live(&name).await?.map(|(arn, _)| arn.unwrap_or(name)))
+    fn check_name(&self) -> &'static str {
+        "dashboard.body"
     }
 
-    async fn check(&self, _cx: &Ctx) -> Vec<Check> {
-        const NAME: &str = "dashboard.body";
-        let name = self.name();
-        let res = format!("{KIND} {name}");
-        let live = crate::check_try!(self.live(&name).await, [NAME], res);
-        let want = &self.0.d.monitoring.dashboard_body;
-        let widgets = want["widgets"].as_array().map_or(0, Vec::len);
-        vec![match live {
-            None => Check::fail(NAME, &res, format!("{res} does not exist")),
-            Some((_, body)) if &body == want => Check::pass(
-                NAME,
-                &res,
-                format!("{widgets} widgets, as the rendered template"),
-            ),
-            Some(_) => Check::fail(
-                NAME,
-                &res,
-                format!("{res}: its body differs from the rendered template"),
-            ),
-        }]
+    async fn checks(&self, _cx: &Ctx, seen: Seen<'_, Live>) -> Vec<Check> {
+        let mut check = planning::comparison_check(self.check_name(), &seen);
+        if seen.live.is_some() {
+            let widgets = self.0.d.monitoring.dashboard_body["widgets"]
+                .as_array()
+                .map_or(0, Vec::len);
+            check.reason = if check.status == CheckStatus::Pass {
+                format!("{widgets} widgets, as the rendered template")
+            } else {
+                format!(
+                    "{}: its body differs from the rendered template",
+                    seen.resource
+                )
+            };
+        }
+        vec![check]
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
@@ -175,7 +183,8 @@ impl Dashboard {
     async fn delete(&self, name: &str) -> Result<bool, StepError> {
         // DeleteDashboards' error model has no not-found variant, but AWS (and moto) answer
         // a missing dashboard with the code ResourceNotFound.
-        Ok(crate::gone_by_code!(
+        let deleted = sdk::find_by_code(
+            op(KIND, name, "DeleteDashboards"),
             self.0
                 .aws
                 .cloudwatch
@@ -183,34 +192,32 @@ impl Dashboard {
                 .dashboard_names(name)
                 .send(),
             "ResourceNotFound",
-            KIND,
-            name,
-            "DeleteDashboards"
-        ))
+        )
+        .await?;
+        Ok(deleted.is_some())
     }
 
     /// The live dashboard's ARN and body (unparseable text kept as text), or None.
-    async fn live(
-        &self,
-        name: &str,
-    ) -> Result<Option<(Option<String>, serde_json::Value)>, StepError> {
-        let out = found!(
+    async fn live(&self, name: &str) -> Result<Option<Live>, StepError> {
+        let out = sdk::find(
+            op(KIND, name, "GetDashboard"),
             self.0
                 .aws
                 .cloudwatch
                 .get_dashboard()
                 .dashboard_name(name)
                 .send(),
-            is_dashboard_not_found_error,
-            KIND,
-            name,
-            "GetDashboard"
-        );
+            |e| e.is_dashboard_not_found_error(),
+        )
+        .await?;
         Ok(out.map(|o| {
             let text = o.dashboard_body().unwrap_or_default();
-            let body = serde_json::from_str(text)
-                .unwrap_or_else(|_| serde_json::Value::String(text.to_string()));
-            (o.dashboard_arn().map(str::to_string), body)
+            let body =
+                serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()));
+            Live {
+                arn: o.dashboard_arn().map(str::to_string),
+                body,
+            }
         }))
     }
 }

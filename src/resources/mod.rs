@@ -196,19 +196,19 @@ const REGISTRY: &[Entry] = &[
         device: false,
         wanted: monitoring,
         stray: true,
-        make: |env| one(Old(alert_topic::AlertTopic(env.clone()))),
+        make: |env| one(alert_topic::AlertTopic(env.clone())),
     },
     Entry {
         device: false,
         wanted: |d| d.monitoring.enabled && d.monitoring.alert_email.is_some(),
         stray: true,
-        make: |env| one(Old(alert_subscription::AlertSubscription(env.clone()))),
+        make: |env| one(alert_subscription::AlertSubscription(env.clone())),
     },
     Entry {
         device: false,
         wanted: monitoring,
         stray: true,
-        make: |env| one(Old(alert_policy::AlertPolicy(env.clone()))),
+        make: |env| one(alert_policy::AlertPolicy(env.clone())),
     },
     Entry {
         device: false,
@@ -247,7 +247,7 @@ const REGISTRY: &[Entry] = &[
         make: |env| {
             alarm::Alarm::all(env)
                 .into_iter()
-                .map(|a| Box::new(Old(a)) as Box<dyn Resource>)
+                .map(|a| Box::new(a) as Box<dyn Resource>)
                 .collect()
         },
     },
@@ -255,7 +255,7 @@ const REGISTRY: &[Entry] = &[
         device: false,
         wanted: monitoring,
         stray: true,
-        make: |env| one(Old(dashboard::Dashboard(env.clone()))),
+        make: |env| one(dashboard::Dashboard(env.clone())),
     },
 ];
 

@@ -23,6 +23,8 @@ pub struct Monitoring {
 pub struct AlarmSpec {
     /// Its key in the state.
     pub key: &'static str,
+    /// verify's check of it.
+    pub check: &'static str,
     pub name: String,
     pub description: String,
     pub namespace: String,
@@ -49,8 +51,9 @@ pub const POLICY_NAME: &str = "publish-temperature-alerts";
 /// actions (AWS IoT's `Failure` metric, reported per rule and action type).
 pub fn alarms(function_name: &str, rule_name: &str) -> Vec<AlarmSpec> {
     let five_minutes =
-        |key, name: String, description: String, ns: &str, metric: &str, dims| AlarmSpec {
+        |(key, check), name: String, description: String, ns: &str, metric: &str, dims| AlarmSpec {
             key,
+            check,
             name,
             description,
             namespace: ns.into(),
@@ -66,7 +69,7 @@ pub fn alarms(function_name: &str, rule_name: &str) -> Vec<AlarmSpec> {
     let function = vec![("FunctionName".to_string(), function_name.to_string())];
     vec![
         five_minutes(
-            ALARM_FUNCTION_ERRORS,
+            (ALARM_FUNCTION_ERRORS, "alarm.function_errors"),
             format!("{function_name}-errors"),
             format!("Lambda function {function_name} failed at least once in 5 minutes"),
             "AWS/Lambda",
@@ -74,7 +77,7 @@ pub fn alarms(function_name: &str, rule_name: &str) -> Vec<AlarmSpec> {
             function.clone(),
         ),
         five_minutes(
-            ALARM_FUNCTION_THROTTLES,
+            (ALARM_FUNCTION_THROTTLES, "alarm.function_throttles"),
             format!("{function_name}-throttles"),
             format!("Lambda function {function_name} was throttled at least once in 5 minutes"),
             "AWS/Lambda",
@@ -82,7 +85,7 @@ pub fn alarms(function_name: &str, rule_name: &str) -> Vec<AlarmSpec> {
             function,
         ),
         five_minutes(
-            ALARM_RULE_FAILURES,
+            (ALARM_RULE_FAILURES, "alarm.rule_failures"),
             format!("{rule_name}-failed-actions"),
             format!(
                 "Topic rule {rule_name} failed to invoke its Lambda action at least once in 5 minutes"
