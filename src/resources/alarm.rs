@@ -273,3 +273,89 @@ fn fields(
         ("missing_data".to_string(), missing_data.into()),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_cloudwatch::operation::describe_alarms::DescribeAlarmsOutput;
+    use aws_sdk_cloudwatch::operation::put_metric_alarm::PutMetricAlarmOutput;
+    use aws_smithy_mocks::{mock, Rule};
+
+    use super::*;
+    use crate::engine::Resource;
+    use crate::plan::Action;
+    use crate::resources::testing::{monitoring_harness, recorded};
+
+    const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:iot-temperature-alerts-abc123";
+
+    /// The function-errors alarm as AWS describes it, with the given threshold.
+    fn live(threshold: f64) -> Rule {
+        mock!(aws_sdk_cloudwatch::Client::describe_alarms).then_output(move || {
+            let alarm = MetricAlarm::builder()
+                .alarm_name("iot-data-processor-abc123-errors")
+                .alarm_arn("arn:aws:cloudwatch:us-east-1:123456789012:alarm:x")
+                .alarm_description(
+                    "Lambda function iot-data-processor-abc123 failed at least once in 5 minutes",
+                )
+                .namespace("AWS/Lambda")
+                .metric_name("Errors")
+                .dimensions(
+                    Dimension::builder()
+                        .name("FunctionName")
+                        .value("iot-data-processor-abc123")
+                        .build(),
+                )
+                .statistic(Statistic::Sum)
+                .period(300)
+                .evaluation_periods(1)
+                .threshold(threshold)
+                .comparison_operator(ComparisonOperator::GreaterThanOrEqualToThreshold)
+                .treat_missing_data("notBreaching")
+                .alarm_actions(TOPIC)
+                .build();
+            DescribeAlarmsOutput::builder().metric_alarms(alarm).build()
+        })
+    }
+
+    fn errors_alarm(h: &crate::resources::testing::Harness) -> Alarm {
+        Alarm::all(&h.env).remove(0)
+    }
+
+    fn rec() -> Record {
+        recorded(
+            "alarm_function_errors",
+            KIND,
+            "iot-data-processor-abc123-errors",
+            Some("arn:aws:cloudwatch:us-east-1:123456789012:alarm:x"),
+        )
+    }
+
+    #[tokio::test]
+    async fn no_change_makes_no_write() {
+        let read = live(1.0);
+        let h = monitoring_harness(&[], &[&read], vec![rec()]);
+        let alarm = errors_alarm(&h);
+        assert_eq!(
+            alarm.plan(&h.cx, true).await.unwrap().action,
+            Action::NoChange
+        );
+        assert_eq!(alarm.ensure(&h.cx).await.unwrap(), Outcome::Unchanged);
+    }
+
+    #[tokio::test]
+    async fn a_changed_threshold_is_one_put_metric_alarm_as_planned() {
+        let read = live(5.0);
+        let put = mock!(aws_sdk_cloudwatch::Client::put_metric_alarm)
+            .match_requests(|r| r.threshold() == Some(1.0))
+            .then_output(|| PutMetricAlarmOutput::builder().build());
+        let h = monitoring_harness(&[], &[&read, &put], vec![rec()]);
+        let alarm = errors_alarm(&h);
+        let plan = alarm.plan(&h.cx, true).await.unwrap();
+        assert_eq!(plan.action, Action::Update);
+        assert_eq!(plan.changes[0].field, "condition");
+        assert_eq!(
+            alarm.ensure(&h.cx).await.unwrap(),
+            Outcome::Updated("condition".into())
+        );
+        assert_eq!(put.num_calls(), 1);
+    }
+}

@@ -163,3 +163,80 @@ impl AlertPolicy {
         super::monitoring::publish_policy(&self.0.d.monitoring.topic_arn)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_iam::operation::get_role_policy::GetRolePolicyOutput;
+    use aws_sdk_iam::operation::put_role_policy::PutRolePolicyOutput;
+    use aws_smithy_mocks::{mock, Rule};
+
+    use super::*;
+    use crate::engine::Resource;
+    use crate::plan::Action;
+    use crate::resources::testing::harness;
+
+    const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:iot-temperature-alerts-abc123";
+
+    fn live(topic: &'static str) -> Rule {
+        mock!(aws_sdk_iam::Client::get_role_policy).then_output(move || {
+            // IAM answers URL-encoded.
+            let doc = super::super::monitoring::publish_policy(topic)
+                .to_string()
+                .replace('{', "%7B")
+                .replace('}', "%7D");
+            GetRolePolicyOutput::builder()
+                .role_name("iot-lambda-role-abc123")
+                .policy_name("publish-temperature-alerts")
+                .policy_document(doc)
+                .build()
+                .unwrap()
+        })
+    }
+
+    fn recorded() -> Record {
+        let mut r = Record::new(
+            ALERT_POLICY,
+            KIND,
+            Phase::Created,
+            "publish-temperature-alerts",
+        );
+        r.data
+            .insert("role".into(), "iot-lambda-role-abc123".into());
+        r
+    }
+
+    #[tokio::test]
+    async fn no_change_makes_no_write() {
+        let read = live(TOPIC);
+        let h = harness(&[], &[&read], &[], &[], vec![recorded()], |d| {
+            d.monitoring.enabled = true
+        });
+        let policy = AlertPolicy(h.env.clone());
+        assert_eq!(
+            policy.plan(&h.cx, true).await.unwrap().action,
+            Action::NoChange
+        );
+        assert_eq!(policy.ensure(&h.cx).await.unwrap(), Outcome::Unchanged);
+    }
+
+    #[tokio::test]
+    async fn a_widened_document_is_put_back_as_planned() {
+        let read = live("*");
+        let put = mock!(aws_sdk_iam::Client::put_role_policy)
+            .match_requests(|r| r.policy_document().is_some_and(|d| d.contains(TOPIC)))
+            .then_output(|| PutRolePolicyOutput::builder().build());
+        let h = harness(&[], &[&read, &put], &[], &[], vec![recorded()], |d| {
+            d.monitoring.enabled = true
+        });
+        let policy = AlertPolicy(h.env.clone());
+        assert_eq!(
+            policy.plan(&h.cx, true).await.unwrap().action,
+            Action::Update
+        );
+        assert_eq!(
+            policy.ensure(&h.cx).await.unwrap(),
+            Outcome::Updated("policy document".into())
+        );
+        assert_eq!(put.num_calls(), 1);
+    }
+}

@@ -240,3 +240,82 @@ impl AlertSubscription {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_sns::operation::list_subscriptions_by_topic::ListSubscriptionsByTopicOutput;
+    use aws_sdk_sns::operation::subscribe::SubscribeOutput;
+    use aws_sdk_sns::operation::unsubscribe::UnsubscribeOutput;
+    use aws_sdk_sns::types::Subscription;
+    use aws_smithy_mocks::{mock, Rule};
+
+    use super::*;
+    use crate::engine::Resource;
+    use crate::resources::testing::{monitoring_harness, recorded, Harness};
+
+    const SUB: &str = "arn:aws:sns:us-east-1:123456789012:iot-temperature-alerts-abc123:1";
+
+    /// The topic's subscriptions: `email` confirmed.
+    fn listed(email: &'static str) -> Rule {
+        mock!(aws_sdk_sns::Client::list_subscriptions_by_topic).then_output(move || {
+            ListSubscriptionsByTopicOutput::builder()
+                .subscriptions(
+                    Subscription::builder()
+                        .protocol("email")
+                        .endpoint(email)
+                        .subscription_arn(SUB)
+                        .build(),
+                )
+                .build()
+        })
+    }
+
+    fn with_email(rules: &[&Rule], records: Vec<Record>) -> Harness {
+        let mut h = monitoring_harness(rules, &[], records);
+        let env = std::sync::Arc::get_mut(&mut h.env).expect("harness owns the env");
+        env.d.monitoring.alert_email = Some("ops@example.com".into());
+        h
+    }
+
+    #[tokio::test]
+    async fn no_change_makes_no_write() {
+        let list = listed("ops@example.com");
+        let rec = recorded(ALERT_SUBSCRIPTION, KIND, "ops@example.com", Some(SUB));
+        let h = with_email(&[&list], vec![rec]);
+        let sub = AlertSubscription(h.env.clone());
+        assert_eq!(
+            sub.plan(&h.cx, true).await.unwrap().action,
+            Action::NoChange
+        );
+        assert_eq!(sub.ensure(&h.cx).await.unwrap(), Outcome::Unchanged);
+    }
+
+    #[tokio::test]
+    async fn a_new_address_unsubscribes_the_old_and_subscribes_the_new_as_planned() {
+        // Listed: only the old address; the new one is not subscribed yet.
+        let list = listed("old@example.com");
+        let unsubscribe = mock!(aws_sdk_sns::Client::unsubscribe)
+            .match_requests(|r| r.subscription_arn() == Some(SUB))
+            .then_output(|| UnsubscribeOutput::builder().build());
+        let subscribe = mock!(aws_sdk_sns::Client::subscribe)
+            .match_requests(|r| r.endpoint() == Some("ops@example.com"))
+            .then_output(|| {
+                SubscribeOutput::builder()
+                    .subscription_arn("pending")
+                    .build()
+            });
+        let rec = recorded(ALERT_SUBSCRIPTION, KIND, "old@example.com", Some(SUB));
+        let h = with_email(&[&list, &unsubscribe, &subscribe], vec![rec]);
+        let sub = AlertSubscription(h.env.clone());
+        let plan = sub.plan(&h.cx, true).await.unwrap();
+        assert_eq!(plan.action, Action::Replace);
+        assert!(plan.applicable);
+        let outcome = sub.ensure(&h.cx).await.unwrap();
+        assert!(matches!(outcome, Outcome::Pending(_)), "{outcome:?}");
+        assert_eq!((unsubscribe.num_calls(), subscribe.num_calls()), (1, 1));
+        assert_eq!(
+            h.cx.record(ALERT_SUBSCRIPTION).unwrap().name,
+            "ops@example.com"
+        );
+    }
+}

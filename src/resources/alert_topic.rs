@@ -132,3 +132,58 @@ impl AlertTopic {
         Ok(out.map(|o| o.attributes.unwrap_or_default()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_sns::operation::create_topic::CreateTopicOutput;
+    use aws_sdk_sns::operation::get_topic_attributes::{
+        GetTopicAttributesError, GetTopicAttributesOutput,
+    };
+    use aws_smithy_mocks::mock;
+
+    use super::*;
+    use crate::engine::Resource;
+    use crate::plan::Action;
+    use crate::resources::testing::{monitoring_harness, recorded};
+
+    const ARN: &str = "arn:aws:sns:us-east-1:123456789012:iot-temperature-alerts-abc123";
+
+    #[tokio::test]
+    async fn no_change_makes_no_write() {
+        let read = mock!(aws_sdk_sns::Client::get_topic_attributes)
+            .then_output(|| GetTopicAttributesOutput::builder().build());
+        let rec = recorded(
+            ALERT_TOPIC,
+            KIND,
+            "iot-temperature-alerts-abc123",
+            Some(ARN),
+        );
+        let h = monitoring_harness(&[&read], &[], vec![rec]);
+        let topic = AlertTopic(h.env.clone());
+        assert_eq!(
+            topic.plan(&h.cx, true).await.unwrap().action,
+            Action::NoChange
+        );
+        assert_eq!(topic.ensure(&h.cx).await.unwrap(), Outcome::Unchanged);
+    }
+
+    #[tokio::test]
+    async fn a_missing_topic_is_created_as_planned() {
+        let read = mock!(aws_sdk_sns::Client::get_topic_attributes).then_error(|| {
+            GetTopicAttributesError::NotFoundException(
+                aws_sdk_sns::types::error::NotFoundException::builder().build(),
+            )
+        });
+        let create = mock!(aws_sdk_sns::Client::create_topic)
+            .then_output(|| CreateTopicOutput::builder().topic_arn(ARN).build());
+        let h = monitoring_harness(&[&read, &create], &[], vec![]);
+        let topic = AlertTopic(h.env.clone());
+        assert_eq!(
+            topic.plan(&h.cx, true).await.unwrap().action,
+            Action::Create
+        );
+        assert_eq!(topic.ensure(&h.cx).await.unwrap(), Outcome::Created);
+        assert_eq!(create.num_calls(), 1);
+        assert_eq!(h.cx.record(ALERT_TOPIC).unwrap().arn.as_deref(), Some(ARN));
+    }
+}

@@ -221,3 +221,98 @@ impl Dashboard {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_cloudwatch::operation::delete_dashboards::DeleteDashboardsOutput;
+    use aws_sdk_cloudwatch::operation::get_dashboard::{GetDashboardError, GetDashboardOutput};
+    use aws_sdk_cloudwatch::operation::put_dashboard::PutDashboardOutput;
+    use aws_smithy_mocks::{mock, Rule};
+
+    use super::*;
+    use crate::engine::Resource;
+    use crate::resources::testing::{monitoring_harness, recorded};
+
+    const NAME: &str = "iot-device-registry-abc123";
+
+    fn live(name: &'static str, body: &'static str) -> Rule {
+        mock!(aws_sdk_cloudwatch::Client::get_dashboard)
+            .match_requests(move |r| r.dashboard_name() == Some(name))
+            .then_output(move || {
+                GetDashboardOutput::builder()
+                    .dashboard_name(name)
+                    .dashboard_arn(format!("arn:aws:cloudwatch::123456789012:dashboard/{name}"))
+                    .dashboard_body(body)
+                    .build()
+            })
+    }
+
+    fn put() -> Rule {
+        mock!(aws_sdk_cloudwatch::Client::put_dashboard)
+            .match_requests(|r| r.dashboard_name() == Some(NAME))
+            .then_output(|| PutDashboardOutput::builder().build())
+    }
+
+    fn rec(name: &str) -> Record {
+        recorded(DASHBOARD, KIND, name, None)
+    }
+
+    #[tokio::test]
+    async fn no_change_makes_no_write() {
+        // The harness's body is {"widgets": []}.
+        let read = live(NAME, r#"{"widgets":[]}"#);
+        let h = monitoring_harness(&[], &[&read], vec![rec(NAME)]);
+        let dashboard = Dashboard(h.env.clone());
+        assert_eq!(
+            dashboard.plan(&h.cx, true).await.unwrap().action,
+            Action::NoChange
+        );
+        assert_eq!(dashboard.ensure(&h.cx).await.unwrap(), Outcome::Adopted);
+        // The record gains its ARN on that first pass; after it, nothing is written at all.
+        assert_eq!(dashboard.ensure(&h.cx).await.unwrap(), Outcome::Unchanged);
+    }
+
+    #[tokio::test]
+    async fn a_changed_body_is_one_put_dashboard_as_planned() {
+        let read = live(NAME, r#"{"widgets":[{"type":"text"}]}"#);
+        let put = put();
+        let h = monitoring_harness(&[], &[&read, &put], vec![rec(NAME)]);
+        let dashboard = Dashboard(h.env.clone());
+        assert_eq!(
+            dashboard.plan(&h.cx, true).await.unwrap().action,
+            Action::Update
+        );
+        assert_eq!(
+            dashboard.ensure(&h.cx).await.unwrap(),
+            Outcome::Updated("body".into())
+        );
+        assert_eq!(put.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_renamed_dashboard_deletes_the_old_one_then_saves_the_new() {
+        let new_missing = mock!(aws_sdk_cloudwatch::Client::get_dashboard)
+            .match_requests(|r| r.dashboard_name() == Some(NAME))
+            .then_error(|| {
+                GetDashboardError::DashboardNotFoundError(
+                    aws_sdk_cloudwatch::types::error::DashboardNotFoundError::builder().build(),
+                )
+            });
+        let delete = mock!(aws_sdk_cloudwatch::Client::delete_dashboards)
+            .match_requests(|r| r.dashboard_names() == ["old-dashboard"])
+            .then_output(|| DeleteDashboardsOutput::builder().build());
+        let put = put();
+        let h = monitoring_harness(
+            &[],
+            &[&new_missing, &delete, &put],
+            vec![rec("old-dashboard")],
+        );
+        let dashboard = Dashboard(h.env.clone());
+        let plan = dashboard.plan(&h.cx, true).await.unwrap();
+        assert_eq!(plan.action, Action::Replace);
+        assert!(plan.applicable);
+        assert_eq!(dashboard.ensure(&h.cx).await.unwrap(), Outcome::Created);
+        assert_eq!((delete.num_calls(), put.num_calls()), (1, 1));
+        assert_eq!(h.cx.record(DASHBOARD).unwrap().name, NAME);
+    }
+}

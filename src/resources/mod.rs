@@ -410,3 +410,167 @@ pub fn not_deployed(names: &[&str], resource: &str) -> Vec<crate::verify::Check>
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::testing::harness;
+    use super::*;
+
+    /// Every shape of deployment: the one device with everything on, with monitoring and the
+    /// shadow off, and a fleet.
+    fn variants() -> Vec<Arc<Env>> {
+        let everything_on = |d: &mut Deployment| {
+            d.monitoring.enabled = true;
+            d.monitoring.alert_email = Some("ops@example.com".into());
+            d.shadow = Some(serde_json::json!({"state": {}}));
+        };
+        let fleet = move |d: &mut Deployment| {
+            everything_on(d);
+            d.fleet = Some(Arc::new(fleet::FleetSpec {
+                devices: Some(vec![]),
+                concurrency: 1,
+                prune: false,
+                sample: None,
+            }));
+        };
+        let tweaks: [&dyn Fn(&mut Deployment); 3] = [&everything_on, &|_| {}, &fleet];
+        tweaks
+            .into_iter()
+            .map(|t| harness(&[], &[], &[], &[], vec![], t).env)
+            .collect()
+    }
+
+    /// Every key a resource can have, whatever the config: what a dependency may name.
+    fn all_keys(env: &Arc<Env>) -> BTreeSet<String> {
+        let mut keys: BTreeSet<String> = REGISTRY
+            .iter()
+            .flat_map(|e| (e.make)(env))
+            .map(|r| r.key().to_string())
+            .collect();
+        keys.insert(THING_TYPE_RETIRED.into());
+        keys
+    }
+
+    #[test]
+    fn every_dependency_names_a_resource_and_the_graph_has_no_cycle() {
+        for env in variants() {
+            let known = all_keys(&env);
+            let stacks = [plan(&env), device_plan(&env)];
+            for stack in &stacks {
+                for r in stack {
+                    for dep in r.depends_on() {
+                        assert!(
+                            known.contains(*dep),
+                            "{} depends on {dep:?}, which no resource is",
+                            r.key()
+                        );
+                    }
+                }
+                // Kahn's algorithm over the dependencies within the stack: every step must
+                // become ready, or some of them wait on each other.
+                let keys: BTreeSet<&str> = stack.iter().map(|r| r.key()).collect();
+                let mut waiting: BTreeMap<&str, BTreeSet<&str>> = stack
+                    .iter()
+                    .map(|r| {
+                        let deps = r.depends_on().iter().copied();
+                        (r.key(), deps.filter(|d| keys.contains(d)).collect())
+                    })
+                    .collect();
+                while let Some(ready) = waiting
+                    .iter()
+                    .find(|(_, deps)| deps.is_empty())
+                    .map(|(k, _)| *k)
+                {
+                    waiting.remove(ready);
+                    for deps in waiting.values_mut() {
+                        deps.remove(ready);
+                    }
+                }
+                assert!(waiting.is_empty(), "a dependency cycle among {waiting:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn stacks_are_read_off_the_registry() {
+        let envs = variants();
+        let keys = |rs: Vec<Box<dyn Resource>>| -> Vec<String> {
+            rs.iter().map(|r| r.key().to_string()).collect()
+        };
+        let single = keys(plan(&envs[0]));
+        assert_eq!(
+            single,
+            [
+                "thing_type",
+                "thing",
+                "certificate",
+                "policy",
+                "policy_attachment",
+                "thing_principal",
+                "role",
+                "alert_topic",
+                "alert_subscription",
+                "alert_policy",
+                "function",
+                "rule",
+                "permission",
+                "shadow",
+                "alarm_function_errors",
+                "alarm_function_throttles",
+                "alarm_rule_failures",
+                "dashboard"
+            ]
+        );
+        let bare = keys(plan(&envs[1]));
+        assert_eq!(
+            bare,
+            [
+                "thing_type",
+                "thing",
+                "certificate",
+                "policy",
+                "policy_attachment",
+                "thing_principal",
+                "role",
+                "function",
+                "rule",
+                "permission"
+            ]
+        );
+        let fleet = keys(plan(&envs[2]));
+        assert!(fleet.contains(&"fleet".to_string()));
+        assert!(!fleet.contains(&"thing".to_string()));
+        assert_eq!(
+            keys(device_plan(&envs[2])),
+            [
+                "thing",
+                "certificate",
+                "policy_attachment",
+                "thing_principal",
+                "shadow"
+            ]
+        );
+    }
+
+    #[test]
+    fn what_the_config_dropped_is_a_stray_only_when_recorded() {
+        let env = &variants()[1]; // monitoring and shadow off
+        let mut state = crate::state::State::new("us-east-1", "123456789012", "abc123");
+        assert!(strays(env, &state).is_empty());
+        for key in [SHADOW, DASHBOARD, THING_TYPE_RETIRED] {
+            state.put(crate::state::Record::new(
+                key,
+                key,
+                crate::state::Phase::Created,
+                "old",
+            ));
+        }
+        let stray: Vec<String> = strays(env, &state)
+            .iter()
+            .map(|r| r.key().to_string())
+            .collect();
+        assert_eq!(stray, [SHADOW, DASHBOARD, THING_TYPE_RETIRED]);
+    }
+}

@@ -217,3 +217,78 @@ impl Policy {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_iot::operation::create_policy_version::CreatePolicyVersionOutput;
+    use aws_sdk_iot::operation::list_policy_versions::ListPolicyVersionsOutput;
+    use aws_sdk_iot::types::PolicyVersion;
+    use aws_smithy_mocks::{mock, Rule};
+
+    use super::*;
+    use crate::engine::Resource;
+    use crate::resources::testing::harness;
+
+    fn recorded() -> Record {
+        Record::new(POLICY, KIND, Phase::Created, "device-policy-abc123")
+    }
+
+    fn live(document: &'static str) -> Rule {
+        mock!(aws_sdk_iot::Client::get_policy).then_output(move || {
+            GetPolicyOutput::builder()
+                .policy_name("device-policy-abc123")
+                .policy_arn("arn:aws:iot:us-east-1:123456789012:policy/device-policy-abc123")
+                .policy_document(document)
+                .default_version_id("1")
+                .build()
+        })
+    }
+
+    #[tokio::test]
+    async fn no_change_makes_no_write() {
+        // The harness's rendered document, as AWS returns it (other spacing: compared as JSON).
+        let read = live(r#"{ "Version": "2012-10-17", "Statement": [] }"#);
+        let h = harness(&[&read], &[], &[], &[], vec![recorded()], |_| {});
+        let policy = Policy(h.env.clone());
+        assert_eq!(
+            policy.plan(&h.cx, true).await.unwrap().action,
+            Action::NoChange
+        );
+        assert_eq!(policy.ensure(&h.cx).await.unwrap(), Outcome::Unchanged);
+    }
+
+    #[tokio::test]
+    async fn a_changed_document_is_a_new_default_version_as_planned() {
+        let read = live(r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow"}]}"#);
+        let versions = mock!(aws_sdk_iot::Client::list_policy_versions).then_output(|| {
+            ListPolicyVersionsOutput::builder()
+                .policy_versions(
+                    PolicyVersion::builder()
+                        .version_id("1")
+                        .is_default_version(true)
+                        .build(),
+                )
+                .build()
+        });
+        let create = mock!(aws_sdk_iot::Client::create_policy_version)
+            .match_requests(|r| r.set_as_default() == Some(true))
+            .then_output(|| CreatePolicyVersionOutput::builder().build());
+        let h = harness(
+            &[&read, &versions, &create],
+            &[],
+            &[],
+            &[],
+            vec![recorded()],
+            |_| {},
+        );
+        let policy = Policy(h.env.clone());
+        let plan = policy.plan(&h.cx, true).await.unwrap();
+        assert_eq!(plan.action, Action::Update);
+        assert_eq!(plan.changes[0].field, "document");
+        assert_eq!(
+            policy.ensure(&h.cx).await.unwrap(),
+            Outcome::Updated("policy document".into())
+        );
+        assert_eq!(create.num_calls(), 1);
+    }
+}

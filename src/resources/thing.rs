@@ -205,3 +205,120 @@ fn payload(
         .merge(live.is_some())
         .build()
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_iot::operation::create_thing::CreateThingOutput;
+    use aws_sdk_iot::operation::describe_thing::DescribeThingError;
+    use aws_sdk_iot::operation::update_thing::UpdateThingOutput;
+    use aws_smithy_mocks::mock;
+
+    use super::*;
+    use crate::engine::Resource;
+    use crate::resources::testing::harness;
+
+    const NAME: &str = "temperature-sensor-abc123";
+
+    fn recorded() -> Record {
+        Record::new(THING, KIND, Phase::Created, NAME)
+    }
+
+    fn live(attributes: &[(&str, &str)]) -> aws_smithy_mocks::Rule {
+        let attributes: HashMap<String, String> = attributes
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        mock!(aws_sdk_iot::Client::describe_thing).then_output(move || {
+            DescribeThingOutput::builder()
+                .thing_name(NAME)
+                .thing_type_name("TemperatureSensor")
+                .set_attributes(Some(attributes.clone()))
+                .build()
+        })
+    }
+
+    fn located(d: &mut crate::resources::Deployment) {
+        d.attributes = BTreeMap::from([("location".to_string(), "Line-3".to_string())]);
+    }
+
+    #[tokio::test]
+    async fn no_change_makes_no_write() {
+        let read = live(&[("location", "Line-3")]);
+        // Only the read is mocked: any write would find no rule and fail the step.
+        let h = harness(&[&read], &[], &[], &[], vec![recorded()], located);
+        let thing = Thing(h.env.clone());
+        let plan = thing.plan(&h.cx, true).await.unwrap();
+        assert_eq!(plan.action, Action::NoChange);
+        assert_eq!(thing.ensure(&h.cx).await.unwrap(), Outcome::Unchanged);
+        assert_eq!(read.num_calls(), 2, "one read each for plan and ensure");
+    }
+
+    #[tokio::test]
+    async fn a_changed_attribute_is_one_update_thing_as_planned() {
+        let read = live(&[("location", "ProductionFloor-A"), ("old", "x")]);
+        let update = mock!(aws_sdk_iot::Client::update_thing)
+            .match_requests(|r| {
+                let attrs = r.attribute_payload().and_then(|p| p.attributes());
+                // UpdateThing merges: a dropped attribute is sent empty to remove it.
+                attrs.is_some_and(|a| a["location"] == "Line-3" && a["old"].is_empty())
+            })
+            .then_output(|| UpdateThingOutput::builder().build());
+        let h = harness(&[&read, &update], &[], &[], &[], vec![recorded()], located);
+        let thing = Thing(h.env.clone());
+        let plan = thing.plan(&h.cx, true).await.unwrap();
+        assert_eq!(plan.action, Action::Update);
+        let fields: Vec<&str> = plan.changes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, ["attributes.location", "attributes.old"]);
+        let outcome = thing.ensure(&h.cx).await.unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::Updated(
+                "attributes.location: \"ProductionFloor-A\" → \"Line-3\", attributes.old: \"x\" → (removed)"
+                    .into()
+            )
+        );
+        assert_eq!(update.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_missing_thing_is_created_with_its_intent_first() {
+        let read = mock!(aws_sdk_iot::Client::describe_thing).then_error(|| {
+            DescribeThingError::ResourceNotFoundException(
+                aws_sdk_iot::types::error::ResourceNotFoundException::builder().build(),
+            )
+        });
+        let create = mock!(aws_sdk_iot::Client::create_thing).then_output(|| {
+            CreateThingOutput::builder()
+                .thing_arn("arn:aws:iot:us-east-1:123456789012:thing/t")
+                .build()
+        });
+        let h = harness(&[&read, &create], &[], &[], &[], vec![], located);
+        let thing = Thing(h.env.clone());
+        assert_eq!(
+            thing.plan(&h.cx, true).await.unwrap().action,
+            Action::Create
+        );
+        assert_eq!(thing.ensure(&h.cx).await.unwrap(), Outcome::Created);
+        assert_eq!(create.num_calls(), 1);
+        let rec = h.cx.record(THING).unwrap();
+        assert_eq!(rec.phase, Phase::Created);
+        assert_eq!(
+            rec.arn.as_deref(),
+            Some("arn:aws:iot:us-east-1:123456789012:thing/t")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_live_thing_this_state_does_not_own_is_refused_without_a_write() {
+        let read = live(&[]);
+        let h = harness(&[&read], &[], &[], &[], vec![], |_| {});
+        let thing = Thing(h.env.clone());
+        assert_eq!(
+            thing.plan(&h.cx, true).await.unwrap().action,
+            Action::Conflict
+        );
+        let e = thing.ensure(&h.cx).await.unwrap_err();
+        assert!(matches!(e, StepError::NotOurs { .. }), "{e}");
+        assert!(h.cx.record(THING).is_none());
+    }
+}

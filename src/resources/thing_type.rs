@@ -432,3 +432,100 @@ impl ThingType {
 fn deprecated(live: &DescribeThingTypeOutput) -> bool {
     live.thing_type_metadata().is_some_and(|m| m.deprecated())
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_iot::operation::deprecate_thing_type::DeprecateThingTypeOutput;
+    use aws_sdk_iot::types::{ThingTypeMetadata, ThingTypeProperties};
+    use aws_smithy_mocks::{mock, Rule};
+
+    use super::*;
+    use crate::engine::Resource;
+    use crate::resources::testing::harness;
+
+    fn recorded(phase: Phase) -> Record {
+        Record::new(THING_TYPE, KIND, phase, "TemperatureSensor")
+    }
+
+    fn live(deprecated: bool, description: &'static str) -> Rule {
+        mock!(aws_sdk_iot::Client::describe_thing_type).then_output(move || {
+            DescribeThingTypeOutput::builder()
+                .thing_type_name("TemperatureSensor")
+                .thing_type_arn("arn:aws:iot:us-east-1:123456789012:thingtype/TemperatureSensor")
+                .thing_type_properties(
+                    ThingTypeProperties::builder()
+                        .thing_type_description(description)
+                        .build(),
+                )
+                .thing_type_metadata(ThingTypeMetadata::builder().deprecated(deprecated).build())
+                .build()
+        })
+    }
+
+    #[tokio::test]
+    async fn no_change_makes_no_write() {
+        let read = live(false, "d");
+        let mut rec = recorded(Phase::Created);
+        rec.arn = Some("arn:aws:iot:us-east-1:123456789012:thingtype/TemperatureSensor".into());
+        let h = harness(&[&read], &[], &[], &[], vec![rec], |_| {});
+        let t = ThingType::current(h.env.clone());
+        assert_eq!(t.plan(&h.cx, true).await.unwrap().action, Action::NoChange);
+        assert_eq!(t.ensure(&h.cx).await.unwrap(), Outcome::Unchanged);
+    }
+
+    #[tokio::test]
+    async fn a_deprecated_own_type_is_undeprecated_as_planned() {
+        let read = live(true, "d");
+        let undo = mock!(aws_sdk_iot::Client::deprecate_thing_type)
+            .match_requests(|r| r.undo_deprecate() == Some(true))
+            .then_output(|| DeprecateThingTypeOutput::builder().build());
+        let h = harness(
+            &[&read, &undo],
+            &[],
+            &[],
+            &[],
+            vec![recorded(Phase::Created)],
+            |_| {},
+        );
+        let t = ThingType::current(h.env.clone());
+        let plan = t.plan(&h.cx, true).await.unwrap();
+        assert_eq!(plan.action, Action::Update);
+        assert_eq!(plan.changes[0].field, "deprecated");
+        assert_eq!(
+            t.ensure(&h.cx).await.unwrap(),
+            Outcome::Updated("undeprecated".into())
+        );
+        assert_eq!(undo.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_shared_type_is_adopted_and_its_description_not_compared() {
+        let read = live(false, "someone else's words");
+        let h = harness(&[&read], &[], &[], &[], vec![], |_| {});
+        let t = ThingType::current(h.env.clone());
+        let plan = t.plan(&h.cx, true).await.unwrap();
+        assert_eq!(plan.action, Action::Adopt);
+        assert!(plan.changes.is_empty(), "{:?}", plan.changes);
+        assert_eq!(t.ensure(&h.cx).await.unwrap(), Outcome::Adopted);
+        assert_eq!(h.cx.record(THING_TYPE).unwrap().phase, Phase::Borrowed);
+    }
+
+    #[tokio::test]
+    async fn a_changed_description_of_an_own_type_is_refused_not_written() {
+        let read = live(false, "old words");
+        let h = harness(
+            &[&read],
+            &[],
+            &[],
+            &[],
+            vec![recorded(Phase::Created)],
+            |_| {},
+        );
+        let t = ThingType::current(h.env.clone());
+        let plan = t.plan(&h.cx, true).await.unwrap();
+        assert_eq!(plan.action, Action::Replace);
+        assert!(!plan.applicable);
+        let e = t.ensure(&h.cx).await.unwrap_err();
+        assert!(matches!(e, StepError::Refused { .. }), "{e}");
+    }
+}
