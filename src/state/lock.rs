@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::{ensure_private_dir, parent_dir, StateError};
 
+/// An exclusive advisory lock on `<state>.lock`, held until dropped. The kernel releases it when
 /// the process dies, so a crashed run never leaves a lock behind that blocks the next one.
 #[derive(Debug)]
 pub struct StateLock {
