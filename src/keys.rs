@@ -1,8 +1,6 @@
 //! Device key material: local key generation, CSRs, private files, and matching a registered
 //! certificate to a key by its public key.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::Digest;
@@ -181,43 +179,19 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Writes a file atomically with the given mode (temp file in the same directory, fsync,
-/// rename), so a crash never leaves half a key.
+/// Writes a key or certificate file atomically with the given mode, so a crash never leaves
+/// half a key and a private key never sits readable.
 pub fn write_private(path: &Path, contents: &str, mode: u32) -> Result<(), KeyError> {
-    let err = |e: std::io::Error| KeyError::File {
+    crate::fsutil::write_atomic(path, contents.as_bytes(), mode).map_err(|e| KeyError::File {
         path: path.to_path_buf(),
         message: e.to_string(),
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(err)?;
-    // An existing temp file keeps its old mode; make sure the key never sits readable.
-    f.set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(err)?;
-    f.write_all(contents.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(err)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn csr_carries_the_key_and_fingerprints_agree() {

@@ -385,11 +385,9 @@ fn escape(s: &str) -> String {
     out
 }
 
-/// Writes the JUnit file atomically enough for CI: whole file or nothing.
+/// Writes the JUnit file whole or not at all, so CI never reads half a report.
 pub fn write_junit(path: &Path, xml: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("xml.tmp");
-    std::fs::write(&tmp, xml)?;
-    std::fs::rename(&tmp, path)
+    crate::fsutil::write_atomic(path, xml.as_bytes(), 0o644)
 }
 
 #[cfg(test)]
