@@ -190,7 +190,7 @@ const REGISTRY: &[Entry] = &[
         device: false,
         wanted: always,
         stray: true,
-        make: |env| one(Old(role::Role(env.clone()))),
+        make: |env| one(role::Role(env.clone())),
     },
     Entry {
         device: false,
@@ -226,7 +226,7 @@ const REGISTRY: &[Entry] = &[
         device: false,
         wanted: always,
         stray: true,
-        make: |env| one(Old(permission::Permission(env.clone()))),
+        make: |env| one(permission::Permission(env.clone())),
     },
     Entry {
         device: false,
