@@ -214,7 +214,7 @@ const REGISTRY: &[Entry] = &[
         device: false,
         wanted: always,
         stray: true,
-        make: |env| one(Old(function::Function(env.clone()))),
+        make: |env| one(function::Function(env.clone())),
     },
     Entry {
         device: false,
