@@ -220,7 +220,7 @@ const REGISTRY: &[Entry] = &[
         device: false,
         wanted: always,
         stray: true,
-        make: |env| one(Old(rule::Rule(env.clone()))),
+        make: |env| one(rule::Rule(env.clone())),
     },
     Entry {
         device: false,
