@@ -134,7 +134,7 @@ async fn drift_from_outside_is_repaired_in_place() {
     assert!(outcome(&up, "thing")
         .1
         .contains("location: \"Somewhere-Else\" → \"ProductionFloor-A\""));
-    assert!(outcome(&up, "function").1.contains("memory: 1024 → 256"));
+    assert!(outcome(&up, "function").1.contains("memory_mb: 1024 → 256"));
     w.ok(&["verify", "--skip-e2e"]);
     // The same thing and the same certificate: repaired in place, not replaced.
     assert_eq!(identity(&c, &thing).await, before);

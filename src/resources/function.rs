@@ -8,22 +8,25 @@ use std::sync::Arc;
 use aws_sdk_lambda::error::SdkError;
 use aws_sdk_lambda::operation::create_function::{CreateFunctionError, CreateFunctionOutput};
 use aws_sdk_lambda::primitives::Blob;
-use aws_sdk_lambda::types::{Environment, FunctionCode, LastUpdateStatus, Runtime};
+use aws_sdk_lambda::types::{
+    Environment, FunctionCode, FunctionConfiguration, LastUpdateStatus, Runtime,
+};
 
+use super::sdk::{self, op};
 use super::{Env, ALERT_POLICY, FUNCTION, ROLE};
-use crate::engine::{Ctx, Legacy as Resource, Outcome, StepError};
-use crate::plan::Fields;
+use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
+use crate::plan::{Action, Fields};
 use crate::retry::Backoff;
 use crate::state::{Phase, Record};
-use crate::verify::Check;
-use crate::{call, done, found};
+use crate::verify::{Check, CheckStatus};
 
 const KIND: &str = "Lambda function";
+/// The field UpdateFunctionCode changes; every other field is UpdateFunctionConfiguration's.
+const CODE: &str = "code_sha256";
 
 pub struct Function(pub Arc<Env>);
 
-#[async_trait::async_trait]
-impl Resource for Function {
+impl Meta for Function {
     fn key(&self) -> &str {
         FUNCTION
     }
@@ -37,6 +40,12 @@ impl Resource for Function {
     fn depends_on(&self) -> &[&'static str] {
         &[ROLE, ALERT_POLICY]
     }
+}
+
+#[async_trait::async_trait]
+impl Kind for Function {
+    /// GetFunction's configuration (which carries the code's hash).
+    type Live = FunctionConfiguration;
 
     fn desired(&self, cx: &Ctx) -> Fields {
         let d = &self.0.d;
@@ -46,7 +55,7 @@ impl Resource for Function {
             .iter()
             .map(|(k, v)| (format!("environment.{k}"), v.clone().into()));
         let mut f = Fields::from([
-            ("code_sha256".to_string(), d.code_sha256.clone().into()),
+            (CODE.to_string(), d.code_sha256.clone().into()),
             (
                 "description".to_string(),
                 d.function_description.clone().into(),
@@ -61,40 +70,53 @@ impl Resource for Function {
         f
     }
 
-    async fn observe(&self, _cx: &Ctx) -> Result<Option<Fields>, StepError> {
-        let live = self.live(&self.0.d.function_name).await?;
-        Ok(live.and_then(|l| l.configuration).map(|c| {
-            let variables: Vec<(String, serde_json::Value)> = live_environment(&c)
-                .into_iter()
-                .map(|(k, v)| (format!("environment.{k}"), v.into()))
-                .collect();
-            let mut f = Fields::from([
-                (
-                    "code_sha256".to_string(),
-                    c.code_sha256().unwrap_or_default().into(),
-                ),
-                (
-                    "description".to_string(),
-                    c.description().unwrap_or_default().into(),
-                ),
-                (
-                    "handler".to_string(),
-                    c.handler().unwrap_or_default().into(),
-                ),
-                ("memory_mb".to_string(), c.memory_size().unwrap_or(0).into()),
-                ("role".to_string(), c.role().unwrap_or_default().into()),
-                (
-                    "runtime".to_string(),
-                    c.runtime().map(|r| r.as_str()).unwrap_or_default().into(),
-                ),
-                ("timeout_s".to_string(), c.timeout().unwrap_or(0).into()),
-            ]);
-            f.extend(variables);
-            f
-        }))
+    async fn read(&self, _cx: &Ctx) -> Result<Option<FunctionConfiguration>, StepError> {
+        let name = &self.0.d.function_name;
+        let out = sdk::find(
+            op(KIND, name, "GetFunction"),
+            self.0.aws.lambda.get_function().function_name(name).send(),
+            |e| e.is_resource_not_found_exception(),
+        )
+        .await?;
+        Ok(out.and_then(|o| o.configuration))
     }
 
-    async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+    fn fields(&self, c: &FunctionConfiguration) -> Fields {
+        let variables: Vec<(String, serde_json::Value)> = live_environment(c)
+            .into_iter()
+            .map(|(k, v)| (format!("environment.{k}"), v.into()))
+            .collect();
+        let mut f = Fields::from([
+            (CODE.to_string(), c.code_sha256().unwrap_or_default().into()),
+            (
+                "description".to_string(),
+                c.description().unwrap_or_default().into(),
+            ),
+            (
+                "handler".to_string(),
+                c.handler().unwrap_or_default().into(),
+            ),
+            ("memory_mb".to_string(), c.memory_size().unwrap_or(0).into()),
+            ("role".to_string(), c.role().unwrap_or_default().into()),
+            (
+                "runtime".to_string(),
+                c.runtime().map(|r| r.as_str()).unwrap_or_default().into(),
+            ),
+            ("timeout_s".to_string(), c.timeout().unwrap_or(0).into()),
+        ]);
+        f.extend(variables);
+        f
+    }
+
+    fn identify(&self, c: &FunctionConfiguration) -> String {
+        c.function_arn().unwrap_or_default().to_string()
+    }
+
+    async fn apply(
+        &self,
+        cx: &Ctx,
+        step: Step<FunctionConfiguration>,
+    ) -> Result<Outcome, StepError> {
         let lambda = &self.0.aws.lambda;
         let d = &self.0.d;
         let name = &d.function_name;
@@ -102,124 +124,98 @@ impl Resource for Function {
             .record(ROLE)
             .and_then(|r| r.arn)
             .ok_or_else(|| StepError::Failed("IAM role ARN missing from state".into()))?;
-        let record = cx.record(FUNCTION);
-        let live = self.live(name).await?;
-        if let Some(cfg) = live.and_then(|l| l.configuration) {
-            let Some(mut rec) = record.clone() else {
-                return Err(StepError::NotOurs {
-                    kind: KIND.into(),
-                    name: name.clone(),
-                });
-            };
-            let was_intent = rec.phase == Phase::Intent;
-            rec.phase = Phase::Created;
-            rec.arn = cfg.function_arn().map(str::to_string);
-            let mut changes = Vec::new();
-            if cfg.code_sha256() != Some(d.code_sha256.as_str()) {
-                self.wait_until_updatable(cx).await?;
-                call!(
+        let Some(live) = &step.live else {
+            let mut rec = cx.intent(Record::new(FUNCTION, KIND, Phase::Intent, name))?;
+            let out = sdk::create(
+                op(KIND, name, "CreateFunction"),
+                create_with_propagation_retry(d.iam_retry, cx, || {
                     lambda
-                        .update_function_code()
-                        .function_name(name)
-                        .zip_file(Blob::new(d.zip.clone()))
-                        .send(),
-                    KIND,
-                    name,
-                    "UpdateFunctionCode"
-                );
-                changes.push("code".to_string());
-            }
-            let config_diff = config_differences(&cfg, d, &role_arn);
-            if !config_diff.is_empty() {
-                // Lambda rejects a configuration update while the code update is in progress.
-                self.wait_until_updatable(cx).await?;
-                call!(
-                    lambda
-                        .update_function_configuration()
+                        .create_function()
                         .function_name(name)
                         .runtime(Runtime::from(d.runtime.as_str()))
                         .role(&role_arn)
                         .handler(&d.handler)
+                        .code(
+                            FunctionCode::builder()
+                                .zip_file(Blob::new(d.zip.clone()))
+                                .build(),
+                        )
                         .description(&d.function_description)
                         .timeout(d.timeout_s)
                         .memory_size(d.memory_mb)
                         .environment(environment(d))
-                        .send(),
-                    KIND,
-                    name,
-                    "UpdateFunctionConfiguration"
-                );
-                changes.extend(config_diff);
-            }
-            if record.as_ref() != Some(&rec) {
-                cx.commit(rec)?;
-            }
-            return Ok(if !changes.is_empty() {
-                Outcome::Updated(changes.join(", "))
-            } else if was_intent {
-                Outcome::Adopted
-            } else {
-                Outcome::Unchanged
-            });
+                        .send()
+                }),
+                |e| e.is_resource_conflict_exception(),
+            )
+            .await?;
+            rec.phase = Phase::Created;
+            rec.arn = out.function_arn;
+            cx.commit(rec)?;
+            return Ok(Outcome::Created);
+        };
+        if step.changes(CODE) {
+            self.wait_until_updatable(cx).await?;
+            sdk::send(
+                op(KIND, name, "UpdateFunctionCode"),
+                lambda
+                    .update_function_code()
+                    .function_name(name)
+                    .zip_file(Blob::new(d.zip.clone()))
+                    .send(),
+            )
+            .await?;
         }
-        let mut rec = cx.intent(Record::new(FUNCTION, KIND, Phase::Intent, name))?;
-        let out = crate::create!(
-            create_with_propagation_retry(d.iam_retry, cx, || {
-                self.0
-                    .aws
-                    .lambda
-                    .create_function()
+        if step.plan.changes.iter().any(|c| c.field != CODE) {
+            // Lambda rejects a configuration update while the code update is in progress.
+            self.wait_until_updatable(cx).await?;
+            sdk::send(
+                op(KIND, name, "UpdateFunctionConfiguration"),
+                lambda
+                    .update_function_configuration()
                     .function_name(name)
                     .runtime(Runtime::from(d.runtime.as_str()))
                     .role(&role_arn)
                     .handler(&d.handler)
-                    .code(
-                        FunctionCode::builder()
-                            .zip_file(Blob::new(d.zip.clone()))
-                            .build(),
-                    )
                     .description(&d.function_description)
                     .timeout(d.timeout_s)
                     .memory_size(d.memory_mb)
                     .environment(environment(d))
-                    .send()
-            }),
-            is_resource_conflict_exception,
-            cx,
-            FUNCTION,
-            KIND,
-            name,
-            "CreateFunction"
-        );
-        rec.phase = Phase::Created;
-        rec.arn = out.function_arn;
-        cx.commit(rec)?;
-        Ok(Outcome::Created)
-    }
-
-    async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
-        let name = &self.0.d.function_name;
-        Ok(self
-            .live(name)
-            .await?
-            .and_then(|o| o.configuration)
-            .map(|c| c.function_arn.unwrap_or_default()))
-    }
-
-    async fn check(&self, cx: &Ctx) -> Vec<Check> {
-        const NAME: &str = "function.configuration";
-        let d = &self.0.d;
-        let name = &d.function_name;
-        let res = format!("{KIND} {name}");
-        let live = self.live(name).await;
-        let Some(cfg) = crate::check_try!(live, [NAME], res).and_then(|l| l.configuration) else {
-            return vec![Check::fail(NAME, &res, format!("{res} does not exist"))];
-        };
-        let role_arn = cx.record(ROLE).and_then(|r| r.arn).unwrap_or_default();
-        let mut problems = config_differences(&cfg, d, &role_arn);
-        if cfg.code_sha256() != Some(d.code_sha256.as_str()) {
-            problems.push("code differs from the deployed package".into());
+                    .send(),
+            )
+            .await?;
         }
+        let outcome = if !step.plan.changes.is_empty() {
+            Outcome::Updated(step.summary())
+        } else if step.plan.action == Action::Adopt {
+            Outcome::Adopted
+        } else {
+            Outcome::Unchanged
+        };
+        let mut rec = step
+            .record
+            .clone()
+            .unwrap_or_else(|| Record::new(FUNCTION, KIND, Phase::Created, name));
+        rec.phase = Phase::Created;
+        rec.arn = live.function_arn().map(str::to_string);
+        if step.record.as_ref() != Some(&rec) {
+            cx.commit(rec)?;
+        }
+        Ok(outcome)
+    }
+
+    fn check_name(&self) -> &'static str {
+        "function.configuration"
+    }
+
+    /// The comparison, and whether the function can run: Active, its last update succeeded.
+    async fn checks(&self, _cx: &Ctx, seen: Seen<'_, FunctionConfiguration>) -> Vec<Check> {
+        let mut check = planning::comparison_check(self.check_name(), &seen);
+        let Some(cfg) = seen.live else {
+            return vec![check];
+        };
+        let d = &self.0.d;
+        let mut problems = Vec::new();
         let state = cfg.state().map(|s| s.as_str()).unwrap_or("unknown");
         if state != "Active" {
             problems.push(format!("state is {state}"));
@@ -229,18 +225,23 @@ impl Resource for Function {
                 problems.push(format!("last update is {}", u.as_str()));
             }
         }
-        vec![if problems.is_empty() {
-            Check::pass(
-                NAME,
-                &res,
-                format!(
+        let passed = check.status == CheckStatus::Pass;
+        if problems.is_empty() {
+            if passed {
+                check.reason = format!(
                     "Active; {} {}, {} MB, {} s, code as deployed",
                     d.runtime, d.handler, d.memory_mb, d.timeout_s
-                ),
-            )
+                );
+            }
+            return vec![check];
+        }
+        let res = &seen.resource;
+        let reason = if passed {
+            format!("{res}: {}", problems.join(", "))
         } else {
-            Check::fail(NAME, &res, format!("{res}: {}", problems.join(", ")))
-        }]
+            format!("{}, {}", check.reason, problems.join(", "))
+        };
+        vec![Check::fail(self.check_name(), res, reason)]
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
@@ -248,33 +249,31 @@ impl Resource for Function {
             return Ok(Outcome::Absent);
         };
         let name = &rec.name;
-        let deleted = done!(
+        let deleted = sdk::find(
+            op(KIND, name, "DeleteFunction"),
             self.0
                 .aws
                 .lambda
                 .delete_function()
                 .function_name(name)
                 .send(),
-            is_resource_not_found_exception,
-            KIND,
-            name,
-            "DeleteFunction"
-        );
+            |e| e.is_resource_not_found_exception(),
+        )
+        .await?;
         let group = format!("/aws/lambda/{name}");
-        done!(
+        sdk::find(
+            op("log group", &group, "DeleteLogGroup"),
             self.0
                 .aws
                 .logs
                 .delete_log_group()
                 .log_group_name(&group)
                 .send(),
-            is_resource_not_found_exception,
-            "log group",
-            &group,
-            "DeleteLogGroup"
-        );
+            |e| e.is_resource_not_found_exception(),
+        )
+        .await?;
         cx.forget(FUNCTION)?;
-        Ok(if deleted {
+        Ok(if deleted.is_some() {
             Outcome::Deleted
         } else {
             Outcome::Absent
@@ -283,32 +282,16 @@ impl Resource for Function {
 }
 
 impl Function {
-    /// The live resource, or None when it does not exist: the one read that ensure, probe,
-    /// check and destroy share.
-    async fn live(
-        &self,
-        name: &str,
-    ) -> Result<Option<aws_sdk_lambda::operation::get_function::GetFunctionOutput>, StepError> {
-        Ok(found!(
-            self.0.aws.lambda.get_function().function_name(name).send(),
-            is_resource_not_found_exception,
-            KIND,
-            name,
-            "GetFunction"
-        ))
-    }
-
     /// Polls GetFunction until LastUpdateStatus is no longer InProgress (bounded).
     async fn wait_until_updatable(&self, cx: &Ctx) -> Result<(), StepError> {
         let name = &self.0.d.function_name;
         let mut delays = Backoff::IAM_PROPAGATION.delays();
         loop {
-            let out = call!(
+            let out = sdk::send(
+                op(KIND, name, "GetFunction"),
                 self.0.aws.lambda.get_function().function_name(name).send(),
-                KIND,
-                name,
-                "GetFunction"
-            );
+            )
+            .await?;
             let status = out
                 .configuration()
                 .and_then(|c| c.last_update_status())
@@ -328,49 +311,6 @@ impl Function {
     }
 }
 
-fn config_differences(
-    cfg: &aws_sdk_lambda::types::FunctionConfiguration,
-    d: &super::Deployment,
-    role_arn: &str,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    let runtime = cfg.runtime().map(|r| r.as_str()).unwrap_or("");
-    if runtime != d.runtime {
-        out.push(format!("runtime: {runtime:?} → {:?}", d.runtime));
-    }
-    if cfg.memory_size() != Some(d.memory_mb) {
-        out.push(format!(
-            "memory: {} → {}",
-            cfg.memory_size().unwrap_or(0),
-            d.memory_mb
-        ));
-    }
-    if cfg.timeout() != Some(d.timeout_s) {
-        out.push(format!(
-            "timeout: {} → {}",
-            cfg.timeout().unwrap_or(0),
-            d.timeout_s
-        ));
-    }
-    if cfg.handler() != Some(d.handler.as_str()) {
-        out.push(format!(
-            "handler: {:?} → {:?}",
-            cfg.handler().unwrap_or(""),
-            d.handler
-        ));
-    }
-    if cfg.role() != Some(role_arn) {
-        out.push("role".into());
-    }
-    if cfg.description().unwrap_or("") != d.function_description {
-        out.push("description".into());
-    }
-    if live_environment(cfg) != d.environment {
-        out.push("environment".into());
-    }
-    out
-}
-
 /// The function's environment variables as configured.
 fn environment(d: &super::Deployment) -> Environment {
     Environment::builder()
@@ -379,9 +319,7 @@ fn environment(d: &super::Deployment) -> Environment {
 }
 
 /// The live function's environment variables (none when it has no environment).
-fn live_environment(
-    cfg: &aws_sdk_lambda::types::FunctionConfiguration,
-) -> std::collections::BTreeMap<String, String> {
+fn live_environment(cfg: &FunctionConfiguration) -> std::collections::BTreeMap<String, String> {
     cfg.environment()
         .and_then(|e| e.variables())
         .map(|v| v.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -427,5 +365,220 @@ where
             }
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_lambda::operation::create_function::CreateFunctionOutput;
+    use aws_sdk_lambda::operation::get_function::{GetFunctionError, GetFunctionOutput};
+    use aws_sdk_lambda::operation::update_function_code::UpdateFunctionCodeOutput;
+    use aws_sdk_lambda::operation::update_function_configuration::UpdateFunctionConfigurationOutput;
+    use aws_sdk_lambda::types::State;
+    use aws_smithy_mocks::{mock, Rule};
+
+    use super::*;
+    use crate::engine::Resource;
+    use crate::plan::Planned;
+    use crate::resources::testing::*;
+
+    const NAME: &str = "iot-data-processor-abc123";
+    const ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:iot-data-processor-abc123";
+    const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/iot-lambda-role-abc123";
+
+    /// The function as the harness's deployment wants it, changed by `edit`.
+    fn configuration(
+        d: &crate::resources::Deployment,
+        edit: impl Fn(
+            aws_sdk_lambda::types::builders::FunctionConfigurationBuilder,
+        ) -> aws_sdk_lambda::types::builders::FunctionConfigurationBuilder,
+    ) -> FunctionConfiguration {
+        edit(
+            FunctionConfiguration::builder()
+                .function_name(NAME)
+                .function_arn(ARN)
+                .code_sha256(&d.code_sha256)
+                .description(&d.function_description)
+                .handler(&d.handler)
+                .memory_size(d.memory_mb)
+                .role(ROLE_ARN)
+                .runtime(Runtime::from(d.runtime.as_str()))
+                .timeout(d.timeout_s)
+                .state(State::Active)
+                .last_update_status(LastUpdateStatus::Successful),
+        )
+        .build()
+    }
+
+    fn get_function(cfg: FunctionConfiguration) -> Rule {
+        mock!(aws_sdk_lambda::Client::get_function)
+            .match_requests(|r| r.function_name() == Some(NAME))
+            .then_output(move || {
+                GetFunctionOutput::builder()
+                    .configuration(cfg.clone())
+                    .build()
+            })
+    }
+
+    fn update_code() -> Rule {
+        mock!(aws_sdk_lambda::Client::update_function_code)
+            .match_requests(|r| r.function_name() == Some(NAME) && r.zip_file().is_some())
+            .then_output(|| UpdateFunctionCodeOutput::builder().build())
+    }
+
+    fn update_configuration() -> Rule {
+        mock!(aws_sdk_lambda::Client::update_function_configuration)
+            .match_requests(|r| {
+                r.function_name() == Some(NAME)
+                    && r.memory_size() == Some(256)
+                    && r.role() == Some(ROLE_ARN)
+            })
+            .then_output(|| UpdateFunctionConfigurationOutput::builder().build())
+    }
+
+    fn records() -> Vec<Record> {
+        vec![
+            recorded(ROLE, "IAM role", "iot-lambda-role-abc123", Some(ROLE_ARN)),
+            recorded(FUNCTION, KIND, NAME, Some(ARN)),
+        ]
+    }
+
+    /// A harness whose live function is the wanted one changed by `edit`, with `writes`.
+    fn stack(
+        edit: impl Fn(
+            aws_sdk_lambda::types::builders::FunctionConfigurationBuilder,
+        ) -> aws_sdk_lambda::types::builders::FunctionConfigurationBuilder,
+        writes: &[&Rule],
+    ) -> (Harness, Rule) {
+        let d = deployment(std::path::Path::new("/nonexistent"));
+        let get = get_function(configuration(&d, edit));
+        let mut lambda = vec![&get];
+        lambda.extend_from_slice(writes);
+        let h = harness(&[], &[], &lambda, &[], records(), |_| {});
+        (h, get)
+    }
+
+    async fn plan_then_ensure(h: &Harness) -> (Planned, Outcome) {
+        let r = Function(h.env.clone());
+        let plan = Resource::plan(&r, &h.cx, true).await.unwrap();
+        let outcome = Resource::ensure(&r, &h.cx).await.unwrap();
+        (plan, outcome)
+    }
+
+    fn fields(p: &Planned) -> Vec<&str> {
+        p.changes.iter().map(|c| c.field.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn in_sync_is_unchanged_and_writes_nothing() {
+        let (h, get) = stack(|c| c, &[]);
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!(plan.action, Action::NoChange, "{plan:?}");
+        assert_eq!(outcome, Outcome::Unchanged);
+        assert_eq!(get.num_calls(), 2, "one read for plan, one for up");
+        assert_eq!(h.cx.record(FUNCTION), Some(records().remove(1)));
+    }
+
+    #[tokio::test]
+    async fn a_memory_change_updates_the_configuration_not_the_code() {
+        let config = update_configuration();
+        let (h, _get) = stack(|c| c.memory_size(1024), &[&config]);
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!(plan.action, Action::Update);
+        assert_eq!(fields(&plan), ["memory_mb"]);
+        assert_eq!(outcome, Outcome::Updated("memory_mb: 1024 → 256".into()));
+        assert_eq!(config.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_environment_change_updates_the_configuration() {
+        let config = update_configuration();
+        let (h, _get) = stack(
+            |c| {
+                c.environment(
+                    aws_sdk_lambda::types::EnvironmentResponse::builder()
+                        .variables("STAGE", "test")
+                        .build(),
+                )
+            },
+            &[&config],
+        );
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!(fields(&plan), ["environment.STAGE"]);
+        assert_eq!(
+            outcome,
+            Outcome::Updated("environment.STAGE: \"test\" → (removed)".into())
+        );
+        assert_eq!(config.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_code_change_updates_the_code_not_the_configuration() {
+        let code = update_code();
+        let (h, get) = stack(|c| c.code_sha256("an-older-package"), &[&code]);
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!(fields(&plan), [CODE]);
+        assert!(matches!(outcome, Outcome::Updated(ref s) if s.starts_with("code_sha256: ")));
+        assert_eq!(code.num_calls(), 1);
+        assert_eq!(
+            get.num_calls(),
+            3,
+            "plan, up, and the wait for an update in progress"
+        );
+    }
+
+    #[tokio::test]
+    async fn code_and_configuration_changes_make_both_calls() {
+        let (code, config) = (update_code(), update_configuration());
+        let (h, _get) = stack(
+            |c| c.code_sha256("an-older-package").timeout(3),
+            &[&code, &config],
+        );
+        let (plan, _) = plan_then_ensure(&h).await;
+        assert_eq!(fields(&plan), [CODE, "timeout_s"]);
+        assert_eq!((code.num_calls(), config.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_missing_function_is_created() {
+        let get = mock!(aws_sdk_lambda::Client::get_function).then_error(|| {
+            GetFunctionError::ResourceNotFoundException(
+                aws_sdk_lambda::types::error::ResourceNotFoundException::builder().build(),
+            )
+        });
+        let create = mock!(aws_sdk_lambda::Client::create_function)
+            .match_requests(|r| r.function_name() == Some(NAME) && r.role() == Some(ROLE_ARN))
+            .then_output(|| CreateFunctionOutput::builder().function_arn(ARN).build());
+        let mut recs = records();
+        recs.pop();
+        let h = harness(&[], &[], &[&get, &create], &[], recs, |_| {});
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!(plan.action, Action::Create);
+        assert_eq!(outcome, Outcome::Created);
+        assert_eq!(create.num_calls(), 1);
+        assert_eq!(h.cx.record(FUNCTION).unwrap().arn.as_deref(), Some(ARN));
+    }
+
+    #[tokio::test]
+    async fn verify_judges_by_the_comparison_and_the_functions_state() {
+        let (h, _get) = stack(|c| c, &[]);
+        let checks = Resource::check(&Function(h.env.clone()), &h.cx).await;
+        assert_eq!(checks[0].status, CheckStatus::Pass, "{checks:?}");
+        assert!(checks[0].reason.starts_with("Active; python3.12"));
+
+        let (h, _get) = stack(|c| c.memory_size(1024).state(State::Pending), &[]);
+        let checks = Resource::check(&Function(h.env.clone()), &h.cx).await;
+        assert_eq!(checks[0].status, CheckStatus::Fail);
+        assert!(
+            checks[0]
+                .reason
+                .ends_with("differs: memory_mb: 1024 → 256, state is Pending"),
+            "{}",
+            checks[0].reason
+        );
+
+        let (h, _get) = stack(|c| c.state(State::Failed), &[]);
+        let checks = Resource::check(&Function(h.env.clone()), &h.cx).await;
+        assert_eq!(checks[0].reason, format!("{KIND} {NAME}: state is Failed"));
     }
 }

@@ -190,7 +190,7 @@ const REGISTRY: &[Entry] = &[
         device: false,
         wanted: always,
         stray: true,
-        make: |env| one(Old(role::Role(env.clone()))),
+        make: |env| one(role::Role(env.clone())),
     },
     Entry {
         device: false,
@@ -214,19 +214,19 @@ const REGISTRY: &[Entry] = &[
         device: false,
         wanted: always,
         stray: true,
-        make: |env| one(Old(function::Function(env.clone()))),
+        make: |env| one(function::Function(env.clone())),
     },
     Entry {
         device: false,
         wanted: always,
         stray: true,
-        make: |env| one(Old(rule::Rule(env.clone()))),
+        make: |env| one(rule::Rule(env.clone())),
     },
     Entry {
         device: false,
         wanted: always,
         stray: true,
-        make: |env| one(Old(permission::Permission(env.clone()))),
+        make: |env| one(permission::Permission(env.clone())),
     },
     Entry {
         device: false,

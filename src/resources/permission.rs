@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
+use serde_json::Value;
+
+use super::sdk::{self, op};
 use super::{Env, FUNCTION, PERMISSION, RULE};
-use crate::engine::{Ctx, Legacy as Resource, Outcome, StepError};
+use crate::engine::{Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
 use crate::plan::Fields;
 use crate::state::{Phase, Record};
 use crate::verify::Check;
-use crate::{call, done, found};
 
 const KIND: &str = "invoke permission";
 pub const STATEMENT_ID: &str = "iot-lambda-permission";
@@ -16,8 +18,14 @@ pub const PRINCIPAL: &str = "iot.amazonaws.com";
 
 pub struct Permission(pub Arc<Env>);
 
-#[async_trait::async_trait]
-impl Resource for Permission {
+/// The live permission: our statement in the function's resource policy, and every statement
+/// there letting IoT invoke the function (ours included), which verify judges too.
+pub struct LivePermission {
+    pub statement: Value,
+    pub iot_statements: Vec<Value>,
+}
+
+impl Meta for Permission {
     fn key(&self) -> &str {
         PERMISSION
     }
@@ -30,6 +38,11 @@ impl Resource for Permission {
     fn depends_on(&self) -> &[&'static str] {
         &[FUNCTION, RULE]
     }
+}
+
+#[async_trait::async_trait]
+impl Kind for Permission {
+    type Live = LivePermission;
 
     fn adopts_unowned(&self) -> bool {
         true
@@ -37,89 +50,79 @@ impl Resource for Permission {
     fn renamed(&self, _rec: &Record) -> bool {
         false
     }
+
     fn desired(&self, _cx: &Ctx) -> Fields {
-        Fields::from([
-            ("action".to_string(), "lambda:InvokeFunction".into()),
-            ("principal".to_string(), PRINCIPAL.into()),
-            ("source_arn".to_string(), self.0.d.rule_arn().into()),
-        ])
+        self.wanted()
     }
-    async fn observe(&self, _cx: &Ctx) -> Result<Option<Fields>, StepError> {
-        let d = &self.0.d;
-        let policy = found!(
+
+    async fn read(&self, _cx: &Ctx) -> Result<Option<LivePermission>, StepError> {
+        let function = &self.0.d.function_name;
+        let policy = sdk::find(
+            op(KIND, STATEMENT_ID, "GetPolicy"),
             self.0
                 .aws
                 .lambda
                 .get_policy()
-                .function_name(&d.function_name)
+                .function_name(function)
                 .send(),
-            is_resource_not_found_exception,
-            KIND,
-            STATEMENT_ID,
-            "GetPolicy"
-        );
-        let Some(stmt) = policy
+            |e| e.is_resource_not_found_exception(),
+        )
+        .await?;
+        let doc: Value = policy
             .and_then(|p| p.policy)
-            .and_then(|text| statement(&text, STATEMENT_ID))
-        else {
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let Some(statement) = find_statement(&doc, STATEMENT_ID) else {
             return Ok(None);
         };
-        let text = |ptr: &str| stmt.pointer(ptr).and_then(|v| v.as_str()).unwrap_or("");
-        let mut f = Fields::from([
-            ("action".to_string(), text("/Action").into()),
-            ("principal".to_string(), text("/Principal/Service").into()),
-            (
-                "source_arn".to_string(),
-                text("/Condition/ArnLike/AWS:SourceArn").into(),
-            ),
-        ]);
-        // As `is_scoped` judges: another account is a difference, no account condition is not.
-        let account = text("/Condition/StringEquals/AWS:SourceAccount");
-        if !account.is_empty() && account != d.account {
-            f.insert("source_account".into(), account.into());
-        }
-        Ok(Some(f))
+        let iot_statements = doc["Statement"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s.pointer("/Principal/Service").and_then(|v| v.as_str()) == Some(PRINCIPAL))
+            .cloned()
+            .collect();
+        Ok(Some(LivePermission {
+            statement,
+            iot_statements,
+        }))
     }
 
-    async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+    fn fields(&self, live: &LivePermission) -> Fields {
+        self.statement_fields(&live.statement)
+    }
+
+    fn identify(&self, _live: &LivePermission) -> String {
+        format!("{STATEMENT_ID} on {}", self.0.d.function_name)
+    }
+
+    async fn apply(&self, cx: &Ctx, step: Step<LivePermission>) -> Result<Outcome, StepError> {
         let lambda = &self.0.aws.lambda;
         let d = &self.0.d;
         let function = &d.function_name;
         let rule_arn = d.rule_arn();
-        let record = cx.record(PERMISSION);
         let mut rec = Record::new(PERMISSION, KIND, Phase::Created, STATEMENT_ID);
         rec.data
             .insert("source_arn".into(), rule_arn.clone().into());
         rec.data.insert("function".into(), function.clone().into());
-        let policy = found!(
-            lambda.get_policy().function_name(function).send(),
-            is_resource_not_found_exception,
-            KIND,
-            STATEMENT_ID,
-            "GetPolicy"
-        );
-        let statement = policy
-            .and_then(|p| p.policy)
-            .and_then(|text| statement(&text, STATEMENT_ID));
         let mut outcome = Outcome::Created;
-        if let Some(stmt) = statement {
-            if is_scoped(&stmt, &rule_arn, &d.account) {
-                return cx.keep(record.as_ref(), rec);
+        if step.live.is_some() {
+            if step.plan.changes.is_empty() {
+                return cx.keep(step.record.as_ref(), rec);
             }
             // Same statement id, wrong scope: replace it (AddPermission refuses duplicates).
             // Not found means a retried removal already did it.
-            done!(
+            sdk::find(
+                op(KIND, STATEMENT_ID, "RemovePermission"),
                 lambda
                     .remove_permission()
                     .function_name(function)
                     .statement_id(STATEMENT_ID)
                     .send(),
-                is_resource_not_found_exception,
-                KIND,
-                STATEMENT_ID,
-                "RemovePermission"
-            );
-            outcome = Outcome::Updated("re-scoped to the rule".into());
+                |e| e.is_resource_not_found_exception(),
+            )
+            .await?;
+            outcome = Outcome::Updated(format!("re-scoped to the rule: {}", step.summary()));
         }
         cx.intent(rec.clone())?;
         let added = lambda
@@ -140,16 +143,15 @@ impl Resource for Permission {
                 if e.as_service_error()
                     .is_some_and(|s| s.is_resource_conflict_exception()) =>
             {
-                let policy = call!(
+                let policy = sdk::send(
+                    op(KIND, STATEMENT_ID, "GetPolicy"),
                     lambda.get_policy().function_name(function).send(),
-                    KIND,
-                    STATEMENT_ID,
-                    "GetPolicy"
-                );
+                )
+                .await?;
                 let ours = policy
                     .policy()
-                    .and_then(|t| self::statement(t, STATEMENT_ID))
-                    .is_some_and(|s| is_scoped(&s, &rule_arn, &d.account));
+                    .and_then(|t| statement(t, STATEMENT_ID))
+                    .is_some_and(|s| self.scoped(&s));
                 if !ours {
                     return Err(crate::aws::failed(KIND, STATEMENT_ID, "AddPermission", e));
                 }
@@ -160,69 +162,43 @@ impl Resource for Permission {
         Ok(outcome)
     }
 
-    async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
-        let function = &self.0.d.function_name;
-        let policy = found!(
-            self.0
-                .aws
-                .lambda
-                .get_policy()
-                .function_name(function)
-                .send(),
-            is_resource_not_found_exception,
-            KIND,
-            STATEMENT_ID,
-            "GetPolicy"
-        );
-        Ok(policy
-            .and_then(|p| p.policy)
-            .and_then(|text| statement(&text, STATEMENT_ID))
-            .map(|_| format!("{STATEMENT_ID} on {function}")))
+    fn check_name(&self) -> &'static str {
+        "permission.scoped"
     }
 
-    async fn check(&self, _cx: &Ctx) -> Vec<Check> {
-        const NAME: &str = "permission.scoped";
+    /// The comparison of our statement, and of every other statement letting IoT invoke the
+    /// function: one that any rule (or account) may use is a hole whoever added it.
+    async fn checks(&self, _cx: &Ctx, seen: Seen<'_, LivePermission>) -> Vec<Check> {
+        let name = self.check_name();
         let d = &self.0.d;
         let function = &d.function_name;
         let res = format!("{KIND} {STATEMENT_ID} on {function}");
-        let lambda = &self.0.aws.lambda;
-        let live: Result<_, StepError> = async {
-            Ok(found!(
-                lambda.get_policy().function_name(function).send(),
-                is_resource_not_found_exception,
-                KIND,
-                STATEMENT_ID,
-                "GetPolicy"
-            ))
-        }
-        .await;
-        let policy = crate::check_try!(live, [NAME], res).and_then(|p| p.policy);
-        let doc: serde_json::Value = policy
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
-        let iot_statements: Vec<&serde_json::Value> = doc["Statement"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|s| {
-                        s.pointer("/Principal/Service").and_then(|v| v.as_str()) == Some(PRINCIPAL)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
         let rule_arn = d.rule_arn();
-        let ok = !iot_statements.is_empty()
-            && iot_statements
-                .iter()
-                .all(|s| is_scoped(s, &rule_arn, &d.account));
-        let reason = if iot_statements.is_empty() {
-            format!("{function} has no statement letting {PRINCIPAL} invoke it")
-        } else if ok {
-            format!("{PRINCIPAL} may invoke {function} only from {rule_arn}")
-        } else {
-            format!("{function} lets {PRINCIPAL} invoke it without being scoped to {rule_arn}")
+        let Some(live) = seen.live else {
+            return vec![Check::fail(
+                name,
+                &res,
+                format!("{function} has no statement letting {PRINCIPAL} invoke it"),
+            )];
         };
-        vec![Check::new(NAME, &res, ok, reason)]
+        let others_scoped = live.iot_statements.iter().all(|s| self.scoped(s));
+        vec![if seen.changes.is_empty() && others_scoped {
+            Check::pass(
+                name,
+                &res,
+                format!("{PRINCIPAL} may invoke {function} only from {rule_arn}"),
+            )
+        } else {
+            let mut reason =
+                format!("{function} lets {PRINCIPAL} invoke it without being scoped to {rule_arn}");
+            if !seen.changes.is_empty() {
+                reason = format!(
+                    "{reason}: {STATEMENT_ID} differs: {}",
+                    crate::plan::describe(seen.changes)
+                );
+            }
+            Check::fail(name, &res, reason)
+        }]
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
@@ -233,7 +209,8 @@ impl Resource for Permission {
             .data_str("function")
             .unwrap_or(&self.0.d.function_name)
             .to_string();
-        let removed = done!(
+        let removed = sdk::find(
+            op(KIND, STATEMENT_ID, "RemovePermission"),
             self.0
                 .aws
                 .lambda
@@ -241,13 +218,11 @@ impl Resource for Permission {
                 .function_name(&function)
                 .statement_id(STATEMENT_ID)
                 .send(),
-            is_resource_not_found_exception,
-            KIND,
-            STATEMENT_ID,
-            "RemovePermission"
-        );
+            |e| e.is_resource_not_found_exception(),
+        )
+        .await?;
         cx.forget(PERMISSION)?;
-        Ok(if removed {
+        Ok(if removed.is_some() {
             Outcome::Deleted
         } else {
             Outcome::Absent
@@ -255,9 +230,49 @@ impl Resource for Permission {
     }
 }
 
+impl Permission {
+    /// The statement the config wants, as fields.
+    fn wanted(&self) -> Fields {
+        Fields::from([
+            ("action".to_string(), "lambda:InvokeFunction".into()),
+            ("principal".to_string(), PRINCIPAL.into()),
+            ("source_arn".to_string(), self.0.d.rule_arn().into()),
+        ])
+    }
+
+    /// A statement as the same fields as [`Permission::wanted`].
+    fn statement_fields(&self, stmt: &Value) -> Fields {
+        let text = |ptr: &str| stmt.pointer(ptr).and_then(|v| v.as_str()).unwrap_or("");
+        let mut f = Fields::from([
+            ("action".to_string(), text("/Action").into()),
+            ("principal".to_string(), text("/Principal/Service").into()),
+            (
+                "source_arn".to_string(),
+                text("/Condition/ArnLike/AWS:SourceArn").into(),
+            ),
+        ]);
+        // Another account is a difference; no account condition is not (the rule's ARN
+        // already names the account).
+        let account = text("/Condition/StringEquals/AWS:SourceAccount");
+        if !account.is_empty() && account != self.0.d.account {
+            f.insert("source_account".into(), account.into());
+        }
+        f
+    }
+
+    /// Whether a statement lets exactly IoT invoke, from this rule (and account) only: the
+    /// comparison of the plan, applied to any statement.
+    fn scoped(&self, stmt: &Value) -> bool {
+        self.statement_fields(stmt) == self.wanted()
+    }
+}
+
 /// The statement with `sid` from a Lambda resource policy document.
-pub fn statement(policy: &str, sid: &str) -> Option<serde_json::Value> {
-    let doc: serde_json::Value = serde_json::from_str(policy).ok()?;
+pub fn statement(policy: &str, sid: &str) -> Option<Value> {
+    find_statement(&serde_json::from_str(policy).ok()?, sid)
+}
+
+fn find_statement(doc: &Value, sid: &str) -> Option<Value> {
     doc.get("Statement")?
         .as_array()?
         .iter()
@@ -265,48 +280,220 @@ pub fn statement(policy: &str, sid: &str) -> Option<serde_json::Value> {
         .cloned()
 }
 
-/// Whether a statement lets exactly IoT invoke, from this rule (and account) only.
-pub fn is_scoped(stmt: &serde_json::Value, rule_arn: &str, account: &str) -> bool {
-    let principal = stmt.pointer("/Principal/Service").and_then(|v| v.as_str());
-    let action = stmt.get("Action").and_then(|v| v.as_str());
-    let source_arn = stmt
-        .pointer("/Condition/ArnLike/AWS:SourceArn")
-        .and_then(|v| v.as_str());
-    let source_account = stmt
-        .pointer("/Condition/StringEquals/AWS:SourceAccount")
-        .and_then(|v| v.as_str());
-    principal == Some(PRINCIPAL)
-        && action == Some("lambda:InvokeFunction")
-        && source_arn == Some(rule_arn)
-        && source_account.is_none_or(|a| a == account)
-}
-
 #[cfg(test)]
 mod tests {
+    use aws_sdk_lambda::operation::add_permission::{AddPermissionError, AddPermissionOutput};
+    use aws_sdk_lambda::operation::get_policy::{GetPolicyError, GetPolicyOutput};
+    use aws_sdk_lambda::operation::remove_permission::RemovePermissionOutput;
+    use aws_smithy_mocks::{mock, Rule};
+    use serde_json::json;
+
     use super::*;
+    use crate::engine::Resource;
+    use crate::plan::{Action, Planned};
+    use crate::resources::testing::*;
+    use crate::verify::CheckStatus;
+
+    const FUNCTION_NAME: &str = "iot-data-processor-abc123";
+    const RULE_ARN: &str = "arn:aws:iot:us-east-1:123456789012:rule/sensor_data_rule_abc123";
+
+    fn stmt(sid: &str, source_arn: &str, account: Option<&str>) -> Value {
+        let mut condition = json!({"ArnLike": {"AWS:SourceArn": source_arn}});
+        if let Some(a) = account {
+            condition["StringEquals"] = json!({"AWS:SourceAccount": a});
+        }
+        json!({
+            "Sid": sid,
+            "Effect": "Allow",
+            "Principal": {"Service": PRINCIPAL},
+            "Action": "lambda:InvokeFunction",
+            "Resource": "arn:aws:lambda:us-east-1:123456789012:function:iot-data-processor-abc123",
+            "Condition": condition
+        })
+    }
+
+    fn policy(statements: Vec<Value>) -> String {
+        json!({"Version": "2012-10-17", "Statement": statements}).to_string()
+    }
+
+    fn get_policy(statements: Vec<Value>) -> Rule {
+        let text = policy(statements);
+        mock!(aws_sdk_lambda::Client::get_policy)
+            .match_requests(|r| r.function_name() == Some(FUNCTION_NAME))
+            .then_output(move || GetPolicyOutput::builder().policy(text.clone()).build())
+    }
+
+    fn not_found() -> GetPolicyError {
+        GetPolicyError::ResourceNotFoundException(
+            aws_sdk_lambda::types::error::ResourceNotFoundException::builder().build(),
+        )
+    }
+
+    fn adds() -> Rule {
+        mock!(aws_sdk_lambda::Client::add_permission)
+            .match_requests(|r| {
+                r.statement_id() == Some(STATEMENT_ID)
+                    && r.principal() == Some(PRINCIPAL)
+                    && r.source_arn() == Some(RULE_ARN)
+                    && r.source_account() == Some("123456789012")
+            })
+            .then_output(|| AddPermissionOutput::builder().build())
+    }
+
+    fn remove() -> Rule {
+        mock!(aws_sdk_lambda::Client::remove_permission)
+            .match_requests(|r| r.statement_id() == Some(STATEMENT_ID))
+            .then_output(|| RemovePermissionOutput::builder().build())
+    }
+
+    fn record() -> Record {
+        let mut r = recorded(PERMISSION, KIND, STATEMENT_ID, None);
+        r.data.insert("source_arn".into(), RULE_ARN.into());
+        r.data.insert("function".into(), FUNCTION_NAME.into());
+        r
+    }
+
+    fn stack(lambda: &[&Rule], records: Vec<Record>) -> Harness {
+        harness(&[], &[], lambda, &[], records, |_| {})
+    }
+
+    async fn plan_then_ensure(h: &Harness) -> (Planned, Outcome) {
+        let r = Permission(h.env.clone());
+        let plan = Resource::plan(&r, &h.cx, true).await.unwrap();
+        let outcome = Resource::ensure(&r, &h.cx).await.unwrap();
+        (plan, outcome)
+    }
+
+    #[tokio::test]
+    async fn in_sync_is_unchanged_and_writes_nothing() {
+        let get = get_policy(vec![stmt(STATEMENT_ID, RULE_ARN, Some("123456789012"))]);
+        let h = stack(&[&get], vec![record()]);
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!(plan.action, Action::NoChange, "{plan:?}");
+        assert_eq!(outcome, Outcome::Unchanged);
+        // No account condition is as scoped (the rule's ARN names the account).
+        let get = get_policy(vec![stmt(STATEMENT_ID, RULE_ARN, None)]);
+        let h = stack(&[&get], vec![record()]);
+        assert_eq!(plan_then_ensure(&h).await.1, Outcome::Unchanged);
+    }
+
+    #[tokio::test]
+    async fn a_statement_scoped_otherwise_is_removed_and_added_again() {
+        let other_rule = format!("{RULE_ARN}_other");
+        let get = get_policy(vec![stmt(STATEMENT_ID, &other_rule, None)]);
+        let (rm, add) = (remove(), adds());
+        let h = stack(&[&get, &rm, &add], vec![record()]);
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!(plan.action, Action::Update);
+        assert_eq!(plan.changes.len(), 1);
+        assert_eq!(plan.changes[0].field, "source_arn");
+        let Outcome::Updated(what) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert!(
+            what.starts_with("re-scoped to the rule: source_arn:"),
+            "{what}"
+        );
+        assert_eq!((rm.num_calls(), add.num_calls()), (1, 1));
+        assert_eq!(h.cx.record(PERMISSION), Some(record()));
+
+        // Another account: the same re-scoping.
+        let get = get_policy(vec![stmt(STATEMENT_ID, RULE_ARN, Some("999999999999"))]);
+        let (rm, add) = (remove(), adds());
+        let h = stack(&[&get, &rm, &add], vec![record()]);
+        let (plan, _) = plan_then_ensure(&h).await;
+        assert_eq!(plan.changes[0].field, "source_account");
+        assert_eq!((rm.num_calls(), add.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_missing_statement_is_added() {
+        let get = mock!(aws_sdk_lambda::Client::get_policy).then_error(not_found);
+        let add = adds();
+        let h = stack(&[&get, &add], vec![record()]);
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!(plan.action, Action::Create);
+        assert_eq!(outcome, Outcome::Created);
+        assert_eq!(add.num_calls(), 1);
+        assert_eq!(h.cx.record(PERMISSION), Some(record()));
+    }
+
+    #[tokio::test]
+    async fn a_live_scoped_statement_not_recorded_is_adopted() {
+        let get = get_policy(vec![stmt(STATEMENT_ID, RULE_ARN, None)]);
+        let h = stack(&[&get], vec![]);
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!(plan.action, Action::Adopt);
+        assert_eq!(outcome, Outcome::Adopted);
+        assert_eq!(h.cx.record(PERMISSION), Some(record()));
+    }
+
+    #[tokio::test]
+    async fn an_add_whose_answer_was_lost_is_accepted_when_the_statement_is_ours() {
+        let get = mock!(aws_sdk_lambda::Client::get_policy)
+            .sequence()
+            .error(not_found)
+            .output(|| {
+                GetPolicyOutput::builder()
+                    .policy(policy(vec![stmt(STATEMENT_ID, RULE_ARN, None)]))
+                    .build()
+            })
+            .build();
+        let add = mock!(aws_sdk_lambda::Client::add_permission).then_error(|| {
+            AddPermissionError::ResourceConflictException(
+                aws_sdk_lambda::types::error::ResourceConflictException::builder().build(),
+            )
+        });
+        let h = stack(&[&get, &add], vec![]);
+        let outcome = Resource::ensure(&Permission(h.env.clone()), &h.cx)
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Created);
+        assert_eq!((get.num_calls(), add.num_calls()), (2, 1));
+        assert_eq!(h.cx.record(PERMISSION), Some(record()));
+    }
+
+    #[tokio::test]
+    async fn verify_also_fails_another_statement_letting_any_rule_invoke() {
+        let ours = stmt(STATEMENT_ID, RULE_ARN, Some("123456789012"));
+        let get = get_policy(vec![ours.clone()]);
+        let h = stack(&[&get], vec![record()]);
+        let checks = Resource::check(&Permission(h.env.clone()), &h.cx).await;
+        assert_eq!(checks[0].status, CheckStatus::Pass, "{checks:?}");
+        assert_eq!(
+            checks[0].reason,
+            format!("{PRINCIPAL} may invoke {FUNCTION_NAME} only from {RULE_ARN}")
+        );
+
+        let any = stmt("anyone", "arn:aws:iot:us-east-1:123456789012:rule/*", None);
+        let get = get_policy(vec![ours, any]);
+        let h = stack(&[&get], vec![record()]);
+        let checks = Resource::check(&Permission(h.env.clone()), &h.cx).await;
+        assert_eq!(checks[0].status, CheckStatus::Fail);
+        assert!(checks[0].reason.contains("without being scoped"));
+
+        let get = mock!(aws_sdk_lambda::Client::get_policy).then_error(not_found);
+        let h = stack(&[&get], vec![record()]);
+        let checks = Resource::check(&Permission(h.env.clone()), &h.cx).await;
+        assert_eq!(checks[0].status, CheckStatus::Fail);
+        assert_eq!(
+            checks[0].reason,
+            format!("{FUNCTION_NAME} has no statement letting {PRINCIPAL} invoke it")
+        );
+        assert_eq!(
+            checks[0].resource,
+            format!("{KIND} {STATEMENT_ID} on {FUNCTION_NAME}")
+        );
+    }
 
     #[test]
-    fn finds_and_judges_the_statement() {
-        let rule = "arn:aws:iot:us-east-1:123456789012:rule/sensor_data_rule_abc123";
-        let policy = serde_json::json!({
-            "Version": "2012-10-17",
-            "Statement": [{
-                "Sid": STATEMENT_ID,
-                "Effect": "Allow",
-                "Principal": {"Service": PRINCIPAL},
-                "Action": "lambda:InvokeFunction",
-                "Resource": "arn:aws:lambda:us-east-1:123456789012:function:f",
-                "Condition": {
-                    "ArnLike": {"AWS:SourceArn": rule},
-                    "StringEquals": {"AWS:SourceAccount": "123456789012"}
-                }
-            }]
-        })
-        .to_string();
-        let stmt = statement(&policy, STATEMENT_ID).unwrap();
-        assert!(is_scoped(&stmt, rule, "123456789012"));
-        assert!(!is_scoped(&stmt, &format!("{rule}x"), "123456789012"));
-        assert!(!is_scoped(&stmt, rule, "999999999999"));
+    fn finds_the_statement() {
+        let policy = policy(vec![stmt(STATEMENT_ID, RULE_ARN, None)]);
+        assert_eq!(
+            statement(&policy, STATEMENT_ID).unwrap()["Sid"],
+            STATEMENT_ID
+        );
         assert!(statement(&policy, "other").is_none());
+        assert!(statement("not json", STATEMENT_ID).is_none());
     }
 }

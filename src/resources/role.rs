@@ -2,19 +2,28 @@
 
 use std::sync::Arc;
 
+use aws_sdk_iam::types::Role as IamRole;
+
+use super::sdk::{self, op};
 use super::{Env, ROLE};
-use crate::engine::{Ctx, Legacy as Resource, Outcome, StepError};
-use crate::plan::Fields;
+use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
+use crate::plan::{Action, Change, Fields};
 use crate::state::{Phase, Record};
-use crate::verify::Check;
-use crate::{call, done, found};
+use crate::verify::{Check, CheckStatus};
 
 const KIND: &str = "IAM role";
+const TRUST: &str = "trust_policy";
+const MANAGED: &str = "managed_policies";
 
 pub struct Role(pub Arc<Env>);
 
-#[async_trait::async_trait]
-impl Resource for Role {
+/// The live role: GetRole's answer and the ARNs of the managed policies attached to it.
+pub struct LiveRole {
+    pub role: IamRole,
+    pub attached: Vec<String>,
+}
+
+impl Meta for Role {
     fn key(&self) -> &str {
         ROLE
     }
@@ -27,209 +36,164 @@ impl Resource for Role {
     fn depends_on(&self) -> &[&'static str] {
         &[]
     }
+}
+
+#[async_trait::async_trait]
+impl Kind for Role {
+    type Live = LiveRole;
 
     fn desired(&self, _cx: &Ctx) -> Fields {
         let d = &self.0.d;
         let mut policies = d.managed_policies.clone();
         policies.sort();
         Fields::from([
-            ("managed_policies".to_string(), policies.into()),
-            ("trust_policy".to_string(), d.trust_policy.clone()),
+            (MANAGED.to_string(), policies.into()),
+            (TRUST.to_string(), d.trust_policy.clone()),
         ])
     }
 
-    async fn observe(&self, _cx: &Ctx) -> Result<Option<Fields>, StepError> {
+    async fn read(&self, _cx: &Ctx) -> Result<Option<LiveRole>, StepError> {
         let name = &self.0.d.role_name;
-        let Some(role) = self.live(name).await?.and_then(|l| l.role) else {
+        let role = sdk::find(
+            op(KIND, name, "GetRole"),
+            self.0.aws.iam.get_role().role_name(name).send(),
+            |e| e.is_no_such_entity_exception(),
+        )
+        .await?;
+        let Some(role) = role.and_then(|o| o.role) else {
             return Ok(None);
         };
-        let trust = role
+        let attached = self.attached(name).await?;
+        Ok(Some(LiveRole { role, attached }))
+    }
+
+    fn fields(&self, live: &LiveRole) -> Fields {
+        let trust = live
+            .role
             .assume_role_policy_document()
             .map(percent_decode)
             .map(|t| serde_json::from_str(&t).unwrap_or_else(|_| t.into()))
             .unwrap_or_default();
-        let mut policies = self.attached(name).await?;
+        let mut policies = live.attached.clone();
         policies.sort();
-        Ok(Some(Fields::from([
-            ("managed_policies".to_string(), policies.into()),
-            ("trust_policy".to_string(), trust),
-        ])))
+        Fields::from([
+            (MANAGED.to_string(), policies.into()),
+            (TRUST.to_string(), trust),
+        ])
     }
 
-    async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+    fn identify(&self, live: &LiveRole) -> String {
+        live.role.arn().to_string()
+    }
+
+    async fn apply(&self, cx: &Ctx, step: Step<LiveRole>) -> Result<Outcome, StepError> {
         let iam = &self.0.aws.iam;
         let d = &self.0.d;
         let name = &d.role_name;
-        let record = cx.record(ROLE);
-        let live = self.live(name).await?;
-        let mut changes = Vec::new();
-        let (mut rec, created) = match live.and_then(|l| l.role) {
-            Some(role) => {
-                let Some(mut rec) = record.clone() else {
-                    return Err(StepError::NotOurs {
-                        kind: KIND.into(),
-                        name: name.clone(),
-                    });
-                };
-                if rec.phase == Phase::Intent {
-                    changes.push("adopted".to_string());
-                }
-                rec.phase = Phase::Created;
-                rec.arn = Some(role.arn().to_string());
-                // IAM returns the trust policy URL-encoded.
-                let live_trust = role
-                    .assume_role_policy_document()
-                    .map(percent_decode)
-                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
-                if live_trust.as_ref() != Some(&d.trust_policy) {
-                    call!(
-                        iam.update_assume_role_policy()
-                            .role_name(name)
-                            .policy_document(d.trust_policy.to_string())
-                            .send(),
-                        KIND,
-                        name,
-                        "UpdateAssumeRolePolicy"
-                    );
-                    changes.push("trust policy".into());
-                }
-                (rec, false)
+        let Some(live) = &step.live else {
+            let mut rec = cx.intent(Record::new(ROLE, KIND, Phase::Intent, name))?;
+            let out = sdk::create(
+                op(KIND, name, "CreateRole"),
+                iam.create_role()
+                    .role_name(name)
+                    .assume_role_policy_document(d.trust_policy.to_string())
+                    .description("Execution role for the iotreg IoT data processor")
+                    .send(),
+                |e| e.is_entity_already_exists_exception(),
+            )
+            .await?;
+            // A new role has no managed policies yet.
+            for arn in &d.managed_policies {
+                self.attach(arn).await?;
             }
-            None => {
-                let mut rec = cx.intent(Record::new(ROLE, KIND, Phase::Intent, name))?;
-                let out = crate::create!(
-                    iam.create_role()
-                        .role_name(name)
-                        .assume_role_policy_document(d.trust_policy.to_string())
-                        .description("Execution role for the iotreg IoT data processor")
-                        .send(),
-                    is_entity_already_exists_exception,
-                    cx,
-                    ROLE,
-                    KIND,
-                    name,
-                    "CreateRole"
-                );
-                rec.phase = Phase::Created;
-                rec.arn = out.role.map(|r| r.arn);
-                (rec, true)
-            }
+            rec.phase = Phase::Created;
+            rec.arn = out.role.map(|r| r.arn);
+            rec.data
+                .insert(MANAGED.into(), serde_json::json!(d.managed_policies));
+            cx.commit(rec)?;
+            return Ok(Outcome::Created);
         };
-        let attached = self.attached(name).await?;
-        for arn in &d.managed_policies {
-            if attached.contains(arn) {
-                continue;
-            }
-            call!(
-                iam.attach_role_policy()
+        let mut done = Vec::new();
+        if step.changes(TRUST) {
+            sdk::send(
+                op(KIND, name, "UpdateAssumeRolePolicy"),
+                iam.update_assume_role_policy()
                     .role_name(name)
-                    .policy_arn(arn)
+                    .policy_document(d.trust_policy.to_string())
                     .send(),
-                KIND,
-                name,
-                "AttachRolePolicy"
-            );
-            if !created {
-                changes.push(format!("attached {arn}"));
+            )
+            .await?;
+            done.push(format!("{TRUST} changed"));
+        }
+        if let Some(change) = step.plan.changes.iter().find(|c| c.field == MANAGED) {
+            let (missing, extra) = policy_moves(change);
+            let mut moved = Vec::new();
+            for arn in &missing {
+                self.attach(arn).await?;
+                moved.push(format!("attached {arn}"));
             }
+            // The role is this deployment's own: a policy attached outside the config is drift.
+            for arn in &extra {
+                sdk::find(
+                    op(KIND, name, "DetachRolePolicy"),
+                    iam.detach_role_policy()
+                        .role_name(name)
+                        .policy_arn(arn)
+                        .send(),
+                    |e| e.is_no_such_entity_exception(),
+                )
+                .await?;
+                moved.push(format!("detached {arn}"));
+            }
+            done.push(format!("{MANAGED}: {}", moved.join(", ")));
         }
-        // The role is this deployment's own: a policy attached outside the config is drift.
-        for arn in attached.iter().filter(|a| !d.managed_policies.contains(a)) {
-            done!(
-                iam.detach_role_policy()
-                    .role_name(name)
-                    .policy_arn(arn)
-                    .send(),
-                is_no_such_entity_exception,
-                KIND,
-                name,
-                "DetachRolePolicy"
-            );
-            changes.push(format!("detached {arn}"));
-        }
-        rec.data.insert(
-            "managed_policies".into(),
-            serde_json::json!(d.managed_policies),
-        );
-        if record.as_ref() != Some(&rec) {
+        let outcome = if !done.is_empty() {
+            Outcome::Updated(done.join(", "))
+        } else if step.plan.action == Action::Adopt {
+            Outcome::Adopted
+        } else {
+            Outcome::Unchanged
+        };
+        let mut rec = step
+            .record
+            .clone()
+            .unwrap_or_else(|| Record::new(ROLE, KIND, Phase::Created, name));
+        rec.phase = Phase::Created;
+        rec.arn = Some(live.role.arn().to_string());
+        rec.data
+            .insert(MANAGED.into(), serde_json::json!(d.managed_policies));
+        if step.record.as_ref() != Some(&rec) {
             cx.commit(rec)?;
         }
-        Ok(if created {
-            Outcome::Created
-        } else if changes == ["adopted"] {
-            Outcome::Adopted
-        } else if changes.is_empty() {
-            Outcome::Unchanged
-        } else {
-            Outcome::Updated(changes.join(", "))
-        })
+        Ok(outcome)
     }
 
-    async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
-        let name = &self.0.d.role_name;
-        Ok(self.live(name).await?.and_then(|o| o.role).map(|r| r.arn))
+    fn check_name(&self) -> &'static str {
+        "role.trust"
     }
 
-    async fn check(&self, _cx: &Ctx) -> Vec<Check> {
-        const NAME: &str = "role.trust";
-        let d = &self.0.d;
-        let name = &d.role_name;
-        let res = format!("{KIND} {name}");
-        let iam = &self.0.aws.iam;
-        let live: Result<_, StepError> = async {
-            let role = self.live(name).await?;
-            let Some(role) = role.and_then(|r| r.role) else {
-                return Ok(None);
-            };
-            let attached = call!(
-                iam.list_attached_role_policies().role_name(name).send(),
-                KIND,
+    /// The comparison, worded as the role's purpose: whoever wrote the trust template, the
+    /// role must let Lambda assume it.
+    async fn checks(&self, _cx: &Ctx, seen: Seen<'_, LiveRole>) -> Vec<Check> {
+        let name = self.check_name();
+        let res = &seen.resource;
+        let mut check = planning::comparison_check(name, &seen);
+        let Some(live) = seen.live else {
+            return vec![check];
+        };
+        if !trusts_lambda(&self.fields(live)[TRUST]) {
+            return vec![Check::fail(
                 name,
-                "ListAttachedRolePolicies"
-            );
-            Ok(Some((role, attached)))
+                res,
+                format!("{res} is not trusted by lambda.amazonaws.com"),
+            )];
         }
-        .await;
-        let Some((role, attached)) = crate::check_try!(live, [NAME], res) else {
-            return vec![Check::fail(NAME, &res, format!("{res} does not exist"))];
-        };
-        let trust = role
-            .assume_role_policy_document()
-            .map(percent_decode)
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .unwrap_or_default();
-        let trusted = trust["Statement"].as_array().is_some_and(|stmts| {
-            stmts.iter().any(|s| {
-                s["Effect"] == "Allow"
-                    && s.pointer("/Principal/Service")
-                        == Some(&serde_json::json!("lambda.amazonaws.com"))
-                    && s["Action"] == "sts:AssumeRole"
-            })
-        });
-        let missing: Vec<&str> = d
-            .managed_policies
-            .iter()
-            .filter(|arn| {
-                !attached
-                    .attached_policies()
-                    .iter()
-                    .any(|p| p.policy_arn() == Some(arn.as_str()))
-            })
-            .map(String::as_str)
-            .collect();
-        let reason = match (trusted, missing.is_empty()) {
-            (true, true) => {
-                "trusted by lambda.amazonaws.com, managed policies attached".to_string()
-            }
-            (false, _) => format!("{res} is not trusted by lambda.amazonaws.com"),
-            (true, false) => format!("{res} lacks {}", missing.join(", ")),
-        };
-        vec![Check::new(
-            NAME,
-            &res,
-            trusted && missing.is_empty(),
-            reason,
-        )]
+        if check.status == CheckStatus::Pass {
+            check.reason = "trusted by lambda.amazonaws.com, managed policies attached".into();
+        } else {
+            check.reason = format!("{res} differs: {}", describe(seen.changes));
+        }
+        vec![check]
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
@@ -239,62 +203,148 @@ impl Resource for Role {
         let iam = &self.0.aws.iam;
         let name = &rec.name;
         // IAM refuses DeleteRole while policies are attached or inline policies exist.
-        let Some(attached) = found!(
+        let Some(attached) = sdk::find(
+            op(KIND, name, "ListAttachedRolePolicies"),
             iam.list_attached_role_policies().role_name(name).send(),
-            is_no_such_entity_exception,
-            KIND,
-            name,
-            "ListAttachedRolePolicies"
-        ) else {
+            |e| e.is_no_such_entity_exception(),
+        )
+        .await?
+        else {
             cx.forget(ROLE)?;
             return Ok(Outcome::Absent);
         };
         for p in attached.attached_policies() {
-            done!(
+            sdk::find(
+                op(KIND, name, "DetachRolePolicy"),
                 iam.detach_role_policy()
                     .role_name(name)
                     .policy_arn(p.policy_arn().unwrap_or_default())
                     .send(),
-                is_no_such_entity_exception,
-                KIND,
-                name,
-                "DetachRolePolicy"
-            );
+                |e| e.is_no_such_entity_exception(),
+            )
+            .await?;
         }
-        if let Some(inline) = found!(
+        let inline = sdk::find(
+            op(KIND, name, "ListRolePolicies"),
             iam.list_role_policies().role_name(name).send(),
-            is_no_such_entity_exception,
-            KIND,
-            name,
-            "ListRolePolicies"
-        ) {
-            for p in inline.policy_names() {
-                done!(
-                    iam.delete_role_policy()
-                        .role_name(name)
-                        .policy_name(p)
-                        .send(),
-                    is_no_such_entity_exception,
-                    KIND,
-                    name,
-                    "DeleteRolePolicy"
-                );
-            }
+            |e| e.is_no_such_entity_exception(),
+        )
+        .await?;
+        for p in inline.iter().flat_map(|i| i.policy_names()) {
+            sdk::find(
+                op(KIND, name, "DeleteRolePolicy"),
+                iam.delete_role_policy()
+                    .role_name(name)
+                    .policy_name(p)
+                    .send(),
+                |e| e.is_no_such_entity_exception(),
+            )
+            .await?;
         }
-        let deleted = done!(
+        let deleted = sdk::find(
+            op(KIND, name, "DeleteRole"),
             iam.delete_role().role_name(name).send(),
-            is_no_such_entity_exception,
-            KIND,
-            name,
-            "DeleteRole"
-        );
+            |e| e.is_no_such_entity_exception(),
+        )
+        .await?;
         cx.forget(ROLE)?;
-        Ok(if deleted {
+        Ok(if deleted.is_some() {
             Outcome::Deleted
         } else {
             Outcome::Absent
         })
     }
+}
+
+impl Role {
+    /// ARNs of the managed policies attached to the role.
+    async fn attached(&self, name: &str) -> Result<Vec<String>, StepError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .0
+            .aws
+            .iam
+            .list_attached_role_policies()
+            .role_name(name)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| crate::aws::failed(KIND, name, "ListAttachedRolePolicies", e))?;
+            out.extend(
+                page.attached_policies()
+                    .iter()
+                    .filter_map(|p| p.policy_arn().map(str::to_string)),
+            );
+        }
+        Ok(out)
+    }
+
+    async fn attach(&self, arn: &str) -> Result<(), StepError> {
+        let name = &self.0.d.role_name;
+        sdk::send(
+            op(KIND, name, "AttachRolePolicy"),
+            self.0
+                .aws
+                .iam
+                .attach_role_policy()
+                .role_name(name)
+                .policy_arn(arn)
+                .send(),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// The planned change of the managed policies as the ARNs to attach (wanted, not live) and
+/// to detach (live, not wanted).
+fn policy_moves(change: &Change) -> (Vec<String>, Vec<String>) {
+    let arns = |v: Option<&serde_json::Value>| -> Vec<String> {
+        v.and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().map(str::to_string))
+            .collect()
+    };
+    let (live, want) = (arns(change.from.as_ref()), arns(change.to.as_ref()));
+    let missing = want.iter().filter(|a| !live.contains(a)).cloned().collect();
+    let extra = live.iter().filter(|a| !want.contains(a)).cloned().collect();
+    (missing, extra)
+}
+
+/// A role's differences for verify: the managed policies by name (missing, extra).
+fn describe(changes: &[Change]) -> String {
+    changes
+        .iter()
+        .map(|c| {
+            if c.field != MANAGED {
+                return crate::plan::describe(std::slice::from_ref(c));
+            }
+            let (missing, extra) = policy_moves(c);
+            let mut parts = Vec::new();
+            if !missing.is_empty() {
+                parts.push(format!("lacks {}", missing.join(", ")));
+            }
+            if !extra.is_empty() {
+                parts.push(format!("also has {}", extra.join(", ")));
+            }
+            format!("{MANAGED}: {}", parts.join("; "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether a trust policy lets Lambda assume the role.
+fn trusts_lambda(trust: &serde_json::Value) -> bool {
+    trust["Statement"].as_array().is_some_and(|stmts| {
+        stmts.iter().any(|s| {
+            s["Effect"] == "Allow"
+                && s.pointer("/Principal/Service")
+                    == Some(&serde_json::json!("lambda.amazonaws.com"))
+                && s["Action"] == "sts:AssumeRole"
+        })
+    })
 }
 
 /// Decodes %XX escapes: IAM returns policy documents URL-encoded per RFC 3986.
@@ -322,48 +372,229 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-impl Role {
-    /// ARNs of the managed policies attached to the role.
-    async fn attached(&self, name: &str) -> Result<Vec<String>, StepError> {
-        let mut out = Vec::new();
-        let mut pages = self
-            .0
-            .aws
-            .iam
-            .list_attached_role_policies()
-            .role_name(name)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page =
-                page.map_err(|e| crate::aws::failed(KIND, name, "ListAttachedRolePolicies", e))?;
-            out.extend(
-                page.attached_policies()
-                    .iter()
-                    .filter_map(|p| p.policy_arn().map(str::to_string)),
-            );
-        }
-        Ok(out)
-    }
-
-    /// The live resource, or None when it does not exist: the one read that ensure, probe,
-    /// check and destroy share.
-    async fn live(
-        &self,
-        name: &str,
-    ) -> Result<Option<aws_sdk_iam::operation::get_role::GetRoleOutput>, StepError> {
-        Ok(found!(
-            self.0.aws.iam.get_role().role_name(name).send(),
-            is_no_such_entity_exception,
-            KIND,
-            name,
-            "GetRole"
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use aws_sdk_iam::operation::attach_role_policy::AttachRolePolicyOutput;
+    use aws_sdk_iam::operation::create_role::CreateRoleOutput;
+    use aws_sdk_iam::operation::detach_role_policy::DetachRolePolicyOutput;
+    use aws_sdk_iam::operation::get_role::{GetRoleError, GetRoleOutput};
+    use aws_sdk_iam::operation::list_attached_role_policies::ListAttachedRolePoliciesOutput;
+    use aws_sdk_iam::operation::update_assume_role_policy::UpdateAssumeRolePolicyOutput;
+    use aws_sdk_iam::types::AttachedPolicy;
+    use aws_smithy_mocks::{mock, Rule};
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::engine::Resource;
+    use crate::plan::Planned;
+    use crate::resources::testing::*;
+
+    const NAME: &str = "iot-lambda-role-abc123";
+    const ARN: &str = "arn:aws:iam::123456789012:role/iot-lambda-role-abc123";
+    const BASIC: &str = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole";
+    const XRAY: &str = "arn:aws:iam::aws:policy/AWSXRayDaemonWriteAccess";
+
+    fn trust(service: &str) -> Value {
+        json!({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"
+        }]})
+    }
+
+    fn role(trust: Value) -> IamRole {
+        // IAM answers with the document URL-encoded.
+        let encoded = trust
+            .to_string()
+            .replace('{', "%7B")
+            .replace('}', "%7D")
+            .replace('"', "%22");
+        IamRole::builder()
+            .path("/")
+            .role_name(NAME)
+            .role_id("AROAEXAMPLE")
+            .arn(ARN)
+            .create_date(aws_smithy_types::DateTime::from_secs(0))
+            .assume_role_policy_document(encoded)
+            .build()
+            .unwrap()
+    }
+
+    fn get_role(trust: Value) -> Rule {
+        mock!(aws_sdk_iam::Client::get_role)
+            .then_output(move || GetRoleOutput::builder().role(role(trust.clone())).build())
+    }
+
+    fn no_role() -> Rule {
+        mock!(aws_sdk_iam::Client::get_role).then_error(|| {
+            GetRoleError::NoSuchEntityException(
+                aws_sdk_iam::types::error::NoSuchEntityException::builder().build(),
+            )
+        })
+    }
+
+    fn attached(arns: &'static [&'static str]) -> Rule {
+        mock!(aws_sdk_iam::Client::list_attached_role_policies).then_output(move || {
+            ListAttachedRolePoliciesOutput::builder()
+                .set_attached_policies(Some(
+                    arns.iter()
+                        .map(|a| AttachedPolicy::builder().policy_arn(*a).build())
+                        .collect(),
+                ))
+                .build()
+        })
+    }
+
+    fn attach(arn: &'static str) -> Rule {
+        mock!(aws_sdk_iam::Client::attach_role_policy)
+            .match_requests(move |r| r.role_name() == Some(NAME) && r.policy_arn() == Some(arn))
+            .then_output(|| AttachRolePolicyOutput::builder().build())
+    }
+
+    fn detach(arn: &'static str) -> Rule {
+        mock!(aws_sdk_iam::Client::detach_role_policy)
+            .match_requests(move |r| r.role_name() == Some(NAME) && r.policy_arn() == Some(arn))
+            .then_output(|| DetachRolePolicyOutput::builder().build())
+    }
+
+    /// The role as `up` records it.
+    fn record() -> Record {
+        let mut r = recorded(ROLE, KIND, NAME, Some(ARN));
+        r.data.insert(MANAGED.into(), json!([BASIC]));
+        r
+    }
+
+    fn stack(iam: &[&Rule], records: Vec<Record>) -> Harness {
+        harness(&[], iam, &[], &[], records, |d| {
+            d.trust_policy = trust("lambda.amazonaws.com");
+            d.managed_policies = vec![BASIC.into()];
+        })
+    }
+
+    /// What `plan` says, then what `ensure` does, on the same live role.
+    async fn plan_then_ensure(h: &Harness) -> (Planned, Outcome) {
+        let r = Role(h.env.clone());
+        let plan = Resource::plan(&r, &h.cx, true).await.unwrap();
+        let outcome = Resource::ensure(&r, &h.cx).await.unwrap();
+        (plan, outcome)
+    }
+
+    fn fields(p: &Planned) -> Vec<&str> {
+        p.changes.iter().map(|c| c.field.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn in_sync_is_unchanged_and_writes_nothing() {
+        let (get, list) = (get_role(trust("lambda.amazonaws.com")), attached(&[BASIC]));
+        let h = stack(&[&get, &list], vec![record()]);
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!(plan.action, Action::NoChange, "{plan:?}");
+        assert_eq!(outcome, Outcome::Unchanged);
+        assert_eq!(h.cx.record(ROLE), Some(record()));
+    }
+
+    #[tokio::test]
+    async fn a_changed_trust_policy_is_updated_alone() {
+        let (get, list) = (
+            get_role(trust("edgelambda.amazonaws.com")),
+            attached(&[BASIC]),
+        );
+        let update = mock!(aws_sdk_iam::Client::update_assume_role_policy)
+            .match_requests(|r| {
+                r.policy_document() == Some(&trust("lambda.amazonaws.com").to_string())
+            })
+            .then_output(|| UpdateAssumeRolePolicyOutput::builder().build());
+        let h = stack(&[&get, &list, &update], vec![record()]);
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!(plan.action, Action::Update);
+        assert_eq!(fields(&plan), [TRUST]);
+        assert_eq!(outcome, Outcome::Updated("trust_policy changed".into()));
+        assert_eq!(update.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn changed_managed_policies_are_attached_and_detached_without_touching_the_trust() {
+        let (get, list) = (get_role(trust("lambda.amazonaws.com")), attached(&[XRAY]));
+        let (att, det) = (attach(BASIC), detach(XRAY));
+        let h = stack(&[&get, &list, &att, &det], vec![record()]);
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!(plan.action, Action::Update);
+        assert_eq!(fields(&plan), [MANAGED]);
+        assert_eq!(
+            outcome,
+            Outcome::Updated(format!(
+                "managed_policies: attached {BASIC}, detached {XRAY}"
+            ))
+        );
+        assert_eq!((att.num_calls(), det.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_missing_role_is_created_with_its_policies() {
+        let get = no_role();
+        let create = mock!(aws_sdk_iam::Client::create_role)
+            .match_requests(|r| r.role_name() == Some(NAME))
+            .then_output(|| CreateRoleOutput::builder().role(role(json!({}))).build());
+        let att = attach(BASIC);
+        let h = stack(&[&get, &create, &att], vec![]);
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!(plan.action, Action::Create);
+        assert_eq!(outcome, Outcome::Created);
+        assert_eq!((create.num_calls(), att.num_calls()), (1, 1));
+        assert_eq!(h.cx.record(ROLE).unwrap(), {
+            let mut r = record();
+            r.intent_at_ms = h.cx.record(ROLE).unwrap().intent_at_ms;
+            r
+        });
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_create_is_adopted_and_its_policies_attached() {
+        let (get, list) = (get_role(trust("lambda.amazonaws.com")), attached(&[]));
+        let att = attach(BASIC);
+        let mut intent = recorded(ROLE, KIND, NAME, None);
+        intent.phase = Phase::Intent;
+        let h = stack(&[&get, &list, &att], vec![intent]);
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!(plan.action, Action::Adopt);
+        assert_eq!(fields(&plan), [MANAGED]);
+        assert!(matches!(outcome, Outcome::Updated(_)), "{outcome:?}");
+        assert_eq!(att.num_calls(), 1);
+        assert_eq!(h.cx.record(ROLE), Some(record()));
+    }
+
+    #[tokio::test]
+    async fn verify_judges_by_the_same_comparison() {
+        let (get, list) = (get_role(trust("lambda.amazonaws.com")), attached(&[BASIC]));
+        let h = stack(&[&get, &list], vec![record()]);
+        let checks = Resource::check(&Role(h.env.clone()), &h.cx).await;
+        assert_eq!(checks[0].status, CheckStatus::Pass, "{checks:?}");
+        assert_eq!(
+            checks[0].reason,
+            "trusted by lambda.amazonaws.com, managed policies attached"
+        );
+
+        let (get, list) = (get_role(trust("lambda.amazonaws.com")), attached(&[XRAY]));
+        let h = stack(&[&get, &list], vec![record()]);
+        let checks = Resource::check(&Role(h.env.clone()), &h.cx).await;
+        assert_eq!(checks[0].status, CheckStatus::Fail);
+        assert!(
+            checks[0].reason.contains(&format!("lacks {BASIC}"))
+                && checks[0].reason.contains(&format!("also has {XRAY}")),
+            "{}",
+            checks[0].reason
+        );
+
+        let (get, list) = (get_role(trust("ec2.amazonaws.com")), attached(&[BASIC]));
+        let h = stack(&[&get, &list], vec![record()]);
+        let checks = Resource::check(&Role(h.env.clone()), &h.cx).await;
+        assert!(
+            checks[0]
+                .reason
+                .ends_with("is not trusted by lambda.amazonaws.com"),
+            "{}",
+            checks[0].reason
+        );
+    }
+
     #[test]
     fn percent_decoding() {
         assert_eq!(

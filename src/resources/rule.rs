@@ -4,21 +4,22 @@ use std::sync::Arc;
 
 use aws_sdk_iot::error::SdkError;
 use aws_sdk_iot::operation::get_topic_rule::{GetTopicRuleError, GetTopicRuleOutput};
-use aws_sdk_iot::types::{Action, LambdaAction, TopicRulePayload};
+use aws_sdk_iot::types::{Action as RuleAction, LambdaAction, TopicRulePayload};
 
+use super::sdk::{self, op};
 use super::{Env, FUNCTION, RULE};
-use crate::call;
-use crate::engine::{Ctx, Legacy as Resource, Outcome, StepError};
-use crate::plan::Fields;
+use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
+use crate::plan::{Action, Fields};
 use crate::state::{Phase, Record};
-use crate::verify::Check;
+use crate::verify::{Check, CheckStatus};
+use serde_json::Value;
 
 const KIND: &str = "topic rule";
+const ENABLED: &str = "enabled";
 
 pub struct Rule(pub Arc<Env>);
 
-#[async_trait::async_trait]
-impl Resource for Rule {
+impl Meta for Rule {
     fn key(&self) -> &str {
         RULE
     }
@@ -31,6 +32,11 @@ impl Resource for Rule {
     fn depends_on(&self) -> &[&'static str] {
         &[FUNCTION]
     }
+}
+
+#[async_trait::async_trait]
+impl Kind for Rule {
+    type Live = GetTopicRuleOutput;
 
     fn desired(&self, cx: &Ctx) -> Fields {
         let d = &self.0.d;
@@ -38,19 +44,20 @@ impl Resource for Rule {
         Fields::from([
             ("actions".to_string(), vec![function_arn].into()),
             ("description".to_string(), d.rule_description.clone().into()),
-            ("enabled".to_string(), d.rule_enabled.into()),
+            (ENABLED.to_string(), d.rule_enabled.into()),
             ("sql".to_string(), d.rule_sql.trim().into()),
             ("sql_version".to_string(), d.rule_sql_version.clone().into()),
         ])
     }
 
-    async fn observe(&self, _cx: &Ctx) -> Result<Option<Fields>, StepError> {
+    async fn read(&self, _cx: &Ctx) -> Result<Option<GetTopicRuleOutput>, StepError> {
+        self.get(&self.0.d.rule_name).await
+    }
+
+    fn fields(&self, live: &GetTopicRuleOutput) -> Fields {
         let d = &self.0.d;
-        let Some(live) = self.get(&d.rule_name).await? else {
-            return Ok(None);
-        };
         let Some(rule) = live.rule() else {
-            return Ok(Some(Fields::new()));
+            return Fields::new();
         };
         let actions: Vec<String> = rule
             .actions()
@@ -60,31 +67,37 @@ impl Resource for Rule {
                 None => "(an action other than Lambda)".to_string(),
             })
             .collect();
-        Ok(Some(Fields::from([
+        Fields::from([
             ("actions".to_string(), actions.into()),
             (
                 "description".to_string(),
                 rule.description().unwrap_or_default().into(),
             ),
             (
-                "enabled".to_string(),
+                ENABLED.to_string(),
                 (!rule.rule_disabled().unwrap_or(false)).into(),
             ),
             (
                 "sql".to_string(),
                 rule.sql().unwrap_or_default().trim().into(),
             ),
-            // Not every endpoint reports the version; ensure only compares one it reports.
+            // Not every endpoint reports the version; only one it reports is compared.
             (
                 "sql_version".to_string(),
                 rule.aws_iot_sql_version()
                     .unwrap_or(&d.rule_sql_version)
                     .into(),
             ),
-        ])))
+        ])
     }
 
-    async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
+    fn identify(&self, live: &GetTopicRuleOutput) -> String {
+        live.rule_arn()
+            .map(str::to_string)
+            .unwrap_or_else(|| self.0.d.rule_arn())
+    }
+
+    async fn apply(&self, cx: &Ctx, step: Step<GetTopicRuleOutput>) -> Result<Outcome, StepError> {
         let iot = &self.0.aws.iot;
         let d = &self.0.d;
         let name = &d.rule_name;
@@ -92,98 +105,78 @@ impl Resource for Rule {
             .record(FUNCTION)
             .and_then(|r| r.arn)
             .ok_or_else(|| StepError::Failed("function ARN missing from state".into()))?;
-        let record = cx.record(RULE);
-        if let Some(live) = self.get(name).await? {
-            let Some(mut rec) = record.clone() else {
-                return Err(StepError::NotOurs {
-                    kind: KIND.into(),
-                    name: name.clone(),
-                });
-            };
-            let was_intent = rec.phase == Phase::Intent;
-            rec.phase = Phase::Created;
-            rec.arn = Some(
-                live.rule_arn()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| d.rule_arn()),
-            );
-            let diff = differences(&live, d, &function_arn);
-            let outcome = if diff.is_empty() {
-                if was_intent {
-                    Outcome::Adopted
-                } else {
-                    Outcome::Unchanged
-                }
-            } else if diff == ["enabled: false → true"] {
-                call!(
-                    iot.enable_topic_rule().rule_name(name).send(),
-                    KIND,
-                    name,
-                    "EnableTopicRule"
-                );
-                Outcome::Updated("re-enabled".into())
-            } else {
-                call!(
-                    iot.replace_topic_rule()
-                        .rule_name(name)
-                        .topic_rule_payload(self.payload(&function_arn)?)
-                        .send(),
-                    KIND,
-                    name,
-                    "ReplaceTopicRule"
-                );
-                Outcome::Updated(diff.join(", "))
-            };
-            if record.as_ref() != Some(&rec) {
-                cx.commit(rec)?;
-            }
-            return Ok(outcome);
-        }
-        let mut rec = cx.intent(Record::new(RULE, KIND, Phase::Intent, name))?;
-        crate::create!(
-            iot.create_topic_rule()
-                .rule_name(name)
-                .topic_rule_payload(self.payload(&function_arn)?)
-                .send(),
-            is_resource_already_exists_exception,
-            cx,
-            RULE,
-            KIND,
-            name,
-            "CreateTopicRule"
-        );
-        rec.phase = Phase::Created;
-        rec.arn = Some(d.rule_arn());
-        cx.commit(rec)?;
-        Ok(Outcome::Created)
-    }
-
-    async fn probe(&self, _cx: &Ctx) -> Result<Option<String>, StepError> {
-        Ok(self
-            .get(&self.0.d.rule_name)
-            .await?
-            .map(|o| o.rule_arn.unwrap_or_else(|| self.0.d.rule_arn())))
-    }
-
-    async fn check(&self, cx: &Ctx) -> Vec<Check> {
-        const NAME: &str = "rule.configuration";
-        let d = &self.0.d;
-        let res = format!("{KIND} {}", d.rule_name);
-        let live = crate::check_try!(self.get(&d.rule_name).await, [NAME], res);
-        let Some(live) = live else {
-            return vec![Check::fail(NAME, &res, format!("{res} does not exist"))];
-        };
-        let function_arn = cx.record(FUNCTION).and_then(|r| r.arn).unwrap_or_default();
-        let diff = differences(&live, d, &function_arn);
-        vec![if diff.is_empty() {
-            Check::pass(
-                NAME,
-                &res,
-                "enabled, SQL as configured, action targets the function",
+        let Some(live) = &step.live else {
+            let mut rec = cx.intent(Record::new(RULE, KIND, Phase::Intent, name))?;
+            sdk::create(
+                op(KIND, name, "CreateTopicRule"),
+                iot.create_topic_rule()
+                    .rule_name(name)
+                    .topic_rule_payload(self.payload(&function_arn)?)
+                    .send(),
+                |e| e.is_resource_already_exists_exception(),
             )
+            .await?;
+            rec.phase = Phase::Created;
+            rec.arn = Some(d.rule_arn());
+            cx.commit(rec)?;
+            return Ok(Outcome::Created);
+        };
+        let changes = &step.plan.changes;
+        let only_reenabled = matches!(
+            changes.as_slice(),
+            [c] if c.field == ENABLED && c.to == Some(Value::Bool(true))
+        );
+        if only_reenabled {
+            sdk::send(
+                op(KIND, name, "EnableTopicRule"),
+                iot.enable_topic_rule().rule_name(name).send(),
+            )
+            .await?;
+        } else if !changes.is_empty() {
+            // Everything else (disabling too) is the whole rule sent again.
+            sdk::send(
+                op(KIND, name, "ReplaceTopicRule"),
+                iot.replace_topic_rule()
+                    .rule_name(name)
+                    .topic_rule_payload(self.payload(&function_arn)?)
+                    .send(),
+            )
+            .await?;
+        }
+        let outcome = if !changes.is_empty() {
+            Outcome::Updated(step.summary())
+        } else if step.plan.action == Action::Adopt {
+            Outcome::Adopted
         } else {
-            Check::fail(NAME, &res, format!("{res} differs: {}", diff.join(", ")))
-        }]
+            Outcome::Unchanged
+        };
+        let mut rec = step
+            .record
+            .clone()
+            .unwrap_or_else(|| Record::new(RULE, KIND, Phase::Created, name));
+        rec.phase = Phase::Created;
+        rec.arn = Some(self.identify(live));
+        if step.record.as_ref() != Some(&rec) {
+            cx.commit(rec)?;
+        }
+        Ok(outcome)
+    }
+
+    fn check_name(&self) -> &'static str {
+        "rule.configuration"
+    }
+
+    async fn checks(&self, _cx: &Ctx, seen: Seen<'_, GetTopicRuleOutput>) -> Vec<Check> {
+        let mut check = planning::comparison_check(self.check_name(), &seen);
+        if check.status == CheckStatus::Pass {
+            let state = if self.0.d.rule_enabled {
+                "enabled"
+            } else {
+                "disabled as configured"
+            };
+            check.reason = format!("{state}, SQL as configured, action targets the function");
+        }
+        vec![check]
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
@@ -223,7 +216,7 @@ impl Resource for Rule {
 impl Rule {
     fn payload(&self, function_arn: &str) -> Result<TopicRulePayload, StepError> {
         let d = &self.0.d;
-        let action = Action::builder()
+        let action = RuleAction::builder()
             .lambda(
                 LambdaAction::builder()
                     .function_arn(function_arn)
@@ -280,41 +273,177 @@ fn is_unauthorized(
         .is_some_and(|s| s.is_unauthorized_exception())
 }
 
-fn differences(
-    live: &GetTopicRuleOutput,
-    d: &super::Deployment,
-    function_arn: &str,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    let Some(rule) = live.rule() else {
-        return vec!["rule body missing".into()];
-    };
-    if rule.sql().map(str::trim) != Some(d.rule_sql.trim()) {
-        out.push(format!(
-            "sql: {:?} → {:?}",
-            rule.sql().unwrap_or(""),
-            d.rule_sql
-        ));
+#[cfg(test)]
+mod tests {
+    use aws_sdk_iot::operation::create_topic_rule::CreateTopicRuleOutput;
+    use aws_sdk_iot::operation::enable_topic_rule::EnableTopicRuleOutput;
+    use aws_sdk_iot::operation::replace_topic_rule::ReplaceTopicRuleOutput;
+    use aws_sdk_iot::types::TopicRule;
+    use aws_smithy_mocks::{mock, Rule as MockRule};
+
+    use super::*;
+    use crate::engine::Resource;
+    use crate::plan::Planned;
+    use crate::resources::testing::*;
+
+    const NAME: &str = "sensor_data_rule_abc123";
+    const ARN: &str = "arn:aws:iot:us-east-1:123456789012:rule/sensor_data_rule_abc123";
+    const FUNCTION_ARN: &str =
+        "arn:aws:lambda:us-east-1:123456789012:function:iot-data-processor-abc123";
+
+    /// The live rule: as the harness's deployment wants it, but for `sql` and `disabled`.
+    fn get_rule(sql: &'static str, disabled: bool) -> MockRule {
+        mock!(aws_sdk_iot::Client::get_topic_rule)
+            .match_requests(|r| r.rule_name() == Some(NAME))
+            .then_output(move || {
+                let action = RuleAction::builder()
+                    .lambda(
+                        LambdaAction::builder()
+                            .function_arn(FUNCTION_ARN)
+                            .build()
+                            .unwrap(),
+                    )
+                    .build();
+                GetTopicRuleOutput::builder()
+                    .rule_arn(ARN)
+                    .rule(
+                        TopicRule::builder()
+                            .rule_name(NAME)
+                            .sql(sql)
+                            .description("d")
+                            .actions(action)
+                            .rule_disabled(disabled)
+                            .aws_iot_sql_version("2016-03-23")
+                            .build(),
+                    )
+                    .build()
+            })
     }
-    let enabled = !rule.rule_disabled().unwrap_or(false);
-    if enabled != d.rule_enabled {
-        out.push(format!("enabled: {enabled} → {}", d.rule_enabled));
+
+    const SQL: &str = "SELECT * FROM 'a'";
+
+    fn replace() -> MockRule {
+        mock!(aws_sdk_iot::Client::replace_topic_rule)
+            .match_requests(|r| {
+                r.rule_name() == Some(NAME)
+                    && r.topic_rule_payload().is_some_and(|p| p.sql() == SQL)
+            })
+            .then_output(|| ReplaceTopicRuleOutput::builder().build())
     }
-    let targets: Vec<&str> = rule
-        .actions()
-        .iter()
-        .filter_map(|a| a.lambda().map(|l| l.function_arn()))
-        .collect();
-    if targets != [function_arn] || rule.actions().len() != 1 {
-        out.push(format!("actions: {targets:?} → [{function_arn:?}]"));
+
+    fn records() -> Vec<Record> {
+        vec![
+            recorded(
+                FUNCTION,
+                "Lambda function",
+                "iot-data-processor-abc123",
+                Some(FUNCTION_ARN),
+            ),
+            recorded(RULE, KIND, NAME, Some(ARN)),
+        ]
     }
-    if rule.description().unwrap_or("") != d.rule_description {
-        out.push("description".into());
+
+    fn stack(iot: &[&MockRule], tweak: impl FnOnce(&mut crate::resources::Deployment)) -> Harness {
+        harness(iot, &[], &[], &[], records(), tweak)
     }
-    if let Some(v) = rule.aws_iot_sql_version() {
-        if v != d.rule_sql_version {
-            out.push(format!("sql version: {v:?} → {:?}", d.rule_sql_version));
-        }
+
+    async fn plan_then_ensure(h: &Harness) -> (Planned, Outcome) {
+        let r = Rule(h.env.clone());
+        let plan = Resource::plan(&r, &h.cx, true).await.unwrap();
+        let outcome = Resource::ensure(&r, &h.cx).await.unwrap();
+        (plan, outcome)
     }
-    out
+
+    fn fields(p: &Planned) -> Vec<&str> {
+        p.changes.iter().map(|c| c.field.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn in_sync_is_unchanged_and_writes_nothing() {
+        let get = get_rule(SQL, false);
+        let h = stack(&[&get], |_| {});
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!(plan.action, Action::NoChange, "{plan:?}");
+        assert_eq!(outcome, Outcome::Unchanged);
+        assert_eq!(h.cx.record(RULE), Some(records().remove(1)));
+    }
+
+    #[tokio::test]
+    async fn a_disabled_rule_is_enabled_and_not_replaced() {
+        let get = get_rule(SQL, true);
+        let enable = mock!(aws_sdk_iot::Client::enable_topic_rule)
+            .match_requests(|r| r.rule_name() == Some(NAME))
+            .then_output(|| EnableTopicRuleOutput::builder().build());
+        let h = stack(&[&get, &enable], |_| {});
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!(plan.action, Action::Update);
+        assert_eq!(fields(&plan), [ENABLED]);
+        assert_eq!(outcome, Outcome::Updated("enabled: false → true".into()));
+        assert_eq!(enable.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_changed_sql_replaces_the_rule() {
+        let get = get_rule("SELECT * FROM 'sensor/#'", false);
+        let replace = replace();
+        let h = stack(&[&get, &replace], |_| {});
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!(fields(&plan), ["sql"]);
+        assert!(matches!(outcome, Outcome::Updated(ref s) if s.starts_with("sql: ")));
+        assert_eq!(replace.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn disabling_is_a_replace_of_the_rule() {
+        // EnableTopicRule's counterpart would need one more IAM permission than `up` has.
+        let get = get_rule(SQL, false);
+        let replace = mock!(aws_sdk_iot::Client::replace_topic_rule)
+            .match_requests(|r| {
+                r.topic_rule_payload()
+                    .is_some_and(|p| p.rule_disabled() == Some(true))
+            })
+            .then_output(|| ReplaceTopicRuleOutput::builder().build());
+        let h = stack(&[&get, &replace], |d| d.rule_enabled = false);
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!(fields(&plan), [ENABLED]);
+        assert_eq!(outcome, Outcome::Updated("enabled: true → false".into()));
+        assert_eq!(replace.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_missing_rule_is_created() {
+        // GetTopicRule has no typed not-found error: the emulator's code is recognised.
+        let get = mock!(aws_sdk_iot::Client::get_topic_rule)
+            .then_error(|| GetTopicRuleError::generic(meta("ResourceNotFoundException", "gone")));
+        let create = mock!(aws_sdk_iot::Client::create_topic_rule)
+            .match_requests(|r| r.rule_name() == Some(NAME))
+            .then_output(|| CreateTopicRuleOutput::builder().build());
+        let mut recs = records();
+        recs.pop();
+        let h = harness(&[&get, &create], &[], &[], &[], recs, |_| {});
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!(plan.action, Action::Create);
+        assert_eq!(outcome, Outcome::Created);
+        assert_eq!(create.num_calls(), 1);
+        assert_eq!(h.cx.record(RULE).unwrap().arn.as_deref(), Some(ARN));
+    }
+
+    #[tokio::test]
+    async fn verify_judges_by_the_same_comparison() {
+        let get = get_rule(SQL, false);
+        let h = stack(&[&get], |_| {});
+        let checks = Resource::check(&Rule(h.env.clone()), &h.cx).await;
+        assert_eq!(
+            checks[0].reason,
+            "enabled, SQL as configured, action targets the function"
+        );
+        let get = get_rule(SQL, true);
+        let h = stack(&[&get], |_| {});
+        let checks = Resource::check(&Rule(h.env.clone()), &h.cx).await;
+        assert_eq!(checks[0].status, CheckStatus::Fail);
+        assert_eq!(
+            checks[0].reason,
+            format!("{KIND} {NAME} differs: enabled: false → true")
+        );
+    }
 }
