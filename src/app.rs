@@ -35,6 +35,10 @@ pub async fn run(settings: Settings, cancel: Arc<AtomicBool>) -> Result<ExitStat
         &settings.config.aws.rate_limits,
     ));
     let progress = Arc::new(Progress::new(settings.verbosity));
+    if settings.verbosity >= 1 {
+        let p = progress.clone();
+        aws::show_failure_details(move |text| p.line(text));
+    }
     match settings.action {
         Action::Up { dry_run: false } => up(&settings, progress, cancel).await,
         Action::Up { dry_run: true } => plan_command(&settings, false, true).await,
