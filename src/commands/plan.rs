@@ -48,7 +48,7 @@ pub async fn plan(
     let wanted = resources::plan(&env);
     let strays = resources::strays(&env, &state);
     let cx = read_only_ctx(settings, &state);
-    let planned = compute_plan(&wanted, &strays, &cx, read_live).await?;
+    let planned = compute_plan(&wanted, &strays, &cx, read_live, settings.verbosity >= 1).await?;
     let summary = PlanSummary {
         command: if dry_run { "up --dry-run" } else { "plan" },
         deployed,
@@ -134,6 +134,7 @@ pub(super) async fn compute_plan(
     strays: &[Box<dyn Resource>],
     cx: &Ctx,
     read_live: bool,
+    show_all_errors: bool,
 ) -> Result<Vec<Planned>> {
     let results = futures_util::future::join_all(
         wanted
@@ -150,7 +151,11 @@ pub(super) async fn compute_plan(
         }
     }
     if !errors.is_empty() {
-        anyhow::bail!("cannot plan: {}", errors.join("; "));
+        return Err(CannotPlan {
+            errors,
+            show_all: show_all_errors,
+        }
+        .into());
     }
     planned.extend(
         strays
@@ -158,4 +163,74 @@ pub(super) async fn compute_plan(
             .filter_map(|r| engine::plan_delete(r.as_ref(), cx)),
     );
     Ok(planned)
+}
+
+/// Reads that failed while planning: one line each, the first few unless `-v`.
+#[derive(Debug, thiserror::Error)]
+pub struct CannotPlan {
+    errors: Vec<String>,
+    show_all: bool,
+}
+
+/// How many failed reads a plan lists without `-v`: when every read fails alike (no network,
+/// a wrong endpoint), the first few say it all.
+const FIRST_ERRORS: usize = 3;
+
+impl fmt::Display for CannotPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let [only] = self.errors.as_slice() {
+            return write!(f, "cannot plan: {only}");
+        }
+        write!(f, "cannot plan: {} reads failed:", self.errors.len())?;
+        let shown = if self.show_all {
+            self.errors.len()
+        } else {
+            FIRST_ERRORS
+        };
+        for e in self.errors.iter().take(shown) {
+            write!(f, "\n  {e}")?;
+        }
+        if self.errors.len() > shown {
+            write!(
+                f,
+                "\n  … and {} more (-v for all)",
+                self.errors.len() - shown
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_failed_reads_show_the_first_few_and_a_count() {
+        let errors: Vec<String> = (1..=17).map(|i| format!("read {i} failed")).collect();
+        let text = CannotPlan {
+            errors: errors.clone(),
+            show_all: false,
+        }
+        .to_string();
+        assert_eq!(
+            text,
+            "cannot plan: 17 reads failed:\n  read 1 failed\n  read 2 failed\n  read 3 failed\n  … and 14 more (-v for all)"
+        );
+        let all = CannotPlan {
+            errors,
+            show_all: true,
+        }
+        .to_string();
+        assert_eq!(all.lines().count(), 18);
+        assert!(!all.contains("more"));
+        let one = CannotPlan {
+            errors: vec!["thing \"t\": DescribeThing failed (HTTP 500)".into()],
+            show_all: false,
+        };
+        assert_eq!(
+            one.to_string(),
+            "cannot plan: thing \"t\": DescribeThing failed (HTTP 500)"
+        );
+    }
 }

@@ -37,7 +37,8 @@ pub async fn up(
     // Plan: every wanted resource, and what the config no longer wants.
     let wanted = resources::plan(&run.env);
     let strays = resources::strays(&run.env, &run.store.snapshot());
-    let planned = compute_plan(&wanted, &strays, &run.cx, run.read_live).await?;
+    let verbose = settings.verbosity >= 1;
+    let planned = compute_plan(&wanted, &strays, &run.cx, run.read_live, verbose).await?;
     if settings.output == OutputFormat::Text {
         output::print_text(&Preview(&planned));
     }
