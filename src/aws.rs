@@ -12,7 +12,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use crate::engine::StepError;
 
 mod failure;
-pub use failure::AwsFailure;
+pub use failure::{AwsFailure, Cause, CredentialsProblem};
 
 /// Where and as whom to call AWS; resolved from flags and the standard chain.
 #[derive(Debug, Clone, Default)]

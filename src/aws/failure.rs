@@ -76,6 +76,14 @@ impl AwsFailure {
             detail: DisplayErrorContext(err).to_string(),
         }))
     }
+
+    /// The user's input, not AWS, is at fault: no credentials, or a broken credentials setup.
+    pub fn is_credentials_problem(&self) -> bool {
+        matches!(
+            self.cause,
+            Cause::Credentials(CredentialsProblem::NotFound | CredentialsProblem::Invalid(_))
+        )
+    }
 }
 
 impl Failure {
@@ -374,6 +382,7 @@ mod tests {
         );
         // -v keeps what the SDK said, debug form included.
         assert!(f.detail.contains("ServiceError"), "{}", f.detail);
+        assert!(!f.is_credentials_problem());
     }
 
     #[test]
@@ -519,7 +528,7 @@ mod tests {
             text,
             "thing \"sensor-1\": DescribeThing failed (no AWS credentials found)"
         );
-        assert_eq!(f.cause, Cause::Credentials(CredentialsProblem::NotFound));
+        assert!(f.is_credentials_problem());
     }
 
     #[test]

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::aws::{self, Clients};
+use crate::aws::{self, AwsFailure, Clients, CredentialsProblem};
 use crate::deployment::{deployment, with_fleet};
-use crate::engine::{Ctx, Resource, StepReport, Store};
+use crate::engine::{Ctx, Resource, StepError, StepReport, Store};
 use crate::output::{self, Progress, ResourceLine};
 use crate::resources::{self, Env};
 use crate::settings::{Action, BadInput, Settings};
@@ -125,20 +125,26 @@ pub struct Session {
 
 /// The preflight of `up` and `plan`, which work with or without a recorded deployment.
 pub async fn preflight(settings: &Settings, needs: Needs, progress: &Progress) -> Result<Session> {
-    checked_session(settings, needs, progress, false).await
+    let state = read_state(settings)?;
+    checked_session(settings, state, needs, progress).await
 }
 
 /// The preflight of `down`, `status` and `verify`, which work on a recorded deployment:
-/// `None` when there is none (then nothing is asked of AWS).
+/// `None` when there is none. That is known from the state file alone, so then nothing is
+/// asked of AWS (nor of the user: no region is needed) and nothing is written.
 pub async fn preflight_deployed(
     settings: &Settings,
     needs: Needs,
     progress: &Progress,
 ) -> Result<Option<(Session, State)>> {
-    let mut session = checked_session(settings, needs, progress, true).await?;
+    let Some(state) = read_state(settings)? else {
+        return Ok(None);
+    };
+    let mut session = checked_session(settings, Some(state), needs, progress).await?;
     Ok(match session.state.take() {
         Some(state) => Some((session, state)),
         None => {
+            // Removed under our feet by another run's `down`: nothing left to do either.
             if let Some(lock) = &session.lock {
                 lock.remove_file();
             }
@@ -147,14 +153,14 @@ pub async fn preflight_deployed(
     })
 }
 
-/// Connect → load state → region check → pinned suffix → lock (and read again) → account
-/// check. Everything that can be refused locally is refused before the lock and any AWS call.
-/// `deployed_only`: with no state there is no account to check (the session's is empty).
+/// Connect → region check → pinned suffix → account → lock (and read again) → account check.
+/// Everything that can be refused locally, or with the one read that learns the account, is
+/// refused before the lock: a refused run leaves no `.iotreg/` behind.
 async fn checked_session(
     settings: &Settings,
+    state: Option<State>,
     needs: Needs,
     progress: &Progress,
-    deployed_only: bool,
 ) -> Result<Session> {
     let sdk = aws::sdk_config(&settings.remote).await;
     let region = sdk.region().map(|r| r.to_string()).ok_or_else(|| {
@@ -164,11 +170,11 @@ async fn checked_session(
         )
     })?;
     let clients = Clients::new(&sdk);
-    let state = read_state(settings)?;
     check_region(settings, state.as_ref(), &region)?;
     if needs.pinned_suffix {
         check_pinned_suffix(settings, state.as_ref())?;
     }
+    let account = account(settings, &clients).await?;
     let (state, lock) = if needs.lock {
         let lock = StateLock::acquire(&settings.state_path)?;
         if let Some(pid) = &lock.previous_died {
@@ -182,10 +188,6 @@ async fn checked_session(
         (state, Some(lock))
     } else {
         (state, None)
-    };
-    let account = match &state {
-        None if deployed_only => String::new(),
-        _ => clients.account().await?,
     };
     if let Some(s) = &state {
         s.check_account(&settings.state_path, &account)
@@ -226,6 +228,51 @@ fn check_pinned_suffix(settings: &Settings, state: Option<&State>) -> Result<()>
         }
     }
     Ok(())
+}
+
+/// The account the credentials belong to: the first AWS call of every command, so this is
+/// where missing credentials show. They are the user's input, not an AWS failure (exit 2).
+async fn account(settings: &Settings, clients: &Clients) -> Result<String> {
+    match clients.account().await {
+        Ok(account) => Ok(account),
+        Err(StepError::Aws(f)) if f.is_credentials_problem() => {
+            Err(BadInput(credentials_problem(settings, &f)).into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One line saying where the standard chain looked (aws-config's default provider chain, in
+/// its order), or what is wrong with the setup it found.
+fn credentials_problem(settings: &Settings, f: &AwsFailure) -> String {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let profile = settings
+        .remote
+        .profile
+        .clone()
+        .or_else(|| var("AWS_PROFILE"))
+        .unwrap_or_else(|| "default".into());
+    let files = format!(
+        "{} and {}",
+        var("AWS_SHARED_CREDENTIALS_FILE").unwrap_or_else(|| "~/.aws/credentials".into()),
+        var("AWS_CONFIG_FILE").unwrap_or_else(|| "~/.aws/config".into())
+    );
+    match &f.cause {
+        aws::Cause::Credentials(CredentialsProblem::Invalid(why)) => {
+            format!("AWS credentials: profile {profile:?} in {files}: {why}")
+        }
+        _ => {
+            let imds = match var("AWS_EC2_METADATA_DISABLED") {
+                Some(v) if v.eq_ignore_ascii_case("true") => {
+                    "EC2 instance metadata (disabled by AWS_EC2_METADATA_DISABLED)"
+                }
+                _ => "EC2 instance metadata",
+            };
+            format!(
+                "no AWS credentials found: looked in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, profile {profile:?} in {files}, web identity and container credentials, {imds}; set one of them or pass --profile"
+            )
+        }
+    }
 }
 
 fn bad_input_if(e: state::StateError) -> anyhow::Error {
