@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
 # The demo: build iotreg, start the local AWS (moto + the project's fixes) on a free loopback
 # port, then run plan -> up -> status -> verify -> up again (nothing to do) -> plan (in sync, exit 0)
-# -> down against it, and stop it.
+# -> down against it, and stop it. The verify JUnit report is kept in target/demo/verify.xml.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$root/scripts/venv.sh"
-cargo build --quiet --manifest-path "$root/Cargo.toml"
-bin="$root/target/debug/iotreg"
+say() { printf '\n== %s\n' "$*"; }
 
+say "Python venv for the local AWS (.venv, pinned moto; the first run installs it, a minute or two)"
+bash "$root/scripts/venv.sh"
+say "building iotreg (cargo; the first build takes a few minutes)"
+cargo build --manifest-path "$root/Cargo.toml"
+# Where cargo put it: CARGO_TARGET_DIR when set (relative to here, as cargo reads it).
+target="${CARGO_TARGET_DIR:-$root/target}"
+case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
+bin="$target/debug/iotreg"
+report_dir="$root/target/demo"
+mkdir -p "$report_dir"
+junit="$report_dir/verify.xml"
+
+say "starting the local AWS"
 work="$(mktemp -d)"
 log="$work/emulator.log"
 "$root/.venv/bin/python" "$root/emulator/server.py" --host 127.0.0.1 --port 0 >"$work/url" 2>"$log" &
@@ -21,12 +32,14 @@ echo "local AWS: $url (fake credentials, account 123456789012)"
 export AWS_ENDPOINT_URL="$url" AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing \
   AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true
 cd "$work"
+say "the deployment's life, in $work"
 set -x
 "$bin" plan
 "$bin" up
 "$bin" status
-"$bin" verify --junit verify.xml
+"$bin" verify --junit "$junit"
 "$bin" up
 "$bin" plan --detailed-exitcode
 "$bin" down
 { set +x; } 2>/dev/null
+say "demo done: plan, up, status, verify, up again (nothing to change), plan (in sync) and down against the local AWS; the JUnit report of verify is in $junit"

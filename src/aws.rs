@@ -5,10 +5,14 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
-use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::engine::StepError;
+
+mod failure;
+pub use failure::{AwsFailure, Cause, CredentialsProblem};
 
 /// Where and as whom to call AWS; resolved from flags and the standard chain.
 #[derive(Debug, Clone, Default)]
@@ -174,32 +178,28 @@ pub fn partition(region: &str) -> &'static str {
     }
 }
 
-/// Turns an SDK error into a step error naming the resource, the call, the AWS error code and
-/// message, and what to do. `DisplayErrorContext` prints the whole cause chain (a plain
-/// `Display` of an SDK error says only "service error").
-pub fn failed<E>(kind: &str, name: &str, call: &str, err: E) -> StepError
+/// Turns an SDK error into a step error naming the resource and the call: a typed
+/// [`AwsFailure`] whose text is one short line (the whole cause chain is kept for `-v`).
+pub fn failed<E>(kind: &str, name: &str, call: &str, err: SdkError<E, HttpResponse>) -> StepError
 where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
 {
-    let advice = match err.code() {
-        Some("AccessDeniedException" | "AccessDenied" | "UnauthorizedException") => {
-            "; check that the credentials have the IAM permissions listed in the README"
-        }
-        Some(c) if c.contains("Throttl") || c == "TooManyRequestsException" => {
-            "; AWS is throttling this account: retry later"
-        }
-        _ => "",
-    };
-    // A service's own answer reads best as its code and message; anything else (timeouts,
-    // connection failures) needs the whole cause chain, which DisplayErrorContext prints.
-    let detail = match (err.code(), err.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        _ => DisplayErrorContext(&err).to_string(),
-    };
-    let code = err.code().unwrap_or("no error code");
-    StepError::Failed(format!(
-        "{kind} {name:?}: {call} failed ({code}): {detail}{advice}"
-    ))
+    let failure = AwsFailure::new(kind, name, call, &err);
+    if let Some(show) = DETAILS.get() {
+        show(&format!("{failure}\n    detail: {}", failure.detail));
+    }
+    StepError::Aws(failure)
+}
+
+/// Where `-v` sends the full detail of each failure. The engine keeps a step's error only as
+/// text, so the detail is handed over here, when the failure is built, or it would be lost.
+static DETAILS: std::sync::OnceLock<DetailSink> = std::sync::OnceLock::new();
+
+type DetailSink = Box<dyn Fn(&str) + Send + Sync>;
+
+/// Shows every AWS failure's full detail through `show` from now on (`-v`).
+pub fn show_failure_details(show: impl Fn(&str) + Send + Sync + 'static) {
+    let _ = DETAILS.set(Box::new(show));
 }
 
 /// The error's AWS code, for the few cases where a service reports a condition without a typed

@@ -14,50 +14,80 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 )]
 pub struct Cli {
     /// Config file (TOML). Default: ./iotreg.toml when present, else built-in defaults.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
     /// State file recording what this deployment owns.
     #[arg(
         long,
         global = true,
         value_name = "FILE",
-        default_value = ".iotreg/state.json"
+        default_value = ".iotreg/state.json",
+        help_heading = GLOBAL
     )]
     pub state: PathBuf,
     #[command(flatten)]
     pub remote: RemoteArgs,
     /// Output format for stdout.
-    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text, help_heading = GLOBAL)]
     pub output: OutputFormat,
     /// More detail on stderr (-v, -vv).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
     /// Only errors on stderr.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, conflicts_with = "verbose", help_heading = GLOBAL)]
     pub quiet: bool,
-    /// Fleet manifest for `up` and `plan`: CSV with a header, `thing_name` required, other
-    /// columns become thing attributes (default: fleet.manifest in the config).
-    #[arg(long, global = true, value_name = "FILE")]
-    pub fleet: Option<PathBuf>,
-    /// Fleet devices in flight at once (default: fleet.concurrency in the config, 16).
-    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub concurrency: Option<u32>,
+    #[command(flatten)]
+    pub fleet_before: FleetArgsBefore,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The heading of the options every subcommand takes, so that each subcommand's help shows its
+/// own options apart from them.
+const GLOBAL: &str = "Global options";
+
+/// `--fleet` and `--concurrency` before the subcommand (`iotreg --fleet FILE up`), where
+/// earlier versions took them: still accepted so that scripts written then keep working
+/// (ignored, as they were, by the commands that take no fleet), but no longer shown.
+#[derive(Debug, Default, Args)]
+pub struct FleetArgsBefore {
+    #[arg(long = "fleet", value_name = "FILE", hide = true)]
+    pub fleet: Option<PathBuf>,
+    #[arg(long = "concurrency", value_name = "N", hide = true, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: Option<u32>,
 }
 
 /// Where and as whom to call AWS. Unset values come from the standard AWS chain.
 #[derive(Debug, Args)]
 pub struct RemoteArgs {
     /// AWS region (default: the standard chain, e.g. AWS_REGION or the profile's region).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub region: Option<String>,
     /// Named profile from the AWS config files.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub profile: Option<String>,
     /// Send every AWS call to this endpoint (an emulator such as the bundled local AWS).
-    #[arg(long, global = true, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "AWS_ENDPOINT_URL",
+        hide_env_values = true,
+        value_name = "URL",
+        help_heading = GLOBAL
+    )]
     pub endpoint_url: Option<String>,
+}
+
+/// The fleet options, taken by `up` and `plan` only (the others work from the state).
+#[derive(Debug, Default, Args)]
+pub struct FleetArgs {
+    /// Fleet manifest: CSV with a header, `thing_name` required, other columns become thing
+    /// attributes (default: fleet.manifest in the config).
+    #[arg(long, value_name = "FILE")]
+    pub fleet: Option<PathBuf>,
+    /// Fleet devices in flight at once (default: fleet.concurrency in the config, 16).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,6 +110,8 @@ pub enum Command {
         /// Delete fleet devices the state has and the manifest no longer lists.
         #[arg(long)]
         prune: bool,
+        #[command(flatten)]
+        fleet: FleetArgs,
     },
     /// Show what `up` would do, resource by resource and field by field, and whether each
     /// difference comes from the config or from a change made outside iotreg. Read-only.
@@ -90,6 +122,8 @@ pub enum Command {
         /// Plan as `up --prune` would: fleet devices gone from the manifest are deleted.
         #[arg(long)]
         prune: bool,
+        #[command(flatten)]
+        fleet: FleetArgs,
     },
     /// Tear the stack down in reverse order.
     Down {

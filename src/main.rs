@@ -1,9 +1,10 @@
 //! iotreg: provision, verify and tear down an AWS IoT device-registry stack as code.
 
-mod app;
 mod aws;
 mod cli;
+mod commands;
 mod config;
+mod deployment;
 mod engine;
 mod fsutil;
 mod keys;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-use app::ExitStatus;
+use commands::ExitStatus;
 
 fn main() {
     let cli = cli::Cli::parse();
@@ -41,17 +42,12 @@ fn main() {
             runtime.block_on(async {
                 let cancel = Arc::new(AtomicBool::new(false));
                 tokio::spawn(watch_signals(cancel.clone()));
-                match app::run(settings, cancel).await {
-                    Ok(status) => status,
-                    Err(e) => {
-                        eprintln!("iotreg: error: {e:#}");
-                        if e.downcast_ref::<settings::BadInput>().is_some() {
-                            ExitStatus::BadInput
-                        } else {
-                            ExitStatus::Failure
-                        }
-                    }
-                }
+                commands::run(settings, cancel).await.unwrap_or_else(|e| {
+                    // Each error in the chain is a short line of its own (AWS failures
+                    // included: their long detail goes to stderr with -v only).
+                    eprintln!("iotreg: error: {e:#}");
+                    ExitStatus::of_error(&e)
+                })
             })
         }
     };

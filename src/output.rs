@@ -3,12 +3,14 @@
 //! text or as one JSON document.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::cli::OutputFormat;
 use crate::engine::{Events, StepReport};
 
 pub struct Progress {
@@ -173,31 +175,60 @@ pub fn print_json<T: Serialize>(value: &T) {
     let _ = writeln!(out);
 }
 
-pub fn print_table(lines: &[ResourceLine]) {
-    let kind_w = lines
-        .iter()
-        .map(|l| l.kind.chars().count())
-        .max()
-        .unwrap_or(0);
-    let name_w = lines
-        .iter()
-        .map(|l| l.name.chars().count())
-        .max()
-        .unwrap_or(0);
-    let mut out = std::io::stdout().lock();
-    for l in lines {
-        let arn = l.arn.as_deref().filter(|a| *a != l.name).unwrap_or("");
-        let detail = l
-            .detail
-            .as_deref()
-            .map(|d| format!("  ({d})"))
-            .unwrap_or_default();
-        let line = format!(
-            "  {:<10} {:<kind_w$}  {:<name_w$}  {arn}{detail}",
-            l.outcome, l.kind, l.name
-        );
-        let _ = writeln!(out, "{}", line.trim_end());
+/// Prints a command's summary: its `Display` as text, or its `Serialize` as one JSON document.
+pub fn print<T: fmt::Display + Serialize>(format: OutputFormat, value: &T) {
+    match format {
+        OutputFormat::Json => print_json(value),
+        OutputFormat::Text => print_text(value),
     }
+}
+
+/// Text on stdout; a closed pipe (`iotreg status | head -1`) is not an error worth a panic.
+pub fn print_text(value: &impl fmt::Display) {
+    let _ = write!(std::io::stdout().lock(), "{value}");
+}
+
+/// Resources as aligned columns: outcome, kind, name, ARN (when not the name), detail.
+pub struct Table<'a>(pub &'a [ResourceLine]);
+
+impl fmt::Display for Table<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines = self.0;
+        let kind_w = lines
+            .iter()
+            .map(|l| l.kind.chars().count())
+            .max()
+            .unwrap_or(0);
+        let name_w = lines
+            .iter()
+            .map(|l| l.name.chars().count())
+            .max()
+            .unwrap_or(0);
+        for l in lines {
+            let arn = l.arn.as_deref().filter(|a| *a != l.name).unwrap_or("");
+            let detail = l
+                .detail
+                .as_deref()
+                .map(|d| format!("  ({d})"))
+                .unwrap_or_default();
+            let line = format!(
+                "  {:<10} {:<kind_w$}  {:<name_w$}  {arn}{detail}",
+                l.outcome, l.kind, l.name
+            );
+            writeln!(f, "{}", line.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether stdout gets colour: a terminal, and NO_COLOR unset or empty.
+pub fn stdout_color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Serializes a duration as whole milliseconds (`elapsed_ms`).
+pub fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u128(d.as_millis())
 }
 
 pub struct Timer(Instant);
@@ -212,26 +243,36 @@ impl Timer {
 }
 
 /// Verification results, one line each: mark, check name, reason.
-pub fn print_checks(checks: &[crate::verify::Timed]) {
-    use crate::verify::CheckStatus;
-    let color = std::io::stdout().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let paint = |code: &str, t: &str| {
-        if color {
-            format!("\x1b[{code}m{t}\x1b[0m")
-        } else {
-            t.to_string()
-        }
-    };
-    let width = checks.iter().map(|c| c.check.name.len()).max().unwrap_or(0);
-    let mut out = std::io::stdout().lock();
-    for t in checks {
-        let c = &t.check;
-        let mark = match c.status {
-            CheckStatus::Pass => paint("32", "✔"),
-            CheckStatus::Fail => paint("31", "✗"),
-            CheckStatus::Skip => paint("33", "-"),
+pub struct Checks<'a> {
+    pub checks: &'a [crate::verify::Timed],
+    pub color: bool,
+}
+
+impl fmt::Display for Checks<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::verify::CheckStatus;
+        let paint = |code: &str, t: &str| {
+            if self.color {
+                format!("\x1b[{code}m{t}\x1b[0m")
+            } else {
+                t.to_string()
+            }
         };
-        let _ = writeln!(out, "  {mark} {:<width$}  {}", c.name, c.reason);
+        let width = self
+            .checks
+            .iter()
+            .map(|c| c.check.name.len())
+            .max()
+            .unwrap_or(0);
+        for t in self.checks {
+            let c = &t.check;
+            let mark = match c.status {
+                CheckStatus::Pass => paint("32", "✔"),
+                CheckStatus::Fail => paint("31", "✗"),
+                CheckStatus::Skip => paint("33", "-"),
+            };
+            writeln!(f, "  {mark} {:<width$}  {}", c.name, c.reason)?;
+        }
+        Ok(())
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::aws::Remote;
-use crate::cli::{Cli, Command, OutputFormat};
+use crate::cli::{Cli, Command, FleetArgs, OutputFormat};
 use crate::config::{self, Config, SUFFIX_PLACEHOLDER};
 use crate::templates::{self, Template};
 
@@ -160,8 +160,22 @@ impl Settings {
         if matches!(cli.command, Command::Up { .. }) {
             check_key_dir(&key_dir)?;
         }
-        let wants_manifest = matches!(cli.command, Command::Up { .. } | Command::Plan { .. });
-        let manifest_path = cli.fleet.clone().or_else(|| config.fleet.manifest.clone());
+        // Only up and plan take the fleet options; the others work from the state. Given
+        // after the subcommand, they win over the same given before it (the older form).
+        let (fleet_args, wants_manifest) = match &cli.command {
+            Command::Up { fleet, .. } | Command::Plan { fleet, .. } => (
+                FleetArgs {
+                    fleet: fleet.fleet.clone().or(cli.fleet_before.fleet.clone()),
+                    concurrency: fleet.concurrency.or(cli.fleet_before.concurrency),
+                },
+                true,
+            ),
+            _ => (FleetArgs::default(), false),
+        };
+        let manifest_path = fleet_args
+            .fleet
+            .clone()
+            .or_else(|| config.fleet.manifest.clone());
         let manifest = match manifest_path.filter(|_| wants_manifest) {
             Some(path) => Some(std::sync::Arc::new(
                 crate::manifest::load(&path, &config.thing.attributes).map_err(|e| bad(&e))?,
@@ -170,7 +184,7 @@ impl Settings {
         };
         let fleet = FleetSettings {
             manifest,
-            concurrency: cli.concurrency.unwrap_or(config.fleet.concurrency) as usize,
+            concurrency: fleet_args.concurrency.unwrap_or(config.fleet.concurrency) as usize,
             prune: matches!(
                 cli.command,
                 Command::Up { prune: true, .. } | Command::Plan { prune: true, .. }
@@ -181,7 +195,7 @@ impl Settings {
                 Command::Up {
                     allow_broad_policy,
                     dry_run,
-                    prune: _,
+                    ..
                 } => {
                     let doc = templates.policy.render_json(&sample).map_err(|e| bad(&e))?;
                     let problems = crate::lint::broad_policy(&doc);
@@ -195,8 +209,7 @@ impl Settings {
                     Action::Up { dry_run }
                 }
                 Command::Plan {
-                    detailed_exitcode,
-                    prune: _,
+                    detailed_exitcode, ..
                 } => Action::Plan { detailed_exitcode },
                 Command::Down { wait } => Action::Down { wait },
                 Command::Status => Action::Status,

@@ -68,6 +68,9 @@ pub enum StepError {
     /// An operation failed; the message already names the resource, call, code and advice.
     #[error("{0}")]
     Failed(String),
+    /// An AWS call failed; one line naming the resource, call and answer (see `aws::failed`).
+    #[error(transparent)]
+    Aws(crate::aws::AwsFailure),
     #[error("{kind} {name:?} already exists but this state does not own it; delete it, or pin another suffix in the config")]
     NotOurs { kind: String, name: String },
     #[error(transparent)]

@@ -1,0 +1,165 @@
+//! A deployment resolved from the settings: names with the suffix filled in, rendered
+//! templates, the fleet. Moved unchanged from the former `app.rs`.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use crate::aws;
+use crate::keys::KeyFiles;
+use crate::resources::monitoring::Monitoring;
+use crate::resources::{self, Deployment};
+use crate::retry::Backoff;
+use crate::settings::{self, BadInput, Settings};
+use crate::state::State;
+use crate::templates;
+
+/// Resolves names and renders templates for a suffix, region and account.
+pub fn deployment(
+    settings: &Settings,
+    suffix: &str,
+    region: &str,
+    account: &str,
+    wait_for_thing_type: bool,
+) -> Result<Deployment> {
+    let c = &settings.config;
+    let vars = settings::template_vars(c, suffix, region, account);
+    let bad = |e: templates::TemplateError| anyhow::Error::new(BadInput(e.to_string()));
+    let t = &settings.templates;
+    let handler_source = t.handler.text.clone();
+    let zip = templates::lambda_zip(&c.function.handler_file, &handler_source).map_err(bad)?;
+    let module = c
+        .function
+        .handler_file
+        .strip_suffix(".py")
+        .unwrap_or(&c.function.handler_file);
+    let thing_name = settings::name(&c.thing.name, suffix);
+    let check_name = |field: &str, value: &str| -> Result<()> {
+        // Names were validated with a sample suffix; a pinned long suffix is re-checked here.
+        if value.len() > 128 {
+            return Err(BadInput(format!("{field}: {value:?} is too long")).into());
+        }
+        Ok(())
+    };
+    check_name("thing.name", &thing_name)?;
+    let function_name = settings::name(&c.function.name, suffix);
+    let rule_name = settings::name(&c.rule.name, suffix);
+    let m = &c.monitoring;
+    let topic_name = settings::name(&m.topic_name, suffix);
+    let monitoring = Monitoring {
+        enabled: m.enabled,
+        topic_arn: format!(
+            "arn:{}:sns:{region}:{account}:{topic_name}",
+            aws::partition(region)
+        ),
+        topic_name,
+        alert_email: m.alert_email.clone(),
+        policy_name: resources::monitoring::POLICY_NAME.into(),
+        dashboard_name: settings::name(&m.dashboard_name, suffix),
+        dashboard_body: if m.enabled {
+            t.dashboard.render_json(&vars).map_err(bad)?
+        } else {
+            serde_json::Value::Null
+        },
+        alarms: resources::monitoring::alarms(&function_name, &rule_name),
+    };
+    let mut environment = c.function.environment.clone();
+    if monitoring.enabled {
+        environment.insert(
+            crate::config::ALERT_TOPIC_VARIABLE.into(),
+            monitoring.topic_arn.clone(),
+        );
+    }
+    Ok(Deployment {
+        suffix: suffix.to_string(),
+        region: region.to_string(),
+        account: account.to_string(),
+        partition: aws::partition(region).to_string(),
+        thing_type_name: c.thing_type.name.clone(),
+        thing_type_description: c.thing_type.description.clone(),
+        key_files: KeyFiles::for_thing(&settings.key_dir, &thing_name),
+        thing_name,
+        attributes: c.thing.attributes.clone(),
+        certificate_mode: c.certificate.mode,
+        key_dir: settings.key_dir.clone(),
+        policy_name: settings::name(&c.policy.name, suffix),
+        policy_document: t.policy.render_json(&vars).map_err(bad)?,
+        role_name: settings::name(&c.role.name, suffix),
+        trust_policy: t.trust.render_json(&vars).map_err(bad)?,
+        managed_policies: c
+            .role
+            .managed_policies
+            .iter()
+            .map(|arn| arn.replacen("arn:aws:", &format!("arn:{}:", aws::partition(region)), 1))
+            .collect(),
+        function_name,
+        function_description: c.function.description.clone(),
+        runtime: c.function.runtime.clone(),
+        memory_mb: c.function.memory_mb as i32,
+        timeout_s: c.function.timeout_s as i32,
+        handler: format!("{module}.lambda_handler"),
+        environment,
+        code_sha256: templates::code_sha256(&zip),
+        zip,
+        rule_name,
+        rule_description: c.rule.description.clone(),
+        rule_sql: c.rule.sql.trim().to_string(),
+        rule_sql_version: c.rule.sql_version.clone(),
+        rule_enabled: c.rule.enabled,
+        shadow: if c.shadow.enabled {
+            Some(t.shadow.render_json(&vars).map_err(bad)?)
+        } else {
+            None
+        },
+        iam_retry: Backoff::IAM_PROPAGATION,
+        write_settle: std::time::Duration::from_secs_f64(c.aws.attempt_timeout_s),
+        wait_for_thing_type,
+        sweep_duplicates: true,
+        fleet: None,
+        monitoring,
+    })
+}
+
+/// Puts the fleet, if any, into the deployment: the manifest's devices for `up` and `plan`
+/// (`needs_manifest`), the state's for the others. A deployment with devices recorded is
+/// never planned without its manifest: that would read as "delete the whole fleet".
+pub fn with_fleet(
+    settings: &Settings,
+    d: &mut Deployment,
+    state: &State,
+    needs_manifest: bool,
+    sample: Option<usize>,
+) -> Result<()> {
+    let f = &settings.fleet;
+    let devices = match &f.manifest {
+        Some(m) => Some(m.devices.clone()),
+        None if state.devices.is_empty() => return Ok(()),
+        None if needs_manifest => {
+            return Err(BadInput(format!(
+                "{} records a fleet of {} devices: pass its manifest with --fleet FILE (or set fleet.manifest); `down` needs none",
+                settings.state_path.display(),
+                state.devices.len()
+            ))
+            .into())
+        }
+        None => None,
+    };
+    d.fleet = Some(Arc::new(resources::fleet::FleetSpec {
+        devices,
+        concurrency: f.concurrency,
+        prune: f.prune,
+        sample,
+    }));
+    Ok(())
+}
+
+/// A new deployment's random suffix: six of [a-z0-9].
+pub fn generate_suffix() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0u8; 6];
+    getrandom::getrandom(&mut bytes).expect("OS randomness");
+    bytes
+        .iter()
+        .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
+        .collect()
+}
