@@ -178,13 +178,13 @@ const REGISTRY: &[Entry] = &[
         device: true,
         wanted: always,
         stray: true,
-        make: |env| one(Old(policy_attachment::PolicyAttachment(env.clone()))),
+        make: |env| one(policy_attachment::PolicyAttachment(env.clone())),
     },
     Entry {
         device: true,
         wanted: always,
         stray: true,
-        make: |env| one(Old(thing_principal::ThingPrincipal(env.clone()))),
+        make: |env| one(thing_principal::ThingPrincipal(env.clone())),
     },
     Entry {
         device: false,
