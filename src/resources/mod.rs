@@ -238,7 +238,7 @@ const REGISTRY: &[Entry] = &[
         device: true,
         wanted: |d| d.shadow.is_some(),
         stray: true,
-        make: |env| one(Old(shadow::Shadow(env.clone()))),
+        make: |env| one(shadow::Shadow(env.clone())),
     },
     Entry {
         device: false,
