@@ -166,7 +166,7 @@ const REGISTRY: &[Entry] = &[
         device: true,
         wanted: always,
         stray: true,
-        make: |env| one(Old(certificate::Certificate(env.clone()))),
+        make: |env| one(certificate::Certificate(env.clone())),
     },
     Entry {
         device: false,
