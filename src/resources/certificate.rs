@@ -6,27 +6,28 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_iot::types::CertificateStatus;
+use aws_sdk_iot::types::{CertificateDescription, CertificateStatus};
 
+use super::sdk::{self, op};
 use super::{Env, CERTIFICATE};
 use crate::config::CertificateMode;
-use crate::engine::{Ctx, Legacy as Resource, Outcome, StepError};
+use crate::engine::{Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
 use crate::keys::{self, DeviceKey};
 use crate::plan::Fields;
 use crate::retry::Backoff;
 use crate::state::{Phase, Record};
 use crate::verify::Check;
-use crate::{call, done, found};
 
 const KIND: &str = "certificate";
 const FINGERPRINT: &str = "public_key_sha256";
 /// How far before the intent to look, for clock skew between this machine and AWS.
 const SKEW: Duration = Duration::from_secs(300);
+const ACTIVE: &str = "certificate.active";
+const FILES: &str = "certificate.local_files";
 
 pub struct Certificate(pub Arc<Env>);
 
-#[async_trait::async_trait]
-impl Resource for Certificate {
+impl Meta for Certificate {
     fn key(&self) -> &str {
         CERTIFICATE
     }
@@ -39,18 +40,19 @@ impl Resource for Certificate {
     fn depends_on(&self) -> &[&'static str] {
         &[]
     }
+}
 
-    fn renamed(&self, _rec: &Record) -> bool {
-        // Recorded by id; a certificate has no name to change.
-        false
-    }
+#[async_trait::async_trait]
+impl Kind for Certificate {
+    type Live = CertificateDescription;
 
     fn desired(&self, _cx: &Ctx) -> Fields {
-        Fields::from([("status".to_string(), "ACTIVE".into())])
+        fields(CertificateStatus::Active.as_str())
     }
 
-    async fn observe(&self, cx: &Ctx) -> Result<Option<Fields>, StepError> {
-        // Only a recorded certificate is ours; an interrupted create is looked for by `up`.
+    /// The recorded certificate, by its id. Only a recorded certificate is ours: the result
+    /// of an interrupted create is looked for by `apply` before it creates one.
+    async fn read(&self, cx: &Ctx) -> Result<Option<CertificateDescription>, StepError> {
         let Some(id) = cx
             .record(CERTIFICATE)
             .filter(|r| r.phase == Phase::Created)
@@ -58,61 +60,98 @@ impl Resource for Certificate {
         else {
             return Ok(None);
         };
-        Ok(self.describe(&id).await?.map(|c| {
-            let status = c.status().map(|s| s.as_str()).unwrap_or("unknown");
-            Fields::from([("status".to_string(), status.into())])
-        }))
+        self.describe(&id).await
     }
 
-    async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
-        let record = cx.record(CERTIFICATE);
-        match record {
-            Some(rec) if rec.phase == Phase::Created => self.ensure_recorded(cx, rec).await,
-            Some(rec) => {
-                // A create call may have happened before a crash: look for its result first.
-                if let Some(found) = self.find_by_intent(&rec).await? {
-                    return self.adopt(cx, rec, found).await;
+    fn fields(&self, live: &CertificateDescription) -> Fields {
+        fields(status_of(live))
+    }
+
+    fn identify(&self, live: &CertificateDescription) -> String {
+        format!(
+            "{} ({})",
+            live.certificate_arn().unwrap_or_default(),
+            status_of(live)
+        )
+    }
+
+    fn renamed(&self, _rec: &Record) -> bool {
+        // Recorded by id; a certificate has no name to change.
+        false
+    }
+
+    async fn apply(
+        &self,
+        cx: &Ctx,
+        step: Step<CertificateDescription>,
+    ) -> Result<Outcome, StepError> {
+        let Some(live) = &step.live else {
+            return match step.record {
+                Some(rec) if rec.phase == Phase::Created => {
+                    // Deleted behind our back: the old key is useless now, issue a new one.
+                    cx.progress("recorded certificate is gone; issuing a new one");
+                    cx.forget(CERTIFICATE)?;
+                    self.create(cx, None).await
                 }
-                self.create(cx, Some(&rec)).await
-            }
-            None => self.create(cx, None).await,
-        }
-    }
-
-    async fn probe(&self, cx: &Ctx) -> Result<Option<String>, StepError> {
-        let Some(id) = cx.record(CERTIFICATE).and_then(|r| r.id) else {
-            return Ok(None);
+                Some(rec) => {
+                    // A create call may have happened before a crash: look for its result first.
+                    if let Some(found) = self.find_by_intent(&rec).await? {
+                        return self.adopt(cx, rec, found).await;
+                    }
+                    self.create(cx, Some(&rec)).await
+                }
+                None => self.create(cx, None).await,
+            };
         };
-        Ok(self.describe(&id).await?.map(|c| {
-            format!(
-                "{} ({})",
-                c.certificate_arn().unwrap_or_default(),
-                c.status().map(|s| s.as_str()).unwrap_or("unknown")
-            )
-        }))
+        self.write_certificate_file_if_missing(live.certificate_pem())?;
+        if !step.changes("status") {
+            return Ok(Outcome::Unchanged);
+        }
+        let id = live.certificate_id().unwrap_or_default();
+        sdk::send(
+            op(KIND, id, "UpdateCertificate"),
+            self.0
+                .aws
+                .iot
+                .update_certificate()
+                .certificate_id(id)
+                .new_status(CertificateStatus::Active)
+                .send(),
+        )
+        .await?;
+        Ok(Outcome::Updated(format!(
+            "re-activated (was {})",
+            status_of(live)
+        )))
     }
 
-    async fn check(&self, cx: &Ctx) -> Vec<Check> {
-        const ACTIVE: &str = "certificate.active";
-        const FILES: &str = "certificate.local_files";
-        let Some(id) = cx.record(CERTIFICATE).and_then(|r| r.id) else {
+    fn check_name(&self) -> &'static str {
+        ACTIVE
+    }
+
+    fn check_names(&self) -> Vec<&'static str> {
+        vec![ACTIVE, FILES]
+    }
+
+    /// Whether it is active (the comparison), and whether the local files are its own (the
+    /// key files: something the comparison does not look at).
+    async fn checks(&self, _cx: &Ctx, seen: Seen<'_, CertificateDescription>) -> Vec<Check> {
+        let Some(id) = seen.record.and_then(|r| r.id.as_deref()) else {
             return super::not_deployed(&[ACTIVE, FILES], KIND);
         };
         let res = format!("{KIND} {id}");
-        let live = self.describe(&id).await;
-        let Some(desc) = crate::check_try!(live, [ACTIVE, FILES], res) else {
+        let Some(desc) = seen.live else {
             let why = format!("{res} does not exist");
             return vec![
                 Check::fail(ACTIVE, &res, why.clone()),
                 Check::fail(FILES, &res, why),
             ];
         };
-        let status = desc.status().map(|s| s.as_str()).unwrap_or("unknown");
         let active = Check::new(
             ACTIVE,
             &res,
-            status == "ACTIVE",
-            format!("{res} is {status}"),
+            seen.changes.is_empty(),
+            format!("{res} is {}", status_of(desc)),
         );
         vec![
             active,
@@ -142,6 +181,15 @@ impl Resource for Certificate {
     }
 }
 
+/// The plan's view of a certificate: its status.
+fn fields(status: &str) -> Fields {
+    Fields::from([("status".to_string(), status.into())])
+}
+
+fn status_of(c: &CertificateDescription) -> &str {
+    c.status().map(|s| s.as_str()).unwrap_or("unknown")
+}
+
 struct Found {
     id: String,
     arn: String,
@@ -150,60 +198,30 @@ struct Found {
 }
 
 impl Certificate {
-    /// The live certificate, or None when it does not exist: the one read that observe,
-    /// probe, check and ensure share.
-    async fn describe(
-        &self,
-        id: &str,
-    ) -> Result<Option<aws_sdk_iot::types::CertificateDescription>, StepError> {
-        Ok(found!(
+    /// The certificate with this id, or None when it does not exist.
+    async fn describe(&self, id: &str) -> Result<Option<CertificateDescription>, StepError> {
+        let out = sdk::find(
+            op(KIND, id, "DescribeCertificate"),
             self.0
                 .aws
                 .iot
                 .describe_certificate()
                 .certificate_id(id)
                 .send(),
-            is_resource_not_found_exception,
-            KIND,
-            id,
-            "DescribeCertificate"
+            |e| e.is_resource_not_found_exception(),
         )
-        .and_then(|o| o.certificate_description))
+        .await?;
+        Ok(out.and_then(|o| o.certificate_description))
     }
 
-    async fn ensure_recorded(&self, cx: &Ctx, rec: Record) -> Result<Outcome, StepError> {
-        let iot = &self.0.aws.iot;
-        let id = rec.id.clone().unwrap_or_default();
-        let Some(desc) = self.describe(&id).await? else {
-            // Deleted behind our back: the old key is useless now, issue a new certificate.
-            cx.progress("recorded certificate is gone; issuing a new one");
-            cx.forget(CERTIFICATE)?;
-            return self.create(cx, None).await;
-        };
-        self.write_certificate_file_if_missing(desc.certificate_pem())?;
-        if desc.status() != Some(&CertificateStatus::Active) {
-            call!(
-                iot.update_certificate()
-                    .certificate_id(&id)
-                    .new_status(CertificateStatus::Active)
-                    .send(),
-                KIND,
-                &id,
-                "UpdateCertificate"
-            );
-            return Ok(Outcome::Updated(format!(
-                "re-activated (was {})",
-                desc.status().map(|s| s.as_str()).unwrap_or("unknown")
-            )));
-        }
-        Ok(Outcome::Unchanged)
-    }
-
+    /// Takes over the certificate an interrupted create made: its certificate file written,
+    /// re-activated if it is not active.
     async fn adopt(&self, cx: &Ctx, mut rec: Record, found: Found) -> Result<Outcome, StepError> {
         let files = &self.0.d.key_files;
         keys::write_private(&files.certificate, &found.pem, 0o644).map_err(key_err)?;
         if !found.active {
-            call!(
+            sdk::send(
+                op(KIND, &found.id, "UpdateCertificate"),
                 self.0
                     .aws
                     .iot
@@ -211,10 +229,8 @@ impl Certificate {
                     .certificate_id(&found.id)
                     .new_status(CertificateStatus::Active)
                     .send(),
-                KIND,
-                &found.id,
-                "UpdateCertificate"
-            );
+            )
+            .await?;
         }
         rec.phase = Phase::Created;
         rec.name = found.id.clone();
@@ -359,12 +375,11 @@ impl Certificate {
             CertificateMode::AwsGenerated => {
                 let rec = Record::new(CERTIFICATE, KIND, Phase::Intent, "pending");
                 let mut rec = cx.intent(rec)?;
-                let out = call!(
+                let out = sdk::send(
+                    op(KIND, &d.thing_name, "CreateKeysAndCertificate"),
                     iot.create_keys_and_certificate().set_as_active(true).send(),
-                    KIND,
-                    &d.thing_name,
-                    "CreateKeysAndCertificate"
-                );
+                )
+                .await?;
                 let pair = out.key_pair().ok_or_else(|| {
                     StepError::Failed("CreateKeysAndCertificate returned no key pair".into())
                 })?;
@@ -419,16 +434,15 @@ impl Certificate {
             .saturating_sub(SKEW.as_millis() as u64);
         let mut marker: Option<String> = None;
         loop {
-            let page = call!(
+            let page = sdk::send(
+                op(KIND, "(resume)", "ListCertificates"),
                 iot.list_certificates()
                     .page_size(250)
                     .ascending_order(false)
                     .set_marker(marker.clone())
                     .send(),
-                KIND,
-                "(resume)",
-                "ListCertificates"
-            );
+            )
+            .await?;
             let mut older_seen = false;
             for c in page.certificates() {
                 let created_ms = c
@@ -442,14 +456,7 @@ impl Certificate {
                 let Some(id) = c.certificate_id() else {
                     continue;
                 };
-                let Some(desc) = found!(
-                    iot.describe_certificate().certificate_id(id).send(),
-                    is_resource_not_found_exception,
-                    KIND,
-                    id,
-                    "DescribeCertificate"
-                )
-                .and_then(|o| o.certificate_description) else {
+                let Some(desc) = self.describe(id).await? else {
                     continue;
                 };
                 let pem = desc.certificate_pem().unwrap_or_default();
@@ -476,53 +483,50 @@ impl Certificate {
     /// Deactivate, detach from every thing and policy, delete. Returns false if already gone.
     async fn delete(&self, id: &str, arn: &str, cx: &Ctx) -> Result<bool, StepError> {
         let iot = &self.0.aws.iot;
-        if !done!(
+        let deactivated = sdk::find(
+            op(KIND, id, "UpdateCertificate"),
             iot.update_certificate()
                 .certificate_id(id)
                 .new_status(CertificateStatus::Inactive)
                 .send(),
-            is_resource_not_found_exception,
-            KIND,
-            id,
-            "UpdateCertificate"
-        ) {
+            |e| e.is_resource_not_found_exception(),
+        )
+        .await?;
+        if deactivated.is_none() {
             return Ok(false);
         }
-        let things = call!(
+        let things = sdk::send(
+            op(KIND, id, "ListPrincipalThings"),
             iot.list_principal_things().principal(arn).send(),
-            KIND,
-            id,
-            "ListPrincipalThings"
-        );
+        )
+        .await?;
         for thing in things.things() {
-            done!(
+            sdk::find(
+                op(KIND, id, "DetachThingPrincipal"),
                 iot.detach_thing_principal()
                     .thing_name(thing)
                     .principal(arn)
                     .send(),
-                is_resource_not_found_exception,
-                KIND,
-                id,
-                "DetachThingPrincipal"
-            );
+                |e| e.is_resource_not_found_exception(),
+            )
+            .await?;
         }
-        let policies = call!(
+        let policies = sdk::send(
+            op(KIND, id, "ListAttachedPolicies"),
             iot.list_attached_policies().target(arn).send(),
-            KIND,
-            id,
-            "ListAttachedPolicies"
-        );
+        )
+        .await?;
         for p in policies.policies() {
-            crate::gone_by_code!(
+            // DetachPolicy has no typed not-found error; AWS answers with the code.
+            sdk::find_by_code(
+                op(KIND, id, "DetachPolicy"),
                 iot.detach_policy()
                     .policy_name(p.policy_name().unwrap_or_default())
                     .target(arn)
                     .send(),
                 "ResourceNotFoundException",
-                KIND,
-                id,
-                "DetachPolicy"
-            );
+            )
+            .await?;
         }
         // Detaching a thing is asynchronous on AWS: DeleteCertificate answers
         // DeleteConflictException until it has propagated. Retry that, bounded.
@@ -613,4 +617,362 @@ impl Certificate {
 
 fn key_err(e: keys::KeyError) -> StepError {
     StepError::Failed(format!("{KIND}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+
+    use aws_sdk_iot::operation::create_certificate_from_csr::CreateCertificateFromCsrOutput;
+    use aws_sdk_iot::operation::create_keys_and_certificate::CreateKeysAndCertificateOutput;
+    use aws_sdk_iot::operation::describe_certificate::{
+        DescribeCertificateError, DescribeCertificateOutput,
+    };
+    use aws_sdk_iot::operation::list_certificates::ListCertificatesOutput;
+    use aws_sdk_iot::operation::update_certificate::UpdateCertificateOutput;
+    use aws_smithy_mocks::{mock, Rule};
+
+    use super::*;
+    use crate::engine::Resource;
+    use crate::plan::Action;
+    use crate::resources::testing::*;
+    use crate::verify::CheckStatus;
+
+    fn arn(id: &str) -> String {
+        format!("arn:aws:iot:us-east-1:123456789012:cert/{id}")
+    }
+
+    fn recorded_cert() -> Record {
+        let mut r = recorded(CERTIFICATE, KIND, "c1", Some(&arn("c1")));
+        r.id = Some("c1".into());
+        r
+    }
+
+    /// The intent of a create interrupted after its key was written: the key on disk, its
+    /// fingerprint in the state.
+    fn interrupted(key: &DeviceKey) -> Record {
+        let mut r = Record::new(CERTIFICATE, KIND, Phase::Intent, "pending");
+        r.data.insert(FINGERPRINT.into(), key.fingerprint().into());
+        r.intent_at_ms = Some(crate::state::now_ms());
+        r
+    }
+
+    /// A certificate for the private key in `pem` (self-signed: only its public key matters).
+    fn certificate_for(private_pem: &str) -> String {
+        let key = rcgen::KeyPair::from_pem(private_pem).unwrap();
+        rcgen::CertificateParams::new(vec!["device".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap()
+            .pem()
+    }
+
+    fn described(id: &'static str, status: CertificateStatus, pem: String) -> Rule {
+        mock!(aws_sdk_iot::Client::describe_certificate)
+            .match_requests(move |r| r.certificate_id() == Some(id))
+            .then_output(move || {
+                DescribeCertificateOutput::builder()
+                    .certificate_description(
+                        CertificateDescription::builder()
+                            .certificate_id(id)
+                            .certificate_arn(arn(id))
+                            .status(status.clone())
+                            .certificate_pem(pem.clone())
+                            .build(),
+                    )
+                    .build()
+            })
+    }
+
+    fn gone() -> Rule {
+        mock!(aws_sdk_iot::Client::describe_certificate).then_error(|| {
+            DescribeCertificateError::ResourceNotFoundException(
+                aws_sdk_iot::types::error::ResourceNotFoundException::builder().build(),
+            )
+        })
+    }
+
+    fn activate(id: &'static str) -> Rule {
+        mock!(aws_sdk_iot::Client::update_certificate)
+            .match_requests(move |r| {
+                r.certificate_id() == Some(id) && r.new_status() == Some(&CertificateStatus::Active)
+            })
+            .then_output(|| UpdateCertificateOutput::builder().build())
+    }
+
+    /// ListCertificates: these certificates, all created just now.
+    fn listed(ids: &'static [&'static str]) -> Rule {
+        mock!(aws_sdk_iot::Client::list_certificates).then_output(move || {
+            let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now());
+            ids.iter()
+                .fold(ListCertificatesOutput::builder(), |b, id| {
+                    b.certificates(
+                        aws_sdk_iot::types::Certificate::builder()
+                            .certificate_id(*id)
+                            .creation_date(now)
+                            .build(),
+                    )
+                })
+                .build()
+        })
+    }
+
+    /// CreateCertificateFromCsr issuing certificate `id` for the key the step wrote to
+    /// `key_path` (known once the harness made its directory).
+    fn issued(id: &'static str, key_path: Arc<Mutex<PathBuf>>) -> Rule {
+        mock!(aws_sdk_iot::Client::create_certificate_from_csr).then_compute_output(move |_| {
+            let key = std::fs::read_to_string(&*key_path.lock().unwrap()).unwrap();
+            CreateCertificateFromCsrOutput::builder()
+                .certificate_id(id)
+                .certificate_arn(arn(id))
+                .certificate_pem(certificate_for(&key))
+                .build()
+        })
+    }
+
+    /// A harness whose private key path is also handed to `key_path`.
+    fn harness_with_key(
+        iot: &[&Rule],
+        records: Vec<Record>,
+        key_path: &Arc<Mutex<PathBuf>>,
+    ) -> Harness {
+        let h = harness(iot, &[], &[], &[], records, |_| {});
+        *key_path.lock().unwrap() = h.env.d.key_files.private_key.clone();
+        h
+    }
+
+    async fn plan_then_ensure(h: &Harness) -> (crate::plan::Planned, Outcome) {
+        let r = Certificate(h.env.clone());
+        let plan = Resource::plan(&r, &h.cx, true).await.unwrap();
+        (plan, r.ensure(&h.cx).await.unwrap())
+    }
+
+    fn read(path: &std::path::Path) -> String {
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    #[tokio::test]
+    async fn no_change_writes_nothing_but_a_missing_certificate_file() {
+        let describe = described("c1", CertificateStatus::Active, "PEM".into());
+        let h = harness(&[&describe], &[], &[], &[], vec![recorded_cert()], |_| {});
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!(
+            (plan.action, outcome),
+            (Action::NoChange, Outcome::Unchanged)
+        );
+        assert_eq!(describe.num_calls(), 2, "one read each");
+        assert_eq!(h.cx.record(CERTIFICATE), Some(recorded_cert()));
+        // As before: the certificate file is written again when it is missing.
+        assert_eq!(read(&h.env.d.key_files.certificate), "PEM");
+    }
+
+    #[tokio::test]
+    async fn an_inactive_certificate_is_reactivated_in_place() {
+        let describe = described("c1", CertificateStatus::Inactive, "PEM".into());
+        let update = activate("c1");
+        let h = harness(
+            &[&describe, &update],
+            &[],
+            &[],
+            &[],
+            vec![recorded_cert()],
+            |_| {},
+        );
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!(plan.action, Action::Update);
+        assert_eq!(
+            crate::plan::describe(&plan.changes),
+            r#"status: "INACTIVE" → "ACTIVE""#
+        );
+        assert_eq!(
+            outcome,
+            Outcome::Updated("re-activated (was INACTIVE)".into())
+        );
+        assert_eq!(update.num_calls(), 1);
+        assert_eq!(h.cx.record(CERTIFICATE), Some(recorded_cert()));
+    }
+
+    #[tokio::test]
+    async fn a_new_certificate_is_issued_for_a_local_key() {
+        let key_path = Arc::new(Mutex::new(PathBuf::new()));
+        let (create, list) = (issued("c2", key_path.clone()), listed(&[]));
+        let h = harness_with_key(&[&create, &list], vec![], &key_path);
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!((plan.action, outcome), (Action::Create, Outcome::Created));
+        assert_eq!(create.num_calls(), 1);
+        assert_eq!(list.num_calls(), 1, "the duplicate sweep");
+        let rec = h.cx.record(CERTIFICATE).unwrap();
+        assert_eq!((rec.phase, rec.id.as_deref()), (Phase::Created, Some("c2")));
+        let files = &h.env.d.key_files;
+        let key = DeviceKey::load(&files.private_key).unwrap();
+        assert_eq!(rec.data_str(FINGERPRINT), Some(key.fingerprint().as_str()));
+        assert_eq!(
+            keys::certificate_key_fingerprint(&read(&files.certificate)).unwrap(),
+            key.fingerprint()
+        );
+        assert!(files.public_key.exists());
+    }
+
+    #[tokio::test]
+    async fn a_certificate_deleted_outside_is_issued_again() {
+        let key_path = Arc::new(Mutex::new(PathBuf::new()));
+        let (describe, create, list) = (gone(), issued("c2", key_path.clone()), listed(&[]));
+        let h = harness_with_key(
+            &[&describe, &create, &list],
+            vec![recorded_cert()],
+            &key_path,
+        );
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!((plan.action, outcome), (Action::Create, Outcome::Created));
+        assert!(plan.note.unwrap().contains("deleted outside iotreg"));
+        assert_eq!(create.num_calls(), 1);
+        assert_eq!(h.cx.record(CERTIFICATE).unwrap().id.as_deref(), Some("c2"));
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_create_that_issued_is_adopted() {
+        for (status, activations) in [
+            (CertificateStatus::Active, 0),
+            (CertificateStatus::Inactive, 1),
+        ] {
+            let key = DeviceKey::generate().unwrap();
+            let pem = certificate_for(&key.private_pem());
+            let (list, describe) = (listed(&["c9"]), described("c9", status, pem.clone()));
+            let update = activate("c9");
+            let h = harness(
+                &[&list, &describe, &update],
+                &[],
+                &[],
+                &[],
+                vec![interrupted(&key)],
+                |_| {},
+            );
+            let (plan, outcome) = plan_then_ensure(&h).await;
+            assert_eq!((plan.action, outcome), (Action::Create, Outcome::Adopted));
+            assert!(plan.note.unwrap().contains("interrupted"));
+            assert_eq!(list.num_calls(), 1, "up looks; plan does not");
+            assert_eq!(update.num_calls(), activations);
+            let rec = h.cx.record(CERTIFICATE).unwrap();
+            assert_eq!((rec.phase, rec.id.as_deref()), (Phase::Created, Some("c9")));
+            assert_eq!(read(&h.env.d.key_files.certificate), pem);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_create_that_issued_nothing_is_sent_again_with_its_key() {
+        let key = DeviceKey::generate().unwrap();
+        let key_path = Arc::new(Mutex::new(PathBuf::new()));
+        let (create, list) = (issued("c2", key_path.clone()), listed(&[]));
+        let h = harness_with_key(&[&create, &list], vec![interrupted(&key)], &key_path);
+        keys::write_private(&h.env.d.key_files.private_key, &key.private_pem(), 0o600).unwrap();
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!((plan.action, outcome), (Action::Create, Outcome::Created));
+        assert_eq!(create.num_calls(), 1);
+        assert_eq!(
+            list.num_calls(),
+            2,
+            "the look for the result, then the sweep"
+        );
+        let rec = h.cx.record(CERTIFICATE).unwrap();
+        assert_eq!(rec.id.as_deref(), Some("c2"));
+        assert_eq!(rec.data_str(FINGERPRINT), Some(key.fingerprint().as_str()));
+    }
+
+    #[tokio::test]
+    async fn aws_generated_keys_are_written_locally() {
+        let key = DeviceKey::generate().unwrap();
+        let (private, public) = (key.private_pem(), key.public_pem());
+        let pem = certificate_for(&private);
+        let cert = pem.clone();
+        let create =
+            mock!(aws_sdk_iot::Client::create_keys_and_certificate).then_output(move || {
+                CreateKeysAndCertificateOutput::builder()
+                    .certificate_id("c3")
+                    .certificate_arn(arn("c3"))
+                    .certificate_pem(cert.clone())
+                    .key_pair(
+                        aws_sdk_iot::types::KeyPair::builder()
+                            .private_key(private.clone())
+                            .public_key(public.clone())
+                            .build(),
+                    )
+                    .build()
+            });
+        let h = harness(&[&create], &[], &[], &[], vec![], |d| {
+            d.certificate_mode = CertificateMode::AwsGenerated;
+        });
+        let (plan, outcome) = plan_then_ensure(&h).await;
+        assert_eq!((plan.action, outcome), (Action::Create, Outcome::Created));
+        assert_eq!(create.num_calls(), 1);
+        let rec = h.cx.record(CERTIFICATE).unwrap();
+        assert_eq!(rec.id.as_deref(), Some("c3"));
+        assert_eq!(rec.data_str(FINGERPRINT), Some(key.fingerprint().as_str()));
+        let files = &h.env.d.key_files;
+        assert_eq!(read(&files.certificate), pem);
+        assert_eq!(read(&files.private_key), key.private_pem());
+    }
+
+    #[tokio::test]
+    async fn verify_checks_the_status_and_the_local_files() {
+        let key = DeviceKey::generate().unwrap();
+        let pem = certificate_for(&key.private_pem());
+        let status = |checks: &[Check]| -> Vec<(String, CheckStatus, String)> {
+            checks
+                .iter()
+                .map(|c| (c.name.clone(), c.status, c.reason.clone()))
+                .collect()
+        };
+
+        // Active, with its own key and certificate on disk.
+        let describe = described("c1", CertificateStatus::Active, pem.clone());
+        let h = harness(&[&describe], &[], &[], &[], vec![recorded_cert()], |_| {});
+        let files = &h.env.d.key_files;
+        keys::write_private(&files.private_key, &key.private_pem(), 0o600).unwrap();
+        keys::write_private(&files.certificate, &pem, 0o644).unwrap();
+        let checks = Certificate(h.env.clone()).check(&h.cx).await;
+        assert_eq!(
+            status(&checks),
+            vec![
+                (
+                    ACTIVE.into(),
+                    CheckStatus::Pass,
+                    "certificate c1 is ACTIVE".into()
+                ),
+                (
+                    FILES.into(),
+                    CheckStatus::Pass,
+                    "local certificate is the registered one; private key matches it".into()
+                ),
+            ]
+        );
+
+        // Deactivated, and the local files missing.
+        let describe = described("c1", CertificateStatus::Inactive, pem.clone());
+        let h = harness(&[&describe], &[], &[], &[], vec![recorded_cert()], |_| {});
+        let checks = Certificate(h.env.clone()).check(&h.cx).await;
+        assert_eq!(checks[0].status, CheckStatus::Fail);
+        assert_eq!(checks[0].reason, "certificate c1 is INACTIVE");
+        assert_eq!(checks[1].status, CheckStatus::Fail);
+
+        // The read refused: both checks fail, naming the call.
+        let describe = mock!(aws_sdk_iot::Client::describe_certificate).then_error(|| {
+            DescribeCertificateError::generic(meta("AccessDeniedException", "not allowed"))
+        });
+        let h = harness(&[&describe], &[], &[], &[], vec![recorded_cert()], |_| {});
+        let checks = Certificate(h.env.clone()).check(&h.cx).await;
+        assert_eq!(checks.len(), 2);
+        for c in &checks {
+            assert_eq!(c.status, CheckStatus::Fail);
+            assert!(c.reason.contains("DescribeCertificate"), "{}", c.reason);
+        }
+
+        // Nothing recorded.
+        let h = harness(&[], &[], &[], &[], vec![], |_| {});
+        let checks = Certificate(h.env.clone()).check(&h.cx).await;
+        assert_eq!(checks.len(), 2);
+        assert!(checks
+            .iter()
+            .all(|c| c.status == CheckStatus::Fail && c.reason.contains("run `iotreg up`")));
+    }
 }

@@ -166,7 +166,7 @@ const REGISTRY: &[Entry] = &[
         device: true,
         wanted: always,
         stray: true,
-        make: |env| one(Old(certificate::Certificate(env.clone()))),
+        make: |env| one(certificate::Certificate(env.clone())),
     },
     Entry {
         device: false,
@@ -178,13 +178,13 @@ const REGISTRY: &[Entry] = &[
         device: true,
         wanted: always,
         stray: true,
-        make: |env| one(Old(policy_attachment::PolicyAttachment(env.clone()))),
+        make: |env| one(policy_attachment::PolicyAttachment(env.clone())),
     },
     Entry {
         device: true,
         wanted: always,
         stray: true,
-        make: |env| one(Old(thing_principal::ThingPrincipal(env.clone()))),
+        make: |env| one(thing_principal::ThingPrincipal(env.clone())),
     },
     Entry {
         device: false,
@@ -238,7 +238,7 @@ const REGISTRY: &[Entry] = &[
         device: true,
         wanted: |d| d.shadow.is_some(),
         stray: true,
-        make: |env| one(Old(shadow::Shadow(env.clone()))),
+        make: |env| one(shadow::Shadow(env.clone())),
     },
     Entry {
         device: false,
