@@ -14,12 +14,10 @@ use crate::state::{Record, StateError};
 use crate::verify::Check;
 
 mod ctx;
-mod legacy;
 pub mod planning;
 mod runner;
 
 pub use ctx::Ctx;
-pub use legacy::{Legacy, Old};
 pub use planning::plan_delete;
 pub use runner::{run, Direction, StepReport};
 
@@ -167,13 +165,6 @@ impl<L> Step<L> {
     /// Whether the plan changes this field.
     pub fn changes(&self, field: &str) -> bool {
         self.plan.changes.iter().any(|c| c.field == field)
-    }
-    /// Whether the plan changes any field under `prefix` (`attributes.` for every attribute).
-    pub fn changes_under(&self, prefix: &str) -> bool {
-        self.plan
-            .changes
-            .iter()
-            .any(|c| c.field.starts_with(prefix))
     }
     /// The planned field changes as one line: `memory_mb: 128 → 256, …`.
     pub fn summary(&self) -> String {

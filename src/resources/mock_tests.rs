@@ -23,7 +23,7 @@ use aws_smithy_mocks::{mock, Rule};
 
 use super::testing::*;
 use super::*;
-use crate::engine::{Legacy, Meta, Outcome, Resource, StepError};
+use crate::engine::{Meta, Outcome, Resource, StepError};
 use crate::state::{Phase, Record};
 
 fn role_record() -> Record {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::aws::Clients;
 use crate::config::CertificateMode;
-use crate::engine::{Old, Resource};
+use crate::engine::Resource;
 use crate::keys::KeyFiles;
 
 pub mod alarm;
@@ -307,98 +307,6 @@ pub fn everything(env: &Arc<Env>, state: &crate::state::State) -> Vec<Box<dyn Re
     let mut all = plan(env);
     all.extend(strays(env, state));
     all
-}
-
-/// Evaluates an SDK call and yields `Some(output)`, or `None` when the service answered with
-/// the typed not-found error named by `$is_not_found` (the generated `is_*_exception` method);
-/// any other error returns early from the enclosing function as a [`StepError`].
-#[macro_export]
-macro_rules! found {
-    ($call:expr, $is_not_found:ident, $kind:expr, $name:expr, $op:expr) => {
-        match {
-            $crate::ratelimit::acquire($op).await;
-            $call.await
-        } {
-            Ok(v) => Some(v),
-            Err(e) if e.as_service_error().is_some_and(|s| s.$is_not_found()) => None,
-            Err(e) => return Err($crate::aws::failed($kind, $name, $op, e)),
-        }
-    };
-}
-
-/// Same as [`found!`] for calls that have no output worth keeping: `true` when it happened.
-#[macro_export]
-macro_rules! done {
-    ($call:expr, $is_not_found:ident, $kind:expr, $name:expr, $op:expr) => {{
-        let happened: bool = $crate::found!($call, $is_not_found, $kind, $name, $op).is_some();
-        happened
-    }};
-}
-
-/// Unwraps an SDK call's output or returns a [`StepError`] naming the resource and call.
-#[macro_export]
-macro_rules! call {
-    ($call:expr, $kind:expr, $name:expr, $op:expr) => {{
-        $crate::ratelimit::acquire($op).await;
-        $call
-            .await
-            .map_err(|e| $crate::aws::failed($kind, $name, $op, e))?
-    }};
-}
-
-/// Like [`done!`] for calls whose error model has no typed not-found variant, although the
-/// service (or an emulator) can answer with that code: matched by the code string.
-#[macro_export]
-macro_rules! gone_by_code {
-    ($call:expr, $code:expr, $kind:expr, $name:expr, $op:expr) => {
-        match {
-            $crate::ratelimit::acquire($op).await;
-            $call.await
-        } {
-            Ok(_) => true,
-            Err(e) if $crate::aws::code_of(&e) == Some($code) => false,
-            Err(e) => return Err($crate::aws::failed($kind, $name, $op, e)),
-        }
-    };
-}
-
-/// Sends a create call after its intent was recorded. If the service answers with its typed
-/// already-exists error (`$is_exists`), the likeliest cause is our own earlier attempt: its
-/// answer was lost (a 5xx or a timeout after the write) and the SDK retried. The intent stays,
-/// and the engine reads again, which adopts the resource. (Another writer creating the same
-/// suffixed name in that instant is far less likely, and the state lock rules out a second
-/// iotreg run on this deployment.)
-#[macro_export]
-macro_rules! create {
-    ($call:expr, $is_exists:ident, $cx:expr, $key:expr, $kind:expr, $name:expr, $op:expr) => {
-        match {
-            $crate::ratelimit::acquire($op).await;
-            $call.await
-        } {
-            Ok(v) => v,
-            Err(e) if e.as_service_error().is_some_and(|s| s.$is_exists()) => {
-                return Err($crate::engine::StepError::ExistsAfterCreate {
-                    kind: $kind.to_string(),
-                    name: $name.to_string(),
-                });
-            }
-            Err(e) => return Err($crate::aws::failed($kind, $name, $op, e)),
-        }
-    };
-}
-
-/// Unwraps a check's AWS read, or returns the given failing checks with the error as reason.
-#[macro_export]
-macro_rules! check_try {
-    ($result:expr, [$($name:expr),+], $resource:expr) => {
-        match $result {
-            Ok(v) => v,
-            Err(e) => {
-                let reason = e.to_string();
-                return vec![$($crate::verify::Check::fail($name, &$resource, reason.clone())),+];
-            }
-        }
-    };
 }
 
 /// The failing checks of a resource that this state has no record of.
