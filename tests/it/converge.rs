@@ -36,8 +36,20 @@ async fn identity(c: &Clients, thing: &str) -> (String, String) {
     (t.thing_id().unwrap().to_string(), p.principals()[0].clone())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn drift_from_outside_is_repaired_in_place() {
+/// A deployment and what the tests look at: the emulator, the working directory, clients, the
+/// thing's name and its identity (thing id, certificate) right after `up`. Keep it whole
+/// (`let d = deployed().await;`): a `let Deployed { w, .. } = ...` would drop the emulator there
+/// and then.
+struct Deployed {
+    emu: Emulator,
+    w: Workdir,
+    c: Clients,
+    s: String,
+    thing: String,
+    before: (String, String),
+}
+
+async fn deployed() -> Deployed {
     let emu = Emulator::start();
     let w = emu.workdir();
     w.ok(&["up"]);
@@ -45,24 +57,42 @@ async fn drift_from_outside_is_repaired_in_place() {
     let c = emu.clients().await;
     let thing = format!("temperature-sensor-{s}");
     let before = identity(&c, &thing).await;
+    Deployed {
+        emu,
+        w,
+        c,
+        s,
+        thing,
+        before,
+    }
+}
 
-    // Five drifts: an attribute, the policy document, the rule's SQL, the function's memory,
-    // and the shadow's desired state (while the device has reported its own state).
-    let n = drift::Names::new(&s);
-    drift::attribute(&c, &n, "location", "Somewhere-Else").await;
-    drift::policy_document(&c, &n, r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:us-east-1:123456789012:client/${iot:Connection.Thing.ThingName}"}]}"#).await;
-    drift::rule_sql(&c, &n, "SELECT * FROM 'sensor/#'").await;
-    drift::memory(&c, &n, 1024).await;
-    drift::shadow(&c, &n, serde_json::json!({"state": {"reported": {"temperature": 31.5, "firmware_version": "1.0.1"}}})).await;
+/// A deployment with five drifts made from outside: an attribute, the policy document, the
+/// rule's SQL, the function's memory, and the shadow's desired state (while the device has
+/// reported its own state).
+async fn drifted() -> Deployed {
+    let d = deployed().await;
+    let (c, n) = (&d.c, drift::Names::new(&d.s));
+    drift::attribute(c, &n, "location", "Somewhere-Else").await;
+    drift::policy_document(c, &n, r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:us-east-1:123456789012:client/${iot:Connection.Thing.ThingName}"}]}"#).await;
+    drift::rule_sql(c, &n, "SELECT * FROM 'sensor/#'").await;
+    drift::memory(c, &n, 1024).await;
+    drift::shadow(c, &n, serde_json::json!({"state": {"reported": {"temperature": 31.5, "firmware_version": "1.0.1"}}})).await;
     drift::shadow(
-        &c,
+        c,
         &n,
         serde_json::json!({"state": {"desired": {"temperature_threshold": 90}}}),
     )
     .await;
+    d
+}
 
-    // plan names each drifted resource, attributes it to a change outside iotreg, exits 3,
-    // and writes nothing.
+/// plan names each drifted resource, attributes it to a change outside iotreg, exits 3, and
+/// writes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_from_outside_is_planned_as_drift() {
+    let d = drifted().await;
+    let (emu, w) = (&d.emu, &d.w);
     let writes = emu.requests().len();
     let plan = w.run(&["plan", "--detailed-exitcode", "--output", "json"]);
     assert_eq!(plan.code(), 3, "{}", plan.all());
@@ -97,8 +127,12 @@ async fn drift_from_outside_is_repaired_in_place() {
         (&f["changes"][0]["from"], &f["changes"][0]["to"]),
         (&serde_json::json!(1024), &serde_json::json!(256))
     );
+}
 
-    // verify sees every drift; up repairs all of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_sees_every_drift_from_outside() {
+    let d = drifted().await;
+    let w = &d.w;
     let v = w.run(&["verify", "--skip-e2e", "--output", "json"]);
     assert_eq!(v.code(), 1);
     let failing: Vec<String> = v.json()["checks"]
@@ -120,6 +154,12 @@ async fn drift_from_outside_is_repaired_in_place() {
             "{check} in {failing:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_from_outside_is_repaired_in_place() {
+    let d = drifted().await;
+    let (w, c, thing) = (&d.w, &d.c, &d.thing);
     let up = w.ok(&["up", "--output", "json"]).json();
     for key in ["thing", "policy", "rule", "function", "shadow"] {
         assert_eq!(
@@ -135,12 +175,12 @@ async fn drift_from_outside_is_repaired_in_place() {
     assert!(outcome(&up, "function").1.contains("memory: 1024 → 256"));
     w.ok(&["verify", "--skip-e2e"]);
     // The same thing and the same certificate: repaired in place, not replaced.
-    assert_eq!(identity(&c, &thing).await, before);
+    assert_eq!(identity(c, thing).await, d.before);
     // The device's reported state survived; the desired state is the configured one again.
     let shadow = c
         .data
         .get_thing_shadow()
-        .thing_name(&thing)
+        .thing_name(thing)
         .send()
         .await
         .unwrap();
@@ -149,28 +189,37 @@ async fn drift_from_outside_is_repaired_in_place() {
     assert_eq!(shadow["state"]["reported"]["temperature"], 31.5);
     assert_eq!(shadow["state"]["reported"]["firmware_version"], "1.0.1");
     assert_eq!(shadow["state"]["desired"]["temperature_threshold"], 75);
-    // And a further up has nothing to do, and plan agrees.
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_drift_is_repaired_a_further_up_has_nothing_to_do() {
+    let d = drifted().await;
+    let w = &d.w;
+    w.ok(&["up"]);
+    // A further up has nothing to do, and plan agrees.
     let again = w.ok(&["up", "--output", "json"]).json();
     assert_eq!(again["counts"]["unchanged"], STEPS, "{again}");
     let plan = w.run(&["plan", "--detailed-exitcode"]);
     assert_eq!(plan.code(), 0, "{}", plan.all());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_config_change_is_applied_by_up_in_place() {
-    let emu = Emulator::start();
-    let w = emu.workdir();
-    w.ok(&["up"]);
-    let s = w.suffix();
-    let c = emu.clients().await;
-    let thing = format!("temperature-sensor-{s}");
-    let before = identity(&c, &thing).await;
+/// A deployment whose config then changes two things: the thing's location attribute and the
+/// function's memory.
+async fn reconfigured() -> Deployed {
+    let d = deployed().await;
     std::fs::write(
-        w.path().join("iotreg.toml"),
+        d.w.path().join("iotreg.toml"),
         "[function]\nmemory_mb = 512\n\n[thing.attributes]\ndeviceType = \"temperature\"\nmanufacturer = \"SensorCorp\"\nmodel = \"TC-2000\"\nlocation = \"Line-3\"\nfirmware = \"1.0.0\"\n",
     )
     .unwrap();
-    // plan shows both edits as config changes; up --dry-run shows the same and applies nothing.
+    d
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_change_is_planned_as_a_config_change() {
+    let d = reconfigured().await;
+    let w = &d.w;
+    // plan shows both edits as config changes.
     let plan = w.run(&["plan", "--detailed-exitcode", "--output", "json"]);
     assert_eq!(plan.code(), 3, "{}", plan.all());
     let changes: Vec<(String, String)> = plan.json()["resources"]
@@ -192,6 +241,12 @@ async fn a_config_change_is_applied_by_up_in_place() {
             ("memory_mb".to_string(), "config".to_string())
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_dry_run_shows_a_config_change_and_applies_nothing() {
+    let d = reconfigured().await;
+    let (emu, w) = (&d.emu, &d.w);
     let writes = emu.requests().len();
     let dry = w.ok(&["up", "--dry-run"]);
     assert!(
@@ -206,6 +261,12 @@ async fn a_config_change_is_applied_by_up_in_place() {
         Vec::<String>::new(),
         "--dry-run wrote"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_change_is_applied_by_up_in_place() {
+    let d = reconfigured().await;
+    let (w, c, s, thing) = (&d.w, &d.c, &d.s, &d.thing);
     let up = w.ok(&["up", "--output", "json"]).json();
     assert_eq!(outcome(&up, "thing").0, "updated");
     assert!(outcome(&up, "thing")
@@ -215,7 +276,7 @@ async fn a_config_change_is_applied_by_up_in_place() {
     let t = c
         .iot
         .describe_thing()
-        .thing_name(&thing)
+        .thing_name(thing)
         .send()
         .await
         .unwrap();
@@ -229,8 +290,8 @@ async fn a_config_change_is_applied_by_up_in_place() {
         .unwrap();
     assert_eq!(f.configuration().unwrap().memory_size(), Some(512));
     assert_eq!(
-        identity(&c, &thing).await,
-        before,
+        identity(c, thing).await,
+        d.before,
         "same thing, same certificate"
     );
     w.ok(&["verify", "--skip-e2e"]);
