@@ -153,29 +153,62 @@ fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value
         .unwrap_or_else(|| panic!("no check {name} in {report:#}"))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn alerts_alarms_and_dashboard_end_to_end() {
+/// A deployment and what the tests look at. Keep it whole (`let d = deployed(..).await;`): a
+/// `let Deployed { w, .. } = ...` would drop the emulator there and then.
+struct Deployed {
+    emu: Emulator,
+    w: Workdir,
+    c: Clients,
+    s: String,
+    topic: String,
+}
+
+/// `up` with `config` as iotreg.toml (none if empty), and what `up` printed.
+async fn deployed(config: &str) -> (Deployed, Run) {
     let emu = Emulator::start();
     let w = emu.workdir();
-    w.ok(&["up"]);
+    if !config.is_empty() {
+        std::fs::write(w.path().join("iotreg.toml"), config).unwrap();
+    }
+    let up = w.ok(&["up"]);
     let c = emu.clients().await;
     let s = w.suffix();
-    assert_eq!(inventory(&c).await, Inventory::one_of_each());
     let topic = topic_arn(&s);
+    (
+        Deployed {
+            emu,
+            w,
+            c,
+            s,
+            topic,
+        },
+        up,
+    )
+}
 
-    // The topic exists, and the function knows it.
+/// The default stack, monitoring on.
+async fn monitored() -> Deployed {
+    deployed("").await.0
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_alert_topic_exists_and_the_function_knows_it() {
+    let d = monitored().await;
+    let (c, s, topic) = (&d.c, &d.s, &d.topic);
+    assert_eq!(inventory(c).await, Inventory::one_of_each());
     c.sns
         .get_topic_attributes()
-        .topic_arn(&topic)
+        .topic_arn(topic)
         .send()
         .await
         .expect("the alert topic exists");
-    assert_eq!(
-        alert_variable(&c, &s).await.as_deref(),
-        Some(topic.as_str())
-    );
+    assert_eq!(alert_variable(c, s).await.as_deref(), Some(topic.as_str()));
+}
 
-    // The role may publish to that topic and nothing else.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_role_may_publish_to_the_topic_and_nothing_else() {
+    let d = monitored().await;
+    let (c, s, topic) = (&d.c, &d.s, &d.topic);
     let policy = c
         .iam
         .get_role_policy()
@@ -190,14 +223,18 @@ async fn alerts_alarms_and_dashboard_end_to_end() {
         doc["Statement"],
         serde_json::json!([{"Effect": "Allow", "Action": "sns:Publish", "Resource": topic}])
     );
+}
 
-    // Three alarms, each notifying the topic.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_alarms_each_notify_the_topic() {
+    let d = monitored().await;
+    let (c, s, topic) = (&d.c, &d.s, &d.topic);
     let alarms = c.cloudwatch.describe_alarms().send().await.unwrap();
     let mut seen: Vec<(String, String, Vec<String>)> = alarms
         .metric_alarms()
         .iter()
         .map(|a| {
-            assert_eq!(a.alarm_actions(), std::slice::from_ref(&topic), "{a:?}");
+            assert_eq!(a.alarm_actions(), std::slice::from_ref(topic), "{a:?}");
             assert_eq!(a.threshold(), Some(1.0));
             assert_eq!(a.period(), Some(300));
             assert_eq!(
@@ -242,8 +279,12 @@ async fn alerts_alarms_and_dashboard_end_to_end() {
             ),
         ]
     );
+}
 
-    // The dashboard shows the function, the rule and the alerts.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_shows_the_function_the_rule_and_the_alerts() {
+    let d = monitored().await;
+    let (c, s) = (&d.c, &d.s);
     let dashboard = c
         .cloudwatch
         .get_dashboard()
@@ -270,14 +311,19 @@ async fn alerts_alarms_and_dashboard_end_to_end() {
     ] {
         assert!(metrics.contains(&want), "{want} not in {metrics:?}");
     }
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscriber_hears_of_a_high_reading_and_not_of_a_normal_one() {
+    let d = monitored().await;
+    let (c, s, topic) = (&d.c, &d.s, &d.topic);
     // A subscriber to the topic hears of a 91 °C reading, and of nothing for 21 °C.
-    let queue = subscribed_queue(&c, &topic).await;
-    publish_and_wait(&c, &s, 21.0, "reading-21").await;
-    let quiet = drain(&c, &queue, Duration::from_secs(2)).await;
+    let queue = subscribed_queue(c, topic).await;
+    publish_and_wait(c, s, 21.0, "reading-21").await;
+    let quiet = drain(c, &queue, Duration::from_secs(2)).await;
     assert!(quiet.is_empty(), "a NORMAL reading alerted: {quiet:?}");
-    publish_and_wait(&c, &s, 91.0, "reading-91").await;
-    let alerts = drain(&c, &queue, Duration::from_secs(30)).await;
+    publish_and_wait(c, s, 91.0, "reading-91").await;
+    let alerts = drain(c, &queue, Duration::from_secs(30)).await;
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0]["TopicArn"], topic.as_str());
     let subject = alerts[0]["Subject"].as_str().unwrap();
@@ -288,7 +334,13 @@ async fn alerts_alarms_and_dashboard_end_to_end() {
     assert_eq!(message["alert_level"], "HIGH");
     assert_eq!(message["temperature"], 91.0);
     assert_eq!(message["timestamp"], "2026-11-29T10:00:00Z");
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_checks_each_piece_and_its_alert_reaches_the_topic() {
+    let d = monitored().await;
+    let (w, c, topic) = (&d.w, &d.c, &d.topic);
+    let queue = subscribed_queue(c, topic).await;
     // verify checks each piece, and sees its own 85.5 °C reading's alert reach the topic.
     let r = w.ok(&["verify", "--output", "json"]);
     let report = r.json();
@@ -307,17 +359,30 @@ async fn alerts_alarms_and_dashboard_end_to_end() {
     let alert = check(&report, "e2e.alert")["reason"].as_str().unwrap();
     assert!(alert.contains("SNS MessageId"), "{alert}");
     // The queue got verify's alert too: it really went through the topic.
-    let from_verify = drain(&c, &queue, Duration::from_secs(30)).await;
+    let from_verify = drain(c, &queue, Duration::from_secs(30)).await;
     assert_eq!(from_verify.len(), 1, "{from_verify:?}");
     let message: serde_json::Value =
         serde_json::from_str(from_verify[0]["Message"].as_str().unwrap()).unwrap();
     assert_eq!(message["temperature"], 85.5);
+}
 
-    // A second up has nothing to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_alerts_went_out_a_second_up_has_nothing_to_do() {
+    let d = monitored().await;
+    let (emu, w, c, s, topic) = (&d.emu, &d.w, &d.c, &d.s, &d.topic);
+    // Readings and verify ran the handler and sent alerts through the topic.
+    let _queue = subscribed_queue(c, topic).await;
+    publish_and_wait(c, s, 91.0, "reading-91").await;
+    w.ok(&["verify"]);
     let before = emu.requests().len();
     w.ok(&["up"]);
     assert_eq!(emu.writes_since(before), Vec::<String>::new());
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_publish_permission_verify_fails_and_up_restores_it() {
+    let d = monitored().await;
+    let (w, c, s) = (&d.w, &d.c, &d.s);
     // Without the publish permission, verify says the alert did not get out.
     c.iam
         .delete_role_policy()
@@ -339,10 +404,18 @@ async fn alerts_alarms_and_dashboard_end_to_end() {
     );
     w.ok(&["up"]);
     w.ok(&["plan", "--detailed-exitcode"]);
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn down_leaves_none_of_it() {
+    let d = monitored().await;
+    let (w, c, s, topic) = (&d.w, &d.c, &d.s, &d.topic);
+    // With a subscriber on the topic, after an alert went out.
+    let _queue = subscribed_queue(c, topic).await;
+    publish_and_wait(c, s, 91.0, "reading-91").await;
     // down leaves none of it (the test's own queue aside).
     w.ok(&["down"]);
-    assert_eq!(inventory(&c).await, Inventory::default());
+    assert_eq!(inventory(c).await, Inventory::default());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -390,46 +463,39 @@ async fn monitoring_off_creates_and_checks_none_of_it() {
     assert_eq!(inventory(&c).await, Inventory::default());
 }
 
+/// The subscriptions to `topic`, as "protocol endpoint arn".
+async fn subscriptions(c: &Clients, topic: &str) -> Vec<String> {
+    let out = c
+        .sns
+        .list_subscriptions_by_topic()
+        .topic_arn(topic)
+        .send()
+        .await
+        .unwrap();
+    out.subscriptions()
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {} {}",
+                s.protocol().unwrap(),
+                s.endpoint().unwrap(),
+                s.subscription_arn().unwrap()
+            )
+        })
+        .collect()
+}
+
+const OPS_EMAIL: &str = "[monitoring]\nalert_email = \"ops@example.com\"\n";
+
 #[tokio::test(flavor = "multi_thread")]
-async fn email_subscription_drift_and_turning_monitoring_off() {
-    let emu = Emulator::start();
-    let w = emu.workdir();
-    std::fs::write(
-        w.path().join("iotreg.toml"),
-        "[monitoring]\nalert_email = \"ops@example.com\"\n",
-    )
-    .unwrap();
-    let r = w.ok(&["up"]);
+async fn an_alert_email_is_pending_confirmation_and_verify_says_so() {
+    let (d, r) = deployed(OPS_EMAIL).await;
+    let (w, c, topic) = (&d.w, &d.c, &d.topic);
     // Pending confirmation is reported, not an error.
     assert!(r.stdout().contains("pending"), "{}", r.all());
     assert!(r.stdout().contains("ops@example.com"), "{}", r.all());
-    let c = emu.clients().await;
-    let s = w.suffix();
-    let topic = topic_arn(&s);
-    let subscriptions = |c: &Clients| {
-        let (c, topic) = (c.sns.clone(), topic.clone());
-        async move {
-            let out = c
-                .list_subscriptions_by_topic()
-                .topic_arn(topic)
-                .send()
-                .await
-                .unwrap();
-            out.subscriptions()
-                .iter()
-                .map(|s| {
-                    format!(
-                        "{} {} {}",
-                        s.protocol().unwrap(),
-                        s.endpoint().unwrap(),
-                        s.subscription_arn().unwrap()
-                    )
-                })
-                .collect::<Vec<_>>()
-        }
-    };
     assert_eq!(
-        subscriptions(&c).await,
+        subscriptions(c, topic).await,
         ["email ops@example.com PendingConfirmation"]
     );
     let r = w.ok(&["verify", "--skip-e2e", "--output", "json"]);
@@ -448,17 +514,25 @@ async fn email_subscription_drift_and_turning_monitoring_off() {
             .contains("pending confirmation"),
         "{sub}"
     );
+}
 
-    // A new address replaces the old one.
-    let plan = reconfigure(&w, "[monitoring]\nalert_email = \"oncall@example.com\"\n");
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_alert_email_replaces_the_old_one() {
+    let (d, _) = deployed(OPS_EMAIL).await;
+    let (w, c, topic) = (&d.w, &d.c, &d.topic);
+    let plan = reconfigure(w, "[monitoring]\nalert_email = \"oncall@example.com\"\n");
     assert!(plan.contains("ops@example.com"), "{plan}");
     w.ok(&["up"]);
     assert_eq!(
-        subscriptions(&c).await,
+        subscriptions(c, topic).await,
         ["email oncall@example.com PendingConfirmation"]
     );
+}
 
-    // An alarm changed outside iotreg is drift, and up puts it back.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alarm_changed_outside_iotreg_is_drift_and_up_puts_it_back() {
+    let (d, _) = deployed(OPS_EMAIL).await;
+    let (w, c, s, topic) = (&d.w, &d.c, &d.s, &d.topic);
     let errors = format!("iot-data-processor-{s}-errors");
     let live = c
         .cloudwatch
@@ -504,13 +578,18 @@ async fn email_subscription_drift_and_turning_monitoring_off() {
     assert_eq!(a.metric_alarms()[0].threshold(), Some(1.0));
     assert_eq!(
         a.metric_alarms()[0].alarm_actions(),
-        std::slice::from_ref(&topic)
+        std::slice::from_ref(topic)
     );
+}
 
-    // A renamed dashboard is replaced: the new one saved, the old one deleted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renamed_dashboard_is_replaced() {
+    let (d, _) = deployed(OPS_EMAIL).await;
+    let (w, c, s) = (&d.w, &d.c, &d.s);
+    // The new one saved, the old one deleted.
     let plan = reconfigure(
-        &w,
-        "[monitoring]\nalert_email = \"oncall@example.com\"\ndashboard_name = \"fleet-{{suffix}}\"\n",
+        w,
+        "[monitoring]\nalert_email = \"ops@example.com\"\ndashboard_name = \"fleet-{{suffix}}\"\n",
     );
     assert!(plan.contains("-/+"), "{plan}");
     w.ok(&["up"]);
@@ -521,14 +600,19 @@ async fn email_subscription_drift_and_turning_monitoring_off() {
         .filter_map(|d| d.dashboard_name())
         .collect();
     assert_eq!(names, [format!("fleet-{s}")]);
+}
 
-    // Monitoring turned off: up removes all of it, and the function's variable.
-    reconfigure(&w, "[monitoring]\nenabled = false\n");
+#[tokio::test(flavor = "multi_thread")]
+async fn monitoring_turned_off_is_removed_by_up() {
+    let (d, _) = deployed(OPS_EMAIL).await;
+    let (w, c, s) = (&d.w, &d.c, &d.s);
+    // up removes all of it (the email subscription too), and the function's variable.
+    reconfigure(w, "[monitoring]\nenabled = false\n");
     w.ok(&["up"]);
-    assert_eq!(inventory(&c).await, Inventory::without_monitoring());
-    assert_eq!(alert_variable(&c, &s).await, None);
+    assert_eq!(inventory(c).await, Inventory::without_monitoring());
+    assert_eq!(alert_variable(c, s).await, None);
     w.ok(&["plan", "--detailed-exitcode"]);
     w.ok(&["verify"]);
     w.ok(&["down"]);
-    assert_eq!(inventory(&c).await, Inventory::default());
+    assert_eq!(inventory(c).await, Inventory::default());
 }
