@@ -170,8 +170,9 @@ fn failing(report: &serde_json::Value) -> Vec<(String, String)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn verify_names_each_sabotage_and_up_repairs_it() {
+/// After `up`, one sabotage (`what`): verify fails naming the check and the resource, in its JSON
+/// and in the JUnit report; then `up` repairs it and verify passes again.
+async fn verify_names_the_sabotage_and_up_repairs_it(what: &str) {
     let emu = Emulator::start();
     let w = emu.workdir();
     w.ok(&["up"]);
@@ -193,7 +194,7 @@ async fn verify_names_each_sabotage_and_up_repairs_it() {
         cert.certificate_arn().unwrap().to_string(),
     );
     type Sabotage = (&'static str, &'static str, String);
-    let sabotages: Vec<Sabotage> = vec![
+    let sabotages: [Sabotage; 5] = [
         ("deleted rule", "rule.configuration", rule.clone()),
         ("disabled rule", "rule.configuration", rule.clone()),
         ("removed permission", "permission.scoped", function.clone()),
@@ -208,94 +209,121 @@ async fn verify_names_each_sabotage_and_up_repairs_it() {
             policy.clone(),
         ),
     ];
-    for (what, check, names) in &sabotages {
-        match *what {
-            "deleted rule" => {
-                c.iot
-                    .delete_topic_rule()
-                    .rule_name(&rule)
-                    .send()
-                    .await
-                    .unwrap();
-            }
-            "disabled rule" => {
-                c.iot
-                    .disable_topic_rule()
-                    .rule_name(&rule)
-                    .send()
-                    .await
-                    .unwrap();
-            }
-            "removed permission" => {
-                c.lambda
-                    .remove_permission()
-                    .function_name(&function)
-                    .statement_id("iot-lambda-permission")
-                    .send()
-                    .await
-                    .unwrap();
-            }
-            "deactivated certificate" => {
-                c.iot
-                    .update_certificate()
-                    .certificate_id(&cert_id)
-                    .new_status(aws_sdk_iot::types::CertificateStatus::Inactive)
-                    .send()
-                    .await
-                    .unwrap();
-            }
-            "detached policy" => {
-                c.iot
-                    .detach_policy()
-                    .policy_name(&policy)
-                    .target(&cert_arn)
-                    .send()
-                    .await
-                    .unwrap();
-            }
-            _ => unreachable!(),
+    let (what, check, names) = sabotages
+        .iter()
+        .find(|(w, _, _)| *w == what)
+        .unwrap_or_else(|| panic!("no sabotage {what:?}"));
+    match *what {
+        "deleted rule" => {
+            c.iot
+                .delete_topic_rule()
+                .rule_name(&rule)
+                .send()
+                .await
+                .unwrap();
         }
-        let r = w.run(&[
-            "verify",
-            "--timeout",
-            "5",
-            "--junit",
-            "r.xml",
-            "--output",
-            "json",
-        ]);
-        assert_eq!(r.code(), 1, "{what}: {}", r.all());
-        let fails = failing(&r.json());
-        assert!(
-            fails
-                .iter()
-                .any(|(n, why)| n == check && why.contains(names.as_str())),
-            "{what}: expected {check} naming {names}, got {fails:?}"
-        );
-        let xml = std::fs::read_to_string(w.path().join("r.xml")).unwrap();
-        assert!(
-            junit_cases(&xml).contains(&(check.to_string(), "fail")),
-            "{what}: {xml}"
-        );
-        // Rule and permission sabotage also break the data path itself.
-        if matches!(
-            *what,
-            "deleted rule" | "disabled rule" | "removed permission"
-        ) {
-            assert!(
-                fails.iter().any(|(n, _)| n == "e2e.data_path"),
-                "{what}: {fails:?}"
-            );
+        "disabled rule" => {
+            c.iot
+                .disable_topic_rule()
+                .rule_name(&rule)
+                .send()
+                .await
+                .unwrap();
         }
-        w.ok(&["up"]);
-        let again = w.run(&["verify", "--output", "json"]);
-        assert_eq!(
-            again.code(),
-            0,
-            "after repairing {what}: {:?}",
-            failing(&again.json())
+        "removed permission" => {
+            c.lambda
+                .remove_permission()
+                .function_name(&function)
+                .statement_id("iot-lambda-permission")
+                .send()
+                .await
+                .unwrap();
+        }
+        "deactivated certificate" => {
+            c.iot
+                .update_certificate()
+                .certificate_id(&cert_id)
+                .new_status(aws_sdk_iot::types::CertificateStatus::Inactive)
+                .send()
+                .await
+                .unwrap();
+        }
+        "detached policy" => {
+            c.iot
+                .detach_policy()
+                .policy_name(&policy)
+                .target(&cert_arn)
+                .send()
+                .await
+                .unwrap();
+        }
+        _ => unreachable!(),
+    }
+    let r = w.run(&[
+        "verify",
+        "--timeout",
+        "5",
+        "--junit",
+        "r.xml",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(r.code(), 1, "{what}: {}", r.all());
+    let fails = failing(&r.json());
+    assert!(
+        fails
+            .iter()
+            .any(|(n, why)| n == check && why.contains(names.as_str())),
+        "{what}: expected {check} naming {names}, got {fails:?}"
+    );
+    let xml = std::fs::read_to_string(w.path().join("r.xml")).unwrap();
+    assert!(
+        junit_cases(&xml).contains(&(check.to_string(), "fail")),
+        "{what}: {xml}"
+    );
+    // Rule and permission sabotage also break the data path itself.
+    if matches!(
+        *what,
+        "deleted rule" | "disabled rule" | "removed permission"
+    ) {
+        assert!(
+            fails.iter().any(|(n, _)| n == "e2e.data_path"),
+            "{what}: {fails:?}"
         );
     }
+    w.ok(&["up"]);
+    let again = w.run(&["verify", "--output", "json"]);
+    assert_eq!(
+        again.code(),
+        0,
+        "after repairing {what}: {:?}",
+        failing(&again.json())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_names_a_deleted_rule_and_up_repairs_it() {
+    verify_names_the_sabotage_and_up_repairs_it("deleted rule").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_names_a_disabled_rule_and_up_repairs_it() {
+    verify_names_the_sabotage_and_up_repairs_it("disabled rule").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_names_a_removed_permission_and_up_repairs_it() {
+    verify_names_the_sabotage_and_up_repairs_it("removed permission").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_names_a_deactivated_certificate_and_up_repairs_it() {
+    verify_names_the_sabotage_and_up_repairs_it("deactivated certificate").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_names_a_detached_policy_and_up_repairs_it() {
+    verify_names_the_sabotage_and_up_repairs_it("detached policy").await;
 }
 
 #[test]
