@@ -135,6 +135,25 @@ fn assert_complete(f: &Fleet, devices: std::ops::Range<usize>) {
     }
 }
 
+/// A fleet deployment and what the tests look at. Keep it whole (`let d = deployed(..).await;`):
+/// a `let Deployed { w, .. } = ...` would drop the emulator there and then.
+struct Deployed {
+    emu: Emulator,
+    w: Workdir,
+    c: Clients,
+}
+
+/// The shared stack and devices `0..n` from the manifest (rows from `row`), no rate limits.
+async fn deployed(n: usize) -> Deployed {
+    let emu = Emulator::start();
+    let w = emu.workdir();
+    std::fs::write(w.path().join("iotreg.toml"), NO_LIMITS).unwrap();
+    manifest(&w, 0..n, row);
+    w.ok(&["up", "--fleet", "devices.csv"]);
+    let c = emu.clients().await;
+    Deployed { emu, w, c }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fleet_of_300_from_a_manifest() {
     let emu = Emulator::start();
@@ -158,8 +177,12 @@ async fn a_fleet_of_300_from_a_manifest() {
             0o600
         );
     }
+}
 
-    // Again: nothing to write, and the plan agrees.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_fleet_up_writes_nothing_and_plan_agrees() {
+    let d = deployed(300).await;
+    let (emu, w) = (&d.emu, &d.w);
     let before = emu.requests().len();
     w.ok(&["up", "--fleet", "devices.csv"]);
     assert_eq!(emu.writes_since(before), Vec::<String>::new());
@@ -168,9 +191,15 @@ async fn a_fleet_of_300_from_a_manifest() {
             .code(),
         0
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_on_one_device_is_named_by_verify_and_repaired_in_place() {
+    let d = deployed(300).await;
+    let (emu, w, c) = (&d.emu, &d.w, &d.c);
     // Drift on one device (its certificate deactivated, an attribute edited outside): verify
     // names it, up repairs it in place.
-    let cert_arn = fleet(&c).await.principals["sensor-0005"][0].clone();
+    let cert_arn = fleet(c).await.principals["sensor-0005"][0].clone();
     c.iot
         .update_certificate()
         .certificate_id(cert_arn.rsplit('/').next().unwrap())
@@ -182,7 +211,7 @@ async fn a_fleet_of_300_from_a_manifest() {
         thing: "sensor-0005".into(),
         ..drift::Names::new("")
     };
-    drift::attribute(&c, &device, "line", "Somewhere-Else").await;
+    drift::attribute(c, &device, "line", "Somewhere-Else").await;
     let v = w.run(&["verify", "--skip-e2e"]);
     assert_eq!(v.code(), 1, "{}", v.all());
     assert!(
@@ -200,17 +229,25 @@ async fn a_fleet_of_300_from_a_manifest() {
             "{op}: {writes:?}"
         );
     }
-    assert_complete(&fleet(&c).await, 0..300);
+    assert_complete(&fleet(c).await, 0..300);
+}
 
-    // up and plan refuse to work on a fleet without its manifest.
-    let no_manifest = w.run(&["up"]);
+#[tokio::test(flavor = "multi_thread")]
+async fn up_refuses_to_work_on_a_fleet_without_its_manifest() {
+    let d = deployed(300).await;
+    let no_manifest = d.w.run(&["up"]);
     assert_eq!(no_manifest.code(), 2, "{}", no_manifest.all());
     assert!(no_manifest
         .stderr()
         .contains("records a fleet of 300 devices"));
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_added_and_changed_are_planned_and_applied_exactly() {
+    let d = deployed(300).await;
+    let (emu, w, c) = (&d.emu, &d.w, &d.c);
     // Ten rows more and one attribute changed: plan says so, up does exactly that.
-    manifest(&w, 0..310, |i| {
+    manifest(w, 0..310, |i| {
         if i == 7 {
             "sensor-0007,SN-0007,L9".into()
         } else {
@@ -242,12 +279,16 @@ async fn a_fleet_of_300_from_a_manifest() {
     assert_eq!(count("CreateThing"), 10, "{writes:?}");
     assert_eq!(count("CreateCertificateFromCsr"), 10, "{writes:?}");
     assert_eq!(count("UpdateThing"), 1, "{writes:?}");
-    let f = fleet(&c).await;
+    let f = fleet(c).await;
     assert_eq!(f.things.len(), 310);
     assert_eq!(f.things["sensor-0007"]["line"], "L9");
+}
 
-    // verify checks the shared stack and a sample of devices.
-    let v = w.run(&["verify", "--skip-e2e", "--sample", "25", "--output", "json"]);
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_checks_the_shared_stack_and_a_sample_of_devices() {
+    let d = deployed(310).await;
+    let v =
+        d.w.run(&["verify", "--skip-e2e", "--sample", "25", "--output", "json"]);
     assert_eq!(v.code(), 0, "{}", v.all());
     let checks = v.json()["checks"].clone();
     let devices = checks
@@ -264,26 +305,35 @@ async fn a_fleet_of_300_from_a_manifest() {
             .starts_with("25 of 310 devices checked"),
         "{devices}"
     );
+}
 
-    // Rows removed: kept and reported, deleted with --prune.
-    manifest(&w, 0..305, row);
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_removed_are_kept_and_reported_then_deleted_with_prune() {
+    let d = deployed(310).await;
+    let (w, c) = (&d.w, &d.c);
+    manifest(w, 0..305, row);
     let kept = w.ok(&["up", "--fleet", "devices.csv"]);
     assert!(
         kept.stdout().contains("no longer in the manifest"),
         "{}",
         kept.all()
     );
-    assert_eq!(fleet(&c).await.things.len(), 310);
+    assert_eq!(fleet(c).await.things.len(), 310);
     w.ok(&["up", "--fleet", "devices.csv", "--prune"]);
-    let f = fleet(&c).await;
+    let f = fleet(c).await;
     assert_eq!(f.things.len(), 305);
     assert_eq!(f.certificates.len(), 305);
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn down_retires_the_whole_fleet_without_its_manifest() {
+    let d = deployed(300).await;
+    let (w, c) = (&d.w, &d.c);
     // down retires the whole fleet without the manifest, and everything else.
     std::fs::remove_file(w.path().join("devices.csv")).unwrap();
     w.ok(&["down"]);
-    assert_eq!(inventory(&c).await, Inventory::default());
-    assert_eq!(fleet(&c).await, Fleet::default());
+    assert_eq!(inventory(c).await, Inventory::default());
+    assert_eq!(fleet(c).await, Fleet::default());
     assert!(!w.path().join(".iotreg").exists(), "state and keys removed");
 }
 
