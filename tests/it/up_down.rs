@@ -4,21 +4,64 @@ use std::os::unix::fs::PermissionsExt;
 
 use crate::support::*;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn up_creates_the_recipe_stack_with_its_exact_settings() {
+/// A deployment made by `up --output json`, and what the tests look at. Keep it whole
+/// (`let d = deployed().await;`): a `let Deployed { w, .. } = ...` would drop the emulator
+/// there and then.
+struct Deployed {
+    _emu: Emulator,
+    w: Workdir,
+    c: Clients,
+    /// The deployment's suffix.
+    s: String,
+    /// What `up` printed.
+    run: Run,
+}
+
+async fn deployed() -> Deployed {
     let emu = Emulator::start();
     let w = emu.workdir();
     let run = w.ok(&["up", "--output", "json"]);
+    let s = w.suffix();
+    let c = emu.clients().await;
+    Deployed {
+        _emu: emu,
+        w,
+        c,
+        s,
+        run,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_creates_the_recipe_stack_with_its_exact_settings() {
+    let d = deployed().await;
+    let run = &d.run;
     let summary = run.json();
     assert_eq!(summary["ok"], true);
     assert_eq!(summary["counts"]["created"], STEPS, "{}", run.all());
-    let s = w.suffix();
+    let s = &d.s;
     assert_eq!(s.len(), 6);
     assert!(s
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
-    let c = emu.clients().await;
+    let c = &d.c;
+    // Exactly the ten resources, nothing more.
+    assert_eq!(inventory(c).await, Inventory::one_of_each());
+    // The summary names the data endpoint and the files.
+    assert!(summary["data_endpoint"]
+        .as_str()
+        .unwrap()
+        .contains("-ats.iot."));
+    assert!(summary["files"]["private_key"]
+        .as_str()
+        .unwrap()
+        .ends_with("-private.pem.key"));
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn up_creates_the_thing_type_and_the_thing_with_their_settings() {
+    let d = deployed().await;
+    let (c, s) = (&d.c, &d.s);
     // 1. Thing type.
     let tt = c
         .iot
@@ -53,7 +96,13 @@ async fn up_creates_the_recipe_stack_with_its_exact_settings() {
         assert_eq!(attrs.get(k).map(String::as_str), Some(v), "attribute {k}");
     }
     assert_eq!(attrs.len(), 5);
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn up_registers_an_active_certificate_for_the_local_key_and_keeps_the_key_private() {
+    let d = deployed().await;
+    let (w, c, s, run) = (&d.w, &d.c, &d.s, &d.run);
+    let thing_name = format!("temperature-sensor-{s}");
     // 3. Certificate: ACTIVE, and its public key is the local key's.
     let certs = c.iot.list_certificates().send().await.unwrap();
     assert_eq!(certs.certificates().len(), 1);
@@ -67,7 +116,6 @@ async fn up_creates_the_recipe_stack_with_its_exact_settings() {
         .unwrap();
     let desc = desc.certificate_description().unwrap();
     assert_eq!(desc.status().unwrap().as_str(), "ACTIVE");
-    let cert_arn = desc.certificate_arn().unwrap().to_string();
     let key_dir = w.path().join(".iotreg");
     let local_cert =
         std::fs::read_to_string(key_dir.join(format!("{thing_name}-certificate.pem.crt"))).unwrap();
@@ -102,7 +150,23 @@ async fn up_creates_the_recipe_stack_with_its_exact_settings() {
         assert!(!state_text.contains(line), "private key material in state");
         assert!(!run.stdout().contains(line) && !run.stderr().contains(line));
     }
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn up_creates_the_policy_and_both_attachments() {
+    let d = deployed().await;
+    let (c, s) = (&d.c, &d.s);
+    let thing_name = format!("temperature-sensor-{s}");
+    let cert_arn = c
+        .iot
+        .list_certificates()
+        .send()
+        .await
+        .unwrap()
+        .certificates()[0]
+        .certificate_arn()
+        .unwrap()
+        .to_string();
     // 4. Policy with region and account filled in, policy variables literal.
     let policy = c
         .iot
@@ -150,7 +214,12 @@ async fn up_creates_the_recipe_stack_with_its_exact_settings() {
         .await
         .unwrap();
     assert_eq!(principals.principals(), std::slice::from_ref(&cert_arn));
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn up_creates_the_role_and_the_function_with_their_settings() {
+    let d = deployed().await;
+    let (c, s) = (&d.c, &d.s);
     // 6. Role trusted by Lambda with the basic execution policy.
     let role = c
         .iam
@@ -202,8 +271,24 @@ async fn up_creates_the_recipe_stack_with_its_exact_settings() {
         cfg.description(),
         Some("Process IoT sensor data from temperature devices")
     );
-    let function_arn = cfg.function_arn().unwrap().to_string();
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn up_creates_the_rule_and_the_invoke_permission_scoped_to_it() {
+    let d = deployed().await;
+    let (c, s) = (&d.c, &d.s);
+    let function_arn = c
+        .lambda
+        .get_function()
+        .function_name(format!("iot-data-processor-{s}"))
+        .send()
+        .await
+        .unwrap()
+        .configuration()
+        .unwrap()
+        .function_arn()
+        .unwrap()
+        .to_string();
     // 8. Rule.
     let rule_name = format!("sensor_data_rule_{s}");
     let rule = c
@@ -243,7 +328,13 @@ async fn up_creates_the_recipe_stack_with_its_exact_settings() {
         stmts[0]["Condition"]["ArnLike"]["AWS:SourceArn"],
         format!("arn:aws:iot:{REGION}:{ACCOUNT}:rule/{rule_name}")
     );
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn up_creates_the_shadow_with_the_recipe_state() {
+    let d = deployed().await;
+    let (c, s) = (&d.c, &d.s);
+    let thing_name = format!("temperature-sensor-{s}");
     // 10. Shadow with the recipe's desired and reported state.
     let shadow = c
         .data
@@ -261,18 +352,6 @@ async fn up_creates_the_recipe_stack_with_its_exact_settings() {
     assert_eq!(shadow["state"]["reported"]["temperature"], 22.5);
     assert_eq!(shadow["state"]["reported"]["battery_level"], 95);
     assert_eq!(shadow["state"]["reported"]["firmware_version"], "1.0.0");
-
-    // Exactly the ten resources, nothing more.
-    assert_eq!(inventory(&c).await, Inventory::one_of_each());
-    // The summary names the data endpoint and the files.
-    assert!(summary["data_endpoint"]
-        .as_str()
-        .unwrap()
-        .contains("-ats.iot."));
-    assert!(summary["files"]["private_key"]
-        .as_str()
-        .unwrap()
-        .ends_with("-private.pem.key"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
