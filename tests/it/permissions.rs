@@ -1,0 +1,478 @@
+//! The deployer's IAM policy in docs/aws-permissions.md against what iotreg really calls: every
+//! command a user can run (plan, up in its variants, status, verify with the end-to-end check,
+//! down; one device and a fleet; repairs, config changes, removals, a resumed crash) runs on
+//! the local AWS, and every operation its request log records during that command must be
+//! allowed by that command's section of the document. A new AWS call cannot ship undocumented.
+
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::support::*;
+
+/// The document's sections, by the command groups they cover.
+const PLAN_AND_STATUS: &str = "plan and status";
+const UP: &str = "up";
+const DOWN: &str = "down";
+const VERIFY: &str = "verify";
+const SECTIONS: [&str; 4] = [PLAN_AND_STATUS, UP, DOWN, VERIFY];
+
+/// No client-side rate limits: the local AWS has no quotas.
+const NO_LIMITS: &str = "[aws.rate_limits]\n\"*\" = 0\n";
+
+/// The allowed actions of each section of docs/aws-permissions.md: a level-2 heading per command
+/// group, followed by exactly one fenced `json` block holding an IAM policy document.
+fn documented() -> BTreeMap<String, Vec<String>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/aws-permissions.md");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut sections: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    let mut block: Option<String> = None;
+    for line in text.lines() {
+        if let Some(body) = block.as_mut() {
+            if line.trim_start().starts_with("```") {
+                let section = current.clone().unwrap();
+                let doc: serde_json::Value = serde_json::from_str(body)
+                    .unwrap_or_else(|e| panic!("section {section:?}: the json block: {e}"));
+                let actions = sections.get_mut(&section).unwrap();
+                assert!(
+                    actions.is_empty(),
+                    "section {section:?} has more than one json block"
+                );
+                actions.extend(allowed_actions(&section, &doc));
+                block = None;
+            } else {
+                body.push_str(line);
+                body.push('\n');
+            }
+        } else if let Some(heading) = line.strip_prefix("## ") {
+            let heading = heading.trim().to_string();
+            current = SECTIONS
+                .contains(&heading.as_str())
+                .then(|| heading.clone());
+            if current.is_some() {
+                assert!(
+                    sections.insert(heading.clone(), Vec::new()).is_none(),
+                    "section {heading:?} appears twice"
+                );
+            }
+        } else if line.trim_start().starts_with("```json") && current.is_some() {
+            block = Some(String::new());
+        }
+    }
+    for s in SECTIONS {
+        let actions = sections
+            .get(s)
+            .unwrap_or_else(|| panic!("{}: no `## {s}` section", path.display()));
+        assert!(!actions.is_empty(), "section {s:?}: no json policy block");
+    }
+    sections
+}
+
+/// The actions an IAM policy document allows.
+fn allowed_actions(section: &str, doc: &serde_json::Value) -> Vec<String> {
+    assert_eq!(doc["Version"], "2012-10-17", "section {section:?}: Version");
+    let statements = doc["Statement"]
+        .as_array()
+        .unwrap_or_else(|| panic!("section {section:?}: Statement is not a list"));
+    let mut out = Vec::new();
+    for s in statements {
+        if s["Effect"] != "Allow" {
+            continue;
+        }
+        match &s["Action"] {
+            serde_json::Value::String(a) => out.push(a.clone()),
+            serde_json::Value::Array(list) => {
+                out.extend(list.iter().map(|a| a.as_str().unwrap().to_string()))
+            }
+            other => panic!("section {section:?}: Action {other}"),
+        }
+    }
+    out
+}
+
+/// IAM action names are case-insensitive and may end in or contain `*`.
+fn allows(patterns: &[String], action: &str) -> bool {
+    fn glob(p: &[u8], a: &[u8]) -> bool {
+        match p.split_first() {
+            None => a.is_empty(),
+            Some((b'*', rest)) => (0..=a.len()).any(|i| glob(rest, &a[i..])),
+            Some((c, rest)) => a
+                .split_first()
+                .is_some_and(|(d, tail)| c.eq_ignore_ascii_case(d) && glob(rest, tail)),
+        }
+    }
+    patterns
+        .iter()
+        .any(|p| glob(p.as_bytes(), action.as_bytes()))
+}
+
+/// The IAM action a logged request needs, or None when it needs no permission. The request log
+/// names botocore's services; CloudWatch signs as `monitoring`. An unknown service or an
+/// unresolved operation comes back as itself, so it fails the check visibly.
+fn iam_action(service: &str, operation: &str) -> Option<String> {
+    let prefix = match service {
+        "iot" | "iot-data" => "iot",
+        "iam" => "iam",
+        "lambda" => "lambda",
+        "logs" => "logs",
+        "sns" => "sns",
+        "cloudwatch" | "monitoring" => "cloudwatch",
+        // "You don't need any permissions to perform this operation" (STS API reference).
+        "sts" if operation == "GetCallerIdentity" => return None,
+        other => return Some(format!("unknown service {other:?}: {operation}")),
+    };
+    Some(format!("{prefix}:{operation}"))
+}
+
+/// What each command group made the local AWS do, with the command lines that did it.
+#[derive(Default)]
+struct Seen {
+    actions: BTreeMap<&'static str, BTreeMap<String, BTreeSet<String>>>,
+}
+
+impl Seen {
+    /// Runs iotreg, expects `code`, and files the requests logged meanwhile under `section`.
+    fn run(
+        &mut self,
+        emu: &Emulator,
+        w: &Workdir,
+        section: &'static str,
+        args: &[&str],
+        code: i32,
+    ) {
+        let before = emu.requests().len();
+        let r = w.run(args);
+        assert_eq!(r.code(), code, "iotreg {args:?}:\n{}", r.all());
+        self.since(emu, before, section, &args.join(" "));
+    }
+
+    fn since(&mut self, emu: &Emulator, before: usize, section: &'static str, what: &str) {
+        for (service, operation) in emu.requests().into_iter().skip(before) {
+            // The deployed Lambda handler publishes its alert with the function's role, not
+            // the deployer's identity; its calls reach the same local AWS with the same fake
+            // credentials, so the log cannot tell them apart. iotreg itself never calls
+            // sns:Publish: only verify's test reading makes the handler do it.
+            if section == VERIFY && service == "sns" && operation == "Publish" {
+                continue;
+            }
+            if let Some(action) = iam_action(&service, &operation) {
+                self.actions
+                    .entry(section)
+                    .or_default()
+                    .entry(action)
+                    .or_default()
+                    .insert(what.to_string());
+            }
+        }
+    }
+
+    fn saw(&self, section: &str, action: &str) -> bool {
+        self.actions
+            .get(section)
+            .is_some_and(|a| a.contains_key(action))
+    }
+}
+
+fn config(w: &Workdir, text: &str) {
+    std::fs::write(w.path().join("iotreg.toml"), text).unwrap();
+}
+
+fn manifest(w: &Workdir, rows: std::ops::Range<usize>) {
+    let mut text = String::from("thing_name,serial,line\n");
+    for i in rows {
+        text.push_str(&format!("perm-sensor-{i:02},SN-{i:02},L{}\n", i % 2));
+    }
+    std::fs::write(w.path().join("devices.csv"), text).unwrap();
+}
+
+/// Changes made from outside, so that `plan`, `verify` and `up` take their repair paths.
+async fn sabotage(c: &Clients, suffix: &str) {
+    let n = drift::Names::new(suffix);
+    drift::attribute(c, &n, "location", "Somewhere-Else").await;
+    drift::memory(c, &n, 1024).await;
+    drift::shadow(
+        c,
+        &n,
+        serde_json::json!({"state": {"desired": {"sampling_rate": 1}}}),
+    )
+    .await;
+    c.iot
+        .disable_topic_rule()
+        .rule_name(&n.rule)
+        .send()
+        .await
+        .unwrap();
+    let cert_arn = c
+        .iot
+        .list_thing_principals()
+        .thing_name(&n.thing)
+        .send()
+        .await
+        .unwrap()
+        .principals()[0]
+        .clone();
+    let cert_id = cert_arn.rsplit('/').next().unwrap().to_string();
+    c.iot
+        .update_certificate()
+        .certificate_id(&cert_id)
+        .new_status(aws_sdk_iot::types::CertificateStatus::Inactive)
+        .send()
+        .await
+        .unwrap();
+    c.iot
+        .detach_policy()
+        .policy_name(&n.policy)
+        .target(&cert_arn)
+        .send()
+        .await
+        .unwrap();
+    // The invoke permission replaced by one any rule may use.
+    c.lambda
+        .remove_permission()
+        .function_name(&n.function)
+        .statement_id("iot-lambda-permission")
+        .send()
+        .await
+        .unwrap();
+    c.lambda
+        .add_permission()
+        .function_name(&n.function)
+        .statement_id("iot-lambda-permission")
+        .principal("iot.amazonaws.com")
+        .action("lambda:InvokeFunction")
+        .send()
+        .await
+        .unwrap();
+    c.iam
+        .delete_role_policy()
+        .role_name(format!("iot-lambda-role-{suffix}"))
+        .policy_name("publish-temperature-alerts")
+        .send()
+        .await
+        .unwrap();
+    c.cloudwatch
+        .delete_alarms()
+        .alarm_names(format!("iot-data-processor-{suffix}-errors"))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// `up` SIGKILLed once CreateCertificateFromCsr has been carried out, before its answer.
+fn kill_up(emu: &Emulator, w: &Workdir, seen: &mut Seen) {
+    let before = emu.requests().len();
+    let mut child = emu.start_held(w, &["up"], "CreateCertificateFromCsr", 10);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Calls still in flight when it died are logged as they finish.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    seen.since(emu, before, UP, "up (killed)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_call_of_every_command_is_in_the_documented_policy() {
+    let doc = documented();
+    let emu = Emulator::start();
+    let c = emu.clients().await;
+    let mut seen = Seen::default();
+
+    // A thing type another deployment (with an email subscription) made: the one below
+    // borrows it.
+    let other = emu.workdir();
+    config(&other, "[monitoring]\nalert_email = \"team@example.com\"\n");
+    seen.run(&emu, &other, UP, &["up"], 0);
+
+    // One device, with an email subscription: its whole life.
+    let w = emu.workdir();
+    config(&w, "[monitoring]\nalert_email = \"ops@example.com\"\n");
+    seen.run(&emu, &w, PLAN_AND_STATUS, &["plan"], 0);
+    seen.run(&emu, &w, UP, &["up", "--dry-run"], 0);
+    seen.run(&emu, &w, UP, &["up"], 0);
+    seen.run(&emu, &w, UP, &["up"], 0);
+    seen.run(
+        &emu,
+        &w,
+        PLAN_AND_STATUS,
+        &["plan", "--detailed-exitcode"],
+        0,
+    );
+    seen.run(&emu, &w, PLAN_AND_STATUS, &["status"], 0);
+    seen.run(&emu, &w, VERIFY, &["verify", "--junit", "verify.xml"], 0);
+    let suffix = w.suffix();
+
+    // Changed from outside: plan and verify see it, up repairs it.
+    sabotage(&c, &suffix).await;
+    seen.run(
+        &emu,
+        &w,
+        PLAN_AND_STATUS,
+        &["plan", "--detailed-exitcode"],
+        3,
+    );
+    seen.run(&emu, &w, PLAN_AND_STATUS, &["status"], 0);
+    seen.run(&emu, &w, VERIFY, &["verify", "--timeout", "5"], 1);
+    seen.run(&emu, &w, UP, &["up"], 0);
+    seen.run(&emu, &w, VERIFY, &["verify"], 0);
+
+    // Config changes applied in place, renames, removals.
+    config(
+        &w,
+        "[monitoring]\nalert_email = \"oncall@example.com\"\ndashboard_name = \"perm-{{suffix}}\"\n\
+         [thing]\nattributes = { deviceType = \"temperature\", location = \"Line-B\" }\n\
+         [function]\nmemory_mb = 512\nsource = \"handler.py\"\n[function.environment]\nLEVEL = \"debug\"\n\
+         [rule]\nsql = \"SELECT * FROM 'sensor/temperature/+'\"\nenabled = false\n\
+         [policy]\ntemplate = \"policy.json\"\n[role]\ntrust_template = \"trust.json\"\n\
+         managed_policies = [\n  \"arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole\",\n  \"arn:aws:iam::aws:policy/AWSXRayDaemonWriteAccess\",\n]\n",
+    );
+    let template =
+        |name: &str| std::fs::read_to_string(repo().join("templates").join(name)).unwrap();
+    let write = |name: &str, text: String| std::fs::write(w.path().join(name), text).unwrap();
+    write(
+        "handler.py",
+        format!(
+            "# a handler of one's own\n{}",
+            template("lambda-function.py")
+        ),
+    );
+    write(
+        "trust.json",
+        template("lambda-trust-policy.json")
+            .replace("\"Effect\"", "\"Sid\": \"Lambda\", \"Effect\""),
+    );
+    write(
+        "policy.json",
+        template("device-policy.json").replace("sensor/temperature", "sensor/temp"),
+    );
+    seen.run(
+        &emu,
+        &w,
+        PLAN_AND_STATUS,
+        &["plan", "--detailed-exitcode"],
+        3,
+    );
+    seen.run(&emu, &w, UP, &["up"], 0);
+    // The other deployment leaves; the shared type stays, since this one's thing uses it.
+    seen.run(&emu, &other, DOWN, &["down"], 0);
+    // The thing type renamed (a replace up carries out: the borrowed type, now unused, is
+    // checked for iotreg's tag and deleted), the shadow and monitoring turned off.
+    config(
+        &w,
+        "[thing_type]\nname = \"PermissionsSensor\"\n[shadow]\nenabled = false\n\
+         [monitoring]\nenabled = false\n",
+    );
+    seen.run(&emu, &w, UP, &["up"], 0);
+    seen.run(&emu, &w, VERIFY, &["verify", "--skip-e2e"], 0);
+    seen.run(&emu, &w, DOWN, &["down"], 0);
+    seen.run(&emu, &w, DOWN, &["down"], 0);
+
+    // Killed with a certificate issued but unanswered: plan and status see the intent, and
+    // down finds the certificate by its public key.
+    let k = emu.workdir();
+    kill_up(&emu, &k, &mut seen);
+    seen.run(&emu, &k, PLAN_AND_STATUS, &["plan"], 0);
+    seen.run(&emu, &k, PLAN_AND_STATUS, &["status"], 0);
+    seen.run(&emu, &k, DOWN, &["down"], 0);
+    // The same, resumed by up.
+    let w = emu.workdir();
+    kill_up(&emu, &w, &mut seen);
+    seen.run(&emu, &w, UP, &["up"], 0);
+
+    // The recipe's certificate mode (AWS makes the key), on the thing type made above; the
+    // first deployment leaves, and the last user of the type checks its tag and deletes it.
+    let g = emu.workdir();
+    config(&g, "[certificate]\nmode = \"aws-generated\"\n");
+    seen.run(&emu, &g, UP, &["up"], 0);
+    seen.run(&emu, &g, VERIFY, &["verify", "--skip-e2e"], 0);
+    seen.run(&emu, &w, DOWN, &["down"], 0);
+    seen.run(&emu, &g, DOWN, &["down", "--wait"], 0);
+
+    // A fleet: planned, provisioned, checked, shrunk with --prune, retired.
+    let w = emu.workdir();
+    config(&w, NO_LIMITS);
+    manifest(&w, 0..5);
+    seen.run(
+        &emu,
+        &w,
+        PLAN_AND_STATUS,
+        &["plan", "--fleet", "devices.csv"],
+        0,
+    );
+    seen.run(&emu, &w, UP, &["up", "--fleet", "devices.csv"], 0);
+    seen.run(&emu, &w, UP, &["up", "--fleet", "devices.csv"], 0);
+    seen.run(&emu, &w, PLAN_AND_STATUS, &["status"], 0);
+    seen.run(&emu, &w, VERIFY, &["verify", "--sample", "2"], 0);
+    manifest(&w, 0..3);
+    seen.run(
+        &emu,
+        &w,
+        UP,
+        &["up", "--fleet", "devices.csv", "--prune"],
+        0,
+    );
+    seen.run(&emu, &w, DOWN, &["down"], 0);
+
+    // Every action seen in a command is allowed by its section.
+    let mut missing = Vec::new();
+    for (section, actions) in &seen.actions {
+        for (action, commands) in actions {
+            if !allows(&doc[*section], action) {
+                let commands: Vec<&str> = commands.iter().map(String::as_str).collect();
+                missing.push(format!(
+                    "  ## {section}: {action}  (called by: iotreg {})",
+                    commands.join("; iotreg ")
+                ));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/aws-permissions.md does not allow what these commands called:\n{}",
+        missing.join("\n")
+    );
+
+    // The test saw what it is about.
+    for (section, action) in [
+        (VERIFY, "iot:Publish"),
+        (VERIFY, "logs:FilterLogEvents"),
+        (UP, "iot:ListTagsForResource"),
+        (DOWN, "iot:ListTagsForResource"),
+        (UP, "iot:CreateCertificateFromCsr"),
+        (UP, "iot:ListCertificates"),
+        (DOWN, "iot:ListCertificates"),
+        (UP, "iot:CreateKeysAndCertificate"),
+        (UP, "cloudwatch:PutMetricAlarm"),
+        (UP, "lambda:UpdateFunctionCode"),
+        (UP, "iam:UpdateAssumeRolePolicy"),
+        (UP, "lambda:RemovePermission"),
+        (DOWN, "sns:Unsubscribe"),
+        (DOWN, "cloudwatch:DeleteDashboards"),
+    ] {
+        assert!(seen.saw(section, action), "{section}: never saw {action}");
+    }
+    // Named in the issue: verify's publish and log read, the thing type's ownership check.
+    // And what the local AWS cannot show: on AWS, CreateFunction and UpdateFunctionConfiguration
+    // pass the role (iam:PassRole); GetTopicRule answers a missing rule with
+    // UnauthorizedException, which iotreg settles with ListTopicRules; and the shadow's data
+    // endpoint is looked up first (iot:DescribeEndpoint) wherever the shadow is read or written.
+    for (section, action) in [
+        (VERIFY, "iot:Publish"),
+        (VERIFY, "logs:FilterLogEvents"),
+        (UP, "iot:ListTagsForResource"),
+        (DOWN, "iot:ListTagsForResource"),
+        (UP, "iam:PassRole"),
+        (PLAN_AND_STATUS, "iot:ListTopicRules"),
+        (UP, "iot:ListTopicRules"),
+        (DOWN, "iot:ListTopicRules"),
+        (VERIFY, "iot:ListTopicRules"),
+        (PLAN_AND_STATUS, "iot:DescribeEndpoint"),
+        (UP, "iot:DescribeEndpoint"),
+        (DOWN, "iot:DescribeEndpoint"),
+        (VERIFY, "iot:DescribeEndpoint"),
+    ] {
+        assert!(
+            allows(&doc[section], action),
+            "docs/aws-permissions.md, ## {section}: {action} is missing"
+        );
+    }
+}
