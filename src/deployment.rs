@@ -8,7 +8,10 @@ use anyhow::Result;
 use crate::aws;
 use crate::keys::KeyFiles;
 use crate::resources::monitoring::Monitoring;
-use crate::resources::{self, Deployment};
+use crate::resources::{
+    self, CertificateSpec, Deployment, FunctionSpec, PolicySpec, RoleSpec, RuleSpec, ThingSpec,
+    ThingTypeSpec,
+};
 use crate::retry::Backoff;
 use crate::settings::{self, BadInput, Settings};
 use crate::state::State;
@@ -75,37 +78,52 @@ pub fn deployment(
         region: region.to_string(),
         account: account.to_string(),
         partition: aws::partition(region).to_string(),
-        thing_type_name: c.thing_type.name.clone(),
-        thing_type_description: c.thing_type.description.clone(),
-        key_files: KeyFiles::for_thing(&settings.key_dir, &thing_name),
-        thing_name,
-        attributes: c.thing.attributes.clone(),
-        certificate_mode: c.certificate.mode,
-        key_dir: settings.key_dir.clone(),
-        policy_name: settings::name(&c.policy.name, suffix),
-        policy_document: t.policy.render_json(&vars).map_err(bad)?,
-        role_name: settings::name(&c.role.name, suffix),
-        trust_policy: t.trust.render_json(&vars).map_err(bad)?,
-        managed_policies: c
-            .role
-            .managed_policies
-            .iter()
-            .map(|arn| arn.replacen("arn:aws:", &format!("arn:{}:", aws::partition(region)), 1))
-            .collect(),
-        function_name,
-        function_description: c.function.description.clone(),
-        runtime: c.function.runtime.clone(),
-        memory_mb: c.function.memory_mb as i32,
-        timeout_s: c.function.timeout_s as i32,
-        handler: format!("{module}.lambda_handler"),
-        environment,
-        code_sha256: templates::code_sha256(&zip),
-        zip,
-        rule_name,
-        rule_description: c.rule.description.clone(),
-        rule_sql: c.rule.sql.trim().to_string(),
-        rule_sql_version: c.rule.sql_version.clone(),
-        rule_enabled: c.rule.enabled,
+        thing_type: ThingTypeSpec {
+            name: c.thing_type.name.clone(),
+            description: c.thing_type.description.clone(),
+        },
+        certificate: CertificateSpec {
+            mode: c.certificate.mode,
+            key_dir: settings.key_dir.clone(),
+            key_files: KeyFiles::for_thing(&settings.key_dir, &thing_name),
+            sweep_duplicates: true,
+        },
+        thing: ThingSpec {
+            name: thing_name,
+            attributes: c.thing.attributes.clone(),
+        },
+        policy: PolicySpec {
+            name: settings::name(&c.policy.name, suffix),
+            document: t.policy.render_json(&vars).map_err(bad)?,
+        },
+        role: RoleSpec {
+            name: settings::name(&c.role.name, suffix),
+            trust_policy: t.trust.render_json(&vars).map_err(bad)?,
+            managed_policies: c
+                .role
+                .managed_policies
+                .iter()
+                .map(|arn| arn.replacen("arn:aws:", &format!("arn:{}:", aws::partition(region)), 1))
+                .collect(),
+        },
+        function: FunctionSpec {
+            name: function_name,
+            description: c.function.description.clone(),
+            runtime: c.function.runtime.clone(),
+            memory_mb: c.function.memory_mb as i32,
+            timeout_s: c.function.timeout_s as i32,
+            handler: format!("{module}.lambda_handler"),
+            environment,
+            code_sha256: templates::code_sha256(&zip),
+            zip,
+        },
+        rule: RuleSpec {
+            name: rule_name,
+            description: c.rule.description.clone(),
+            sql: c.rule.sql.trim().to_string(),
+            sql_version: c.rule.sql_version.clone(),
+            enabled: c.rule.enabled,
+        },
         shadow: if c.shadow.enabled {
             Some(t.shadow.render_json(&vars).map_err(bad)?)
         } else {
@@ -114,7 +132,6 @@ pub fn deployment(
         iam_retry: Backoff::IAM_PROPAGATION,
         write_settle: std::time::Duration::from_secs_f64(c.aws.attempt_timeout_s),
         wait_for_thing_type,
-        sweep_duplicates: true,
         fleet: None,
         monitoring,
     })

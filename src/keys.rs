@@ -214,7 +214,7 @@ mod tests {
         // RSAPrivateKey ::= SEQUENCE { version, modulus, publicExponent, privateExponent, ... }
         // built from made-up integers: only the structure matters here, and no key material
         // belongs in the source. (Matching a real AWS-generated key to its certificate is
-        // covered end to end against moto in tests/verify.rs.)
+        // covered end to end against moto in tests/it/verify.rs.)
         let int = |bytes: &[u8]| [&[0x02, bytes.len() as u8][..], bytes].concat();
         let modulus: Vec<u8> = std::iter::once(0x00).chain([0xc5; 64]).collect();
         let body = [

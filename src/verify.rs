@@ -154,11 +154,11 @@ pub fn alert_in(block: &[String], topic_arn: &str) -> Result<String, String> {
 /// alert for the reading reached the alert topic).
 pub async fn data_path(env: &Env, timeout: Duration) -> Vec<Check> {
     let d = &env.d;
-    let topic = format!("sensor/temperature/{}", d.thing_name);
-    let group = format!("/aws/lambda/{}", d.function_name);
-    let res = format!("data path {topic} → {} → {group}", d.rule_name);
+    let topic = format!("sensor/temperature/{}", d.thing.name);
+    let group = format!("/aws/lambda/{}", d.function.name);
+    let res = format!("data path {topic} → {} → {group}", d.rule.name);
     let m = &d.monitoring;
-    let alert_res = format!("alert {} → {}", d.function_name, m.topic_name);
+    let alert_res = format!("alert {} → {}", d.function.name, m.topic_name);
     // Whatever stops the data path also stops the alert that depends on it.
     let fail = |reason: String| {
         let mut out = vec![Check::fail(E2E, &res, reason)];
@@ -176,7 +176,7 @@ pub async fn data_path(env: &Env, timeout: Duration) -> Vec<Check> {
         "temperature": READING,
         "humidity": 65,
         "timestamp": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-        "device": d.thing_name,
+        "device": d.thing.name,
         "battery_level": 87,
         "iotreg_verify": marker,
     });

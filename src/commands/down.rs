@@ -66,7 +66,7 @@ pub async fn down(
             && r.phase != Phase::Intent
     }) && reports.iter().all(|r| r.result.is_ok());
     if left.get(resources::CERTIFICATE).is_none() {
-        env.d.key_files.remove_all().with_context(|| {
+        env.d.certificate.key_files.remove_all().with_context(|| {
             format!("cannot remove key files in {}", settings.key_dir.display())
         })?;
     }

@@ -168,9 +168,9 @@ impl Run {
         let final_state = self.store.snapshot();
         let resources = lines(&reports, &final_state);
         let files = final_state.get(resources::CERTIFICATE).map(|_| Files {
-            certificate: d.key_files.certificate.display().to_string(),
-            public_key: d.key_files.public_key.display().to_string(),
-            private_key: d.key_files.private_key.display().to_string(),
+            certificate: d.certificate.key_files.certificate.display().to_string(),
+            public_key: d.certificate.key_files.public_key.display().to_string(),
+            private_key: d.certificate.key_files.private_key.display().to_string(),
         });
         UpSummary {
             command: "up",

@@ -54,7 +54,7 @@ impl Kind for AlertPolicy {
                 .aws
                 .iam
                 .get_role_policy()
-                .role_name(&d.role_name)
+                .role_name(&d.role.name)
                 .policy_name(self.name())
                 .send(),
             |e| e.is_no_such_entity_exception(),
@@ -72,14 +72,14 @@ impl Kind for AlertPolicy {
     }
 
     fn identify(&self, _live: &Value) -> String {
-        format!("{}/{}", self.0.d.role_name, self.name())
+        format!("{}/{}", self.0.d.role.name, self.name())
     }
 
     async fn apply(&self, cx: &Ctx, step: Step<Value>) -> Result<Outcome, StepError> {
         let d = &self.0.d;
         let name = self.name();
         let mut rec = Record::new(ALERT_POLICY, KIND, Phase::Created, &name);
-        rec.data.insert("role".into(), d.role_name.clone().into());
+        rec.data.insert("role".into(), d.role.name.clone().into());
         if step.live.is_some() && !step.changes("document") {
             return cx.keep(step.record.as_ref(), rec);
         }
@@ -93,7 +93,7 @@ impl Kind for AlertPolicy {
                 .aws
                 .iam
                 .put_role_policy()
-                .role_name(&d.role_name)
+                .role_name(&d.role.name)
                 .policy_name(&name)
                 .policy_document(self.document().to_string())
                 .send(),
@@ -114,7 +114,7 @@ impl Kind for AlertPolicy {
     async fn checks(&self, _cx: &Ctx, seen: Seen<'_, Value>) -> Vec<Check> {
         let m = &self.0.d.monitoring;
         let mut check = planning::comparison_check(self.check_name(), &seen);
-        check.resource = format!("{KIND} {} of {}", self.name(), self.0.d.role_name);
+        check.resource = format!("{KIND} {} of {}", self.name(), self.0.d.role.name);
         if seen.live.is_some() {
             check.reason = if check.status == CheckStatus::Pass {
                 format!("allows sns:Publish on {} only", m.topic_name)
@@ -135,7 +135,7 @@ impl Kind for AlertPolicy {
         let role = rec
             .data_str("role")
             .map(str::to_string)
-            .unwrap_or_else(|| self.0.d.role_name.clone());
+            .unwrap_or_else(|| self.0.d.role.name.clone());
         // NoSuchEntity: the policy, or its role, is already gone.
         let deleted = sdk::find(
             op(KIND, &rec.name, "DeleteRolePolicy"),

@@ -35,7 +35,7 @@ impl Meta for Certificate {
         KIND
     }
     fn name(&self) -> String {
-        format!("for {}", self.0.d.thing_name)
+        format!("for {}", self.0.d.thing.name)
     }
     fn depends_on(&self) -> &[&'static str] {
         &[]
@@ -217,7 +217,7 @@ impl Certificate {
     /// Takes over the certificate an interrupted create made: its certificate file written,
     /// re-activated if it is not active.
     async fn adopt(&self, cx: &Ctx, mut rec: Record, found: Found) -> Result<Outcome, StepError> {
-        let files = &self.0.d.key_files;
+        let files = &self.0.d.certificate.key_files;
         keys::write_private(&files.certificate, &found.pem, 0o644).map_err(key_err)?;
         if !found.active {
             sdk::send(
@@ -243,14 +243,14 @@ impl Certificate {
     async fn create(&self, cx: &Ctx, intent: Option<&Record>) -> Result<Outcome, StepError> {
         let d = &self.0.d;
         let iot = &self.0.aws.iot;
-        let files = &d.key_files;
-        crate::state::ensure_private_dir(&d.key_dir).map_err(|e| {
+        let files = &d.certificate.key_files;
+        crate::state::ensure_private_dir(&d.certificate.key_dir).map_err(|e| {
             StepError::Failed(format!(
                 "{}: cannot create key directory: {e}",
-                d.key_dir.display()
+                d.certificate.key_dir.display()
             ))
         })?;
-        match d.certificate_mode {
+        match d.certificate.mode {
             CertificateMode::Local => {
                 // Reuse the key of an earlier intent so a retried create matches it.
                 let wanted = intent.and_then(|r| r.data_str(FINGERPRINT));
@@ -269,7 +269,7 @@ impl Certificate {
                 rec.data
                     .insert(FINGERPRINT.into(), key.fingerprint().into());
                 let mut rec = cx.intent(rec)?;
-                let csr = key.csr_pem(&d.thing_name).map_err(key_err)?;
+                let csr = key.csr_pem(&d.thing.name).map_err(key_err)?;
                 // Every call issues a new certificate, so a blind retry after a lost answer
                 // would leave a duplicate. The SDK's retry is off for this call; between
                 // attempts iotreg looks for the certificate of its key first.
@@ -294,7 +294,7 @@ impl Certificate {
                             let Some(delay) = delays.next() else {
                                 return Err(crate::aws::failed(
                                     KIND,
-                                    &d.thing_name,
+                                    &d.thing.name,
                                     "CreateCertificateFromCsr",
                                     e,
                                 ));
@@ -316,7 +316,7 @@ impl Certificate {
                             let Some(delay) = delays.next() else {
                                 return Err(crate::aws::failed(
                                     KIND,
-                                    &d.thing_name,
+                                    &d.thing.name,
                                     "CreateCertificateFromCsr",
                                     e,
                                 ));
@@ -328,7 +328,7 @@ impl Certificate {
                         Err(e) => {
                             return Err(crate::aws::failed(
                                 KIND,
-                                &d.thing_name,
+                                &d.thing.name,
                                 "CreateCertificateFromCsr",
                                 e,
                             ))
@@ -360,7 +360,7 @@ impl Certificate {
                 // issue a second certificate for the key. Only we hold the key, so any other
                 // certificate for it since the intent is a duplicate: remove it. (A fleet
                 // device looks only after a retried create: see `Deployment::sweep_duplicates`.)
-                let sweep = if d.sweep_duplicates || retried {
+                let sweep = if d.certificate.sweep_duplicates || retried {
                     self.matching(&rec, false).await?
                 } else {
                     Vec::new()
@@ -376,7 +376,7 @@ impl Certificate {
                 let rec = Record::new(CERTIFICATE, KIND, Phase::Intent, "pending");
                 let mut rec = cx.intent(rec)?;
                 let out = sdk::send(
-                    op(KIND, &d.thing_name, "CreateKeysAndCertificate"),
+                    op(KIND, &d.thing.name, "CreateKeysAndCertificate"),
                     iot.create_keys_and_certificate().set_as_active(true).send(),
                 )
                 .await?;
@@ -560,7 +560,7 @@ impl Certificate {
     /// belongs to its public key.
     fn check_files(&self, res: &str, registered_pem: &str) -> Check {
         const FILES: &str = "certificate.local_files";
-        let files = &self.0.d.key_files;
+        let files = &self.0.d.certificate.key_files;
         let local = match std::fs::read_to_string(&files.certificate) {
             Ok(t) => t,
             Err(e) => {
@@ -605,10 +605,11 @@ impl Certificate {
     }
 
     fn write_certificate_file_if_missing(&self, pem: Option<&str>) -> Result<(), StepError> {
-        let path = &self.0.d.key_files.certificate;
+        let path = &self.0.d.certificate.key_files.certificate;
         if let (false, Some(pem)) = (path.exists(), pem) {
-            crate::state::ensure_private_dir(&self.0.d.key_dir)
-                .map_err(|e| StepError::Failed(format!("{}: {e}", self.0.d.key_dir.display())))?;
+            crate::state::ensure_private_dir(&self.0.d.certificate.key_dir).map_err(|e| {
+                StepError::Failed(format!("{}: {e}", self.0.d.certificate.key_dir.display()))
+            })?;
             keys::write_private(path, pem, 0o644).map_err(key_err)?;
         }
         Ok(())
@@ -738,7 +739,7 @@ mod tests {
         key_path: &Arc<Mutex<PathBuf>>,
     ) -> Harness {
         let h = harness(iot, &[], &[], &[], records, |_| {});
-        *key_path.lock().unwrap() = h.env.d.key_files.private_key.clone();
+        *key_path.lock().unwrap() = h.env.d.certificate.key_files.private_key.clone();
         h
     }
 
@@ -764,7 +765,7 @@ mod tests {
         assert_eq!(describe.num_calls(), 2, "one read each");
         assert_eq!(h.cx.record(CERTIFICATE), Some(recorded_cert()));
         // As before: the certificate file is written again when it is missing.
-        assert_eq!(read(&h.env.d.key_files.certificate), "PEM");
+        assert_eq!(read(&h.env.d.certificate.key_files.certificate), "PEM");
     }
 
     #[tokio::test]
@@ -804,7 +805,7 @@ mod tests {
         assert_eq!(list.num_calls(), 1, "the duplicate sweep");
         let rec = h.cx.record(CERTIFICATE).unwrap();
         assert_eq!((rec.phase, rec.id.as_deref()), (Phase::Created, Some("c2")));
-        let files = &h.env.d.key_files;
+        let files = &h.env.d.certificate.key_files;
         let key = DeviceKey::load(&files.private_key).unwrap();
         assert_eq!(rec.data_str(FINGERPRINT), Some(key.fingerprint().as_str()));
         assert_eq!(
@@ -855,7 +856,7 @@ mod tests {
             assert_eq!(update.num_calls(), activations);
             let rec = h.cx.record(CERTIFICATE).unwrap();
             assert_eq!((rec.phase, rec.id.as_deref()), (Phase::Created, Some("c9")));
-            assert_eq!(read(&h.env.d.key_files.certificate), pem);
+            assert_eq!(read(&h.env.d.certificate.key_files.certificate), pem);
         }
     }
 
@@ -865,7 +866,12 @@ mod tests {
         let key_path = Arc::new(Mutex::new(PathBuf::new()));
         let (create, list) = (issued("c2", key_path.clone()), listed(&[]));
         let h = harness_with_key(&[&create, &list], vec![interrupted(&key)], &key_path);
-        keys::write_private(&h.env.d.key_files.private_key, &key.private_pem(), 0o600).unwrap();
+        keys::write_private(
+            &h.env.d.certificate.key_files.private_key,
+            &key.private_pem(),
+            0o600,
+        )
+        .unwrap();
         let (plan, outcome) = plan_then_ensure(&h).await;
         assert_eq!((plan.action, outcome), (Action::Create, Outcome::Created));
         assert_eq!(create.num_calls(), 1);
@@ -900,7 +906,7 @@ mod tests {
                     .build()
             });
         let h = harness(&[&create], &[], &[], &[], vec![], |d| {
-            d.certificate_mode = CertificateMode::AwsGenerated;
+            d.certificate.mode = CertificateMode::AwsGenerated;
         });
         let (plan, outcome) = plan_then_ensure(&h).await;
         assert_eq!((plan.action, outcome), (Action::Create, Outcome::Created));
@@ -908,7 +914,7 @@ mod tests {
         let rec = h.cx.record(CERTIFICATE).unwrap();
         assert_eq!(rec.id.as_deref(), Some("c3"));
         assert_eq!(rec.data_str(FINGERPRINT), Some(key.fingerprint().as_str()));
-        let files = &h.env.d.key_files;
+        let files = &h.env.d.certificate.key_files;
         assert_eq!(read(&files.certificate), pem);
         assert_eq!(read(&files.private_key), key.private_pem());
     }
@@ -927,7 +933,7 @@ mod tests {
         // Active, with its own key and certificate on disk.
         let describe = described("c1", CertificateStatus::Active, pem.clone());
         let h = harness(&[&describe], &[], &[], &[], vec![recorded_cert()], |_| {});
-        let files = &h.env.d.key_files;
+        let files = &h.env.d.certificate.key_files;
         keys::write_private(&files.private_key, &key.private_pem(), 0o600).unwrap();
         keys::write_private(&files.certificate, &pem, 0o644).unwrap();
         let checks = Certificate(h.env.clone()).check(&h.cx).await;

@@ -45,10 +45,10 @@ fn device_deployment(
     attributes: BTreeMap<String, String>,
 ) -> Deployment {
     let mut dd = d.clone();
-    dd.thing_name = name.to_string();
-    dd.attributes = attributes;
-    dd.key_files = KeyFiles::for_thing(&d.key_dir, name);
-    dd.sweep_duplicates = false;
+    dd.thing.name = name.to_string();
+    dd.thing.attributes = attributes;
+    dd.certificate.key_files = KeyFiles::for_thing(&d.certificate.key_dir, name);
+    dd.certificate.sweep_duplicates = false;
     dd.fleet = None;
     dd
 }
@@ -203,7 +203,9 @@ impl Fleet {
                     .await;
                 if result.is_ok() && !cx.store().has_device(&name) {
                     // Its certificate is gone: its key files are of no use any more.
-                    if let Err(e) = KeyFiles::for_thing(&self.0.d.key_dir, &name).remove_all() {
+                    if let Err(e) =
+                        KeyFiles::for_thing(&self.0.d.certificate.key_dir, &name).remove_all()
+                    {
                         result = Err(format!("cannot remove its key files: {e}"));
                     }
                 }

@@ -34,7 +34,7 @@ impl Meta for Function {
         KIND
     }
     fn name(&self) -> String {
-        self.0.d.function_name.clone()
+        self.0.d.function.name.clone()
     }
     /// With monitoring on, the role may publish alerts before the function can run.
     fn depends_on(&self) -> &[&'static str] {
@@ -51,27 +51,28 @@ impl Kind for Function {
         let d = &self.0.d;
         let role = cx.record(ROLE).and_then(|r| r.arn).unwrap_or_default();
         let variables = d
+            .function
             .environment
             .iter()
             .map(|(k, v)| (format!("environment.{k}"), v.clone().into()));
         let mut f = Fields::from([
-            (CODE.to_string(), d.code_sha256.clone().into()),
+            (CODE.to_string(), d.function.code_sha256.clone().into()),
             (
                 "description".to_string(),
-                d.function_description.clone().into(),
+                d.function.description.clone().into(),
             ),
-            ("handler".to_string(), d.handler.clone().into()),
-            ("memory_mb".to_string(), d.memory_mb.into()),
+            ("handler".to_string(), d.function.handler.clone().into()),
+            ("memory_mb".to_string(), d.function.memory_mb.into()),
             ("role".to_string(), role.into()),
-            ("runtime".to_string(), d.runtime.clone().into()),
-            ("timeout_s".to_string(), d.timeout_s.into()),
+            ("runtime".to_string(), d.function.runtime.clone().into()),
+            ("timeout_s".to_string(), d.function.timeout_s.into()),
         ]);
         f.extend(variables);
         f
     }
 
     async fn read(&self, _cx: &Ctx) -> Result<Option<FunctionConfiguration>, StepError> {
-        let name = &self.0.d.function_name;
+        let name = &self.0.d.function.name;
         let out = sdk::find(
             op(KIND, name, "GetFunction"),
             self.0.aws.lambda.get_function().function_name(name).send(),
@@ -119,7 +120,7 @@ impl Kind for Function {
     ) -> Result<Outcome, StepError> {
         let lambda = &self.0.aws.lambda;
         let d = &self.0.d;
-        let name = &d.function_name;
+        let name = &d.function.name;
         let role_arn = cx
             .record(ROLE)
             .and_then(|r| r.arn)
@@ -132,17 +133,17 @@ impl Kind for Function {
                     lambda
                         .create_function()
                         .function_name(name)
-                        .runtime(Runtime::from(d.runtime.as_str()))
+                        .runtime(Runtime::from(d.function.runtime.as_str()))
                         .role(&role_arn)
-                        .handler(&d.handler)
+                        .handler(&d.function.handler)
                         .code(
                             FunctionCode::builder()
-                                .zip_file(Blob::new(d.zip.clone()))
+                                .zip_file(Blob::new(d.function.zip.clone()))
                                 .build(),
                         )
-                        .description(&d.function_description)
-                        .timeout(d.timeout_s)
-                        .memory_size(d.memory_mb)
+                        .description(&d.function.description)
+                        .timeout(d.function.timeout_s)
+                        .memory_size(d.function.memory_mb)
                         .environment(environment(d))
                         .send()
                 }),
@@ -161,7 +162,7 @@ impl Kind for Function {
                 lambda
                     .update_function_code()
                     .function_name(name)
-                    .zip_file(Blob::new(d.zip.clone()))
+                    .zip_file(Blob::new(d.function.zip.clone()))
                     .send(),
             )
             .await?;
@@ -174,12 +175,12 @@ impl Kind for Function {
                 lambda
                     .update_function_configuration()
                     .function_name(name)
-                    .runtime(Runtime::from(d.runtime.as_str()))
+                    .runtime(Runtime::from(d.function.runtime.as_str()))
                     .role(&role_arn)
-                    .handler(&d.handler)
-                    .description(&d.function_description)
-                    .timeout(d.timeout_s)
-                    .memory_size(d.memory_mb)
+                    .handler(&d.function.handler)
+                    .description(&d.function.description)
+                    .timeout(d.function.timeout_s)
+                    .memory_size(d.function.memory_mb)
                     .environment(environment(d))
                     .send(),
             )
@@ -230,7 +231,10 @@ impl Kind for Function {
             if passed {
                 check.reason = format!(
                     "Active; {} {}, {} MB, {} s, code as deployed",
-                    d.runtime, d.handler, d.memory_mb, d.timeout_s
+                    d.function.runtime,
+                    d.function.handler,
+                    d.function.memory_mb,
+                    d.function.timeout_s
                 );
             }
             return vec![check];
@@ -284,7 +288,7 @@ impl Kind for Function {
 impl Function {
     /// Polls GetFunction until LastUpdateStatus is no longer InProgress (bounded).
     async fn wait_until_updatable(&self, cx: &Ctx) -> Result<(), StepError> {
-        let name = &self.0.d.function_name;
+        let name = &self.0.d.function.name;
         let mut delays = Backoff::IAM_PROPAGATION.delays();
         loop {
             let out = sdk::send(
@@ -314,7 +318,7 @@ impl Function {
 /// The function's environment variables as configured.
 fn environment(d: &super::Deployment) -> Environment {
     Environment::builder()
-        .set_variables(Some(d.environment.clone().into_iter().collect()))
+        .set_variables(Some(d.function.environment.clone().into_iter().collect()))
         .build()
 }
 
@@ -397,13 +401,13 @@ mod tests {
             FunctionConfiguration::builder()
                 .function_name(NAME)
                 .function_arn(ARN)
-                .code_sha256(&d.code_sha256)
-                .description(&d.function_description)
-                .handler(&d.handler)
-                .memory_size(d.memory_mb)
+                .code_sha256(&d.function.code_sha256)
+                .description(&d.function.description)
+                .handler(&d.function.handler)
+                .memory_size(d.function.memory_mb)
                 .role(ROLE_ARN)
-                .runtime(Runtime::from(d.runtime.as_str()))
-                .timeout(d.timeout_s)
+                .runtime(Runtime::from(d.function.runtime.as_str()))
+                .timeout(d.function.timeout_s)
                 .state(State::Active)
                 .last_update_status(LastUpdateStatus::Successful),
         )

@@ -36,27 +36,74 @@ mod mock_tests;
 pub(crate) mod testing;
 
 /// Everything a resource needs to know, resolved once: names with the suffix filled in,
-/// templates rendered, the Lambda package built.
+/// templates rendered, the Lambda package built; one spec per resource kind.
 #[derive(Debug, Clone)]
 pub struct Deployment {
     pub suffix: String,
     pub region: String,
     pub account: String,
     pub partition: String,
-    pub thing_type_name: String,
-    pub thing_type_description: String,
-    pub thing_name: String,
+    pub thing_type: ThingTypeSpec,
+    pub thing: ThingSpec,
+    pub certificate: CertificateSpec,
+    pub policy: PolicySpec,
+    pub role: RoleSpec,
+    pub function: FunctionSpec,
+    pub rule: RuleSpec,
+    /// The shadow document to initialise with, or None when shadow initialisation is off.
+    pub shadow: Option<serde_json::Value>,
+    /// The alert topic, alarms and dashboard (deployed when enabled).
+    pub monitoring: monitoring::Monitoring,
+    /// A fleet of devices instead of the recipe's one thing.
+    pub fleet: Option<Arc<fleet::FleetSpec>>,
+    pub iam_retry: crate::retry::Backoff,
+    /// How long a timed-out call may still be running on the server (the attempt timeout).
+    pub write_settle: std::time::Duration,
+    /// `down --wait`: wait out the thing type's deprecation delay instead of leaving it pending.
+    pub wait_for_thing_type: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ThingTypeSpec {
+    pub name: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ThingSpec {
+    pub name: String,
     pub attributes: BTreeMap<String, String>,
-    pub certificate_mode: CertificateMode,
+}
+
+#[derive(Debug, Clone)]
+pub struct CertificateSpec {
+    pub mode: CertificateMode,
     pub key_dir: PathBuf,
+    /// This device's key, public key and certificate files.
     pub key_files: KeyFiles,
-    pub policy_name: String,
-    pub policy_document: serde_json::Value,
-    pub role_name: String,
+    /// After a certificate create that succeeded at once, still look for duplicates of its
+    /// key. On for the single device; a fleet sweeps only after retried creates, since each
+    /// sweep reads every certificate created meanwhile (quadratic across a fleet).
+    pub sweep_duplicates: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicySpec {
+    pub name: String,
+    pub document: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoleSpec {
+    pub name: String,
     pub trust_policy: serde_json::Value,
     pub managed_policies: Vec<String>,
-    pub function_name: String,
-    pub function_description: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    pub name: String,
+    pub description: String,
     pub runtime: String,
     pub memory_mb: i32,
     pub timeout_s: i32,
@@ -64,26 +111,15 @@ pub struct Deployment {
     pub environment: BTreeMap<String, String>,
     pub zip: Vec<u8>,
     pub code_sha256: String,
-    pub rule_name: String,
-    pub rule_description: String,
-    pub rule_sql: String,
-    pub rule_sql_version: String,
-    pub rule_enabled: bool,
-    /// The shadow document to initialise with, or None when shadow initialisation is off.
-    pub shadow: Option<serde_json::Value>,
-    pub iam_retry: crate::retry::Backoff,
-    /// How long a timed-out call may still be running on the server (the attempt timeout).
-    pub write_settle: std::time::Duration,
-    /// `down --wait`: wait out the thing type's deprecation delay instead of leaving it pending.
-    pub wait_for_thing_type: bool,
-    /// After a certificate create that succeeded at once, still look for duplicates of its
-    /// key. On for the single device; a fleet sweeps only after retried creates, since each
-    /// sweep reads every certificate created meanwhile (quadratic across a fleet).
-    pub sweep_duplicates: bool,
-    /// A fleet of devices instead of the recipe's one thing.
-    pub fleet: Option<Arc<fleet::FleetSpec>>,
-    /// The alert topic, alarms and dashboard (deployed when enabled).
-    pub monitoring: monitoring::Monitoring,
+}
+
+#[derive(Debug, Clone)]
+pub struct RuleSpec {
+    pub name: String,
+    pub description: String,
+    pub sql: String,
+    pub sql_version: String,
+    pub enabled: bool,
 }
 
 impl Deployment {
@@ -94,7 +130,7 @@ impl Deployment {
         )
     }
     pub fn rule_arn(&self) -> String {
-        self.arn("iot", &format!("rule/{}", self.rule_name))
+        self.arn("iot", &format!("rule/{}", self.rule.name))
     }
 }
 

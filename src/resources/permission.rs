@@ -56,7 +56,7 @@ impl Kind for Permission {
     }
 
     async fn read(&self, _cx: &Ctx) -> Result<Option<LivePermission>, StepError> {
-        let function = &self.0.d.function_name;
+        let function = &self.0.d.function.name;
         let policy = sdk::find(
             op(KIND, STATEMENT_ID, "GetPolicy"),
             self.0
@@ -93,13 +93,13 @@ impl Kind for Permission {
     }
 
     fn identify(&self, _live: &LivePermission) -> String {
-        format!("{STATEMENT_ID} on {}", self.0.d.function_name)
+        format!("{STATEMENT_ID} on {}", self.0.d.function.name)
     }
 
     async fn apply(&self, cx: &Ctx, step: Step<LivePermission>) -> Result<Outcome, StepError> {
         let lambda = &self.0.aws.lambda;
         let d = &self.0.d;
-        let function = &d.function_name;
+        let function = &d.function.name;
         let rule_arn = d.rule_arn();
         let mut rec = Record::new(PERMISSION, KIND, Phase::Created, STATEMENT_ID);
         rec.data
@@ -171,7 +171,7 @@ impl Kind for Permission {
     async fn checks(&self, _cx: &Ctx, seen: Seen<'_, LivePermission>) -> Vec<Check> {
         let name = self.check_name();
         let d = &self.0.d;
-        let function = &d.function_name;
+        let function = &d.function.name;
         let res = format!("{KIND} {STATEMENT_ID} on {function}");
         let rule_arn = d.rule_arn();
         let Some(live) = seen.live else {
@@ -207,7 +207,7 @@ impl Kind for Permission {
         };
         let function = rec
             .data_str("function")
-            .unwrap_or(&self.0.d.function_name)
+            .unwrap_or(&self.0.d.function.name)
             .to_string();
         let removed = sdk::find(
             op(KIND, STATEMENT_ID, "RemovePermission"),

@@ -26,7 +26,7 @@ impl Meta for Policy {
         KIND
     }
     fn name(&self) -> String {
-        self.0.d.policy_name.clone()
+        self.0.d.policy.name.clone()
     }
     fn depends_on(&self) -> &[&'static str] {
         &[]
@@ -38,11 +38,11 @@ impl Kind for Policy {
     type Live = GetPolicyOutput;
 
     fn desired(&self, _cx: &Ctx) -> Fields {
-        Fields::from([("document".to_string(), self.0.d.policy_document.clone())])
+        Fields::from([("document".to_string(), self.0.d.policy.document.clone())])
     }
 
     async fn read(&self, _cx: &Ctx) -> Result<Option<GetPolicyOutput>, StepError> {
-        let name = &self.0.d.policy_name;
+        let name = &self.0.d.policy.name;
         sdk::find(
             op(KIND, name, "GetPolicy"),
             self.0.aws.iot.get_policy().policy_name(name).send(),
@@ -63,7 +63,7 @@ impl Kind for Policy {
     }
 
     async fn apply(&self, cx: &Ctx, step: Step<GetPolicyOutput>) -> Result<Outcome, StepError> {
-        let name = &self.0.d.policy_name;
+        let name = &self.0.d.policy.name;
         let Some(live) = &step.live else {
             let mut rec = cx.intent(Record::new(POLICY, KIND, Phase::Intent, name))?;
             let out = sdk::create(
@@ -73,7 +73,7 @@ impl Kind for Policy {
                     .iot
                     .create_policy()
                     .policy_name(name)
-                    .policy_document(self.0.d.policy_document.to_string())
+                    .policy_document(self.0.d.policy.document.to_string())
                     .send(),
                 |e| e.is_resource_already_exists_exception(),
             )
@@ -174,7 +174,7 @@ impl Policy {
             op(KIND, name, "CreatePolicyVersion"),
             iot.create_policy_version()
                 .policy_name(name)
-                .policy_document(self.0.d.policy_document.to_string())
+                .policy_document(self.0.d.policy.document.to_string())
                 .set_as_default(true)
                 .send(),
         )

@@ -26,7 +26,7 @@ impl Meta for PolicyAttachment {
         KIND
     }
     fn name(&self) -> String {
-        format!("{} → certificate", self.0.d.policy_name)
+        format!("{} → certificate", self.0.d.policy.name)
     }
     fn depends_on(&self) -> &[&'static str] {
         &[POLICY, CERTIFICATE]
@@ -54,7 +54,7 @@ impl Kind for PolicyAttachment {
             |e| e.is_resource_not_found_exception(),
         )
         .await?;
-        let policy = self.0.d.policy_name.as_str();
+        let policy = self.0.d.policy.name.as_str();
         Ok(attached
             .filter(|a| a.policies().iter().any(|p| p.policy_name() == Some(policy)))
             .map(|_| Attached {
@@ -101,7 +101,7 @@ impl Kind for PolicyAttachment {
                 .aws
                 .iot
                 .attach_policy()
-                .policy_name(&self.0.d.policy_name)
+                .policy_name(&self.0.d.policy.name)
                 .target(&cert)
                 .send(),
         )
@@ -116,7 +116,7 @@ impl Kind for PolicyAttachment {
 
     async fn checks(&self, _cx: &Ctx, seen: Seen<'_, Attached>) -> Vec<Check> {
         let mut check = planning::comparison_check(self.check_name(), &seen);
-        let policy = &self.0.d.policy_name;
+        let policy = &self.0.d.policy.name;
         check.reason = if check.status == CheckStatus::Pass {
             format!("{policy} is attached to the certificate")
         } else {
@@ -140,7 +140,7 @@ impl Kind for PolicyAttachment {
                 .aws
                 .iot
                 .detach_policy()
-                .policy_name(&self.0.d.policy_name)
+                .policy_name(&self.0.d.policy.name)
                 .target(&cert)
                 .send(),
             "ResourceNotFoundException",

@@ -31,7 +31,7 @@ impl Meta for Role {
         KIND
     }
     fn name(&self) -> String {
-        self.0.d.role_name.clone()
+        self.0.d.role.name.clone()
     }
     fn depends_on(&self) -> &[&'static str] {
         &[]
@@ -44,16 +44,16 @@ impl Kind for Role {
 
     fn desired(&self, _cx: &Ctx) -> Fields {
         let d = &self.0.d;
-        let mut policies = d.managed_policies.clone();
+        let mut policies = d.role.managed_policies.clone();
         policies.sort();
         Fields::from([
             (MANAGED.to_string(), policies.into()),
-            (TRUST.to_string(), d.trust_policy.clone()),
+            (TRUST.to_string(), d.role.trust_policy.clone()),
         ])
     }
 
     async fn read(&self, _cx: &Ctx) -> Result<Option<LiveRole>, StepError> {
-        let name = &self.0.d.role_name;
+        let name = &self.0.d.role.name;
         let role = sdk::find(
             op(KIND, name, "GetRole"),
             self.0.aws.iam.get_role().role_name(name).send(),
@@ -89,27 +89,27 @@ impl Kind for Role {
     async fn apply(&self, cx: &Ctx, step: Step<LiveRole>) -> Result<Outcome, StepError> {
         let iam = &self.0.aws.iam;
         let d = &self.0.d;
-        let name = &d.role_name;
+        let name = &d.role.name;
         let Some(live) = &step.live else {
             let mut rec = cx.intent(Record::new(ROLE, KIND, Phase::Intent, name))?;
             let out = sdk::create(
                 op(KIND, name, "CreateRole"),
                 iam.create_role()
                     .role_name(name)
-                    .assume_role_policy_document(d.trust_policy.to_string())
+                    .assume_role_policy_document(d.role.trust_policy.to_string())
                     .description("Execution role for the iotreg IoT data processor")
                     .send(),
                 |e| e.is_entity_already_exists_exception(),
             )
             .await?;
             // A new role has no managed policies yet.
-            for arn in &d.managed_policies {
+            for arn in &d.role.managed_policies {
                 self.attach(arn).await?;
             }
             rec.phase = Phase::Created;
             rec.arn = out.role.map(|r| r.arn);
             rec.data
-                .insert(MANAGED.into(), serde_json::json!(d.managed_policies));
+                .insert(MANAGED.into(), serde_json::json!(d.role.managed_policies));
             cx.commit(rec)?;
             return Ok(Outcome::Created);
         };
@@ -119,7 +119,7 @@ impl Kind for Role {
                 op(KIND, name, "UpdateAssumeRolePolicy"),
                 iam.update_assume_role_policy()
                     .role_name(name)
-                    .policy_document(d.trust_policy.to_string())
+                    .policy_document(d.role.trust_policy.to_string())
                     .send(),
             )
             .await?;
@@ -161,7 +161,7 @@ impl Kind for Role {
         rec.phase = Phase::Created;
         rec.arn = Some(live.role.arn().to_string());
         rec.data
-            .insert(MANAGED.into(), serde_json::json!(d.managed_policies));
+            .insert(MANAGED.into(), serde_json::json!(d.role.managed_policies));
         if step.record.as_ref() != Some(&rec) {
             cx.commit(rec)?;
         }
@@ -281,7 +281,7 @@ impl Role {
     }
 
     async fn attach(&self, arn: &str) -> Result<(), StepError> {
-        let name = &self.0.d.role_name;
+        let name = &self.0.d.role.name;
         sdk::send(
             op(KIND, name, "AttachRolePolicy"),
             self.0
@@ -464,8 +464,8 @@ mod tests {
 
     fn stack(iam: &[&Rule], records: Vec<Record>) -> Harness {
         harness(&[], iam, &[], &[], records, |d| {
-            d.trust_policy = trust("lambda.amazonaws.com");
-            d.managed_policies = vec![BASIC.into()];
+            d.role.trust_policy = trust("lambda.amazonaws.com");
+            d.role.managed_policies = vec![BASIC.into()];
         })
     }
 

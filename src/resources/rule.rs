@@ -27,7 +27,7 @@ impl Meta for Rule {
         KIND
     }
     fn name(&self) -> String {
-        self.0.d.rule_name.clone()
+        self.0.d.rule.name.clone()
     }
     fn depends_on(&self) -> &[&'static str] {
         &[FUNCTION]
@@ -43,15 +43,15 @@ impl Kind for Rule {
         let function_arn = cx.record(FUNCTION).and_then(|r| r.arn).unwrap_or_default();
         Fields::from([
             ("actions".to_string(), vec![function_arn].into()),
-            ("description".to_string(), d.rule_description.clone().into()),
-            (ENABLED.to_string(), d.rule_enabled.into()),
-            ("sql".to_string(), d.rule_sql.trim().into()),
-            ("sql_version".to_string(), d.rule_sql_version.clone().into()),
+            ("description".to_string(), d.rule.description.clone().into()),
+            (ENABLED.to_string(), d.rule.enabled.into()),
+            ("sql".to_string(), d.rule.sql.trim().into()),
+            ("sql_version".to_string(), d.rule.sql_version.clone().into()),
         ])
     }
 
     async fn read(&self, _cx: &Ctx) -> Result<Option<GetTopicRuleOutput>, StepError> {
-        self.get(&self.0.d.rule_name).await
+        self.get(&self.0.d.rule.name).await
     }
 
     fn fields(&self, live: &GetTopicRuleOutput) -> Fields {
@@ -85,7 +85,7 @@ impl Kind for Rule {
             (
                 "sql_version".to_string(),
                 rule.aws_iot_sql_version()
-                    .unwrap_or(&d.rule_sql_version)
+                    .unwrap_or(&d.rule.sql_version)
                     .into(),
             ),
         ])
@@ -100,7 +100,7 @@ impl Kind for Rule {
     async fn apply(&self, cx: &Ctx, step: Step<GetTopicRuleOutput>) -> Result<Outcome, StepError> {
         let iot = &self.0.aws.iot;
         let d = &self.0.d;
-        let name = &d.rule_name;
+        let name = &d.rule.name;
         let function_arn = cx
             .record(FUNCTION)
             .and_then(|r| r.arn)
@@ -169,7 +169,7 @@ impl Kind for Rule {
     async fn checks(&self, _cx: &Ctx, seen: Seen<'_, GetTopicRuleOutput>) -> Vec<Check> {
         let mut check = planning::comparison_check(self.check_name(), &seen);
         if check.status == CheckStatus::Pass {
-            let state = if self.0.d.rule_enabled {
+            let state = if self.0.d.rule.enabled {
                 "enabled"
             } else {
                 "disabled as configured"
@@ -225,11 +225,11 @@ impl Rule {
             )
             .build();
         TopicRulePayload::builder()
-            .sql(&d.rule_sql)
-            .description(&d.rule_description)
+            .sql(&d.rule.sql)
+            .description(&d.rule.description)
             .actions(action)
-            .rule_disabled(!d.rule_enabled)
-            .aws_iot_sql_version(&d.rule_sql_version)
+            .rule_disabled(!d.rule.enabled)
+            .aws_iot_sql_version(&d.rule.sql_version)
             .build()
             .map_err(|e| StepError::Failed(format!("{KIND}: {e}")))
     }
@@ -403,7 +403,7 @@ mod tests {
                     .is_some_and(|p| p.rule_disabled() == Some(true))
             })
             .then_output(|| ReplaceTopicRuleOutput::builder().build());
-        let h = stack(&[&get, &replace], |d| d.rule_enabled = false);
+        let h = stack(&[&get, &replace], |d| d.rule.enabled = false);
         let (plan, outcome) = plan_then_ensure(&h).await;
         assert_eq!(fields(&plan), [ENABLED]);
         assert_eq!(outcome, Outcome::Updated("enabled: true → false".into()));

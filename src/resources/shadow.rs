@@ -27,7 +27,7 @@ impl Meta for Shadow {
         KIND
     }
     fn name(&self) -> String {
-        self.0.d.thing_name.clone()
+        self.0.d.thing.name.clone()
     }
     fn depends_on(&self) -> &[&'static str] {
         &[THING]
@@ -53,7 +53,7 @@ impl Kind for Shadow {
     /// The live shadow document, or None when the thing has no shadow.
     async fn read(&self, _cx: &Ctx) -> Result<Option<Value>, StepError> {
         let data = self.0.aws.data().await?;
-        let thing = &self.0.d.thing_name;
+        let thing = &self.0.d.thing.name;
         let live = sdk::find(
             op(KIND, thing, "GetThingShadow"),
             data.get_thing_shadow().thing_name(thing).send(),
@@ -80,7 +80,7 @@ impl Kind for Shadow {
     }
 
     fn identify(&self, _live: &Value) -> String {
-        format!("shadow of {}", self.0.d.thing_name)
+        format!("shadow of {}", self.0.d.thing.name)
     }
 
     fn link(&self) -> bool {
@@ -91,7 +91,7 @@ impl Kind for Shadow {
         let Some(doc) = &self.0.d.shadow else {
             return Ok(Outcome::Unchanged);
         };
-        let thing = &self.0.d.thing_name;
+        let thing = &self.0.d.thing.name;
         let rec = Record::new(SHADOW, KIND, Phase::Created, thing);
         let (payload, outcome) = match &step.live {
             // Create (or a rename's replace): the recipe's whole document, reported included.
@@ -125,7 +125,7 @@ impl Kind for Shadow {
     }
 
     async fn checks(&self, _cx: &Ctx, seen: Seen<'_, Value>) -> Vec<Check> {
-        let resource = format!("{KIND} of {}", self.0.d.thing_name);
+        let resource = format!("{KIND} of {}", self.0.d.thing.name);
         if self.0.d.shadow.is_none() {
             return vec![Check::skip(
                 self.check_name(),

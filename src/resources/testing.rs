@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use aws_smithy_mocks::{mock_client, Rule, RuleMode};
 
-use super::{Deployment, Env};
+use super::{
+    CertificateSpec, Deployment, Env, FunctionSpec, PolicySpec, RoleSpec, RuleSpec, ThingSpec,
+    ThingTypeSpec,
+};
 use crate::engine::{Ctx, Events, StepReport};
 use crate::retry::Backoff;
 use crate::state::{Phase, Record, State, Store};
@@ -34,34 +37,48 @@ pub fn deployment(dir: &std::path::Path) -> Deployment {
         region: "us-east-1".into(),
         account: "123456789012".into(),
         partition: "aws".into(),
-        thing_type_name: "TemperatureSensor".into(),
-        thing_type_description: "d".into(),
-        thing_name: "temperature-sensor-abc123".into(),
-        attributes: BTreeMap::new(),
-        certificate_mode: crate::config::CertificateMode::Local,
-        key_dir: dir.to_path_buf(),
-        key_files: crate::keys::KeyFiles::for_thing(dir, "temperature-sensor-abc123"),
-        policy_name: "device-policy-abc123".into(),
-        policy_document: serde_json::json!({"Version": "2012-10-17", "Statement": []}),
-        role_name: "iot-lambda-role-abc123".into(),
-        trust_policy: serde_json::json!({}),
-        managed_policies: vec![],
-        function_name: "iot-data-processor-abc123".into(),
-        function_description: "d".into(),
-        runtime: "python3.12".into(),
-        memory_mb: 256,
-        timeout_s: 60,
-        handler: "lambda-function.lambda_handler".into(),
-        environment: Default::default(),
-        sweep_duplicates: true,
+        thing_type: ThingTypeSpec {
+            name: "TemperatureSensor".into(),
+            description: "d".into(),
+        },
+        thing: ThingSpec {
+            name: "temperature-sensor-abc123".into(),
+            attributes: BTreeMap::new(),
+        },
+        certificate: CertificateSpec {
+            mode: crate::config::CertificateMode::Local,
+            key_dir: dir.to_path_buf(),
+            key_files: crate::keys::KeyFiles::for_thing(dir, "temperature-sensor-abc123"),
+            sweep_duplicates: true,
+        },
+        policy: PolicySpec {
+            name: "device-policy-abc123".into(),
+            document: serde_json::json!({"Version": "2012-10-17", "Statement": []}),
+        },
+        role: RoleSpec {
+            name: "iot-lambda-role-abc123".into(),
+            trust_policy: serde_json::json!({}),
+            managed_policies: vec![],
+        },
+        function: FunctionSpec {
+            name: "iot-data-processor-abc123".into(),
+            description: "d".into(),
+            runtime: "python3.12".into(),
+            memory_mb: 256,
+            timeout_s: 60,
+            handler: "lambda-function.lambda_handler".into(),
+            environment: Default::default(),
+            code_sha256: crate::templates::code_sha256(&zip),
+            zip,
+        },
         fleet: None,
-        code_sha256: crate::templates::code_sha256(&zip),
-        zip,
-        rule_name: "sensor_data_rule_abc123".into(),
-        rule_description: "d".into(),
-        rule_sql: "SELECT * FROM 'a'".into(),
-        rule_sql_version: "2016-03-23".into(),
-        rule_enabled: true,
+        rule: RuleSpec {
+            name: "sensor_data_rule_abc123".into(),
+            description: "d".into(),
+            sql: "SELECT * FROM 'a'".into(),
+            sql_version: "2016-03-23".into(),
+            enabled: true,
+        },
         shadow: None,
         // Real backoff shape, tiny delays: the logic is what is under test, not the clock.
         iam_retry: Backoff {

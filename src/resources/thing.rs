@@ -25,7 +25,7 @@ impl Meta for Thing {
         KIND
     }
     fn name(&self) -> String {
-        self.0.d.thing_name.clone()
+        self.0.d.thing.name.clone()
     }
     fn depends_on(&self) -> &[&'static str] {
         // The retired type is deleted only once the thing has left it (and in `down`, after
@@ -41,13 +41,16 @@ impl Kind for Thing {
     fn desired(&self, _cx: &Ctx) -> Fields {
         let d = &self.0.d;
         fields(
-            &d.thing_type_name,
-            d.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            &d.thing_type.name,
+            d.thing
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
         )
     }
 
     async fn read(&self, _cx: &Ctx) -> Result<Option<DescribeThingOutput>, StepError> {
-        let name = &self.0.d.thing_name;
+        let name = &self.0.d.thing.name;
         sdk::find(
             op(KIND, name, "DescribeThing"),
             self.0.aws.iot.describe_thing().thing_name(name).send(),
@@ -73,15 +76,15 @@ impl Kind for Thing {
     async fn apply(&self, cx: &Ctx, step: Step<DescribeThingOutput>) -> Result<Outcome, StepError> {
         let d = &self.0.d;
         let iot = &self.0.aws.iot;
-        let name = &d.thing_name;
+        let name = &d.thing.name;
         let Some(live) = &step.live else {
             let mut rec = cx.intent(Record::new(THING, KIND, Phase::Intent, name))?;
             let out = sdk::create(
                 op(KIND, name, "CreateThing"),
                 iot.create_thing()
                     .thing_name(name)
-                    .thing_type_name(&d.thing_type_name)
-                    .attribute_payload(payload(&d.attributes, None))
+                    .thing_type_name(&d.thing_type.name)
+                    .attribute_payload(payload(&d.thing.attributes, None))
                     .send(),
                 |e| e.is_resource_already_exists_exception(),
             )
@@ -102,8 +105,8 @@ impl Kind for Thing {
                 op(KIND, name, "UpdateThing"),
                 iot.update_thing()
                     .thing_name(name)
-                    .thing_type_name(&d.thing_type_name)
-                    .attribute_payload(payload(&d.attributes, live.attributes()))
+                    .thing_type_name(&d.thing_type.name)
+                    .attribute_payload(payload(&d.thing.attributes, live.attributes()))
                     .send(),
             )
             .await?;
@@ -132,8 +135,8 @@ impl Kind for Thing {
             let d = &self.0.d;
             check.reason = format!(
                 "type {} and {} attributes as configured",
-                d.thing_type_name,
-                d.attributes.len()
+                d.thing_type.name,
+                d.thing.attributes.len()
             );
         }
         vec![check]
@@ -238,7 +241,7 @@ mod tests {
     }
 
     fn located(d: &mut crate::resources::Deployment) {
-        d.attributes = BTreeMap::from([("location".to_string(), "Line-3".to_string())]);
+        d.thing.attributes = BTreeMap::from([("location".to_string(), "Line-3".to_string())]);
     }
 
     #[tokio::test]

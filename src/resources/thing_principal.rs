@@ -22,7 +22,7 @@ impl Meta for ThingPrincipal {
         KIND
     }
     fn name(&self) -> String {
-        format!("certificate → {}", self.0.d.thing_name)
+        format!("certificate → {}", self.0.d.thing.name)
     }
     fn depends_on(&self) -> &[&'static str] {
         &[THING, CERTIFICATE]
@@ -50,7 +50,7 @@ impl Kind for ThingPrincipal {
                 .aws
                 .iot
                 .list_thing_principals()
-                .thing_name(&self.0.d.thing_name)
+                .thing_name(&self.0.d.thing.name)
                 .send(),
             |e| e.is_resource_not_found_exception(),
         )
@@ -101,7 +101,7 @@ impl Kind for ThingPrincipal {
                 .aws
                 .iot
                 .attach_thing_principal()
-                .thing_name(&self.0.d.thing_name)
+                .thing_name(&self.0.d.thing.name)
                 .principal(&cert)
                 .send(),
         )
@@ -116,7 +116,7 @@ impl Kind for ThingPrincipal {
 
     async fn checks(&self, _cx: &Ctx, seen: Seen<'_, Attached>) -> Vec<Check> {
         let mut check = planning::comparison_check(self.check_name(), &seen);
-        let thing = &self.0.d.thing_name;
+        let thing = &self.0.d.thing.name;
         check.reason = if check.status == CheckStatus::Pass {
             format!("the certificate is attached to {thing}")
         } else {
@@ -139,7 +139,7 @@ impl Kind for ThingPrincipal {
                 .aws
                 .iot
                 .detach_thing_principal()
-                .thing_name(&self.0.d.thing_name)
+                .thing_name(&self.0.d.thing.name)
                 .principal(&cert)
                 .send(),
             |e| e.is_resource_not_found_exception(),

@@ -38,7 +38,7 @@ pub struct ThingType {
 
 impl ThingType {
     pub fn current(env: Arc<Env>) -> ThingType {
-        let name = env.d.thing_type_name.clone();
+        let name = env.d.thing_type.name.clone();
         ThingType {
             env,
             key: THING_TYPE,
@@ -116,7 +116,7 @@ impl Kind for ThingType {
         if self.manages_properties(cx) {
             f.insert(
                 "description".into(),
-                self.env.d.thing_type_description.clone().into(),
+                self.env.d.thing_type.description.clone().into(),
             );
         }
         f
@@ -363,7 +363,7 @@ impl ThingType {
         let name = &self.name;
         let rec = cx.intent(Record::new(THING_TYPE, KIND, Phase::Intent, name))?;
         let props = aws_sdk_iot::types::ThingTypeProperties::builder()
-            .thing_type_description(&self.env.d.thing_type_description)
+            .thing_type_description(&self.env.d.thing_type.description)
             .build();
         let tag = aws_sdk_iot::types::Tag::builder()
             .key(MANAGED_BY.0)

@@ -2,7 +2,6 @@
 //! credentials, an endpoint that answers HTML 500s (`--region mars-1`), and each command's
 //! `--help`.
 
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;

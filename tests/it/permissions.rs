@@ -4,7 +4,6 @@
 //! the local AWS, and every operation its request log records during that command must be
 //! allowed by that command's section of the document. A new AWS call cannot ship undocumented.
 
-
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::support::*;
