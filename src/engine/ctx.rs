@@ -120,6 +120,14 @@ impl Ctx {
         Ok(Outcome::Adopted)
     }
 
+    /// Writes `record` unless the state already has it as it is (`recorded`).
+    pub fn save(&self, recorded: Option<&Record>, record: Record) -> Result<(), StepError> {
+        if recorded != Some(&record) {
+            self.commit(record)?;
+        }
+        Ok(())
+    }
+
     pub fn forget(&self, key: &str) -> Result<(), StepError> {
         match &self.device {
             // Lost, a record of something deleted is found gone by the next run.

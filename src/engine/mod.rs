@@ -10,7 +10,7 @@
 //! judge a resource differently.
 
 use crate::plan::{Change, Fields, Planned};
-use crate::state::{Record, StateError};
+use crate::state::{Phase, Record, StateError};
 use crate::verify::Check;
 
 mod ctx;
@@ -166,6 +166,25 @@ impl<L> Step<L> {
     pub fn changes(&self, field: &str) -> bool {
         self.plan.changes.iter().any(|c| c.field == field)
     }
+    /// The outcome of a step that found its resource live: `Updated` with what it changed
+    /// (`updated`), else adopted (first recorded now) or unchanged.
+    pub fn outcome(&self, updated: Option<String>) -> Outcome {
+        match updated {
+            Some(what) => Outcome::Updated(what),
+            None if self.plan.action == crate::plan::Action::Adopt => Outcome::Adopted,
+            None => Outcome::Unchanged,
+        }
+    }
+    /// The record of the live resource: the state's (an intent to finish, or one to refresh)
+    /// or, for a resource first recorded now, a new one; as created either way.
+    pub fn live_record(&self, key: &str, kind: &str, name: &str) -> Record {
+        let mut rec = self
+            .record
+            .clone()
+            .unwrap_or_else(|| Record::new(key, kind, Phase::Created, name));
+        rec.phase = Phase::Created;
+        rec
+    }
     /// The planned field changes as one line: `memory_mb: 128 → 256, …`.
     pub fn summary(&self) -> String {
         crate::plan::describe(&self.plan.changes)
@@ -260,10 +279,11 @@ impl<K: Kind> Resource for K {
         let read_live = !(record.is_none() && self.create_unread());
         let (plan, live) = planning::observe(self, cx, read_live).await?;
         planning::refuse_unless_applicable(&plan)?;
-        let desired = self.desired(cx);
         let outcome = self.apply(cx, Step { plan, live, record }).await?;
-        // Ensured means live equals desired: remember it, for the next plan's origins.
-        cx.set_applied(self.key(), desired)?;
+        // Ensured means live equals desired: remember it, for the next plan's origins. Asked
+        // after the apply, since what is wanted can depend on the record it wrote (the
+        // properties of a thing type this deployment created are its to compare).
+        cx.set_applied(self.key(), self.desired(cx))?;
         Ok(outcome)
     }
 

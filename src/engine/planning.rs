@@ -14,10 +14,18 @@ pub async fn observe<K: Kind + ?Sized>(
     read_live: bool,
 ) -> Result<(Planned, Option<K::Live>), StepError> {
     let rec = cx.record(r.key());
-    // A rename is a replace whatever is live under the new name: nothing to read.
+    // A rename is a replace whatever is live under the new name. Only a link, which follows
+    // the rename, reads under the new name, so that its apply can tell whether the new link
+    // already stands.
     if let Some(rec) = rec.as_ref().filter(|rec| rec.phase != Phase::Intent) {
         if r.renamed(rec) {
-            return Ok((renamed(r, rec), None));
+            let mut plan = renamed(r, rec);
+            let live = if r.link() { r.read(cx).await? } else { None };
+            if let Some(l) = &live {
+                plan.changes
+                    .extend(plan::compare(&r.desired(cx), &r.fields(l), None));
+            }
+            return Ok((plan, live));
         }
     }
     let live = if read_live || r.shared() {

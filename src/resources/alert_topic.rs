@@ -58,11 +58,7 @@ impl Kind for AlertTopic {
         let m = &self.0.d.monitoring;
         let name = &m.topic_name;
         if step.live.is_some() {
-            let mut rec = step
-                .record
-                .clone()
-                .unwrap_or_else(|| Record::new(ALERT_TOPIC, KIND, Phase::Created, name));
-            rec.phase = Phase::Created;
+            let mut rec = step.live_record(ALERT_TOPIC, KIND, name);
             rec.arn = Some(m.topic_arn.clone());
             return cx.keep(step.record.as_ref(), rec);
         }

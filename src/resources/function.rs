@@ -15,7 +15,7 @@ use aws_sdk_lambda::types::{
 use super::sdk::{self, op};
 use super::{Env, ALERT_POLICY, FUNCTION, ROLE};
 use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
-use crate::plan::{Action, Fields};
+use crate::plan::Fields;
 use crate::retry::Backoff;
 use crate::state::{Phase, Record};
 use crate::verify::{Check, CheckStatus};
@@ -186,22 +186,10 @@ impl Kind for Function {
             )
             .await?;
         }
-        let outcome = if !step.plan.changes.is_empty() {
-            Outcome::Updated(step.summary())
-        } else if step.plan.action == Action::Adopt {
-            Outcome::Adopted
-        } else {
-            Outcome::Unchanged
-        };
-        let mut rec = step
-            .record
-            .clone()
-            .unwrap_or_else(|| Record::new(FUNCTION, KIND, Phase::Created, name));
-        rec.phase = Phase::Created;
+        let outcome = step.outcome((!step.plan.changes.is_empty()).then(|| step.summary()));
+        let mut rec = step.live_record(FUNCTION, KIND, name);
         rec.arn = live.function_arn().map(str::to_string);
-        if step.record.as_ref() != Some(&rec) {
-            cx.commit(rec)?;
-        }
+        cx.save(step.record.as_ref(), rec)?;
         Ok(outcome)
     }
 
@@ -383,6 +371,7 @@ mod tests {
 
     use super::*;
     use crate::engine::Resource;
+    use crate::plan::Action;
     use crate::plan::Planned;
     use crate::resources::testing::*;
 

@@ -9,7 +9,7 @@ use aws_sdk_iot::operation::get_policy::GetPolicyOutput;
 use super::sdk::{self, op};
 use super::{Env, POLICY};
 use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
-use crate::plan::{Action, Fields};
+use crate::plan::Fields;
 use crate::state::{Phase, Record};
 use crate::verify::{Check, CheckStatus};
 
@@ -83,23 +83,16 @@ impl Kind for Policy {
             cx.commit(rec)?;
             return Ok(Outcome::Created);
         };
-        let outcome = if step.changes("document") {
+        let updated = if step.changes("document") {
             self.new_default_version(name).await?;
-            Outcome::Updated("policy document".into())
-        } else if step.plan.action == Action::Adopt {
-            Outcome::Adopted
+            Some("policy document".to_string())
         } else {
-            Outcome::Unchanged
+            None
         };
-        let mut rec = step
-            .record
-            .clone()
-            .unwrap_or_else(|| Record::new(POLICY, KIND, Phase::Created, name));
-        rec.phase = Phase::Created;
+        let outcome = step.outcome(updated);
+        let mut rec = step.live_record(POLICY, KIND, name);
         rec.arn = live.policy_arn().map(str::to_string);
-        if step.record.as_ref() != Some(&rec) {
-            cx.commit(rec)?;
-        }
+        cx.save(step.record.as_ref(), rec)?;
         Ok(outcome)
     }
 
@@ -227,6 +220,7 @@ mod tests {
 
     use super::*;
     use crate::engine::Resource;
+    use crate::plan::Action;
     use crate::resources::testing::harness;
 
     fn recorded() -> Record {

@@ -7,7 +7,7 @@ use aws_sdk_iam::types::Role as IamRole;
 use super::sdk::{self, op};
 use super::{Env, ROLE};
 use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
-use crate::plan::{Action, Change, Fields};
+use crate::plan::{Change, Fields};
 use crate::state::{Phase, Record};
 use crate::verify::{Check, CheckStatus};
 
@@ -147,24 +147,12 @@ impl Kind for Role {
             }
             done.push(format!("{MANAGED}: {}", moved.join(", ")));
         }
-        let outcome = if !done.is_empty() {
-            Outcome::Updated(done.join(", "))
-        } else if step.plan.action == Action::Adopt {
-            Outcome::Adopted
-        } else {
-            Outcome::Unchanged
-        };
-        let mut rec = step
-            .record
-            .clone()
-            .unwrap_or_else(|| Record::new(ROLE, KIND, Phase::Created, name));
-        rec.phase = Phase::Created;
+        let outcome = step.outcome((!done.is_empty()).then(|| done.join(", ")));
+        let mut rec = step.live_record(ROLE, KIND, name);
         rec.arn = Some(live.role.arn().to_string());
         rec.data
             .insert(MANAGED.into(), serde_json::json!(d.role.managed_policies));
-        if step.record.as_ref() != Some(&rec) {
-            cx.commit(rec)?;
-        }
+        cx.save(step.record.as_ref(), rec)?;
         Ok(outcome)
     }
 
@@ -386,6 +374,7 @@ mod tests {
 
     use super::*;
     use crate::engine::Resource;
+    use crate::plan::Action;
     use crate::plan::Planned;
     use crate::resources::testing::*;
 

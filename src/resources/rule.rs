@@ -9,7 +9,7 @@ use aws_sdk_iot::types::{Action as RuleAction, LambdaAction, TopicRulePayload};
 use super::sdk::{self, op};
 use super::{Env, FUNCTION, RULE};
 use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
-use crate::plan::{Action, Fields};
+use crate::plan::Fields;
 use crate::state::{Phase, Record};
 use crate::verify::{Check, CheckStatus};
 use serde_json::Value;
@@ -143,22 +143,10 @@ impl Kind for Rule {
             )
             .await?;
         }
-        let outcome = if !changes.is_empty() {
-            Outcome::Updated(step.summary())
-        } else if step.plan.action == Action::Adopt {
-            Outcome::Adopted
-        } else {
-            Outcome::Unchanged
-        };
-        let mut rec = step
-            .record
-            .clone()
-            .unwrap_or_else(|| Record::new(RULE, KIND, Phase::Created, name));
-        rec.phase = Phase::Created;
+        let outcome = step.outcome((!changes.is_empty()).then(|| step.summary()));
+        let mut rec = step.live_record(RULE, KIND, name);
         rec.arn = Some(self.identify(live));
-        if step.record.as_ref() != Some(&rec) {
-            cx.commit(rec)?;
-        }
+        cx.save(step.record.as_ref(), rec)?;
         Ok(outcome)
     }
 
@@ -283,6 +271,7 @@ mod tests {
 
     use super::*;
     use crate::engine::Resource;
+    use crate::plan::Action;
     use crate::plan::Planned;
     use crate::resources::testing::*;
 

@@ -96,8 +96,15 @@ impl Kind for Shadow {
         let (payload, outcome) = match &step.live {
             // Create (or a rename's replace): the recipe's whole document, reported included.
             None => (doc.clone(), Outcome::Created),
-            // Adopt or no change: only the record may need writing.
-            Some(_) if step.plan.changes.is_empty() => {
+            // Adopt or no change (or a rename's replace whose shadow stands as wanted): only
+            // the record may need writing.
+            Some(_)
+                if !step
+                    .plan
+                    .changes
+                    .iter()
+                    .any(|c| c.field.starts_with(PREFIX)) =>
+            {
                 return cx.keep(step.record.as_ref(), rec);
             }
             // The desired keys that differ; the reported state belongs to the device.

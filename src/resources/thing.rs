@@ -9,7 +9,7 @@ use aws_sdk_iot::types::AttributePayload;
 use super::sdk::{self, op};
 use super::{Env, THING, THING_TYPE, THING_TYPE_RETIRED};
 use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
-use crate::plan::{Action, Fields};
+use crate::plan::Fields;
 use crate::state::{Phase, Record};
 use crate::verify::{Check, CheckStatus};
 
@@ -95,11 +95,8 @@ impl Kind for Thing {
             cx.commit(rec)?;
             return Ok(Outcome::Created);
         };
-        let outcome = if step.plan.changes.is_empty() {
-            match step.plan.action {
-                Action::Adopt => Outcome::Adopted,
-                _ => Outcome::Unchanged,
-            }
+        let updated = if step.plan.changes.is_empty() {
+            None
         } else {
             sdk::send(
                 op(KIND, name, "UpdateThing"),
@@ -110,18 +107,13 @@ impl Kind for Thing {
                     .send(),
             )
             .await?;
-            Outcome::Updated(step.summary())
+            Some(step.summary())
         };
-        let mut rec = step
-            .record
-            .clone()
-            .unwrap_or_else(|| Record::new(THING, KIND, Phase::Created, name));
-        rec.phase = Phase::Created;
+        let outcome = step.outcome(updated);
+        let mut rec = step.live_record(THING, KIND, name);
         rec.arn = live.thing_arn().map(str::to_string);
         rec.id = live.thing_id().map(str::to_string);
-        if step.record.as_ref() != Some(&rec) {
-            cx.commit(rec)?;
-        }
+        cx.save(step.record.as_ref(), rec)?;
         Ok(outcome)
     }
 
@@ -218,6 +210,7 @@ mod tests {
 
     use super::*;
     use crate::engine::Resource;
+    use crate::plan::Action;
     use crate::resources::testing::harness;
 
     const NAME: &str = "temperature-sensor-abc123";
