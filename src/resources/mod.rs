@@ -18,6 +18,7 @@ pub mod certificate;
 pub mod dashboard;
 pub mod fleet;
 pub mod function;
+pub mod link;
 pub mod monitoring;
 pub mod permission;
 pub mod policy;
@@ -214,13 +215,13 @@ const REGISTRY: &[Entry] = &[
         device: true,
         wanted: always,
         stray: true,
-        make: |env| one(policy_attachment::PolicyAttachment(env.clone())),
+        make: |env| one(policy_attachment::new(env.clone())),
     },
     Entry {
         device: true,
         wanted: always,
         stray: true,
-        make: |env| one(thing_principal::ThingPrincipal(env.clone())),
+        make: |env| one(thing_principal::new(env.clone())),
     },
     Entry {
         device: false,
