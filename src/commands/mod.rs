@@ -25,7 +25,8 @@ use crate::settings::{Action, BadInput, Settings};
 use crate::state::Store;
 use crate::state::{self, State, StateLock};
 
-/// The process exit status: 0 success, 1 an operation failed, 2 bad input (nothing changed), 3 changes pending (`plan --detailed-exitcode`), 130 interrupted.
+/// The process exit status: 0 success, 1 an operation failed, 2 bad input (nothing changed),
+/// 3 changes pending (`plan --detailed-exitcode`), 130 interrupted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
     Success = 0,
