@@ -53,6 +53,15 @@ impl Outcome {
         }
     }
 
+    /// What a delete did: `Deleted` when there was something to delete, else `Absent`.
+    pub fn deleted_if(existed: bool) -> Outcome {
+        if existed {
+            Outcome::Deleted
+        } else {
+            Outcome::Absent
+        }
+    }
+
     pub fn detail(&self) -> Option<&str> {
         match self {
             Outcome::Updated(s) | Outcome::Retained(s) | Outcome::Pending(s) => Some(s),

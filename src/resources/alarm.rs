@@ -194,11 +194,7 @@ impl Kind for Alarm {
         )
         .await?;
         cx.forget(key)?;
-        Ok(if deleted.is_some() {
-            Outcome::Deleted
-        } else {
-            Outcome::Absent
-        })
+        Ok(Outcome::deleted_if(deleted.is_some()))
     }
 }
 

@@ -150,11 +150,7 @@ impl Kind for AlertPolicy {
         )
         .await?;
         cx.forget(ALERT_POLICY)?;
-        Ok(if deleted.is_some() {
-            Outcome::Deleted
-        } else {
-            Outcome::Absent
-        })
+        Ok(Outcome::deleted_if(deleted.is_some()))
     }
 }
 

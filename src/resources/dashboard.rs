@@ -170,11 +170,7 @@ impl Kind for Dashboard {
         };
         let deleted = self.delete(&rec.name).await?;
         cx.forget(DASHBOARD)?;
-        Ok(if deleted {
-            Outcome::Deleted
-        } else {
-            Outcome::Absent
-        })
+        Ok(Outcome::deleted_if(deleted))
     }
 }
 

@@ -132,11 +132,7 @@ impl<T: Target> Kind for CertificateLink<T> {
         };
         let detached = self.0.detach(&cert, &rec.name).await?;
         cx.forget(T::KEY)?;
-        Ok(if detached {
-            Outcome::Deleted
-        } else {
-            Outcome::Absent
-        })
+        Ok(Outcome::deleted_if(detached))
     }
 }
 

@@ -222,11 +222,7 @@ impl Kind for Permission {
         )
         .await?;
         cx.forget(PERMISSION)?;
-        Ok(if removed.is_some() {
-            Outcome::Deleted
-        } else {
-            Outcome::Absent
-        })
+        Ok(Outcome::deleted_if(removed.is_some()))
     }
 }
 
@@ -358,10 +354,7 @@ mod tests {
     }
 
     async fn plan_then_ensure(h: &Harness) -> (Planned, Outcome) {
-        let r = Permission(h.env.clone());
-        let plan = Resource::plan(&r, &h.cx, true).await.unwrap();
-        let outcome = Resource::ensure(&r, &h.cx).await.unwrap();
-        (plan, outcome)
+        crate::resources::testing::plan_then_ensure(&Permission(h.env.clone()), &h.cx).await
     }
 
     #[tokio::test]

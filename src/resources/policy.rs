@@ -149,11 +149,7 @@ impl Kind for Policy {
         )
         .await?;
         cx.forget(POLICY)?;
-        Ok(if deleted.is_some() {
-            Outcome::Deleted
-        } else {
-            Outcome::Absent
-        })
+        Ok(Outcome::deleted_if(deleted.is_some()))
     }
 }
 

@@ -236,11 +236,7 @@ impl Kind for Role {
         )
         .await?;
         cx.forget(ROLE)?;
-        Ok(if deleted.is_some() {
-            Outcome::Deleted
-        } else {
-            Outcome::Absent
-        })
+        Ok(Outcome::deleted_if(deleted.is_some()))
     }
 }
 
@@ -460,14 +456,11 @@ mod tests {
 
     /// What `plan` says, then what `ensure` does, on the same live role.
     async fn plan_then_ensure(h: &Harness) -> (Planned, Outcome) {
-        let r = Role(h.env.clone());
-        let plan = Resource::plan(&r, &h.cx, true).await.unwrap();
-        let outcome = Resource::ensure(&r, &h.cx).await.unwrap();
-        (plan, outcome)
+        crate::resources::testing::plan_then_ensure(&Role(h.env.clone()), &h.cx).await
     }
 
     fn fields(p: &Planned) -> Vec<&str> {
-        p.changes.iter().map(|c| c.field.as_str()).collect()
+        crate::resources::testing::changed_fields(p)
     }
 
     #[tokio::test]

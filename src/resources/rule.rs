@@ -337,14 +337,11 @@ mod tests {
     }
 
     async fn plan_then_ensure(h: &Harness) -> (Planned, Outcome) {
-        let r = Rule(h.env.clone());
-        let plan = Resource::plan(&r, &h.cx, true).await.unwrap();
-        let outcome = Resource::ensure(&r, &h.cx).await.unwrap();
-        (plan, outcome)
+        crate::resources::testing::plan_then_ensure(&Rule(h.env.clone()), &h.cx).await
     }
 
     fn fields(p: &Planned) -> Vec<&str> {
-        p.changes.iter().map(|c| c.field.as_str()).collect()
+        crate::resources::testing::changed_fields(p)
     }
 
     #[tokio::test]

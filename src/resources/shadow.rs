@@ -160,11 +160,7 @@ impl Kind for Shadow {
         )
         .await?;
         cx.forget(SHADOW)?;
-        Ok(if deleted.is_some() {
-            Outcome::Deleted
-        } else {
-            Outcome::Absent
-        })
+        Ok(Outcome::deleted_if(deleted.is_some()))
     }
 }
 

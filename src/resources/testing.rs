@@ -13,7 +13,8 @@ use super::{
     CertificateSpec, Deployment, Env, FunctionSpec, PolicySpec, RoleSpec, RuleSpec, ThingSpec,
     ThingTypeSpec,
 };
-use crate::engine::{Ctx, Events, StepReport};
+use crate::engine::{Ctx, Events, Outcome, Resource, StepReport};
+use crate::plan::Planned;
 use crate::retry::Backoff;
 use crate::state::{Phase, Record, State, Store};
 
@@ -155,4 +156,15 @@ pub fn recorded(key: &str, kind: &str, name: &str, arn: Option<&str>) -> Record 
     let mut r = Record::new(key, kind, Phase::Created, name);
     r.arn = arn.map(str::to_string);
     r
+}
+
+/// Plans a resource, then ensures it: the plan, and what ensure did (both must succeed).
+pub async fn plan_then_ensure(r: &dyn Resource, cx: &Ctx) -> (Planned, Outcome) {
+    let plan = r.plan(cx, true).await.unwrap();
+    (plan, r.ensure(cx).await.unwrap())
+}
+
+/// The fields a plan changes, in order.
+pub fn changed_fields(p: &Planned) -> Vec<&str> {
+    p.changes.iter().map(|c| c.field.as_str()).collect()
 }

@@ -166,11 +166,7 @@ impl Kind for Thing {
         )
         .await?;
         cx.forget(THING)?;
-        Ok(if deleted.is_some() {
-            Outcome::Deleted
-        } else {
-            Outcome::Absent
-        })
+        Ok(Outcome::deleted_if(deleted.is_some()))
     }
 }
 

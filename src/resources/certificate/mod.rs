@@ -173,11 +173,7 @@ impl Kind for Certificate {
         };
         let deleted = self.delete(&id, &arn, cx).await?;
         cx.forget(CERTIFICATE)?;
-        Ok(if deleted {
-            Outcome::Deleted
-        } else {
-            Outcome::Absent
-        })
+        Ok(Outcome::deleted_if(deleted))
     }
 }
 
