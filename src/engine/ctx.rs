@@ -113,19 +113,21 @@ impl Ctx {
     /// A resource found live as wanted: Unchanged when the state already says so, else the
     /// record is written and it counts as Adopted.
     pub fn keep(&self, recorded: Option<&Record>, record: Record) -> Result<Outcome, StepError> {
-        if recorded == Some(&record) {
-            return Ok(Outcome::Unchanged);
-        }
-        self.commit(record)?;
-        Ok(Outcome::Adopted)
+        Ok(if self.save(recorded, record)? {
+            Outcome::Adopted
+        } else {
+            Outcome::Unchanged
+        })
     }
 
-    /// Writes `record` unless the state already has it as it is (`recorded`).
-    pub fn save(&self, recorded: Option<&Record>, record: Record) -> Result<(), StepError> {
-        if recorded != Some(&record) {
+    /// Writes `record` unless the state already has it as it is (`recorded`); true when it
+    /// wrote.
+    pub fn save(&self, recorded: Option<&Record>, record: Record) -> Result<bool, StepError> {
+        let changed = recorded != Some(&record);
+        if changed {
             self.commit(record)?;
         }
-        Ok(())
+        Ok(changed)
     }
 
     pub fn forget(&self, key: &str) -> Result<(), StepError> {

@@ -125,6 +125,7 @@ mod tests {
         make: new,
         listed,
         attach,
+        name: "device-policy-abc123 → certificate",
         says: [
             "device-policy-abc123 is attached to the certificate",
             "device-policy-abc123 is not attached to the certificate",

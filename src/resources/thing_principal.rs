@@ -124,6 +124,7 @@ mod tests {
         make: new,
         listed,
         attach,
+        name: "certificate → temperature-sensor-abc123",
         says: [
             "the certificate is attached to temperature-sensor-abc123",
             "the certificate is not attached to temperature-sensor-abc123",
