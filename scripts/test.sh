@@ -5,6 +5,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/venv.sh
+bash scripts/clients.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 # Three test threads on CI's two cores: the end-to-end tests mostly wait on their local AWS and

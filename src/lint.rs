@@ -60,7 +60,27 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn the_recipes_policy_passes() {
+    fn both_built_in_policies_pass() {
+        let vars = crate::settings::template_vars(
+            &crate::config::Config::default(),
+            "abc123",
+            "us-east-1",
+            "123456789012",
+        );
+        for text in [
+            crate::templates::DEVICE_POLICY,
+            crate::templates::DEVICE_POLICY_RECIPE,
+        ] {
+            let t = crate::templates::Template::builtin("p", text);
+            assert_eq!(
+                broad_policy(&t.render_json(&vars).unwrap()),
+                Vec::<String>::new()
+            );
+        }
+    }
+
+    #[test]
+    fn the_default_policy_scopes_every_grant_to_the_thing() {
         let t = crate::templates::Template::builtin("p", crate::templates::DEVICE_POLICY);
         let vars = crate::settings::template_vars(
             &crate::config::Config::default(),
@@ -68,10 +88,12 @@ mod tests {
             "us-east-1",
             "123456789012",
         );
-        assert_eq!(
-            broad_policy(&t.render_json(&vars).unwrap()),
-            Vec::<String>::new()
-        );
+        let doc = t.render_json(&vars).unwrap();
+        for s in doc["Statement"].as_array().unwrap() {
+            for r in s["Resource"].as_array().unwrap() {
+                assert!(r.as_str().unwrap().contains(THING_VAR), "{r}");
+            }
+        }
     }
 
     #[test]

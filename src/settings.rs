@@ -68,11 +68,18 @@ impl Settings {
         let bad = |e: &dyn std::fmt::Display| BadInput(e.to_string());
         let (config, _) = config::load(cli.config.as_deref()).map_err(|e| bad(&e))?;
         let templates = Templates {
-            policy: Template::load(
-                config.policy.template.as_deref(),
-                "device-policy.json",
-                templates::DEVICE_POLICY,
-            )
+            policy: match config.policy.preset {
+                config::PolicyPreset::MqttShadow => Template::load(
+                    config.policy.template.as_deref(),
+                    "device-policy.json",
+                    templates::DEVICE_POLICY,
+                ),
+                config::PolicyPreset::Recipe => Template::load(
+                    config.policy.template.as_deref(),
+                    "device-policy-recipe.json",
+                    templates::DEVICE_POLICY_RECIPE,
+                ),
+            }
             .map_err(|e| bad(&e))?,
             trust: Template::load(
                 config.role.trust_template.as_deref(),

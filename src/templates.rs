@@ -8,6 +8,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const DEVICE_POLICY: &str = include_str!("../templates/device-policy.json");
+/// The recipe's device policy, word for word (`policy.preset = "recipe"`).
+pub const DEVICE_POLICY_RECIPE: &str = include_str!("../templates/device-policy-recipe.json");
 pub const TRUST_POLICY: &str = include_str!("../templates/lambda-trust-policy.json");
 pub const HANDLER: &str = include_str!("../templates/lambda-function.py");
 pub const RULE_SQL: &str = include_str!("../templates/rule.sql");
@@ -171,8 +173,29 @@ mod tests {
         let publish = doc["Statement"][1]["Resource"][0].as_str().unwrap();
         assert!(publish.ends_with(":topic/sensor/temperature/${iot:Connection.Thing.ThingName}"));
         assert_eq!(
-            doc["Statement"][2]["Action"],
+            doc["Statement"][4]["Action"],
             serde_json::json!(["iot:GetThingShadow", "iot:UpdateThingShadow"])
+        );
+    }
+
+    #[test]
+    fn the_recipe_preset_is_the_recipes_policy_word_for_word() {
+        let doc = Template::builtin("device-policy-recipe.json", DEVICE_POLICY_RECIPE)
+            .render_json(&vars())
+            .unwrap();
+        let actions: Vec<_> = doc["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["Action"].clone())
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                serde_json::json!(["iot:Connect"]),
+                serde_json::json!(["iot:Publish"]),
+                serde_json::json!(["iot:GetThingShadow", "iot:UpdateThingShadow"]),
+            ]
         );
     }
 

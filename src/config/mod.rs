@@ -158,8 +158,34 @@ pub struct CertificateConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     pub name: String,
+    /// Which built-in policy document to deploy (ignored when `template` is set).
+    pub preset: PolicyPreset,
     /// A policy document template file replacing the built-in one.
     pub template: Option<PathBuf>,
+}
+
+/// The built-in device policies. Both scope every grant to the device's own thing name.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyPreset {
+    /// Connect, publish readings, and keep the shadow over MQTT (publish to its `update`/`get`
+    /// topics, subscribe to and receive their `accepted`/`rejected`/`delta` replies), plus the
+    /// shadow's HTTP actions. What a device needs to use every feature of the stack over MQTT.
+    #[default]
+    MqttShadow,
+    /// The recipe's policy exactly: Connect, Publish readings, and the shadow's HTTP actions
+    /// (iot:GetThingShadow / iot:UpdateThingShadow) only, so a device cannot use its shadow
+    /// over MQTT.
+    Recipe,
+}
+
+impl PolicyPreset {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyPreset::MqttShadow => "mqtt-shadow",
+            PolicyPreset::Recipe => "recipe",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -235,6 +261,7 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
             name: "device-policy-{{suffix}}".into(),
+            preset: PolicyPreset::default(),
             template: None,
         }
     }

@@ -92,6 +92,9 @@ pub struct CertificateSpec {
 pub struct PolicySpec {
     pub name: String,
     pub document: serde_json::Value,
+    /// Which policy this is, for verify: "the built-in mqtt-shadow policy", "the built-in
+    /// recipe policy" or "the template FILE".
+    pub origin: String,
 }
 
 #[derive(Debug, Clone)]

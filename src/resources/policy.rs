@@ -105,10 +105,11 @@ impl Kind for Policy {
         if let Some(live) = seen.live {
             let version = live.default_version_id().unwrap_or("?");
             let res = &seen.resource;
+            let origin = &self.0.d.policy.origin;
             check.reason = if check.status == CheckStatus::Pass {
-                format!("default version {version} equals the rendered template")
+                format!("default version {version} equals {origin}")
             } else {
-                format!("{res}: default version {version} differs from the rendered template")
+                format!("{res}: default version {version} differs from {origin}")
             };
         }
         vec![check]

@@ -55,6 +55,7 @@ pub fn deployment(dir: &std::path::Path) -> Deployment {
         policy: PolicySpec {
             name: "device-policy-abc123".into(),
             document: serde_json::json!({"Version": "2012-10-17", "Statement": []}),
+            origin: "the built-in mqtt-shadow policy".into(),
         },
         role: RoleSpec {
             name: "iot-lambda-role-abc123".into(),

@@ -187,8 +187,23 @@ async fn up_creates_the_policy_and_both_attachments() {
             "arn:aws:iot:{REGION}:{ACCOUNT}:topic/sensor/temperature/${{iot:Connection.Thing.ThingName}}"
         )
     );
+    // The default policy lets the device keep its shadow over MQTT: its update/get topics,
+    // and their replies subscribed to and received.
+    let thing_var = "${iot:Connection.Thing.ThingName}";
     assert_eq!(
-        doc["Statement"][2]["Action"],
+        doc["Statement"][1]["Resource"][1],
+        format!("arn:aws:iot:{REGION}:{ACCOUNT}:topic/$aws/things/{thing_var}/shadow/update")
+    );
+    assert_eq!(doc["Statement"][2]["Action"][0], "iot:Subscribe");
+    assert_eq!(
+        doc["Statement"][2]["Resource"][2],
+        format!(
+            "arn:aws:iot:{REGION}:{ACCOUNT}:topicfilter/$aws/things/{thing_var}/shadow/update/delta"
+        )
+    );
+    assert_eq!(doc["Statement"][3]["Action"][0], "iot:Receive");
+    assert_eq!(
+        doc["Statement"][4]["Action"],
         serde_json::json!(["iot:GetThingShadow", "iot:UpdateThingShadow"])
     );
 
