@@ -141,6 +141,10 @@ pub enum Command {
         /// Skip the end-to-end data-path check (for endpoints without a rules engine).
         #[arg(long)]
         skip_e2e: bool,
+        /// Skip the checks made as the device (its own certificate over MQTT, and
+        /// TestAuthorization of its policy).
+        #[arg(long)]
+        skip_device: bool,
         /// Seconds to wait for the test reading to show in the function's log.
         #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = positive_seconds)]
         timeout: f64,

@@ -99,6 +99,7 @@ pub fn deployment(
                 Some(file) => format!("the template {}", file.display()),
                 None => format!("the built-in {} policy", c.policy.preset.as_str()),
             },
+            preset: c.policy.template.is_none().then_some(c.policy.preset),
         },
         role: RoleSpec {
             name: settings::name(&c.role.name, suffix),

@@ -22,6 +22,7 @@ pub enum Action {
 pub struct VerifyOptions {
     pub junit: Option<PathBuf>,
     pub skip_e2e: bool,
+    pub skip_device: bool,
     pub timeout: std::time::Duration,
     pub sample: Option<usize>,
 }
@@ -223,6 +224,7 @@ impl Settings {
                 Command::Verify {
                     junit,
                     skip_e2e,
+                    skip_device,
                     timeout,
                     sample,
                 } => {
@@ -241,6 +243,7 @@ impl Settings {
                     Action::Verify(VerifyOptions {
                         junit,
                         skip_e2e,
+                        skip_device,
                         timeout: std::time::Duration::from_secs_f64(timeout),
                         sample: sample.map(|n| n as usize),
                     })

@@ -37,6 +37,35 @@ pub async fn verify(
         state.suffix, state.region
     ));
     let mut checks = verify::resource_checks(&plan, &cx).await;
+    if options.skip_device {
+        checks.push(Timed {
+            check: Check::skip(
+                verify::DEVICE_AUTHORIZATION,
+                "device",
+                "skipped with --skip-device",
+            ),
+            seconds: 0.0,
+        });
+    } else {
+        let started = std::time::Instant::now();
+        let d = &env.d;
+        let thing = d.thing.name.clone();
+        let check = match cx.record(crate::resources::CERTIFICATE).and_then(|r| r.arn) {
+            Some(arn) => {
+                let other = format!("{thing}-not-this-device");
+                verify::authorization::check(&env.aws.iot, d, &thing, &arn, &other).await
+            }
+            None => Check::fail(
+                verify::DEVICE_AUTHORIZATION,
+                &format!("policy {} for {thing}", d.policy.name),
+                "the state records no certificate for the device; run `iotreg up`",
+            ),
+        };
+        checks.push(Timed {
+            check,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
     let e2e_started = std::time::Instant::now();
     let e2e = if options.skip_e2e {
         let mut skipped = vec![Check::skip(

@@ -95,6 +95,9 @@ pub struct PolicySpec {
     /// Which policy this is, for verify: "the built-in mqtt-shadow policy", "the built-in
     /// recipe policy" or "the template FILE".
     pub origin: String,
+    /// The built-in policy deployed, None for a template file: what `verify` expects the
+    /// device to be allowed.
+    pub preset: Option<crate::config::PolicyPreset>,
 }
 
 #[derive(Debug, Clone)]

@@ -56,6 +56,7 @@ pub fn deployment(dir: &std::path::Path) -> Deployment {
             name: "device-policy-abc123".into(),
             document: serde_json::json!({"Version": "2012-10-17", "Statement": []}),
             origin: "the built-in mqtt-shadow policy".into(),
+            preset: Some(crate::config::PolicyPreset::MqttShadow),
         },
         role: RoleSpec {
             name: "iot-lambda-role-abc123".into(),

@@ -79,6 +79,7 @@ impl PlainMoto {
         Workdir {
             dir: tempfile::tempdir().unwrap(),
             url: self.url.clone(),
+            device_env: Vec::new(),
         }
     }
 }
@@ -128,11 +129,27 @@ impl Emulator {
         }
     }
 
-    /// A fresh working directory and a way to run iotreg in it against this emulator.
+    /// A fresh working directory and a way to run iotreg in it against this emulator, its
+    /// devices pointed at the emulator's device gateway.
     pub fn workdir(&self) -> Workdir {
         Workdir {
             dir: tempfile::tempdir().unwrap(),
             url: self.url.clone(),
+            device_env: self.gateway().env(),
+        }
+    }
+
+    /// Where the emulator's device gateway listens, and the CA its certificates chain to.
+    pub fn gateway(&self) -> Gateway {
+        let body = http_get(&self.url, "/iotreg-test/gateway");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let port = |k: &str| v["ports"][k].as_u64().unwrap() as u16;
+        Gateway {
+            endpoint: v["endpoint"].as_str().unwrap().to_string(),
+            ca_file: PathBuf::from(v["ca_file"].as_str().unwrap()),
+            mqtt: port("mqtt"),
+            alpn: port("alpn"),
+            https: port("https"),
         }
     }
 
@@ -272,6 +289,48 @@ impl Drop for Emulator {
     }
 }
 
+/// The emulator's device gateway (the AWS IoT data endpoint, locally).
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    pub endpoint: String,
+    pub ca_file: PathBuf,
+    pub mqtt: u16,
+    pub alpn: u16,
+    pub https: u16,
+}
+
+impl Gateway {
+    /// The environment that points iotreg's device side at this gateway.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("IOTREG_DEVICE_ENDPOINT".into(), self.endpoint.clone()),
+            (
+                "IOTREG_DEVICE_CA_FILE".into(),
+                self.ca_file.display().to_string(),
+            ),
+            ("IOTREG_DEVICE_MQTT_PORT".into(), self.mqtt.to_string()),
+            ("IOTREG_DEVICE_ALPN_PORT".into(), self.alpn.to_string()),
+            ("IOTREG_DEVICE_HTTPS_PORT".into(), self.https.to_string()),
+        ]
+    }
+}
+
+/// Minimal HTTP/1.1 GET of an emulator control endpoint (loopback only): the body.
+fn http_get(url: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let host = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    assert!(resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"), "GET {path}: {resp}");
+    resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
+
 /// Minimal HTTP/1.1 POST to the emulator's control endpoints (loopback only).
 fn http_post(url: &str, path: &str, body: &str) {
     use std::io::{Read, Write};
@@ -305,6 +364,8 @@ pub struct Clients {
 pub struct Workdir {
     pub dir: tempfile::TempDir,
     url: String,
+    /// IOTREG_DEVICE_* for the emulator's device gateway (empty without one).
+    device_env: Vec<(String, String)>,
 }
 
 impl Workdir {
@@ -313,6 +374,7 @@ impl Workdir {
         Workdir {
             dir: tempfile::tempdir().unwrap(),
             url: url.to_string(),
+            device_env: Vec::new(),
         }
     }
 
@@ -333,6 +395,7 @@ impl Workdir {
             .env("AWS_ENDPOINT_URL", &self.url)
             // Never let a test reach a real AWS service through instance metadata.
             .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(self.device_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         c
     }

@@ -11,6 +11,11 @@ use serde::Serialize;
 use crate::engine::{Ctx, Resource};
 use crate::resources::Env;
 
+pub mod authorization;
+
+/// The device's own checks (`verify --skip-device` skips them).
+pub const DEVICE_AUTHORIZATION: &str = "policy.authorization";
+
 /// The result of one verification check.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Check {
