@@ -5,7 +5,9 @@
     context_for(iot_backend, certificate_arn, client_id, region, account) -> Context
 
 See ``evaluator`` for exactly what is evaluated and ``emulator/README.md``
-("IoT policy evaluation and TestAuthorization").
+("IoT policy evaluation and TestAuthorization").  Used by the fix
+``fixes/iot_test_authorization`` (IoT TestAuthorization); tested by
+``tests/test_iotpolicy.py`` and ``tests/test_fix_test_authorization.py``.
 """
 
 from __future__ import annotations
