@@ -208,7 +208,10 @@ mod tests {
                     Action::Subscribe,
                     "topicfilter/$aws/things/t1/shadow/update/delta".into()
                 ),
-                (Action::Receive, "topic/$aws/things/t1/shadow/update/delta".into()),
+                (
+                    Action::Receive,
+                    "topic/$aws/things/t1/shadow/update/delta".into()
+                ),
             ]
         );
         let denied: Vec<_> = e.iter().filter(|e| !e.allowed).collect();

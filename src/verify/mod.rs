@@ -94,7 +94,7 @@ pub async fn resource_checks(plan: &[Box<dyn Resource>], cx: &Ctx) -> Vec<Timed>
         .collect()
 }
 
-fn marker() -> String {
+pub fn marker() -> String {
     let mut bytes = [0u8; 8];
     getrandom::getrandom(&mut bytes).expect("OS randomness");
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -201,61 +201,86 @@ pub async fn data_path(env: &Env, timeout: Duration) -> Vec<Check> {
     {
         return fail(crate::aws::failed("topic", &topic, "iot-data:Publish", e).to_string());
     }
-    let deadline = Instant::now() + timeout;
-    let mut delay = Duration::from_millis(250);
-    loop {
-        match find_marker(env, &group, &marker, since_ms).await {
-            Ok(Some((block, stream))) => {
-                let level = level_in(&block);
-                let mut out = vec![match level {
-                    Some(l) if l == EXPECTED_LEVEL => Check::pass(
-                        E2E,
-                        &res,
-                        format!("reading {READING} °C ({marker}) reached {group} (stream {stream}) with alert level {l}"),
-                    ),
-                    Some(l) => Check::fail(
-                        E2E,
-                        &res,
-                        format!("reading {READING} °C reached {group} but was classified {l}, expected {EXPECTED_LEVEL}"),
-                    ),
-                    None => Check::fail(
-                        E2E,
-                        &res,
-                        format!("reading {READING} °C reached {group} (stream {stream}) but the invocation logged no alert level"),
-                    ),
-                }];
-                if m.enabled {
-                    out.push(match alert_in(&block, &m.topic_arn) {
-                        Ok(id) => Check::pass(
-                            E2E_ALERT,
-                            &alert_res,
-                            format!(
-                                "the {READING} °C reading's alert reached {} (SNS MessageId {id})",
-                                m.topic_name
-                            ),
-                        ),
-                        Err(why) => Check::fail(
-                            E2E_ALERT,
-                            &alert_res,
-                            format!(
-                                "no alert for the {READING} °C reading reached {}: {why}",
-                                m.topic_name
-                            ),
-                        ),
-                    });
-                }
-                return out;
-            }
-            Ok(None) => {}
-            Err(e) => return fail(e),
-        }
-        if Instant::now() >= deadline {
+    let (block, stream) = match wait_for_marker(env, &marker, since_ms, timeout).await {
+        Ok(found) => found,
+        Err(WaitError::Failed(e)) => return fail(e),
+        Err(WaitError::TimedOut) => {
             return fail(format!(
                 "published an {READING} °C reading ({marker}) to {topic}, but it did not appear in {group} within {}s. \
                  Check that the rule is enabled and may invoke the function. If this endpoint has no data path \
                  (e.g. plain moto, which runs no rules engine), use --skip-e2e",
                 timeout.as_secs_f64()
-            ));
+            ))
+        }
+    };
+    let level = level_in(&block);
+    let mut out = vec![match level {
+        Some(l) if l == EXPECTED_LEVEL => Check::pass(
+            E2E,
+            &res,
+            format!("reading {READING} °C ({marker}) reached {group} (stream {stream}) with alert level {l}"),
+        ),
+        Some(l) => Check::fail(
+            E2E,
+            &res,
+            format!("reading {READING} °C reached {group} but was classified {l}, expected {EXPECTED_LEVEL}"),
+        ),
+        None => Check::fail(
+            E2E,
+            &res,
+            format!("reading {READING} °C reached {group} (stream {stream}) but the invocation logged no alert level"),
+        ),
+    }];
+    if m.enabled {
+        out.push(match alert_in(&block, &m.topic_arn) {
+            Ok(id) => Check::pass(
+                E2E_ALERT,
+                &alert_res,
+                format!(
+                    "the {READING} °C reading's alert reached {} (SNS MessageId {id})",
+                    m.topic_name
+                ),
+            ),
+            Err(why) => Check::fail(
+                E2E_ALERT,
+                &alert_res,
+                format!(
+                    "no alert for the {READING} °C reading reached {}: {why}",
+                    m.topic_name
+                ),
+            ),
+        });
+    }
+    out
+}
+
+/// Why a reading was not found in the function's log.
+pub enum WaitError {
+    /// The log could not be read.
+    Failed(String),
+    /// Not there within the timeout.
+    TimedOut,
+}
+
+/// Polls (backing off, bounded by `timeout`) the function's log for the invocation that
+/// logged `marker`: its log lines and the stream name.
+pub async fn wait_for_marker(
+    env: &Env,
+    marker: &str,
+    since_ms: i64,
+    timeout: Duration,
+) -> Result<(Vec<String>, String), WaitError> {
+    let group = format!("/aws/lambda/{}", env.d.function.name);
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match find_marker(env, &group, marker, since_ms).await {
+            Ok(Some(found)) => return Ok(found),
+            Ok(None) => {}
+            Err(e) => return Err(WaitError::Failed(e)),
+        }
+        if Instant::now() >= deadline {
+            return Err(WaitError::TimedOut);
         }
         tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
         delay = (delay * 2).min(Duration::from_secs(2));

@@ -327,8 +327,13 @@ fn http_get(url: &str, path: &str) -> String {
     .unwrap();
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
-    assert!(resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"), "GET {path}: {resp}");
-    resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+    assert!(
+        resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"),
+        "GET {path}: {resp}"
+    );
+    resp.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
 
 /// Minimal HTTP/1.1 POST to the emulator's control endpoints (loopback only).
