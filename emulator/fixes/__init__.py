@@ -17,6 +17,7 @@ from . import (
     iot_endpoint,
     iot_list_certificates,
     iot_tags,
+    iot_test_authorization,
     iot_thing_types,
     iot_things,
     iot_topic_rules,
@@ -37,6 +38,7 @@ FIXES = [
     iot_thing_types,
     iot_topic_rules,
     iot_tags,  # after iot_thing_types: wraps its CreateThingType
+    iot_test_authorization,  # IoT TestAuthorization by emulator/iotpolicy
     iot_concurrency,  # after every iot_* fix: locks the handlers they installed
     iotdata_shadow,
     lambda_permissions,
