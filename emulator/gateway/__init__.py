@@ -37,6 +37,7 @@ from urllib.parse import parse_qs, unquote
 from .authz import Authorizer, Principal, note
 from .broker import Connection, GatewayBroker, GatewayStreamReader, GatewayStreamWriter, quiet_amqtt
 from . import shadow, sigv4
+from .tls import start_tls_server
 
 DEFAULT_ACCOUNT = "123456789012"
 DEFAULT_REGION = "us-east-1"
@@ -137,8 +138,9 @@ class Gateway:
             },
         )
         await self.broker.start()
+        loop = asyncio.get_running_loop()
         for name in ("mqtt", "tls443"):
-            server = await asyncio.start_server(partial(self._accept, name), self.host, 0)
+            server = await loop.create_server(partial(_Accepting, self, name), self.host, 0)
             self._servers.append(server)
             self.ports[name] = server.sockets[0].getsockname()[1]
         self._sweeper = asyncio.ensure_future(self._sweep())
@@ -281,8 +283,13 @@ class Gateway:
                 self._broadcast(answer_topic, answer)
 
     def authorize(self, conn: Connection, action: str, kind: str, name: str) -> tuple[bool, str]:
+        peer = conn.peer
         return self.authorizer.check(
-            conn.principal, action, self.authorizer.resource(kind, name), conn.client_id
+            conn.principal,
+            action,
+            self.authorizer.resource(kind, name),
+            conn.client_id,
+            peer[0] if isinstance(peer, tuple) and peer else None,
         )
 
     async def _sweep(self) -> None:
@@ -298,19 +305,27 @@ class Gateway:
 
     # -- connections -------------------------------------------------------------
 
-    async def _accept(self, listener: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
+    async def _accept(self, listener: str, transport: asyncio.Transport) -> None:
+        """A new TCP connection (reading paused): TLS handshake, then MQTT or HTTP."""
+        loop = asyncio.get_running_loop()
+        peer = transport.get_extra_info("peername")
+        reader = asyncio.StreamReader(limit=2**16)
+        protocol = asyncio.StreamReaderProtocol(reader)
         try:
+            # The context is chosen now, not at accept time of the listening
+            # socket, so its CRL reflects the registry as of this connection.
             if listener == "mqtt":
                 context = self.tls.context(True)
             else:
                 context = self.tls.context(False, (ALPN_MQTT, "http/1.1"))
-            await asyncio.wait_for(writer.start_tls(context), HANDSHAKE_TIMEOUT)
+            tls_transport = await start_tls_server(loop, transport, protocol, context, HANDSHAKE_TIMEOUT)
         except (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError) as error:
-            reason = getattr(error, "reason", None) or type(error).__name__
+            reason = getattr(error, "verify_message", None) or getattr(error, "reason", None) or type(error).__name__
             note(f"TLS handshake on port {listener} from {peer} failed: {reason}")
-            writer.transport.abort()
+            transport.abort()
             return
+        protocol.connection_made(tls_transport)
+        writer = asyncio.StreamWriter(tls_transport, protocol, reader, loop)
         ssl_object = writer.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         principal = self.authorizer.principal_for_certificate(der) if der else None
@@ -470,6 +485,24 @@ class Gateway:
             return
         conn = Connection(Principal("iam"), writer.transport, "wss", peer)
         await self._run_mqtt(conn, WebSocketReader(reader, writer, protocol, conn), WebSocketWriter(writer, protocol, conn))
+
+
+class _Accepting(asyncio.Protocol):
+    """Holds a just-accepted TCP connection, not reading, until TLS starts.
+
+    Reading is paused at once so the client's ClientHello stays in the
+    socket for the TLS layer that ``Gateway._accept`` puts in place."""
+
+    def __init__(self, gateway: Gateway, listener: str) -> None:
+        self.gateway = gateway
+        self.listener = listener
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.pause_reading()
+        asyncio.ensure_future(self.gateway._accept(self.listener, transport))
+
+    def data_received(self, data: bytes) -> None:  # not reached: reading is paused
+        pass
 
 
 def start(host: str = "127.0.0.1", verbose: bool = False) -> Gateway:

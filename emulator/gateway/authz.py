@@ -22,6 +22,7 @@ moto's dicts while API threads may change them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sys
 from dataclasses import dataclass
@@ -93,7 +94,14 @@ class Authorizer:
     def resource(self, kind: str, name: str) -> str:
         return f"arn:aws:iot:{self.region}:{self.account}:{kind}/{name}"
 
-    def check(self, principal: Principal, action: str, resource: str, client_id: str | None) -> tuple[bool, str]:
+    def check(
+        self,
+        principal: Principal,
+        action: str,
+        resource: str,
+        client_id: str | None,
+        source_ip: str | None = None,
+    ) -> tuple[bool, str]:
         """(allowed, reason) for ``action`` on ``resource`` by ``principal``."""
         if principal.kind == "iam":
             return True, "IAM is not enforced by the emulator"
@@ -111,8 +119,16 @@ class Authorizer:
                 context = iotpolicy.context_for(
                     backend, principal.certificate_arn, client_id, self.region, self.account
                 )
-                decision = iotpolicy.evaluate(policies, action, resource, context)
+            if source_ip is not None:
+                context = dataclasses.replace(context, source_ip=source_ip)
+            decision = iotpolicy.evaluate(policies, action, resource, context)
         except Exception as error:  # noqa: BLE001 - a bug must deny, not crash the gateway
             return False, f"policy evaluation failed: {error!r}"
-        allowed = bool(getattr(decision, "allowed", False))
-        return allowed, str(getattr(decision, "reason", "") or ("allowed" if allowed else "denied"))
+        reason = decision.reason
+        if decision.policy_name and not decision.allowed:
+            reason += f" (policy {decision.policy_name})"
+        if not policies:
+            reason += " (no policy attached to the certificate)"
+        if decision.missing_context_values:
+            reason += f" (no value for {', '.join(decision.missing_context_values)})"
+        return decision.allowed, reason

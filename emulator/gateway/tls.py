@@ -48,6 +48,7 @@ class TlsMaterial:
         os.chmod(self.ca_file, 0o644)
         self._lock = threading.Lock()
         self._cache: dict[tuple, tuple[frozenset, ssl.SSLContext]] = {}
+        self._generation = 0
 
     def revoked_serials(self) -> frozenset:
         active = self._active_ids()
@@ -64,7 +65,17 @@ class TlsMaterial:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(self.cert_file, self.key_file)
-        ctx.load_verify_locations(cadata=self.ca_pem + self._ca.crl_pem(revoked))
+        # cadata= loads certificates only; a file given as cafile= may also
+        # hold CRLs (OpenSSL's X509_LOOKUP_load_file).
+        with self._lock:
+            self._generation += 1
+            bundle = os.path.join(self.directory, f"verify-{self._generation}.pem")
+        with open(bundle, "w") as handle:
+            handle.write(self.ca_pem + self._ca.crl_pem(revoked))
+        try:
+            ctx.load_verify_locations(cafile=bundle)
+        finally:
+            os.unlink(bundle)
         ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
         ctx.verify_mode = ssl.CERT_REQUIRED if require_cert else ssl.CERT_OPTIONAL
         if alpn:
@@ -75,3 +86,50 @@ class TlsMaterial:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+# -- server-side TLS on an accepted transport, with the failure alert sent ----------
+
+try:
+    from asyncio import sslproto as _sslproto
+
+    class _AlertingSSLProtocol(_sslproto.SSLProtocol):
+        """asyncio's SSLProtocol, but a failed handshake still sends OpenSSL's alert.
+
+        CPython's SSLProtocol (3.11) aborts the connection on a handshake
+        error without writing what OpenSSL queued, so the client would see a
+        bare close instead of ``certificate revoked`` / ``unknown ca``."""
+
+        def _on_handshake_complete(self, handshake_exc):
+            if handshake_exc is not None:
+                try:
+                    self._process_outgoing()
+                except Exception:  # noqa: BLE001 - best effort
+                    pass
+            super()._on_handshake_complete(handshake_exc)
+
+except (ImportError, AttributeError):  # pragma: no cover - another Python
+    _AlertingSSLProtocol = None
+
+
+async def start_tls_server(loop, transport, protocol, context: ssl.SSLContext, timeout: float):
+    """``loop.start_tls(..., server_side=True)`` that sends the alert on failure."""
+    if _AlertingSSLProtocol is None or not hasattr(_AlertingSSLProtocol, "_process_outgoing"):
+        return await loop.start_tls(transport, protocol, context, server_side=True, ssl_handshake_timeout=timeout)
+    waiter = loop.create_future()
+    ssl_protocol = _AlertingSSLProtocol(
+        loop, protocol, context, waiter, server_side=True,
+        call_connection_made=False, ssl_handshake_timeout=timeout,
+    )
+    transport.pause_reading()
+    transport.set_protocol(ssl_protocol)
+    made = loop.call_soon(ssl_protocol.connection_made, transport)
+    resumed = loop.call_soon(transport.resume_reading)
+    try:
+        await waiter
+    except BaseException:
+        transport.close()
+        made.cancel()
+        resumed.cancel()
+        raise
+    return ssl_protocol._app_transport
