@@ -22,6 +22,7 @@ import ssl
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -625,3 +626,39 @@ def test_http_update_thing_shadow_reaches_mqtt(gateway, make_device, clients, aw
     assert client.expect_json(f"{prefix}/update/accepted")["state"] == {"desired": {"fan": "high"}}
     aws("iot-data").delete_thing_shadow(thingName=device.thing)
     assert client.expect_json(f"{prefix}/delete/accepted")["version"] == 1
+
+
+# -- life cycle -------------------------------------------------------------------------
+
+
+def test_sigterm_with_connected_clients_exits_fast_and_removes_the_ca(make_device, clients):
+    from conftest import start_emulator
+
+    server = start_emulator()
+    try:
+        with urllib.request.urlopen(server.url + "/iotreg-test/gateway", timeout=5) as answer:
+            info = json.load(answer)
+        assert os.path.exists(info["ca_file"])
+        client = clients(info, None, client_id=unique("app"), ws_path=presigned_path(info))
+        assert client.connect(info["ports"]["wss"]) == 0
+        started = time.monotonic()
+        assert server.stop() == 0
+        assert time.monotonic() - started < 1.5
+        assert client.disconnected.wait(WAIT)
+        assert not os.path.exists(info["ca_file"])
+        assert not os.path.exists(os.path.dirname(info["ca_file"]))
+        assert server.extra_stdout == []
+    finally:
+        server.stop()
+
+
+def test_no_gateway_flag():
+    from conftest import start_emulator
+
+    server = start_emulator("--no-gateway")
+    try:
+        with pytest.raises(urllib.error.HTTPError) as failure:
+            urllib.request.urlopen(server.url + "/iotreg-test/gateway", timeout=5)
+        assert failure.value.code == 404
+    finally:
+        server.stop()
