@@ -20,6 +20,9 @@ changes what AWS IoT does differently from a plain broker:
   one denied -> the connection is closed, no SUBACK.  Granted QoS is at most 1.
 * delivery: ``iot:Receive`` on ``topic/<topic>`` per message and subscriber
   (retained messages included); denied -> not delivered to that subscriber.
+* keep-alive: no packet within 1.5 x the interval -> closed (amqtt's broker
+  ignores the timeout).
+* the will message needs ``iot:Publish`` too and also reaches the rules engine.
 * a message a client publishes goes to ``Gateway.ingest`` (shadow service,
   MQTT subscribers, rules engine) instead of straight to subscribers.
 """
@@ -140,6 +143,13 @@ class GatewayHandler(BrokerProtocolHandler):
             return
         await super().handle_publish(publish_packet)
 
+    def handle_read_timeout(self) -> None:
+        # amqtt's broker handler ignores it; AWS closes the connection after
+        # 1.5 x the keep-alive interval without a packet.
+        conn = self._conn()
+        if conn is not None:
+            conn.kill("keep-alive timeout (no packet within 1.5 x the keep-alive interval)")
+
     async def handle_subscribe(self, subscribe) -> None:
         conn = self._conn()
         if conn is None or conn.killed:
@@ -158,14 +168,14 @@ class GatewayBroker(Broker):
         super().__init__(config)
         self.gateway = gateway
         self.live: dict[str, Connection] = {}
+        self._handler_class = type("BoundGatewayHandler", (GatewayHandler,), {"gateway": gateway})
 
     async def _initialize_client_session(
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
     ) -> tuple[BrokerProtocolHandler, Session]:
         conn: Connection = writer.conn  # type: ignore[attr-defined]
-        handler_class = type("BoundGatewayHandler", (GatewayHandler,), {"gateway": self.gateway})
         try:
-            handler, client_session = await handler_class.init_from_connect(reader, writer, self.plugins_manager)
+            handler, client_session = await self._handler_class.init_from_connect(reader, writer, self.plugins_manager)
         except AMQTTError as exc:
             raise AMQTTError(exc) from exc
         except MQTTError as exc:
@@ -222,7 +232,7 @@ class GatewayBroker(Broker):
             client_session.parent = 0
         # AWS allows 1.5 x the keep-alive interval before closing.
         if client_session.keep_alive > 0:
-            client_session.keep_alive = int(client_session.keep_alive * 1.5)
+            client_session.keep_alive = client_session.keep_alive * 1.5  # type: ignore[assignment]
         return handler, client_session
 
     async def _authenticate(self, session: Session, _listener) -> bool:  # noqa: ARG002
@@ -242,6 +252,21 @@ class GatewayBroker(Broker):
         if not allowed:
             note(f"message on {topic!r} not delivered to client {conn.client_id!r}: iot:Receive denied: {reason}")
         return allowed
+
+    async def _broadcast_message(self, session, topic, data, force_qos=None) -> None:
+        """amqtt's own broadcasts: the will message of a client gone without DISCONNECT.
+
+        Like any publish it needs iot:Publish (checked now) and goes to the
+        rules engine too."""
+        conn = session.attributes.get(CONN_KEY) if session is not None else None
+        if conn is not None and topic is not None:
+            allowed, reason = self.gateway.authorize(conn, "iot:Publish", "topic", topic)
+            if not allowed:
+                note(f"will message of client {conn.client_id!r} on {topic!r} dropped: iot:Publish denied: {reason}")
+                return
+        if topic is not None and data is not None:
+            self.gateway._to_rules(topic, bytes(data))
+        await super()._broadcast_message(session, topic, data, force_qos)
 
     async def _handle_message_delivery(self, client_session: Session, handler, wait_deliver) -> bool:
         app_message = wait_deliver.result()

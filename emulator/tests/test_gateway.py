@@ -378,11 +378,29 @@ def test_same_client_id_takes_over(gateway, make_device, clients):
 def test_publish_to_another_things_topic_closes_the_connection(gateway, make_device, clients):
     device, other = make_device(), make_device()
     observer = connected(clients, gateway, make_device(policy=OBSERVER_POLICY))
-    observer.subscribe(f"dev/{other.thing}/#")
-    client = connected(clients, gateway, device)
+    observer.subscribe(f"dev/{other.thing}/#", f"dev/{device.thing}/#")
+    client = clients(gateway, device)
+    client.client.will_set(f"dev/{device.thing}/will", b"gone", qos=1)
+    assert client.connect(gateway["ports"]["mqtt"]) == 0
     client.publish(f"dev/{other.thing}/spoof", b"nope")
     assert client.disconnected.wait(WAIT)
+    # Closed by the server, not by DISCONNECT: the will message is published.
+    assert observer.expect(f"dev/{device.thing}/will") == b"gone"
     observer.nothing_on(f"dev/{other.thing}/spoof")
+
+
+def test_keep_alive_timeout_closes_the_connection(gateway, make_device, clients):
+    device = make_device()
+    client = clients(gateway, device)
+    client.client.connect("localhost", gateway["ports"]["mqtt"], keepalive=1)
+    client.client.loop_start()
+    assert client.connack.get(timeout=WAIT) == 0
+    client.client.loop_stop()  # no more PINGREQ
+    time.sleep(2.0)  # 1.5 x keep-alive, and a margin
+    deadline = time.monotonic() + WAIT
+    while not client.disconnected.is_set() and time.monotonic() < deadline:
+        client.client.loop(timeout=0.2)  # reads the server's close
+    assert client.disconnected.is_set()
 
 
 def test_subscribe_outside_the_policy_closes_the_connection(gateway, make_device, clients):
@@ -626,6 +644,10 @@ def test_http_update_thing_shadow_reaches_mqtt(gateway, make_device, clients, aw
     assert client.expect_json(f"{prefix}/update/accepted")["state"] == {"desired": {"fan": "high"}}
     aws("iot-data").delete_thing_shadow(thingName=device.thing)
     assert client.expect_json(f"{prefix}/delete/accepted")["version"] == 1
+    # iot-data Publish to a shadow request topic is a shadow request too.
+    aws("iot-data").publish(topic=f"{prefix}/update", qos=1, payload=b'{"state": {"reported": {"fan": "low"}}}')
+    accepted = client.expect_json(f"{prefix}/update/accepted")
+    assert accepted["state"] == {"reported": {"fan": "low"}} and accepted["version"] == 2
 
 
 # -- life cycle -------------------------------------------------------------------------
