@@ -4,6 +4,9 @@
     POST /iotreg-test/reset-holds
     GET  /iotreg-test/holds
 
+(``GET /iotreg-test/gateway``, the device gateway's ports and CA file, is
+registered by server.py through ``Holds.add_route``.)
+
 Arming a hold makes the NEXT request whose resolved operation (the same
 resolution as the request log, emulator/request_log.py) equals ``operation``
 be processed normally by moto (its effect happens), then, before its response
@@ -45,6 +48,7 @@ class Holds:
         self._lock = threading.Lock()
         self._holds: dict[str, float] = {}
         self._on_arm = on_arm
+        self._extra_routes: dict[str, tuple[str, Callable[[], tuple[int, dict]]]] = {}
 
     def arm(self, operation: str, seconds: float) -> dict[str, float]:
         seconds = min(float(seconds), MAX_SECONDS)
@@ -80,6 +84,12 @@ class Holds:
 
     # -- HTTP endpoint -----------------------------------------------------
 
+    def add_route(self, suffix: str, method: str, handler: Callable[[], tuple[int, dict]]) -> None:
+        """Serve ``PREFIX + suffix`` for another component (e.g. ``/gateway``).
+
+        ``handler()`` returns (HTTP status, JSON body); a request body is ignored."""
+        self._extra_routes[PREFIX + suffix] = (method, handler)
+
     @staticmethod
     def is_control(environ: dict[str, Any]) -> bool:
         path = environ.get("PATH_INFO", "")
@@ -93,6 +103,13 @@ class Holds:
             PREFIX + "/reset-holds": ("POST", self._reset),
             PREFIX + "/holds": ("GET", self._list),
         }
+        if path in self._extra_routes:
+            allowed, extra = self._extra_routes[path]
+            if method != allowed:
+                return _answer(start_response, 405, {"error": f"use {allowed}"}, [("Allow", allowed)])
+            _read_body(environ)
+            code, body = extra()
+            return _answer(start_response, code, body)
         if path not in routes:
             return _answer(start_response, 404, {"error": f"unknown test-control path {path or '/'}"})
         allowed, handler = routes[path]

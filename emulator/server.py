@@ -26,6 +26,11 @@ response of that operation (crash testing); see emulator/holds.py.
 The data path moto lacks (iot-data Publish -> topic rules -> Lambda handler
 run with python3 -> CloudWatch Logs, and Lambda Invoke without Docker) lives
 in emulator/datapath/.
+
+The device gateway (emulator/gateway/: MQTT 3.1.1 over TLS with client
+certificates, HTTPS publish, MQTT over SigV4 WebSockets, device shadow
+topics) runs in the same process on two more ports of 127.0.0.1;
+``GET /iotreg-test/gateway`` reports them.  ``--no-gateway`` leaves it out.
 """
 
 from __future__ import annotations
@@ -73,6 +78,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "default: $IOTREG_EMULATOR_REQUEST_LOG, unset = no log)",
     )
     parser.add_argument(
+        "--no-gateway",
+        action="store_true",
+        help="do not start the device gateway (MQTT / HTTPS / WebSockets data endpoint)",
+    )
+    parser.add_argument(
         "--verbose",
         action="store_true",
         help="log every request to stderr (werkzeug access log)",
@@ -99,6 +109,12 @@ def build_app():
     )
 
     return DomainDispatcherApplication(create_backend_app)
+
+
+def _gateway_info(device_gateway) -> tuple[int, dict]:
+    if device_gateway is None:
+        return 404, {"error": "the device gateway is not running (--no-gateway)"}
+    return 200, device_gateway.info()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +161,21 @@ def main(argv: list[str] | None = None) -> int:
     # Lambda handlers run by the emulator send their own AWS calls here.
     datapath.set_endpoint(f"http://{loopback}:{port}")
 
+    # The device gateway (emulated AWS IoT data endpoint: MQTT over TLS,
+    # HTTPS publish, MQTT over WebSockets) is listening before the line below
+    # is printed; GET /iotreg-test/gateway reports its ports and CA file.
+    device_gateway = None
+    if not args.no_gateway:
+        import gateway
+
+        try:
+            device_gateway = gateway.Gateway(host="127.0.0.1", verbose=args.verbose).start()
+        except RuntimeError as error:
+            sys.stderr.write(f"iotreg-emulator: {error}\n")
+            server.server_close()
+            return 2
+    app.holds.add_route("/gateway", "GET", lambda: _gateway_info(device_gateway))
+
     stop = threading.Event()
 
     def on_signal(signum, frame):  # noqa: ARG001
@@ -167,8 +198,12 @@ def main(argv: list[str] | None = None) -> int:
 
     while not stop.wait(0.2):
         if not worker.is_alive():
+            if device_gateway is not None:
+                device_gateway.stop()
             datapath.shutdown()
             return 1
+    if device_gateway is not None:
+        device_gateway.stop()  # closes client connections, removes the CA file
     server.shutdown()
     server.server_close()
     worker.join(timeout=5)

@@ -30,6 +30,18 @@ What moto 5.2.1 does instead
     ``"desired": null``; DeleteThingShadow adds 1 to the version, and
     succeeds again on an already deleted shadow (adding 1 each time); an
     update with ``version`` on a shadow that never existed is HTTP 500.
+
+Listeners (the device gateway, emulator/gateway/)
+    ``add_listener(fn)``: after every accepted update and every delete, from
+    whichever API (iot-data HTTP or the gateway's MQTT shadow topics),
+    ``fn(event)`` is called with a dict: ``op`` ("update" / "delete"),
+    ``account``, ``region``, ``thing``, ``shadow`` (None = classic) and the
+    documents AWS publishes on the shadow's MQTT topics: ``accepted`` (the
+    answer), for an update ``documents`` ({"previous"?, "current",
+    "timestamp", "clientToken"?}) and ``delta`` (None unless the update had a
+    ``desired`` section and desired still differs from reported).  Called
+    under the store's lock, so listeners see changes in order; a listener must
+    not block (the gateway only schedules work on its event loop).
 """
 
 from __future__ import annotations
@@ -43,6 +55,30 @@ from typing import Any
 from ._util import patch
 
 _lock = threading.Lock()
+_listeners: list = []
+
+
+def add_listener(fn) -> None:
+    """Call ``fn(event)`` after every accepted update and delete (see above)."""
+    if fn not in _listeners:
+        _listeners.append(fn)
+
+
+def remove_listener(fn) -> None:
+    if fn in _listeners:
+        _listeners.remove(fn)
+
+
+def _notify(backend, event: dict) -> None:
+    event["account"] = getattr(backend, "account_id", None)
+    event["region"] = getattr(backend, "region_name", None)
+    for listener in list(_listeners):
+        try:
+            listener(event)
+        except Exception as error:  # noqa: BLE001 - a listener must never fail an API call
+            import sys
+
+            sys.stderr.write(f"iotreg-emulator: shadow listener failed: {error!r}\n")
 
 
 class ShadowDocument:
@@ -122,6 +158,32 @@ def _delta(desired: Any, reported: Any) -> Any:
     return None if desired == reported else desired
 
 
+def _document(doc: ShadowDocument) -> dict:
+    """{"state", "metadata", "version"} of a stored shadow (for /update/documents)."""
+    state: dict = {}
+    metadata: dict = {}
+    for section in ("desired", "reported"):
+        value = getattr(doc, section)
+        if value:
+            state[section] = copy.deepcopy(value)
+            metadata[section] = copy.deepcopy(getattr(doc, f"meta_{section}") or {})
+    return {"state": state, "metadata": metadata, "version": doc.version}
+
+
+def _delta_metadata(delta: dict, meta: Any) -> dict:
+    """The desired metadata of the fields in ``delta`` (AWS: delta metadata = desired's)."""
+    out: dict = {}
+    if not isinstance(meta, dict):
+        return out
+    for key, value in delta.items():
+        sub = meta.get(key)
+        if isinstance(value, dict) and isinstance(sub, dict) and "timestamp" not in sub:
+            out[key] = _delta_metadata(value, sub)
+        elif sub is not None:
+            out[key] = copy.deepcopy(sub)
+    return out
+
+
 def _validate(payload: bytes | str | None) -> dict:
     try:
         document = json.loads(payload or b"")
@@ -157,6 +219,7 @@ def update_shadow(backend, thing_name: str, shadow_name: str | None, payload) ->
         if doc is None:
             doc = ShadowDocument()
             store[(thing_name, shadow_name)] = doc
+        previous = None if doc.deleted or doc.version == 0 else _document(doc)
         if doc.deleted:
             doc.desired = doc.reported = doc.meta_desired = doc.meta_reported = None
             doc.deleted = False
@@ -189,6 +252,37 @@ def update_shadow(backend, thing_name: str, shadow_name: str | None, payload) ->
         }
         if "clientToken" in request:
             answer["clientToken"] = request["clientToken"]
+        if _listeners:
+            documents: dict = {}
+            if previous is not None:
+                documents["previous"] = previous
+            documents["current"] = _document(doc)
+            documents["timestamp"] = ts
+            delta_doc = None
+            if isinstance(state.get("desired"), dict) and doc.desired:
+                delta = _delta(doc.desired, doc.reported or {})
+                if delta:
+                    delta_doc = {
+                        "version": doc.version,
+                        "timestamp": ts,
+                        "state": delta,
+                        "metadata": _delta_metadata(delta, doc.meta_desired),
+                    }
+            if "clientToken" in request:
+                documents["clientToken"] = request["clientToken"]
+                if delta_doc is not None:
+                    delta_doc["clientToken"] = request["clientToken"]
+            _notify(
+                backend,
+                {
+                    "op": "update",
+                    "thing": thing_name,
+                    "shadow": shadow_name,
+                    "accepted": copy.deepcopy(answer),
+                    "documents": documents,
+                    "delta": delta_doc,
+                },
+            )
         return answer
 
 
@@ -217,14 +311,24 @@ def get_shadow(backend, thing_name: str, shadow_name: str | None) -> dict:
         }
 
 
-def delete_shadow(backend, thing_name: str, shadow_name: str | None) -> dict:
+def delete_shadow(
+    backend, thing_name: str, shadow_name: str | None, client_token: str | None = None
+) -> dict:
     with _lock:
         doc = _store(backend).get((thing_name, shadow_name))
         if doc is None or doc.deleted:
             raise _not_found(thing_name, shadow_name)
         doc.deleted = True
         doc.desired = doc.reported = doc.meta_desired = doc.meta_reported = None
-        return {"version": doc.version, "timestamp": int(time.time())}
+        answer: dict = {"version": doc.version, "timestamp": int(time.time())}
+        if client_token is not None:
+            answer["clientToken"] = client_token
+        if _listeners:
+            _notify(
+                backend,
+                {"op": "delete", "thing": thing_name, "shadow": shadow_name, "accepted": dict(answer)},
+            )
+        return answer
 
 
 def list_named_shadows(backend, thing_name: str) -> list[str]:

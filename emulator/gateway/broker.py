@@ -1,0 +1,318 @@
+"""The MQTT 3.1.1 broker: amqtt's Broker with AWS IoT's authorization rules.
+
+amqtt (pinned in emulator/requirements.txt) does the MQTT protocol: packet
+codec, sessions, keep-alive, QoS 0/1 flows, retained messages, subscriptions
+and topic matching.  The gateway accepts the TLS (or WebSocket) connections
+itself and hands each one to ``Broker.external_connected`` with adapters
+that carry the connection's principal (``Connection``).  This subclass
+changes what AWS IoT does differently from a plain broker:
+
+* CONNECT: the certificate must still be registered and ACTIVE and
+  ``iot:Connect`` on ``client/<clientId>`` allowed; otherwise CONNACK return
+  code 5 (not authorized) and the connection is closed, before any session
+  state is touched.  A client id already connected is taken over: the older
+  connection is closed (AWS drops it too).
+* PUBLISH (checked when the packet arrives, before any PUBACK):
+  ``iot:Publish`` on ``topic/<topic>``; denied, QoS 2 (AWS IoT has no QoS 2),
+  a wildcard in the topic, or a ``$`` topic other than the shadow request
+  topics -> the connection is closed, no PUBACK.
+* SUBSCRIBE: ``iot:Subscribe`` on ``topicfilter/<filter>`` for every filter;
+  one denied -> the connection is closed, no SUBACK.  Granted QoS is at most 1.
+* delivery: ``iot:Receive`` on ``topic/<topic>`` per message and subscriber
+  (retained messages included); denied -> not delivered to that subscriber.
+* keep-alive: no packet within 1.5 x the interval -> closed (amqtt's broker
+  ignores the timeout).
+* the will message needs ``iot:Publish`` too and also reaches the rules engine.
+* a message a client publishes goes to ``Gateway.ingest`` (shadow service,
+  MQTT subscribers, rules engine) instead of straight to subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
+from amqtt.broker import Broker
+from amqtt.contexts import Action
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.session import Session
+from amqtt.utils import format_client_message, gen_client_id
+
+from .authz import Principal, note
+
+if TYPE_CHECKING:
+    from . import Gateway
+
+CONN_KEY = "iotreg.connection"
+SHADOW_REQUEST_SUFFIXES = ("/update", "/get", "/delete")
+
+
+class Connection:
+    """One client connection and what the gateway knows about it."""
+
+    def __init__(self, principal: Principal, transport: asyncio.BaseTransport, listener: str, peer) -> None:
+        self.principal = principal
+        self.transport = transport
+        self.listener = listener
+        self.peer = peer
+        self.client_id: str | None = None
+        self.killed = False
+        self.done = asyncio.Event()
+
+    def kill(self, why: str) -> None:
+        """Close the connection at once (AWS: the server closes the TCP connection)."""
+        if not self.killed:
+            self.killed = True
+            who = self.client_id if self.client_id is not None else f"{self.peer}"
+            note(f"closing connection of client {who!r} ({self.principal.label}): {why}")
+        try:
+            self.transport.abort()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class GatewayStreamReader(StreamReaderAdapter):
+    def __init__(self, reader: asyncio.StreamReader, conn: Connection) -> None:
+        super().__init__(reader)
+        self.conn = conn
+
+
+class GatewayStreamWriter(StreamWriterAdapter):
+    def __init__(self, writer: asyncio.StreamWriter, conn: Connection) -> None:
+        super().__init__(writer)
+        self.conn = conn
+
+    def write(self, data: bytes) -> None:
+        if not self.conn.killed:
+            super().write(data)
+
+    async def drain(self) -> None:
+        if self.conn.killed:
+            return
+        try:
+            await super().drain()
+        except (ConnectionError, RuntimeError):
+            pass
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        except (ConnectionError, OSError, RuntimeError):
+            pass
+
+
+def is_shadow_request(topic: str) -> bool:
+    from .shadow import parse_request_topic
+
+    return parse_request_topic(topic) is not None
+
+
+class GatewayHandler(BrokerProtocolHandler):
+    """Checks PUBLISH and SUBSCRIBE when the packet arrives (before PUBACK / SUBACK)."""
+
+    gateway: "Gateway"
+
+    def _conn(self) -> Connection | None:
+        if self.session is None:
+            return None
+        return self.session.attributes.get(CONN_KEY)
+
+    async def handle_publish(self, publish_packet) -> None:
+        conn = self._conn()
+        if conn is None or conn.killed:
+            return
+        topic = publish_packet.topic_name or ""
+        # Synchronous checks: no await before the message is queued, so the
+        # client's messages keep their order.
+        if publish_packet.qos == 2:
+            conn.kill(f"PUBLISH with QoS 2 on {topic!r} (AWS IoT supports QoS 0 and 1 only)")
+            return
+        if not topic or "#" in topic or "+" in topic:
+            conn.kill(f"PUBLISH to invalid topic {topic!r}")
+            return
+        if topic.startswith("$") and not is_shadow_request(topic):
+            conn.kill(f"PUBLISH to reserved topic {topic!r} is not supported")
+            return
+        allowed, reason = self.gateway.authorize(conn, "iot:Publish", "topic", topic)
+        if not allowed:
+            conn.kill(f"iot:Publish on topic {topic!r} denied: {reason}")
+            return
+        await super().handle_publish(publish_packet)
+
+    def handle_read_timeout(self) -> None:
+        # amqtt's broker handler ignores it; AWS closes the connection after
+        # 1.5 x the keep-alive interval without a packet.
+        conn = self._conn()
+        if conn is not None:
+            conn.kill("keep-alive timeout (no packet within 1.5 x the keep-alive interval)")
+
+    async def handle_subscribe(self, subscribe) -> None:
+        conn = self._conn()
+        if conn is None or conn.killed:
+            return
+        topics = subscribe.payload.topics if subscribe.payload is not None else []
+        for topic_filter, _qos in topics:
+            allowed, reason = self.gateway.authorize(conn, "iot:Subscribe", "topicfilter", topic_filter)
+            if not allowed:
+                conn.kill(f"iot:Subscribe on topic filter {topic_filter!r} denied: {reason}")
+                return
+        await super().handle_subscribe(subscribe)
+
+
+class GatewayBroker(Broker):
+    def __init__(self, gateway: "Gateway", config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+        self.live: dict[str, Connection] = {}
+        self._handler_class = type("BoundGatewayHandler", (GatewayHandler,), {"gateway": gateway})
+
+    async def _initialize_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        conn: Connection = writer.conn  # type: ignore[attr-defined]
+        try:
+            handler, client_session = await self._handler_class.init_from_connect(reader, writer, self.plugins_manager)
+        except AMQTTError as exc:
+            raise AMQTTError(exc) from exc
+        except MQTTError as exc:
+            await writer.close()
+            raise MQTTError(exc) from exc
+        except NoDataError as exc:
+            raise AMQTTError(exc) from exc
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            raise AMQTTError(exc) from exc
+
+        client_id = client_session.client_id or ""
+        conn.client_id = client_id
+        allowed, reason = self.gateway.authorize(conn, "iot:Connect", "client", client_id)
+        if not allowed:
+            note(f"CONNECT of client {client_id!r} ({conn.principal.label}) refused, CONNACK 5: {reason}")
+            try:
+                await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+            except Exception:  # noqa: BLE001
+                pass
+            await writer.close()
+            raise MQTTError(f"client {client_id!r} not authorized to connect")
+
+        client_session.attributes[CONN_KEY] = conn
+        if client_id:
+            old = self.live.get(client_id)
+            if old is not None and old is not conn:
+                old.kill(f"another connection with client id {client_id!r} connected")
+                try:
+                    await asyncio.wait_for(old.done.wait(), 2.0)
+                except asyncio.TimeoutError:
+                    pass
+            self.live[client_id] = conn
+
+        # The rest is amqtt 0.12.1's own session set-up.
+        if client_session.clean_session:
+            if client_session.client_id:
+                await self._delete_session(client_session.client_id)
+            else:
+                client_session.client_id = gen_client_id()
+            client_session.parent = 0
+        elif client_session.client_id in self._sessions:
+            existing, _ = self._sessions[client_session.client_id]
+            existing.will_flag = client_session.will_flag
+            existing.will_message = client_session.will_message
+            existing.will_topic = client_session.will_topic
+            existing.will_qos = client_session.will_qos
+            existing.keep_alive = client_session.keep_alive
+            existing.username = client_session.username
+            existing.password = client_session.password
+            existing.attributes[CONN_KEY] = conn
+            client_session = existing
+            client_session.parent = 1
+        else:
+            client_session.parent = 0
+        # AWS allows 1.5 x the keep-alive interval before closing.
+        if client_session.keep_alive > 0:
+            client_session.keep_alive = client_session.keep_alive * 1.5  # type: ignore[assignment]
+        return handler, client_session
+
+    async def _authenticate(self, session: Session, _listener) -> bool:  # noqa: ARG002
+        return True  # checked in _initialize_client_session (iot:Connect)
+
+    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
+        topic_filter, qos = subscription
+        return await super().add_subscription((topic_filter, min(qos, 1)), session)
+
+    async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
+        if action != Action.RECEIVE:
+            return True  # publish / subscribe are checked when the packet arrives
+        conn = session.attributes.get(CONN_KEY)
+        if conn is None or conn.killed:
+            return False
+        allowed, reason = self.gateway.authorize(conn, "iot:Receive", "topic", topic)
+        if not allowed:
+            note(f"message on {topic!r} not delivered to client {conn.client_id!r}: iot:Receive denied: {reason}")
+        return allowed
+
+    async def _broadcast_message(self, session, topic, data, force_qos=None) -> None:
+        """amqtt's own broadcasts: the will message of a client gone without DISCONNECT.
+
+        Like any publish it needs iot:Publish (checked now) and goes to the
+        rules engine too."""
+        conn = session.attributes.get(CONN_KEY) if session is not None else None
+        if conn is not None and topic is not None:
+            allowed, reason = self.gateway.authorize(conn, "iot:Publish", "topic", topic)
+            if not allowed:
+                note(f"will message of client {conn.client_id!r} on {topic!r} dropped: iot:Publish denied: {reason}")
+                return
+        if topic is not None and data is not None:
+            self.gateway._to_rules(topic, bytes(data))
+        await super()._broadcast_message(session, topic, data, force_qos)
+
+    async def _handle_message_delivery(self, client_session: Session, handler, wait_deliver) -> bool:
+        app_message = wait_deliver.result()
+        if app_message is None:
+            return True
+        conn = client_session.attributes.get(CONN_KEY)
+        if conn is None or conn.killed:
+            return True
+        retain = bool(app_message.publish_packet and app_message.publish_packet.retain_flag)
+        await self.gateway.ingest(
+            app_message.topic, bytes(app_message.data or b""), app_message.qos or 0, retain, client_session
+        )
+        return True
+
+    async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int], session: Session) -> None:
+        topic_filter, qos = subscription
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        tasks = []
+        for topic, retained in list(self._retained_messages.items()):
+            if not self._matches(topic, topic_filter):
+                continue
+            if not await self._topic_filtering(session, topic, Action.RECEIVE):
+                continue
+            tasks.append(
+                asyncio.ensure_future(
+                    handler.mqtt_publish(retained.topic, retained.data, min(qos, retained.qos or qos), retain=True)
+                )
+            )
+        if tasks:
+            await asyncio.wait(tasks)
+
+
+def quiet_amqtt(verbose: bool) -> None:
+    """amqtt logs every closed connection as a warning; keep stderr readable."""
+    level = logging.INFO if verbose else logging.CRITICAL
+    for name in ("amqtt", "transitions", "websockets"):
+        logging.getLogger(name).setLevel(level)
+
+
+__all__ = [
+    "Connection",
+    "GatewayBroker",
+    "GatewayStreamReader",
+    "GatewayStreamWriter",
+    "format_client_message",
+    "quiet_amqtt",
+]
