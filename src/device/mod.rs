@@ -20,7 +20,7 @@ pub mod sigv4;
 pub mod stats;
 pub mod tls;
 
-pub use mqtt::{Message, Session};
+pub use mqtt::Session;
 
 /// Amazon Root CA 1 (from Debian's ca-certificates, SHA-256 fingerprint
 /// 8E:CD:E6:88:4F:3D:87:B1:12:5B:A3:1A:C3:FC:B1:3D:70:16:DE:7F:57:CC:90:4F:E1:CB:97:C6:AE:98:19:6E):
@@ -64,16 +64,6 @@ impl Protocol {
             Protocol::Https => "https",
             Protocol::Wss => "wss",
         }
-    }
-
-    /// Whether the device authenticates with its certificate (all but WebSockets).
-    pub fn uses_certificate(self) -> bool {
-        self != Protocol::Wss
-    }
-
-    /// Whether the protocol keeps a session that can subscribe (all but HTTPS).
-    pub fn is_mqtt(self) -> bool {
-        self != Protocol::Https
     }
 }
 

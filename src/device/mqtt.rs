@@ -130,10 +130,6 @@ impl Session {
         }
     }
 
-    pub fn thing(&self) -> &str {
-        &self.thing
-    }
-
     /// Publishes at QoS 1 and waits for the PUBACK: the time from handing the message over to
     /// the PUBACK.
     pub async fn publish_qos1(
@@ -302,11 +298,6 @@ impl Session {
                 Err(e) => return Err(e),
             }
         }
-    }
-
-    /// Messages received and not taken by an operation yet.
-    pub fn received(&mut self) -> Vec<Message> {
-        self.inbox.drain(..).collect()
     }
 
     /// Sends DISCONNECT and waits (bounded) for it to go out.
