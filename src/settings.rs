@@ -440,6 +440,24 @@ pub fn template_vars(
     .collect()
 }
 
+/// Private keys must not land where other users can write: they could replace or plant files.
+fn check_key_dir(dir: &std::path::Path) -> Result<(), BadInput> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return Ok(()); // created 0700 on first use
+    };
+    let mode = meta.permissions().mode();
+    if mode & 0o022 != 0 {
+        return Err(BadInput(format!(
+            "key_dir: {} is writable by other users (mode {:o}); iotreg will not write private keys there. \
+             Use a private directory (chmod go-w) or set key_dir",
+            dir.display(),
+            mode & 0o7777
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,22 +530,4 @@ mod tests {
         let e = resolve(&c, &[("IOTREG_DEVICE_CA_FILE", "/nonexistent/ca.pem")]).unwrap_err();
         assert!(e.0.starts_with("CA file: /nonexistent/ca.pem: "), "{}", e.0);
     }
-}
-
-/// Private keys must not land where other users can write: they could replace or plant files.
-fn check_key_dir(dir: &std::path::Path) -> Result<(), BadInput> {
-    use std::os::unix::fs::PermissionsExt;
-    let Ok(meta) = std::fs::metadata(dir) else {
-        return Ok(()); // created 0700 on first use
-    };
-    let mode = meta.permissions().mode();
-    if mode & 0o022 != 0 {
-        return Err(BadInput(format!(
-            "key_dir: {} is writable by other users (mode {:o}); iotreg will not write private keys there. \
-             Use a private directory (chmod go-w) or set key_dir",
-            dir.display(),
-            mode & 0o7777
-        )));
-    }
-    Ok(())
 }

@@ -20,6 +20,9 @@ pub mod sigv4;
 pub mod stats;
 pub mod tls;
 
+#[cfg(test)]
+mod broker_tests;
+
 pub use mqtt::Session;
 
 /// Amazon Root CA 1 (from Debian's ca-certificates, SHA-256 fingerprint

@@ -287,6 +287,26 @@ impl Session {
         }
     }
 
+    /// The next message on a subscribed topic within `wait` (oldest first), or None.
+    // Part of the device API (a device waiting for commands); only the tests wait so today.
+    #[allow(dead_code)]
+    pub async fn next_message(&mut self, wait: Duration) -> Result<Option<Message>, DeviceError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(m) = self.inbox.pop_front() {
+                return Ok(Some(m));
+            }
+            match self
+                .next(deadline, "a message", Stage::After("waiting for a message"))
+                .await
+            {
+                Ok(_) => {}
+                Err(DeviceError::Timeout { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Keeps the connection alive (pings, incoming messages kept) for `wait`.
     pub async fn idle(&mut self, wait: Duration) -> Result<(), DeviceError> {
         self.usable()?;
