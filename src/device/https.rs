@@ -52,11 +52,7 @@ async fn publish_unbounded(
     authority: &str,
 ) -> Result<Duration, DeviceError> {
     let label = authority.to_string();
-    let tls_refused = |reason: String| DeviceError::TlsRefused {
-        endpoint: label.clone(),
-        reason,
-    };
-    let config = tls::client_config(&endpoint.ca.pem, Some(identity), None).map_err(tls_refused)?;
+    let config = tls::client_config(&endpoint.ca, Some(identity), None)?;
     let tcp = tokio::net::TcpStream::connect((endpoint.host.as_str(), port))
         .await
         .map_err(|e| DeviceError::Unreachable {

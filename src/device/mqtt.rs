@@ -71,16 +71,11 @@ impl Session {
     ) -> Result<Session, DeviceError> {
         let port = endpoint.port(protocol);
         let label = endpoint.authority(port);
-        let tls_error = |message: String| DeviceError::TlsRefused {
-            endpoint: label.clone(),
-            reason: message,
-        };
         let mut options = match protocol {
             Protocol::Mqtt | Protocol::Mqtt443 => {
                 let identity = files.identity()?;
                 let alpn = (protocol == Protocol::Mqtt443).then_some(ALPN_MQTT);
-                let config = tls::client_config(&endpoint.ca.pem, Some(&identity), alpn)
-                    .map_err(tls_error)?;
+                let config = tls::client_config(&endpoint.ca, Some(&identity), alpn)?;
                 let mut o = MqttOptions::new(client_id, endpoint.host.clone(), port);
                 o.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(config))));
                 o
@@ -90,7 +85,7 @@ impl Session {
                     DeviceError::Credentials("no AWS credentials were given".into())
                 })?;
                 let url = signer.presign(endpoint, std::time::SystemTime::now())?;
-                let config = tls::client_config(&endpoint.ca.pem, None, None).map_err(tls_error)?;
+                let config = tls::client_config(&endpoint.ca, None, None)?;
                 let mut o = MqttOptions::new(client_id, url, port);
                 o.set_transport(Transport::Wss(TlsConfiguration::Rustls(Arc::new(config))));
                 o

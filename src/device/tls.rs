@@ -1,7 +1,7 @@
 //! TLS for the device: the rustls client configuration (the gateway's CA, the device's
 //! certificate, ALPN) and what a refused handshake means, in words.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
@@ -14,6 +14,8 @@ use super::DeviceError;
 pub struct Identity {
     pub certificates: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
+    /// The certificate file, to name when the pair is unusable.
+    pub source: PathBuf,
 }
 
 impl Clone for Identity {
@@ -21,6 +23,7 @@ impl Clone for Identity {
         Identity {
             certificates: self.certificates.clone(),
             key: self.key.clone_key(),
+            source: self.source.clone(),
         }
     }
 }
@@ -50,7 +53,11 @@ impl Identity {
                 path: private_key.to_path_buf(),
                 message: format!("not a PEM private key ({e})"),
             })?;
-        Ok(Identity { certificates, key })
+        Ok(Identity {
+            certificates,
+            key,
+            source: certificate.to_path_buf(),
+        })
     }
 }
 
@@ -73,30 +80,40 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// A client configuration trusting only `ca_pem`, presenting `identity` when given (every
-/// protocol but WebSockets), offering `alpn` when given (MQTT on the HTTPS port).
+/// A client configuration trusting only the CA, presenting `identity` when given (every
+/// protocol but WebSockets), offering `alpn` when given (MQTT on the HTTPS port). What cannot
+/// be used is the user's file, named (bad input), not a refusal by the server.
 pub fn client_config(
-    ca_pem: &str,
+    ca: &super::Ca,
     identity: Option<&Identity>,
     alpn: Option<&str>,
-) -> Result<rustls::ClientConfig, String> {
+) -> Result<rustls::ClientConfig, DeviceError> {
+    let ca_file = |message: String| DeviceError::File {
+        path: PathBuf::from(&ca.file_name),
+        message,
+    };
     let mut roots = rustls::RootCertStore::empty();
-    for cert in certificates(ca_pem)? {
+    for cert in certificates(&ca.pem).map_err(ca_file)? {
         roots
             .add(cert)
-            .map_err(|e| format!("CA certificate not usable: {e}"))?;
+            .map_err(|e| ca_file(format!("CA certificate not usable: {e}")))?;
     }
     if roots.is_empty() {
-        return Err("no CA certificate to trust".into());
+        return Err(ca_file("no CA certificate to trust".into()));
     }
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| DeviceError::Protocol(e.to_string()))?
         .with_root_certificates(roots);
     let mut config = match identity {
         Some(id) => builder
             .with_client_auth_cert(id.certificates.clone(), id.key.clone_key())
-            .map_err(|e| format!("the certificate and key do not make a client identity: {e}"))?,
+            .map_err(|e| DeviceError::File {
+                path: id.source.clone(),
+                message: format!(
+                    "the certificate and private key do not make a client identity ({e})"
+                ),
+            })?,
         None => builder.with_no_client_auth(),
     };
     if let Some(p) = alpn {
@@ -193,7 +210,7 @@ mod tests {
 
     #[test]
     fn alpn_is_offered_only_when_asked_for() {
-        let ca = super::super::AMAZON_ROOT_CA_1;
+        let ca = &super::super::Ca::amazon_root_ca_1();
         let plain = client_config(ca, None, None).unwrap();
         assert!(plain.alpn_protocols.is_empty());
         let alpn = client_config(ca, None, Some(super::super::ALPN_MQTT)).unwrap();
@@ -214,8 +231,21 @@ mod tests {
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.private_pem()).unwrap();
         let id = Identity::load(&c, &k).unwrap();
-        let config = client_config(super::super::AMAZON_ROOT_CA_1, Some(&id), None).unwrap();
+        let ca = super::super::Ca::amazon_root_ca_1();
+        let config = client_config(&ca, Some(&id), None).unwrap();
         assert!(config.client_auth_cert_resolver.has_certs());
+        // A key that is not the certificate's: the certificate file named, bad input.
+        let other = crate::keys::DeviceKey::generate().unwrap();
+        std::fs::write(&k, other.private_pem()).unwrap();
+        let e = client_config(&ca, Some(&Identity::load(&c, &k).unwrap()), None).unwrap_err();
+        assert!(e.is_bad_input(), "{e}");
+        assert!(
+            e.to_string().starts_with(&format!(
+                "{}: the certificate and private key do not make a client identity",
+                c.display()
+            )),
+            "{e}"
+        );
         // A key file that holds no key is named.
         std::fs::write(&k, "not a key").unwrap();
         let e = Identity::load(&c, &k).unwrap_err();

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{device_error, Deployed};
 use crate::commands::{report, ExitStatus, Summary, Verdict};
 use crate::device::{self, https, Protocol, Session};
-use crate::output::{self, Progress};
+use crate::output::Progress;
 use crate::settings::Settings;
 
 pub async fn publish(
@@ -85,18 +85,28 @@ pub struct PublishSummary {
     endpoint: String,
     topic: String,
     /// Connecting (TCP, TLS, CONNACK); none for HTTPS, which connects per request.
-    #[serde(rename = "connect_ms", serialize_with = "optional_millis")]
+    #[serde(rename = "connect_ms", serialize_with = "optional_ms")]
     connect: Option<Duration>,
-    /// Publish to PUBACK (MQTT), or request to answer (HTTPS).
-    #[serde(rename = "latency_ms", serialize_with = "output::millis")]
+    /// Publish to PUBACK (MQTT), or request to answer (HTTPS); fractional, as a local PUBACK
+    /// takes well under a millisecond.
+    #[serde(rename = "latency_ms", serialize_with = "ms")]
     latency: Duration,
 }
 
-fn optional_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+fn ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(to_ms(*d))
+}
+
+fn optional_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {
-        Some(d) => output::millis(d, s),
+        Some(d) => ms(d, s),
         None => s.serialize_none(),
     }
+}
+
+/// Milliseconds to the microsecond.
+fn to_ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 impl fmt::Display for PublishSummary {
@@ -108,15 +118,15 @@ impl fmt::Display for PublishSummary {
         };
         write!(
             f,
-            "published to {} as {} over {} ({}): {ack} in {}",
+            "published to {} as {} over {} ({}): {ack} in {:.1}ms",
             self.topic,
             self.thing,
             self.protocol,
             self.endpoint,
-            output::fmt_duration(self.latency)
+            to_ms(self.latency)
         )?;
         if let Some(c) = self.connect {
-            write!(f, " (connected in {})", output::fmt_duration(c))?;
+            write!(f, " (connected in {:.1}ms)", to_ms(c))?;
         }
         writeln!(f)
     }
