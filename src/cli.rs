@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::device::Protocol;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "iotreg",
@@ -152,6 +154,70 @@ pub enum Command {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         sample: Option<u64>,
     },
+    /// Act as a device: a connection bundle, one publish, or a simulated device or fleet.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+}
+
+/// What `iotreg device` does, as the device (with its certificate and key from `up`).
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Write everything one device needs to connect into a directory: certificate, key, CA,
+    /// connection.json, an AWS IoT Device Client config and a README with a mosquitto_pub
+    /// command.
+    Bundle {
+        /// The thing (default: the deployment's only device).
+        thing: Option<String>,
+        /// The directory to write (created 0700 when missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Publish one reading as the device (QoS 1) and print the time to its PUBACK.
+    Publish {
+        /// The thing (default: the deployment's only device).
+        thing: Option<String>,
+        /// mqtt, mqtt-443, https or wss (default: the first of device.protocols).
+        #[arg(long, value_name = "P", value_parser = protocol)]
+        protocol: Option<Protocol>,
+        /// The message, a JSON document (default: a reading shaped like verify's).
+        #[arg(long, value_name = "JSON")]
+        message: Option<String>,
+    },
+    /// Act as the device, or every fleet device at once: connect, publish readings, update
+    /// the reported shadow and answer a delta; prints a summary with PUBACK latencies.
+    Simulate {
+        /// The thing (default: the deployment's only device).
+        #[arg(conflicts_with = "fleet")]
+        thing: Option<String>,
+        /// Every fleet device the state records, concurrently.
+        #[arg(long)]
+        fleet: bool,
+        /// Readings per device.
+        #[arg(long, value_name = "N", default_value = "5", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        count: u32,
+        /// Seconds between a device's readings.
+        #[arg(long, value_name = "S", default_value = "1", value_parser = interval_seconds)]
+        interval: f64,
+        /// mqtt, mqtt-443, https or wss (default: the first of device.protocols).
+        #[arg(long, value_name = "P", value_parser = protocol)]
+        protocol: Option<Protocol>,
+        /// Devices connected at once.
+        #[arg(long, value_name = "N", default_value = "64", value_parser = clap::value_parser!(u32).range(1..=4096))]
+        concurrency: u32,
+    },
+}
+
+fn protocol(s: &str) -> Result<Protocol, String> {
+    s.parse()
+}
+
+fn interval_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds from 0 to 3600")),
+    }
 }
 
 fn positive_seconds(s: &str) -> Result<f64, String> {

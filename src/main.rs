@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod config;
 mod deployment;
+mod device;
 mod engine;
 mod fsutil;
 mod keys;

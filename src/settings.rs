@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::aws::Remote;
-use crate::cli::{Cli, Command, FleetArgs, OutputFormat};
+use crate::cli::{Cli, Command, DeviceCommand, FleetArgs, OutputFormat};
 use crate::config::{self, Config, SUFFIX_PLACEHOLDER};
+use crate::device::{Ca, Endpoint, Protocol};
 use crate::templates::{self, Template};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +17,104 @@ pub enum Action {
     Down { wait: bool },
     Status,
     Verify(VerifyOptions),
+    Device(DeviceAction),
+}
+
+/// `iotreg device …`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceAction {
+    Bundle {
+        thing: Option<String>,
+        out: PathBuf,
+    },
+    Publish {
+        thing: Option<String>,
+        protocol: Protocol,
+        /// Checked to be JSON.
+        message: Option<String>,
+    },
+    Simulate(SimulateOptions),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimulateOptions {
+    pub thing: Option<String>,
+    pub fleet: bool,
+    pub count: u32,
+    pub interval: std::time::Duration,
+    pub protocol: Protocol,
+    pub concurrency: usize,
+}
+
+/// How the device side reaches the gateway: `[device]` with the `IOTREG_DEVICE_*` variables
+/// over it, the CA read once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceSettings {
+    pub protocols: Vec<Protocol>,
+    /// None: DescribeEndpoint `iot:Data-ATS` when needed.
+    pub endpoint: Option<String>,
+    pub ca: Ca,
+    pub mqtt_port: u16,
+    pub alpn_port: u16,
+    pub https_port: u16,
+    pub timeout: std::time::Duration,
+}
+
+impl DeviceSettings {
+    /// The endpoint at `host` with the configured ports and CA.
+    pub fn endpoint_at(&self, host: String) -> Endpoint {
+        Endpoint {
+            host,
+            mqtt_port: self.mqtt_port,
+            alpn_port: self.alpn_port,
+            https_port: self.https_port,
+            ca: self.ca.clone(),
+        }
+    }
+
+    /// The protocol a device command uses unless told: the first one verify proves.
+    pub fn default_protocol(&self) -> Protocol {
+        self.protocols.first().copied().unwrap_or(Protocol::Mqtt)
+    }
+
+    fn resolve(
+        c: &config::DeviceConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<DeviceSettings, BadInput> {
+        let port =
+            |var: &str, configured: u16| -> Result<u16, BadInput> {
+                match env(var) {
+                    None => Ok(configured),
+                    Some(v) => v.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                        BadInput(format!("{var}: {v:?} is not a port (1 to 65535)"))
+                    }),
+                }
+            };
+        let endpoint = match env("IOTREG_DEVICE_ENDPOINT") {
+            Some(host) => {
+                crate::device::check_host(&host)
+                    .map_err(|m| BadInput(format!("IOTREG_DEVICE_ENDPOINT: {m}")))?;
+                Some(host)
+            }
+            None => c.endpoint.clone(),
+        };
+        let ca = match env("IOTREG_DEVICE_CA_FILE")
+            .map(PathBuf::from)
+            .or_else(|| c.ca_file.clone())
+        {
+            Some(path) => Ca::from_file(&path).map_err(|e| BadInput(format!("CA file: {e}")))?,
+            None => Ca::amazon_root_ca_1(),
+        };
+        Ok(DeviceSettings {
+            protocols: c.protocols.clone(),
+            endpoint,
+            ca,
+            mqtt_port: port("IOTREG_DEVICE_MQTT_PORT", c.mqtt_port)?,
+            alpn_port: port("IOTREG_DEVICE_ALPN_PORT", c.alpn_port)?,
+            https_port: port("IOTREG_DEVICE_HTTPS_PORT", c.https_port)?,
+            timeout: std::time::Duration::from_secs_f64(c.connect_timeout_s),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +147,7 @@ pub struct Settings {
     pub config: Config,
     pub templates: Templates,
     pub fleet: FleetSettings,
+    pub device: DeviceSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -190,6 +290,9 @@ impl Settings {
             )),
             None => None,
         };
+        let device = DeviceSettings::resolve(&config.device, |var| {
+            std::env::var(var).ok().filter(|v| !v.is_empty())
+        })?;
         let fleet = FleetSettings {
             manifest,
             concurrency: fleet_args.concurrency.unwrap_or(config.fleet.concurrency) as usize,
@@ -248,6 +351,7 @@ impl Settings {
                         sample: sample.map(|n| n as usize),
                     })
                 }
+                Command::Device { command } => Action::Device(device_action(command, &device)?),
             },
             state_path: cli.state,
             key_dir,
@@ -262,8 +366,53 @@ impl Settings {
             config,
             templates,
             fleet,
+            device,
         })
     }
+}
+
+fn device_action(
+    command: DeviceCommand,
+    device: &DeviceSettings,
+) -> Result<DeviceAction, BadInput> {
+    Ok(match command {
+        DeviceCommand::Bundle { thing, out } => {
+            // The bundle holds a private key: the same rule as the key directory.
+            check_key_dir(&out).map_err(|e| BadInput(e.0.replacen("key_dir", "--out", 1)))?;
+            DeviceAction::Bundle { thing, out }
+        }
+        DeviceCommand::Publish {
+            thing,
+            protocol,
+            message,
+        } => {
+            if let Some(m) = &message {
+                if let Err(e) = serde_json::from_str::<serde_json::Value>(m) {
+                    return Err(BadInput(format!("--message: not a JSON document: {e}")));
+                }
+            }
+            DeviceAction::Publish {
+                thing,
+                protocol: protocol.unwrap_or(device.default_protocol()),
+                message,
+            }
+        }
+        DeviceCommand::Simulate {
+            thing,
+            fleet,
+            count,
+            interval,
+            protocol,
+            concurrency,
+        } => DeviceAction::Simulate(SimulateOptions {
+            thing,
+            fleet,
+            count,
+            interval: std::time::Duration::from_secs_f64(interval),
+            protocol: protocol.unwrap_or(device.default_protocol()),
+            concurrency: concurrency as usize,
+        }),
+    })
 }
 
 /// A name pattern with the suffix filled in.
@@ -317,4 +466,78 @@ fn check_key_dir(dir: &std::path::Path) -> Result<(), BadInput> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn resolve(
+        c: &config::DeviceConfig,
+        vars: &[(&str, &str)],
+    ) -> Result<DeviceSettings, BadInput> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        DeviceSettings::resolve(c, |k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn device_settings_default_to_aws_and_the_environment_wins() {
+        let d = resolve(&config::DeviceConfig::default(), &[]).unwrap();
+        assert_eq!(d.protocols, vec![Protocol::Mqtt]);
+        assert_eq!(d.endpoint, None);
+        assert_eq!(d.ca, Ca::amazon_root_ca_1());
+        assert_eq!((d.mqtt_port, d.alpn_port, d.https_port), (8883, 443, 8443));
+        assert_eq!(d.timeout, std::time::Duration::from_secs(10));
+
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("local-ca.pem");
+        std::fs::write(&ca, crate::device::AMAZON_ROOT_CA_1).unwrap();
+        let file = config::DeviceConfig {
+            endpoint: Some("gw.example".into()),
+            mqtt_port: 1883,
+            ..Default::default()
+        };
+        let ca_path = ca.to_string_lossy().into_owned();
+        let d = resolve(
+            &file,
+            &[
+                ("IOTREG_DEVICE_ENDPOINT", "localhost"),
+                ("IOTREG_DEVICE_CA_FILE", &ca_path),
+                ("IOTREG_DEVICE_MQTT_PORT", "18883"),
+                ("IOTREG_DEVICE_ALPN_PORT", "18443"),
+                ("IOTREG_DEVICE_HTTPS_PORT", "18444"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(d.endpoint.as_deref(), Some("localhost"));
+        assert_eq!(d.ca.file_name, "local-ca.pem");
+        assert_eq!(
+            (d.mqtt_port, d.alpn_port, d.https_port),
+            (18883, 18443, 18444)
+        );
+        // The file's value stands when the variable is not set.
+        let d = resolve(&file, &[]).unwrap();
+        assert_eq!(
+            (d.endpoint.as_deref(), d.mqtt_port),
+            (Some("gw.example"), 1883)
+        );
+    }
+
+    #[test]
+    fn bad_device_variables_are_bad_input_naming_the_variable() {
+        let c = config::DeviceConfig::default();
+        let e = resolve(&c, &[("IOTREG_DEVICE_MQTT_PORT", "0")]).unwrap_err();
+        assert_eq!(
+            e.0,
+            "IOTREG_DEVICE_MQTT_PORT: \"0\" is not a port (1 to 65535)"
+        );
+        let e = resolve(&c, &[("IOTREG_DEVICE_ENDPOINT", "https://x")]).unwrap_err();
+        assert!(e.0.starts_with("IOTREG_DEVICE_ENDPOINT: "), "{}", e.0);
+        let e = resolve(&c, &[("IOTREG_DEVICE_CA_FILE", "/nonexistent/ca.pem")]).unwrap_err();
+        assert!(e.0.starts_with("CA file: /nonexistent/ca.pem: "), "{}", e.0);
+    }
 }

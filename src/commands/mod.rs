@@ -2,6 +2,7 @@
 //! place it is decided, the preflight every command starts with (state, connection, checks,
 //! lock, account), and the printing of a command's summary as text or JSON.
 
+pub mod device;
 pub mod down;
 pub mod plan;
 pub mod status;
@@ -102,6 +103,7 @@ pub async fn run(settings: Settings, cancel: Arc<AtomicBool>) -> Result<ExitStat
         Action::Down { wait } => down::down(&settings, progress, cancel, wait).await,
         Action::Status => status::status(&settings, &progress).await,
         Action::Verify(ref options) => verify::verify(&settings, &progress, options).await,
+        Action::Device(ref action) => device::run(&settings, &progress, action).await,
     }
 }
 

@@ -90,6 +90,11 @@ pub async fn verify(
     };
     let seconds = e2e_started.elapsed().as_secs_f64() / e2e.len() as f64;
     checks.extend(e2e.into_iter().map(|check| Timed { check, seconds }));
+    // As the device itself, over each of device.protocols.
+    let device_started = std::time::Instant::now();
+    let device = super::device::verify_checks(settings, progress, options.skip_e2e).await;
+    let seconds = device_started.elapsed().as_secs_f64() / device.len().max(1) as f64;
+    checks.extend(device.into_iter().map(|check| Timed { check, seconds }));
     let count = |s: CheckStatus| checks.iter().filter(|c| c.check.status == s).count();
     let (passed, failed, skipped) = (
         count(CheckStatus::Pass),

@@ -46,6 +46,41 @@ pub struct Config {
     pub fleet: FleetConfig,
     pub monitoring: MonitoringConfig,
     pub aws: AwsConfig,
+    pub device: DeviceConfig,
+}
+
+/// How the device side (`iotreg device …`, and the device checks of `verify`) reaches the
+/// device gateway. Endpoint, CA file and ports can also come from `IOTREG_DEVICE_*` variables
+/// (resolved in settings), which win over these.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeviceConfig {
+    /// What `verify` proves by connecting as the device, one check each.
+    pub protocols: Vec<crate::device::Protocol>,
+    /// The gateway's host name; default: DescribeEndpoint `iot:Data-ATS` at use time.
+    pub endpoint: Option<String>,
+    /// The CA that signs the gateway's certificate; default: Amazon Root CA 1 (built in).
+    pub ca_file: Option<PathBuf>,
+    pub mqtt_port: u16,
+    /// MQTT with ALPN `x-amzn-mqtt-ca`, and MQTT over WebSockets.
+    pub alpn_port: u16,
+    pub https_port: u16,
+    /// Bounds every device operation (connect, a PUBACK, a SUBACK, an HTTPS answer).
+    pub connect_timeout_s: f64,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        DeviceConfig {
+            protocols: vec![crate::device::Protocol::Mqtt],
+            endpoint: None,
+            ca_file: None,
+            mqtt_port: 8883,
+            alpn_port: 443,
+            https_port: 8443,
+            connect_timeout_s: 10.0,
+        }
+    }
 }
 
 /// The architecture diagram's monitoring: an SNS topic for the handler's HIGH alerts,
@@ -641,6 +676,37 @@ impl Config {
                 format!("{} must be 1 to 20", self.aws.max_attempts),
             ));
         }
+        let d = &self.device;
+        if !(d.connect_timeout_s.is_finite()
+            && d.connect_timeout_s > 0.0
+            && d.connect_timeout_s <= 3600.0)
+        {
+            return Err(invalid(
+                "device.connect_timeout_s",
+                format!(
+                    "{} must be a number of seconds above 0 and at most 3600",
+                    d.connect_timeout_s
+                ),
+            ));
+        }
+        for (field, port) in [
+            ("device.mqtt_port", d.mqtt_port),
+            ("device.alpn_port", d.alpn_port),
+            ("device.https_port", d.https_port),
+        ] {
+            if port == 0 {
+                return Err(invalid(field, "must be a port, 1 to 65535".into()));
+            }
+        }
+        if let Some(host) = &d.endpoint {
+            crate::device::check_host(host).map_err(|m| invalid("device.endpoint", m))?;
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &d.protocols {
+            if !seen.insert(p) {
+                return Err(invalid("device.protocols", format!("{p} is listed twice")));
+            }
+        }
         let sql = self.rule.sql.trim();
         if sql.is_empty() {
             return Err(invalid("rule.sql", "must not be empty".into()));
@@ -681,6 +747,7 @@ impl Config {
         fix(&mut self.shadow.template);
         fix(&mut self.fleet.manifest);
         fix(&mut self.monitoring.dashboard_template);
+        fix(&mut self.device.ca_file);
         self
     }
 }
