@@ -94,7 +94,7 @@ pub fn deployment(
         },
         policy: PolicySpec {
             name: settings::name(&c.policy.name, suffix),
-            document: t.policy.render_json(&vars).map_err(bad)?,
+            document: settings.device_policy(&vars).map_err(bad)?,
             origin: match &c.policy.template {
                 Some(file) => format!("the template {}", file.display()),
                 None => format!("the built-in {} policy", c.policy.preset.as_str()),

@@ -165,6 +165,39 @@ pub struct Templates {
 pub struct BadInput(pub String);
 
 impl Settings {
+    /// The device policy document for these template variables: the template rendered, plus,
+    /// for a built-in policy with `https` among `device.protocols`, the statement HTTPS publish
+    /// needs. Over HTTPS AWS IoT has no client id, so `${iot:Connection.Thing.ThingName}` has no
+    /// value and the built-in statements never apply; the certificate's subject common name
+    /// does, and iotreg's certificates (made from a local key) carry the thing name there.
+    /// AWS-generated certificates do not (their subject is AWS's), so they get no such
+    /// statement and `verify` says why HTTPS is refused.
+    pub fn device_policy(
+        &self,
+        vars: &BTreeMap<&str, String>,
+    ) -> Result<serde_json::Value, crate::templates::TemplateError> {
+        let mut doc = self.templates.policy.render_json(vars)?;
+        let https = self.device.protocols.contains(&Protocol::Https);
+        if https
+            && self.config.policy.template.is_none()
+            && self.config.certificate.mode == config::CertificateMode::Local
+        {
+            if let Some(statements) = doc["Statement"].as_array_mut() {
+                statements.push(serde_json::json!({
+                    "Effect": "Allow",
+                    "Action": ["iot:Publish"],
+                    "Resource": [format!(
+                        "arn:{}:iot:{}:{}:topic/sensor/temperature/${{iot:Certificate.Subject.CommonName}}",
+                        vars.get("partition").map(String::as_str).unwrap_or("aws"),
+                        vars.get("region").map(String::as_str).unwrap_or_default(),
+                        vars.get("account").map(String::as_str).unwrap_or_default(),
+                    )],
+                }));
+            }
+        }
+        Ok(doc)
+    }
+
     pub fn resolve(cli: Cli) -> Result<Settings, BadInput> {
         let bad = |e: &dyn std::fmt::Display| BadInput(e.to_string());
         let (config, _) = config::load(cli.config.as_deref()).map_err(|e| bad(&e))?;

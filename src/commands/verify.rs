@@ -37,35 +37,6 @@ pub async fn verify(
         state.suffix, state.region
     ));
     let mut checks = verify::resource_checks(&plan, &cx).await;
-    if options.skip_device {
-        checks.push(Timed {
-            check: Check::skip(
-                verify::DEVICE_AUTHORIZATION,
-                "device",
-                "skipped with --skip-device",
-            ),
-            seconds: 0.0,
-        });
-    } else {
-        let started = std::time::Instant::now();
-        let d = &env.d;
-        let thing = d.thing.name.clone();
-        let check = match cx.record(crate::resources::CERTIFICATE).and_then(|r| r.arn) {
-            Some(arn) => {
-                let other = format!("{thing}-not-this-device");
-                verify::authorization::check(&env.aws.iot, d, &thing, &arn, &other).await
-            }
-            None => Check::fail(
-                verify::DEVICE_AUTHORIZATION,
-                &format!("policy {} for {thing}", d.policy.name),
-                "the state records no certificate for the device; run `iotreg up`",
-            ),
-        };
-        checks.push(Timed {
-            check,
-            seconds: started.elapsed().as_secs_f64(),
-        });
-    }
     let e2e_started = std::time::Instant::now();
     let e2e = if options.skip_e2e {
         let mut skipped = vec![Check::skip(
@@ -90,9 +61,17 @@ pub async fn verify(
     };
     let seconds = e2e_started.elapsed().as_secs_f64() / e2e.len() as f64;
     checks.extend(e2e.into_iter().map(|check| Timed { check, seconds }));
-    // As the device itself, over each of device.protocols.
+    // As the device itself: its policy through TestAuthorization, then its own connection.
     let device_started = std::time::Instant::now();
-    let device = super::device::verify_checks(settings, progress, options.skip_e2e).await;
+    let device = if options.skip_device {
+        vec![Check::skip(
+            "device",
+            "device",
+            "the device checks were skipped with --skip-device",
+        )]
+    } else {
+        device_checks(settings, progress, options, &env, &state).await
+    };
     let seconds = device_started.elapsed().as_secs_f64() / device.len().max(1) as f64;
     checks.extend(device.into_iter().map(|check| Timed { check, seconds }));
     let count = |s: CheckStatus| checks.iter().filter(|c| c.check.status == s).count();
@@ -119,6 +98,139 @@ pub async fn verify(
         color: output::stdout_color(),
     };
     Ok(report(settings, &summary))
+}
+
+/// Fleet devices checked as the device when `--sample` is not given: each is a connection
+/// (several, with least privilege), so not the whole fleet by default.
+const DEVICE_SAMPLE: usize = 3;
+
+/// The device checks for the stack's own device and a sample of the fleet's.
+async fn device_checks(
+    settings: &Settings,
+    progress: &Progress,
+    options: &VerifyOptions,
+    env: &crate::resources::Env,
+    state: &crate::state::State,
+) -> Vec<Check> {
+    use crate::resources::{CERTIFICATE, THING};
+    let single = state.get(THING).map(|r| r.name.clone());
+    let fleet: Vec<String> = state.devices.keys().cloned().collect();
+    let n = options.sample.unwrap_or(DEVICE_SAMPLE);
+    let sampled = crate::resources::fleet::sample(fleet.clone(), n.min(fleet.len()));
+    let mut targets: Vec<(String, Option<String>)> = Vec::new();
+    if let Some(t) = &single {
+        targets.push((
+            t.clone(),
+            state.get(CERTIFICATE).and_then(|r| r.arn.clone()),
+        ));
+    }
+    for name in sampled {
+        let arn = state
+            .devices
+            .get(&name)
+            .and_then(|e| e.get(CERTIFICATE))
+            .and_then(|r| r.arn.clone());
+        targets.push((name, arn));
+    }
+    // Another thing to try acting as: a real one of this deployment when there is one.
+    let everyone: Vec<&String> = single.iter().chain(fleet.iter()).collect();
+    let other_than = |thing: &str| -> String {
+        everyone
+            .iter()
+            .find(|t| t.as_str() != thing)
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| format!("{thing}-not-this-device"))
+    };
+    let mut out = Vec::new();
+    let d = &env.d;
+    for (thing, arn) in &targets {
+        out.push(match arn {
+            Some(arn) => {
+                verify::authorization::check(&env.aws.iot, d, thing, arn, &other_than(thing)).await
+            }
+            None => Check::fail(
+                verify::DEVICE_AUTHORIZATION,
+                &format!("policy {} for {thing}", d.policy.name),
+                "the state records no certificate for the device; run `iotreg up`",
+            ),
+        });
+    }
+    if targets.is_empty() {
+        out.push(Check::fail(
+            "device",
+            "device",
+            "the state records no device",
+        ));
+        return out;
+    }
+    let device = &settings.device;
+    if device.endpoint.is_none() && settings.remote.endpoint_url.is_some() {
+        // An emulator answers DescribeEndpoint with a name that is not its gateway; connecting
+        // there proves nothing, so say what to set instead of failing on a name lookup.
+        out.push(Check::skip(
+            "device",
+            "device",
+            "AWS calls go to --endpoint-url and no device endpoint is set (device.endpoint or IOTREG_DEVICE_ENDPOINT): not connected as the device",
+        ));
+        return out;
+    }
+    let deployed = match super::device::Deployed::load(settings) {
+        Ok(x) => x,
+        Err(e) => {
+            out.push(Check::fail("device", "device", format!("{e:#}")));
+            return out;
+        }
+    };
+    let endpoint = match deployed.endpoint(progress).await {
+        Ok(e) => e,
+        Err(e) => {
+            out.push(Check::fail("device", "device endpoint", format!("{e:#}")));
+            return out;
+        }
+    };
+    let signer = if device.protocols.contains(&crate::device::Protocol::Wss) {
+        match deployed.signer(crate::device::Protocol::Wss).await {
+            Ok(s) => s,
+            Err(e) => {
+                out.push(Check::fail("device", "device over wss", format!("{e:#}")));
+                return out;
+            }
+        }
+    } else {
+        None
+    };
+    let policy = match deployed.policy() {
+        Ok(p) => p,
+        Err(e) => {
+            out.push(Check::fail("device", "device policy", format!("{e:#}")));
+            return out;
+        }
+    };
+    let run = verify::device::Run {
+        env,
+        endpoint: &endpoint,
+        signer: signer.as_ref(),
+        protocols: &device.protocols,
+        timeout: device.timeout,
+        e2e_timeout: options.timeout,
+        skip_e2e: options.skip_e2e,
+        policy: &policy,
+    };
+    for (thing, _) in &targets {
+        progress.line(&format!(
+            "  … connecting as {thing} to {} ({})",
+            endpoint.host,
+            device
+                .protocols
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let files = crate::device::DeviceFiles::for_thing(&settings.key_dir, thing);
+        out.extend(verify::device::checks(&run, &files, &other_than(thing)).await);
+    }
+    out
 }
 
 #[derive(Serialize)]

@@ -200,6 +200,11 @@ impl Session {
         ]
     }
 
+    /// The thing whose shadow topics this session uses.
+    pub fn thing(&self) -> &str {
+        &self.thing
+    }
+
     pub async fn shadow_subscribe(&mut self) -> Result<(), DeviceError> {
         if !self.shadow_subscribed {
             let topics = Session::shadow_topics(&self.thing);

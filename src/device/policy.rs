@@ -138,12 +138,11 @@ mod tests {
     use super::*;
 
     fn recipe() -> Value {
-        let t = crate::templates::Template::load(
-            None,
-            "device-policy.json",
-            crate::templates::DEVICE_POLICY,
-        )
-        .unwrap();
+        rendered(crate::templates::DEVICE_POLICY_RECIPE)
+    }
+
+    fn rendered(text: &str) -> Value {
+        let t = crate::templates::Template::builtin("device-policy.json", text);
         let vars = crate::settings::template_vars(
             &crate::config::Config::default(),
             "abc123",
@@ -178,6 +177,29 @@ mod tests {
         assert!(allows(&doc, "iot:Connect", "client", "t1", "t1"));
         // Get/UpdateThingShadow are the HTTP shadow API's actions, not the MQTT topics.
         assert_eq!(shadow_gaps(&doc, "t1").len(), 7);
+    }
+
+    #[test]
+    fn the_default_policy_gives_the_shadow_topics_too() {
+        let doc = rendered(crate::templates::DEVICE_POLICY);
+        assert_eq!(
+            publish_topics(&doc, "t1"),
+            [
+                "sensor/temperature/t1",
+                "$aws/things/t1/shadow/update",
+                "$aws/things/t1/shadow/get"
+            ]
+        );
+        assert_eq!(subscribe_filters(&doc, "t1").len(), 5);
+        assert!(shadow_gaps(&doc, "t1").is_empty());
+        assert!(shadow_gaps(&doc, "t2").is_empty());
+        assert!(!allows(
+            &doc,
+            "iot:Subscribe",
+            "topicfilter",
+            "$aws/things/t2/shadow/update/delta",
+            "t1"
+        ));
     }
 
     #[test]

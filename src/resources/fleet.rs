@@ -513,7 +513,7 @@ fn attributes_of(fields: &Fields) -> BTreeMap<String, String> {
 }
 
 /// `n` of `names` chosen at random (a partial Fisher–Yates shuffle).
-fn sample(mut names: Vec<String>, n: usize) -> Vec<String> {
+pub fn sample(mut names: Vec<String>, n: usize) -> Vec<String> {
     let mut seed = [0u8; 8];
     getrandom::getrandom(&mut seed).expect("OS randomness");
     let mut x = u64::from_le_bytes(seed) | 1;

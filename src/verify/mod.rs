@@ -12,6 +12,7 @@ use crate::engine::{Ctx, Resource};
 use crate::resources::Env;
 
 pub mod authorization;
+pub mod device;
 
 /// The device's own checks (`verify --skip-device` skips them).
 pub const DEVICE_AUTHORIZATION: &str = "policy.authorization";

@@ -108,9 +108,7 @@ impl<'a> Deployed<'a> {
         );
         Ok(self
             .settings
-            .templates
-            .policy
-            .render_json(&vars)
+            .device_policy(&vars)
             .map_err(|e| BadInput(e.to_string()))?)
     }
 
@@ -165,114 +163,4 @@ impl<'a> Deployed<'a> {
             .map_err(|e| device_error(DeviceError::Credentials(e.to_string())))?;
         Ok(Some(Signer::new(credentials, region)))
     }
-}
-
-/// `verify`'s device checks, `e2e.device.<protocol>` for each of `device.protocols`: connect
-/// as the deployment's device (the first fleet device for a fleet) and publish a normal
-/// reading, acknowledged (PUBACK, or HTTP 200).
-pub async fn verify_checks(
-    settings: &Settings,
-    progress: &Progress,
-    skip: bool,
-) -> Vec<crate::verify::Check> {
-    use crate::verify::Check;
-    let protocols = &settings.device.protocols;
-    let name = |p: Protocol| format!("e2e.device.{p}");
-    let all = |make: &dyn Fn(&str, &str) -> Check| -> Vec<Check> {
-        protocols
-            .iter()
-            .map(|p| make(&name(*p), &format!("device over {p}")))
-            .collect()
-    };
-    if skip {
-        return all(&|n, r| Check::skip(n, r, "skipped with --skip-e2e"));
-    }
-    if settings.device.endpoint.is_none() && settings.remote.endpoint_url.is_some() {
-        // A local AWS answers DescribeEndpoint with a name that is not its gateway: nothing
-        // to prove there unless told where the gateway is. Said on stderr, not a check, so
-        // that verify against a local AWS without a gateway passes as before.
-        progress.line(
-            "  … device checks not run: AWS calls go to --endpoint-url and no device endpoint is set (device.endpoint or IOTREG_DEVICE_ENDPOINT)",
-        );
-        return Vec::new();
-    }
-    let deployed = match Deployed::load(settings) {
-        Ok(d) => d,
-        Err(e) => return all(&|n, r| Check::fail(n, r, e.to_string())),
-    };
-    let thing = deployed
-        .roster
-        .single
-        .clone()
-        .or_else(|| deployed.roster.fleet.first().cloned());
-    let Some(thing) = thing else {
-        return all(&|n, r| Check::fail(n, r, "the state records no device"));
-    };
-    let endpoint = match deployed.endpoint(progress).await {
-        Ok(e) => e,
-        Err(e) => return all(&|n, r| Check::fail(n, r, format!("{e:#}"))),
-    };
-    let files = DeviceFiles::for_thing(&settings.key_dir, &thing);
-    let mut checks = Vec::new();
-    for p in protocols {
-        let resource = format!(
-            "device {thing} over {p} ({})",
-            endpoint.authority(endpoint.port(*p))
-        );
-        let result = prove(&deployed, &endpoint, &files, *p, settings.device.timeout).await;
-        checks.push(match result {
-            Ok(reason) => Check::pass(&name(*p), &resource, reason),
-            Err(e) => Check::fail(&name(*p), &resource, format!("{e:#}")),
-        });
-    }
-    checks
-}
-
-/// One protocol proven: connected as the device, a reading published and acknowledged.
-async fn prove(
-    deployed: &Deployed<'_>,
-    endpoint: &Endpoint,
-    files: &DeviceFiles,
-    protocol: Protocol,
-    timeout: std::time::Duration,
-) -> Result<String> {
-    let topic = crate::device::reading_topic(&files.thing);
-    let payload = crate::device::reading(&files.thing, 22.5, 45.0, 87).to_string();
-    if protocol == Protocol::Https {
-        let identity = files.identity()?;
-        let latency = crate::device::https::publish(
-            endpoint,
-            &identity,
-            &topic,
-            payload.into_bytes(),
-            timeout,
-        )
-        .await?;
-        return Ok(format!(
-            "published a reading to {topic} with the device certificate: HTTP 200 in {}",
-            crate::output::fmt_duration(latency)
-        ));
-    }
-    let signer = deployed.signer(protocol).await?;
-    let mut session = crate::device::Session::connect(
-        endpoint,
-        files,
-        &files.thing,
-        protocol,
-        signer.as_ref(),
-        timeout,
-    )
-    .await?;
-    let latency = session.publish_qos1(&topic, payload).await?;
-    session.disconnect().await?;
-    Ok(format!(
-        "connected as {} ({}) and published a reading to {topic}: PUBACK in {}",
-        files.thing,
-        if protocol == Protocol::Wss {
-            "SigV4-signed WebSocket"
-        } else {
-            "client certificate"
-        },
-        crate::output::fmt_duration(latency)
-    ))
 }
