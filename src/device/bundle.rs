@@ -117,7 +117,7 @@ impl Bundle {
     pub fn mosquitto_pub(&self, protocol: Protocol, message: &str) -> String {
         let e = &self.endpoint;
         let alpn = if protocol == Protocol::Mqtt443 {
-            format!(" --alpn {ALPN_MQTT}")
+            format!(" --tls-alpn {ALPN_MQTT}")
         } else {
             String::new()
         };
@@ -293,7 +293,7 @@ mod tests {
         );
         assert!(b
             .mosquitto_pub(Protocol::Mqtt443, "{}")
-            .contains("--alpn x-amzn-mqtt-ca -h abc-ats.iot.us-east-1.amazonaws.com -p 443 "));
+            .contains("--tls-alpn x-amzn-mqtt-ca -h abc-ats.iot.us-east-1.amazonaws.com -p 443 "));
         assert!(b
             .readme("{}")
             .contains("Publish: sensor/temperature/t1. Subscribe: none."));

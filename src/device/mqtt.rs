@@ -488,7 +488,12 @@ fn classify(e: &ConnectionError, endpoint: &str, thing: &str, stage: Stage<'_>) 
                 Stage::Connect => format!("CONNECT as {thing}"),
                 Stage::After(what) => what.to_string(),
             },
-            detail: io.map(|io| format!(" ({io})")).unwrap_or_default(),
+            // A closed TCP stream says nothing more (rustls calls it an unexpected EOF with a
+            // link to its manual); any other I/O error is worth showing.
+            detail: io
+                .filter(|io| io.kind() != std::io::ErrorKind::UnexpectedEof)
+                .map(|io| format!(" ({io})"))
+                .unwrap_or_default(),
         };
     }
     DeviceError::Protocol(format!("MQTT with {endpoint}: {e}"))

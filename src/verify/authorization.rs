@@ -152,10 +152,11 @@ pub async fn check(
                 let allowed = matches!(decision, Some(AuthDecision::Allowed));
                 if allowed != e.allowed {
                     let said = decision.map(|d| d.as_str()).unwrap_or("no answer");
+                    // The ARN's prefix is the same for every request: name what differs.
+                    let short = e.resource.rsplit_once(':').map_or(&*e.resource, |(_, r)| r);
                     wrong.push(format!(
-                        "{} on {} as client {} should be {} but AWS says {said}",
+                        "{} {short} as {} is {said}, meant to be {}",
                         e.action.name(),
-                        e.resource,
                         e.client_id,
                         if e.allowed { "allowed" } else { "denied" },
                     ));
@@ -174,7 +175,11 @@ pub async fn check(
             ),
         )
     } else {
-        Check::fail(DEVICE_AUTHORIZATION, &resource, wrong.join("; "))
+        Check::fail(
+            DEVICE_AUTHORIZATION,
+            &resource,
+            format!("TestAuthorization: {}", wrong.join("; ")),
+        )
     }
 }
 

@@ -13,6 +13,7 @@ mod support;
 mod bad_input;
 mod converge;
 mod crash;
+mod device;
 mod fault_proxy;
 mod faults;
 mod first_run;
