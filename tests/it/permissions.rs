@@ -13,7 +13,8 @@ const PLAN_AND_STATUS: &str = "plan and status";
 const UP: &str = "up";
 const DOWN: &str = "down";
 const VERIFY: &str = "verify";
-const SECTIONS: [&str; 4] = [PLAN_AND_STATUS, UP, DOWN, VERIFY];
+const DEVICE: &str = "device";
+const SECTIONS: [&str; 5] = [PLAN_AND_STATUS, UP, DOWN, VERIFY, DEVICE];
 
 /// No client-side rate limits: the local AWS has no quotas.
 const NO_LIMITS: &str = "[aws.rate_limits]\n\"*\" = 0\n";
@@ -401,6 +402,43 @@ async fn every_call_of_every_command_is_in_the_documented_policy() {
     seen.run(&emu, &w, UP, &["up", "--fleet", "devices.csv"], 0);
     seen.run(&emu, &w, PLAN_AND_STATUS, &["status"], 0);
     seen.run(&emu, &w, VERIFY, &["verify", "--sample", "2"], 0);
+    // The device commands, as the devices (the gateway's endpoint set, as on a device).
+    seen.run(
+        &emu,
+        &w,
+        DEVICE,
+        &["device", "bundle", "perm-sensor-01", "--out", "b"],
+        0,
+    );
+    seen.run(
+        &emu,
+        &w,
+        DEVICE,
+        &["device", "publish", "perm-sensor-01"],
+        0,
+    );
+    seen.run(
+        &emu,
+        &w,
+        DEVICE,
+        &[
+            "device",
+            "simulate",
+            "--fleet",
+            "--count",
+            "1",
+            "--interval",
+            "0.1",
+        ],
+        0,
+    );
+    seen.run(
+        &emu,
+        &w,
+        DEVICE,
+        &["device", "publish", "perm-sensor-01", "--protocol", "wss"],
+        0,
+    );
     manifest(&w, 0..3);
     seen.run(
         &emu,
@@ -434,6 +472,8 @@ async fn every_call_of_every_command_is_in_the_documented_policy() {
     for (section, action) in [
         (VERIFY, "iot:Publish"),
         (VERIFY, "logs:FilterLogEvents"),
+        (VERIFY, "iot:TestAuthorization"),
+        (VERIFY, "iot:UpdateThingShadow"),
         (UP, "iot:ListTagsForResource"),
         (DOWN, "iot:ListTagsForResource"),
         (UP, "iot:CreateCertificateFromCsr"),
@@ -468,6 +508,11 @@ async fn every_call_of_every_command_is_in_the_documented_policy() {
         (UP, "iot:DescribeEndpoint"),
         (DOWN, "iot:DescribeEndpoint"),
         (VERIFY, "iot:DescribeEndpoint"),
+        // The device commands look the endpoint up when it is not configured, and a WebSocket
+        // connection is authorized by IAM (the local AWS enforces neither).
+        (DEVICE, "iot:DescribeEndpoint"),
+        (DEVICE, "iot:Connect"),
+        (DEVICE, "iot:Receive"),
     ] {
         assert!(
             allows(&doc[section], action),
