@@ -206,6 +206,9 @@ pub enum DeviceCommand {
         /// Devices connected at once.
         #[arg(long, value_name = "N", default_value = "64", value_parser = clap::value_parser!(u32).range(1..=4096))]
         concurrency: u32,
+        /// Leave the shadow alone: connect and publish only.
+        #[arg(long)]
+        no_shadow: bool,
     },
 }
 

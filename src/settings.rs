@@ -44,6 +44,8 @@ pub struct SimulateOptions {
     pub interval: std::time::Duration,
     pub protocol: Protocol,
     pub concurrency: usize,
+    /// Connect and publish only (`--no-shadow`).
+    pub no_shadow: bool,
 }
 
 /// How the device side reaches the gateway: `[device]` with the `IOTREG_DEVICE_*` variables
@@ -437,6 +439,7 @@ fn device_action(
             interval,
             protocol,
             concurrency,
+            no_shadow,
         } => DeviceAction::Simulate(SimulateOptions {
             thing,
             fleet,
@@ -444,6 +447,7 @@ fn device_action(
             interval: std::time::Duration::from_secs_f64(interval),
             protocol: protocol.unwrap_or(device.default_protocol()),
             concurrency: concurrency as usize,
+            no_shadow,
         }),
     })
 }

@@ -138,12 +138,15 @@ pub async fn check(
             let answer = match call.send().await {
                 Ok(a) => a,
                 Err(e) => {
+                    let failure =
+                        crate::aws::failed("policy", &d.policy.name, "TestAuthorization", e);
                     return Check::fail(
                         DEVICE_AUTHORIZATION,
                         &resource,
-                        crate::aws::failed("policy", &d.policy.name, "TestAuthorization", e)
-                            .to_string(),
-                    )
+                        format!(
+                            "{failure} (an endpoint without TestAuthorization, such as plain moto, cannot check the device's side: --skip-device)"
+                        ),
+                    );
                 }
             };
             let results = answer.auth_results();

@@ -338,9 +338,19 @@ fn skip_e2e_on_plain_moto_passes_and_says_skipped() {
     )
     .unwrap();
     w.ok(&["up"]);
+    // Plain moto has no TestAuthorization (and no device gateway): the device checks fail
+    // there, saying so and naming the flag that skips them.
+    let r = w.run(&["verify", "--skip-e2e"]);
+    assert_eq!(r.code(), 1);
+    assert!(
+        r.stdout().contains("policy.authorization") && r.stdout().contains("--skip-device"),
+        "{}",
+        r.all()
+    );
     let r = w.ok(&[
         "verify",
         "--skip-e2e",
+        "--skip-device",
         "--junit",
         "r.xml",
         "--output",

@@ -162,9 +162,11 @@ impl Run<'_> {
         let gaps = policy::shadow_gaps(self.policy, &files.thing);
         // A device is refused (disconnected) for a topic its policy does not allow: say so
         // instead of provoking it.
-        let shadow = gaps.is_empty();
+        let shadow = gaps.is_empty() && !o.no_shadow;
         if shadow {
             session.shadow_subscribe().await?;
+        } else if o.no_shadow {
+            out.shadow_skipped = Some("--no-shadow".into());
         } else {
             out.shadow_skipped = Some(format!(
                 "the device policy does not allow the shadow's MQTT topics ({})",
