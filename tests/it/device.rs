@@ -226,8 +226,20 @@ async fn verify_as_the_device_names_each_sabotage_and_up_repairs_it() {
         .principals()[0]
         .clone();
     let cert_id = cert_arn.rsplit('/').next().unwrap().to_string();
-    let verify = || w.run(&["verify", "--skip-e2e", "--output", "json"]);
-    let repaired = |what: &str| {
+    // verify exits 1 and each named check fails with a reason containing its fragment; then
+    // `up` repairs it and verify passes again.
+    let caught_and_repaired = |what: &str, expected: &[(&str, &str)]| {
+        let verify = || w.run(&["verify", "--skip-e2e", "--output", "json"]);
+        let r = verify();
+        assert_eq!(r.code(), 1, "{what}: {}", r.all());
+        let f = failed(&r);
+        for (name, fragment) in expected {
+            let reason = reason_of(&f, name);
+            assert!(
+                reason.contains(fragment),
+                "{what}: {name}: {reason:?} lacks {fragment:?}"
+            );
+        }
         w.ok(&["up"]);
         let r = verify();
         assert_eq!(r.code(), 0, "after up ({what}): {:?}", failed(&r));
@@ -241,16 +253,14 @@ async fn verify_as_the_device_names_each_sabotage_and_up_repairs_it() {
         .send()
         .await
         .unwrap();
-    let r = verify();
-    assert_eq!(r.code(), 1);
-    let f = failed(&r);
-    assert!(reason_of(&f, "policy.attached_to_certificate").contains("not attached"));
-    assert!(
-        reason_of(&f, "device.connect").contains("CONNACK 5"),
-        "{f:?}"
+    caught_and_repaired(
+        "policy detached",
+        &[
+            ("policy.attached_to_certificate", "not attached"),
+            ("device.connect", "CONNACK 5"),
+            ("policy.authorization", "IMPLICIT_DENY"),
+        ],
     );
-    assert!(reason_of(&f, "policy.authorization").contains("IMPLICIT_DENY"));
-    repaired("policy detached");
 
     // 2. The certificate deactivated: the TLS handshake is refused.
     c.iot
@@ -260,15 +270,13 @@ async fn verify_as_the_device_names_each_sabotage_and_up_repairs_it() {
         .send()
         .await
         .unwrap();
-    let r = verify();
-    assert_eq!(r.code(), 1);
-    let f = failed(&r);
-    assert!(reason_of(&f, "certificate.active").contains("INACTIVE"));
-    assert!(
-        reason_of(&f, "device.connect").contains("TLS handshake"),
-        "{f:?}"
+    caught_and_repaired(
+        "certificate deactivated",
+        &[
+            ("certificate.active", "INACTIVE"),
+            ("device.connect", "TLS handshake"),
+        ],
     );
-    repaired("certificate deactivated");
 
     // 3. The policy edited to drop Publish: the gateway closes the connection on the publish.
     let doc: serde_json::Value = serde_json::from_str(
@@ -295,16 +303,14 @@ async fn verify_as_the_device_names_each_sabotage_and_up_repairs_it() {
         .send()
         .await
         .unwrap();
-    let r = verify();
-    assert_eq!(r.code(), 1);
-    let f = failed(&r);
-    assert!(reason_of(&f, "policy.document").contains("differs"));
-    assert!(
-        reason_of(&f, "device.publish").contains("closed the connection after a publish"),
-        "{f:?}"
+    caught_and_repaired(
+        "Publish dropped from the policy",
+        &[
+            ("policy.document", "differs"),
+            ("device.publish", "closed the connection after a publish"),
+            ("policy.authorization", "iot:Publish"),
+        ],
     );
-    assert!(reason_of(&f, "policy.authorization").contains("iot:Publish"));
-    repaired("publish dropped from the policy");
 
     // 4. The certificate attached to another thing instead: CONNECT as the thing is refused.
     c.iot
@@ -327,15 +333,13 @@ async fn verify_as_the_device_names_each_sabotage_and_up_repairs_it() {
         .send()
         .await
         .unwrap();
-    let r = verify();
-    assert_eq!(r.code(), 1);
-    let f = failed(&r);
-    assert!(reason_of(&f, "certificate.attached_to_thing").contains("not attached"));
-    assert!(
-        reason_of(&f, "device.connect").contains("CONNACK 5"),
-        "{f:?}"
+    caught_and_repaired(
+        "certificate moved to another thing",
+        &[
+            ("certificate.attached_to_thing", "not attached"),
+            ("device.connect", "CONNACK 5"),
+        ],
     );
-    repaired("certificate moved to another thing");
 }
 
 #[tokio::test(flavor = "multi_thread")]
