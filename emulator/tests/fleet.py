@@ -55,8 +55,10 @@ def _certificate_from_csr(iot, thing: str) -> dict:
 
 
 def create_fleet(iot, directory: str, count: int, prefix: str | None = None, workers: int = 8,
-                 csr: bool = False) -> list[str]:
+                 csr: bool = False, policy_document: str | None = None) -> list[str]:
     """Register ``count`` devices (see the module docstring); their thing names.
+
+    ``policy_document``: the policy to attach instead of the rendered template.
 
     ``csr``: CreateCertificateFromCsr with an EC key made here instead of
     CreateKeysAndCertificate (whose RSA-2048 key generation, serialized under
@@ -64,7 +66,7 @@ def create_fleet(iot, directory: str, count: int, prefix: str | None = None, wor
     prefix = prefix or f"fleet{uuid.uuid4().hex[:8]}-"
     os.makedirs(directory, exist_ok=True)
     policy = f"{prefix}policy"
-    iot.create_policy(policyName=policy, policyDocument=device_policy())
+    iot.create_policy(policyName=policy, policyDocument=policy_document or device_policy())
 
     def one(index: int) -> str:
         thing = f"{prefix}{index:05d}"

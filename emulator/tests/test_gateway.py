@@ -691,16 +691,20 @@ def test_no_gateway_flag():
 
 @pytest.fixture(scope="module")
 def fleet(aws, tmp_path_factory):
-    """110 devices as `iotreg up` makes a fleet (tests/fleet.py): (key directory, thing names)."""
+    """110 devices as `iotreg up` makes a fleet (tests/fleet.py): (key directory, thing names).
+
+    With DEVICE_POLICY, and publishing to dev/<thing>/reading, not the recipe's
+    sensor/temperature/<thing>: test_datapath leaves a rule with a Lambda action on that
+    topic, and hundreds of invocations would load the machine after these tests."""
     from fleet import create_fleet
 
     directory = str(tmp_path_factory.mktemp("fleet"))
-    return directory, create_fleet(aws("iot"), directory, 110, csr=True)
+    return directory, create_fleet(aws("iot"), directory, 110, csr=True, policy_document=json.dumps(DEVICE_POLICY))
 
 
 def device_round(gateway: dict, keys: str, thing: str, listener: str = "mqtt", timeout: float = WAIT) -> str | None:
     """What `iotreg device simulate` does per device, with paho-mqtt: connect as ``thing`` over
-    ``listener`` (mqtt, alpn or wss), one QoS 1 publish to sensor/temperature/<thing>, its PUBACK,
+    ``listener`` (mqtt, alpn or wss), one QoS 1 publish (to dev/<thing>/reading), its PUBACK,
     DISCONNECT.  None when all of that happened; otherwise what went wrong."""
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=thing, protocol=mqtt.MQTTv311,
@@ -740,7 +744,7 @@ def device_round(gateway: dict, keys: str, thing: str, listener: str = "mqtt", t
             return f"{thing} over {listener}: no CONNACK within {timeout} s"
         if rc != 0:
             return f"{thing} over {listener}: " + (f"{rc} before CONNACK" if isinstance(rc, str) else f"CONNACK {rc}")
-        client.publish(f"sensor/temperature/{thing}", json.dumps({"temperature": 21.5, "device": thing}), qos=1)
+        client.publish(f"dev/{thing}/reading", json.dumps({"temperature": 21.5, "device": thing}), qos=1)
         if not acked.wait(timeout):
             closed = " (closed by the server)" if closed_by_server.is_set() else ""
             return f"{thing} over {listener}: no PUBACK within {timeout} s{closed}"
