@@ -78,6 +78,8 @@ class Gateway:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._sweeper: asyncio.Task | None = None
+        # Every task the gateway starts, until it ends (see _spawn).
+        self._tasks: set[asyncio.Task] = set()
         self._unpatch = None
 
     # -- life cycle ------------------------------------------------------------
@@ -247,12 +249,26 @@ class Gateway:
             return
 
         def run() -> None:
-            asyncio.ensure_future(self.ingest(topic, data, 0, False, None, to_rules=False))
+            self._spawn(self.ingest(topic, data, 0, False, None, to_rules=False))
 
         try:
             loop.call_soon_threadsafe(run)
         except RuntimeError:
             pass
+
+    def _spawn(self, coro) -> asyncio.Task:
+        """A task the gateway holds on to until it is done.
+
+        The event loop keeps only weak references to tasks.  A connection's
+        task waiting for data (the CONNECT after the TLS handshake, say) is
+        reachable only through its own StreamReader (asyncio's protocol holds
+        that weakly), so without this reference the cyclic garbage collector
+        destroys it mid-connection and its ``finally`` aborts the socket: the
+        client sees a reset right after sending CONNECT."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- the data path ---------------------------------------------------------
 
@@ -499,7 +515,7 @@ class _Accepting(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport.pause_reading()
-        asyncio.ensure_future(self.gateway._accept(self.listener, transport))
+        self.gateway._spawn(self.gateway._accept(self.listener, transport))
 
     def data_received(self, data: bytes) -> None:  # not reached: reading is paused
         pass

@@ -168,6 +168,7 @@ class GatewayBroker(Broker):
         super().__init__(config)
         self.gateway = gateway
         self.live: dict[str, Connection] = {}
+        self._closing = False
         self._handler_class = type("BoundGatewayHandler", (GatewayHandler,), {"gateway": gateway})
 
     async def _initialize_client_session(
@@ -234,6 +235,22 @@ class GatewayBroker(Broker):
         if client_session.keep_alive > 0:
             client_session.keep_alive = client_session.keep_alive * 1.5  # type: ignore[assignment]
         return handler, client_session
+
+    async def _cleanup_session(self, client_id: str) -> None:
+        """amqtt's session monitor drops disconnected clean sessions by client id.
+
+        It lists them first and then awaits each cleanup, so by the time it
+        reaches a client id a new connection may have registered under it;
+        amqtt would then stop that connection's handler (close it right after
+        its CONNACK).  Only the broker's shutdown cleans up connected sessions."""
+        session = self._sessions.get(client_id, (None, None))[0]
+        if session is not None and session.transitions.is_connected() and not self._closing:
+            return
+        await super()._cleanup_session(client_id)
+
+    async def shutdown(self) -> None:
+        self._closing = True
+        await super().shutdown()
 
     async def _authenticate(self, session: Session, _listener) -> bool:  # noqa: ARG002
         return True  # checked in _initialize_client_session (iot:Connect)

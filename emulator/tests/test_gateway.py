@@ -684,3 +684,129 @@ def test_no_gateway_flag():
         assert failure.value.code == 404
     finally:
         server.stop()
+
+
+# -- concurrency --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fleet(aws, tmp_path_factory):
+    """110 devices as `iotreg up` makes a fleet (tests/fleet.py): (key directory, thing names).
+
+    With DEVICE_POLICY, and publishing to dev/<thing>/reading, not the recipe's
+    sensor/temperature/<thing>: test_datapath leaves a rule with a Lambda action on that
+    topic, and hundreds of invocations would load the machine after these tests."""
+    from fleet import create_fleet
+
+    directory = str(tmp_path_factory.mktemp("fleet"))
+    return directory, create_fleet(aws("iot"), directory, 110, csr=True, policy_document=json.dumps(DEVICE_POLICY))
+
+
+def device_round(gateway: dict, keys: str, thing: str, listener: str = "mqtt", timeout: float = WAIT) -> str | None:
+    """What `iotreg device simulate` does per device, with paho-mqtt: connect as ``thing`` over
+    ``listener`` (mqtt, alpn or wss), one QoS 1 publish (to dev/<thing>/reading), its PUBACK,
+    DISCONNECT.  None when all of that happened; otherwise what went wrong."""
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=thing, protocol=mqtt.MQTTv311,
+        transport="websockets" if listener == "wss" else "tcp",
+    )
+    context = ssl.create_default_context(cafile=gateway["ca_file"])
+    if listener == "wss":
+        client.ws_set_options(path=presigned_path(gateway))
+    else:
+        context.load_cert_chain(f"{keys}/{thing}-certificate.pem.crt", f"{keys}/{thing}-private.pem.key")
+    if listener == "alpn":
+        context.set_alpn_protocols(["x-amzn-mqtt-ca"])
+    client.tls_set_context(context)
+    connack: queue.Queue = queue.Queue()
+    acked = threading.Event()
+    closed_by_server = threading.Event()
+    leaving = threading.Event()
+    client.on_connect = lambda c, u, flags, rc, props: connack.put(rc.value)
+    client.on_publish = lambda c, u, mid, rc, props: acked.set()
+
+    def on_disconnect(c, u, flags, rc, props) -> None:
+        if not leaving.is_set():
+            closed_by_server.set()
+            connack.put("the server closed the connection")
+        c.disconnect()  # no automatic reconnect
+
+    client.on_disconnect = on_disconnect
+    try:
+        client.connect("localhost", gateway["ports"][listener], keepalive=30)
+    except OSError as error:
+        return f"{thing} over {listener}: connect failed: {error!r}"
+    client.loop_start()
+    try:
+        try:
+            rc = connack.get(timeout=timeout)
+        except queue.Empty:
+            return f"{thing} over {listener}: no CONNACK within {timeout} s"
+        if rc != 0:
+            return f"{thing} over {listener}: " + (f"{rc} before CONNACK" if isinstance(rc, str) else f"CONNACK {rc}")
+        client.publish(f"dev/{thing}/reading", json.dumps({"temperature": 21.5, "device": thing}), qos=1)
+        if not acked.wait(timeout):
+            closed = " (closed by the server)" if closed_by_server.is_set() else ""
+            return f"{thing} over {listener}: no PUBACK within {timeout} s{closed}"
+        if closed_by_server.is_set():
+            return f"{thing} over {listener}: closed by the server after its PUBACK"
+        return None
+    finally:
+        leaving.set()
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_hundred_devices_connect_at_once(gateway, fleet):
+    """Each device its own certificate, all connecting together: every one gets CONNACK 0
+    and its PUBACK (a connection waiting for its CONNECT used to be reset under load)."""
+    keys, things = fleet
+    things = things[:100]
+    start = threading.Barrier(len(things))
+    errors: list[str | None] = [None] * len(things)
+
+    def run(index: int) -> None:
+        start.wait(timeout=30)
+        errors[index] = device_round(gateway, keys, things[index], timeout=10.0)
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(things))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    failed = [error for error in errors if error is not None]
+    assert not failed, f"{len(failed)} of {len(things)} devices failed: {failed[:5]}"
+
+
+def test_reconnect_with_the_same_client_id_after_disconnect_survives(gateway, fleet):
+    """connect -> publish -> DISCONNECT -> connect again at once with the same client id,
+    alternating listeners, while other devices come and go: the new connection is never closed
+    (AWS only ever closes the older connection of a client id)."""
+    keys, things = fleet
+    thing, others = things[100], things[101:]
+    stop = threading.Event()
+    load_errors: list[str] = []
+
+    def load(mine: list[str]) -> None:
+        while not stop.is_set():
+            for other in mine:
+                error = device_round(gateway, keys, other)
+                if error is not None:
+                    load_errors.append(error)
+
+    background = [threading.Thread(target=load, args=(others[i::3],)) for i in range(3)]
+    for thread in background:
+        thread.start()
+    try:
+        listeners = ("mqtt", "alpn", "wss")
+        failed = []
+        for round_ in range(50):
+            error = device_round(gateway, keys, thing, listeners[round_ % len(listeners)])
+            if error is not None:
+                failed.append(f"round {round_}: {error}")
+    finally:
+        stop.set()
+        for thread in background:
+            thread.join(30)
+    assert not failed, failed
+    assert not load_errors, load_errors[:5]
