@@ -55,8 +55,11 @@ def render(template: str) -> dict:
     return json.loads(template)
 
 
+# The two policies iotreg ships: the default (MQTT shadow) and the recipe's, word for word.
 with open(os.path.join(REPO, "templates", "device-policy.json")) as _f:
     DEVICE_POLICY = render(_f.read())
+with open(os.path.join(REPO, "templates", "device-policy-recipe.json")) as _f:
+    RECIPE_POLICY = render(_f.read())
 
 THING = "${iot:Connection.Thing.ThingName}"
 SHADOW = f"$aws/things/{THING}/shadow"
@@ -150,8 +153,9 @@ POLICIES = {
     "escapes": doc(
         allow(["iot:Publish"], [A + "topic/star${*}", A + "topic/q${?}", A + "topic/${$}{iot:ClientId}"])
     ),
-    # iotreg's device policy, templates/device-policy.json (aws, us-east-1, 123456789012).
-    "iotreg-device": DEVICE_POLICY,
+    # iotreg's recipe preset, templates/device-policy-recipe.json (aws, us-east-1,
+    # 123456789012): the recipe's policy, with the shadow's HTTP actions only.
+    "iotreg-device": RECIPE_POLICY,
     # The MQTT-shadow device policy the product will ship.
     "iotreg-mqtt-shadow": doc(
         allow(["iot:Connect"], [A + f"client/{THING}"]),
@@ -324,6 +328,19 @@ def test_table(policy, action, resource, context, expected):
     if expected != IMPLICIT_DENY:
         assert decision.policy_name == policy
         assert decision.statement_index is not None
+
+
+def test_the_mqtt_shadow_rows_test_the_template_iotreg_ships():
+    """The "iotreg-mqtt-shadow" rows hold for templates/device-policy.json as shipped."""
+    def grants(policy):
+        return sorted(
+            (s["Effect"], a, r)
+            for s in policy["Statement"]
+            for a in s["Action"]
+            for r in s["Resource"]
+        )
+
+    assert grants(DEVICE_POLICY) == grants(POLICIES["iotreg-mqtt-shadow"])
 
 
 def test_every_policy_has_an_allowed_and_a_denied_row():
