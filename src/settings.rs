@@ -510,6 +510,43 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// The settings of `iotreg --config FILE status` with FILE holding `config`.
+    fn with_config(config: &str) -> Settings {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("iotreg.toml");
+        std::fs::write(&file, config).unwrap();
+        let cli = Cli::parse_from(["iotreg", "--config", file.to_str().unwrap(), "status"]);
+        Settings::resolve(cli).unwrap()
+    }
+
+    #[test]
+    fn https_among_the_protocols_adds_the_certificate_name_statement_to_built_in_policies() {
+        let vars = template_vars(&Config::default(), "abc123", "us-east-1", "123456789012");
+        let statements = |config: &str| {
+            let doc = with_config(config).device_policy(&vars).unwrap();
+            assert_eq!(crate::lint::broad_policy(&doc), Vec::<String>::new());
+            doc["Statement"].as_array().unwrap().clone()
+        };
+        let https = "[device]\nprotocols = [\"mqtt\", \"https\"]\n";
+        let added = statements(https);
+        assert_eq!(added.len(), 6);
+        assert_eq!(
+            added[5]["Resource"][0],
+            "arn:aws:iot:us-east-1:123456789012:topic/sensor/temperature/${iot:Certificate.Subject.CommonName}"
+        );
+        assert_eq!(statements("").len(), 5);
+        assert_eq!(
+            statements(&format!("{https}[policy]\npreset = \"recipe\"\n")).len(),
+            4
+        );
+        // AWS-generated certificates carry AWS's subject, not the thing name: no statement.
+        assert_eq!(
+            statements(&format!("{https}[certificate]\nmode = \"aws-generated\"\n")).len(),
+            5
+        );
+    }
+
     fn resolve(
         c: &config::DeviceConfig,
         vars: &[(&str, &str)],
