@@ -342,7 +342,19 @@ async fn update_as_service(run: &Run<'_>, thing: &str, doc: &Value) -> Result<()
 /// Acting as `other` must be refused: its client id with this device's certificate, and a
 /// publish to its topic.
 async fn least_privilege(run: &Run<'_>, files: &DeviceFiles, other: &str, resource: &str) -> Check {
-    let protocol = Protocol::Mqtt;
+    // Certificate-authenticated MQTT, over whichever port the deployment proves.
+    let Some(protocol) = run
+        .protocols
+        .iter()
+        .copied()
+        .find(|p| matches!(p, Protocol::Mqtt | Protocol::Mqtt443))
+    else {
+        return Check::skip(
+            LEAST_PRIVILEGE,
+            resource,
+            "needs mqtt or mqtt-443 among device.protocols (it acts with the device's certificate over MQTT)",
+        );
+    };
     let mut problems = Vec::new();
     let mut refusals = Vec::new();
     match connect(run, files, other, protocol).await {
