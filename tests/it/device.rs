@@ -97,7 +97,7 @@ async fn a_bundle_works_unchanged_with_mosquitto_and_paho() {
     // 2. mosquitto_sub hears the shadow's delta when the service changes the desired state.
     let port = conn["ports"]["mqtt"].as_u64().unwrap().to_string();
     let delta = format!("$aws/things/{thing}/shadow/update/delta");
-    let sub = Command::new("mosquitto_sub")
+    let mut sub = Command::new("mosquitto_sub")
         .args(["--cafile", "ca.pem", "--cert", "certificate.pem.crt"])
         .args(["--key", "private.pem.key", "-h", "localhost", "-p", &port])
         .args([
@@ -108,8 +108,26 @@ async fn a_bundle_works_unchanged_with_mosquitto_and_paho() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the subscription is in place (the gateway has answered it).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Its output, line by line, read on a thread: the desired change is made once the
+    // gateway has answered the subscription (mosquitto_sub -d prints "Subscribed").
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let stdout = sub.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut heard = Vec::new();
+    while !heard.iter().any(|l: &String| l.starts_with("Subscribed")) {
+        match lines_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => heard.push(line),
+            Err(e) => panic!("mosquitto_sub never subscribed ({e}): {heard:?}"),
+        }
+    }
     c.data
         .update_thing_shadow()
         .thing_name(&thing)
@@ -120,14 +138,15 @@ async fn a_bundle_works_unchanged_with_mosquitto_and_paho() {
         .await
         .unwrap();
     let out = sub.wait_with_output().unwrap();
-    let heard = String::from_utf8_lossy(&out.stdout);
+    reader.join().unwrap();
+    heard.extend(lines_rx.try_iter());
     assert!(
         out.status.success()
             && heard
-                .lines()
+                .iter()
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
                 .any(|d| d["state"]["colour"] == "amber"),
-        "mosquitto_sub: {heard}\n{}",
+        "mosquitto_sub: {heard:?}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
 
