@@ -97,7 +97,9 @@ async fn a_bundle_works_unchanged_with_mosquitto_and_paho() {
     // 2. mosquitto_sub hears the shadow's delta when the service changes the desired state.
     let port = conn["ports"]["mqtt"].as_u64().unwrap().to_string();
     let delta = format!("$aws/things/{thing}/shadow/update/delta");
-    let mut sub = Command::new("mosquitto_sub")
+    // stdbuf: mosquitto_sub's stdout is a pipe here, which C's stdio would buffer in blocks.
+    let mut sub = Command::new("stdbuf")
+        .args(["-oL", "mosquitto_sub"])
         .args(["--cafile", "ca.pem", "--cert", "certificate.pem.crt"])
         .args(["--key", "private.pem.key", "-h", "localhost", "-p", &port])
         .args([
