@@ -257,6 +257,14 @@ async fn e2e(run: &Run<'_>, session: &mut Session, resource: &str) -> Check {
 /// Reported update accepted; a desired change made through the service arrives as a delta,
 /// which the device answers by reporting it. The key it uses is removed afterwards.
 async fn shadow(run: &Run<'_>, session: &mut Session, resource: &str) -> Check {
+    if run.env.d.shadow.is_none() {
+        // Updating it would create a shadow the deployment says it does not keep.
+        return Check::skip(
+            SHADOW,
+            resource,
+            "shadow.enabled = false: the deployment keeps no shadow",
+        );
+    }
     let thing = session.thing().to_string();
     let gaps = crate::device::policy::shadow_gaps(run.policy, &thing);
     if !gaps.is_empty() {
