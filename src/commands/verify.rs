@@ -174,13 +174,7 @@ async fn device_checks(
         ));
         return out;
     }
-    let deployed = match super::device::Deployed::load(settings) {
-        Ok(x) => x,
-        Err(e) => {
-            out.push(Check::fail("device", "device", format!("{e:#}")));
-            return out;
-        }
-    };
+    let deployed = super::device::Deployed::new(settings, state.clone());
     let endpoint = match deployed.endpoint(progress).await {
         Ok(e) => e,
         Err(e) => {
@@ -199,13 +193,6 @@ async fn device_checks(
     } else {
         None
     };
-    let policy = match deployed.policy() {
-        Ok(p) => p,
-        Err(e) => {
-            out.push(Check::fail("device", "device policy", format!("{e:#}")));
-            return out;
-        }
-    };
     let run = verify::device::Run {
         env,
         endpoint: &endpoint,
@@ -214,7 +201,8 @@ async fn device_checks(
         timeout: device.timeout,
         e2e_timeout: options.timeout,
         skip_e2e: options.skip_e2e,
-        policy: &policy,
+        // The policy as this run rendered it for the deployment.
+        policy: &d.policy.document,
     };
     for (thing, _) in &targets {
         progress.line(&format!(

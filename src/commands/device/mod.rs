@@ -80,15 +80,20 @@ impl<'a> Deployed<'a> {
                     settings.state_path.display()
                 ))
             })?;
+        Ok(Deployed::new(settings, state))
+    }
+
+    /// The deployment of a state already loaded (verify has it).
+    pub fn new(settings: &'a Settings, state: State) -> Deployed<'a> {
         let roster = Roster {
             single: state.get(crate::resources::THING).map(|r| r.name.clone()),
             fleet: state.devices.keys().cloned().collect(),
         };
-        Ok(Deployed {
+        Deployed {
             settings,
             state,
             roster,
-        })
+        }
     }
 
     /// One device's files, by name or as the only one.
