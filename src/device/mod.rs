@@ -332,6 +332,12 @@ impl DeviceError {
     }
 }
 
+/// The normal reading (22.5 °C) a device publishes by default, in bundles, `device publish` and
+/// verify's publish checks: classified NORMAL, so it raises no alert.
+pub fn normal_reading(thing: &str) -> serde_json::Value {
+    reading(thing, 22.5, 45.0, 87)
+}
+
 /// What one reading looks like: the shape of `verify`'s test reading, so the rule and the
 /// function treat a device's readings like it.
 pub fn reading(

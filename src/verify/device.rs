@@ -90,7 +90,7 @@ pub async fn checks(run: &Run<'_>, files: &DeviceFiles, other: &str) -> Vec<Chec
             ),
         ));
         let topic = crate::device::reading_topic(thing);
-        let payload = crate::device::reading(thing, 22.5, 45.0, 87).to_string();
+        let payload = crate::device::normal_reading(thing).to_string();
         match session.publish_qos1(&topic, payload).await {
             Ok(latency) => out.push(Check::pass(
                 PUBLISH,
@@ -165,7 +165,7 @@ async fn connect(
 
 async fn https_publish(run: &Run<'_>, files: &DeviceFiles, resource: &str) -> Check {
     let topic = crate::device::reading_topic(&files.thing);
-    let payload = crate::device::reading(&files.thing, 22.5, 45.0, 87).to_string();
+    let payload = crate::device::normal_reading(&files.thing).to_string();
     let identity = match files.identity() {
         Ok(i) => i,
         Err(e) => return Check::fail(PUBLISH, resource, e.to_string()),
@@ -383,7 +383,7 @@ async fn least_privilege(run: &Run<'_>, files: &DeviceFiles, other: &str, resour
     match connect(run, files, &files.thing, protocol).await {
         Ok(mut s) => {
             let topic = crate::device::reading_topic(other);
-            let payload = crate::device::reading(other, 22.5, 45.0, 87).to_string();
+            let payload = crate::device::normal_reading(other).to_string();
             match s.publish_qos1(&topic, payload).await {
                 Ok(_) => {
                     let _ = s.disconnect().await;

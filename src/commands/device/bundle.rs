@@ -23,7 +23,7 @@ pub async fn bundle(
     let policy = deployed.policy()?;
     let endpoint = deployed.endpoint(progress).await?;
     let b = Bundle::new(endpoint, &files.thing, &policy);
-    let message = device::reading(&files.thing, 22.5, 45.0, 87).to_string();
+    let message = device::normal_reading(&files.thing).to_string();
     let written = b.write(out, &files, &message).map_err(device_error)?;
     let summary = BundleSummary {
         command: "device bundle",

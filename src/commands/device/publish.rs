@@ -28,7 +28,7 @@ pub async fn publish(
     let topic = device::reading_topic(&files.thing);
     let payload = match message {
         Some(m) => m.to_string(),
-        None => device::reading(&files.thing, 22.5, 45.0, 87).to_string(),
+        None => device::normal_reading(&files.thing).to_string(),
     };
     let port = endpoint.port(protocol);
     progress.line(&format!(
