@@ -6,6 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::drift;
 use crate::support::*;
 
 /// No client-side rate limits: the local AWS has no quotas.
@@ -316,14 +317,7 @@ async fn verify_as_the_device_names_each_sabotage_and_up_repairs_it() {
         .as_array_mut()
         .unwrap()
         .retain(|s| s["Action"] != serde_json::json!(["iot:Publish"]));
-    c.iot
-        .create_policy_version()
-        .policy_name(&policy)
-        .policy_document(edited.to_string())
-        .set_as_default(true)
-        .send()
-        .await
-        .unwrap();
+    drift::policy_document(&c, &drift::Names::new(&s), &edited.to_string()).await;
     caught_and_repaired(
         "Publish dropped from the policy",
         &[
