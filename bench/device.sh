@@ -60,14 +60,7 @@ EMU_PID=$!
 for _ in $(seq 100); do grep -q listening "$WORK/emulator.out" 2>/dev/null && break; sleep 0.1; done
 URL=$(awk '{print $NF}' "$WORK/emulator.out")
 [[ -n "$URL" ]] || { cat "$WORK/emulator.err" >&2; die "the emulator did not start"; }
-eval "$("$PY" - "$URL" <<'PY'
-import json, sys, urllib.request
-g = json.load(urllib.request.urlopen(sys.argv[1] + "/iotreg-test/gateway"))
-print(f"export IOTREG_DEVICE_ENDPOINT={g['endpoint']} IOTREG_DEVICE_CA_FILE={g['ca_file']} "
-      f"IOTREG_DEVICE_MQTT_PORT={g['ports']['mqtt']} IOTREG_DEVICE_ALPN_PORT={g['ports']['alpn']} "
-      f"IOTREG_DEVICE_HTTPS_PORT={g['ports']['https']}")
-PY
-)"
+eval "$("$PY" "$REPO_DIR/scripts/gateway_env.py" "$URL")"
 export AWS_ENDPOINT_URL="$URL" AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing \
     AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true
 

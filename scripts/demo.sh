@@ -33,14 +33,7 @@ url="$(awk '{print $NF}' "$work/url")"
 [ -n "$url" ] || { echo "local AWS did not start:"; cat "$log"; exit 1; }
 echo "local AWS: $url (fake credentials, account 123456789012)"
 # Where its device gateway listens (the AWS IoT data endpoint, locally) and the CA it chains to.
-eval "$("$root/.venv/bin/python" - "$url" <<'PY'
-import json, sys, urllib.request
-g = json.load(urllib.request.urlopen(sys.argv[1] + "/iotreg-test/gateway"))
-print(f"export IOTREG_DEVICE_ENDPOINT={g['endpoint']} IOTREG_DEVICE_CA_FILE={g['ca_file']} "
-      f"IOTREG_DEVICE_MQTT_PORT={g['ports']['mqtt']} IOTREG_DEVICE_ALPN_PORT={g['ports']['alpn']} "
-      f"IOTREG_DEVICE_HTTPS_PORT={g['ports']['https']}")
-PY
-)"
+eval "$("$root/.venv/bin/python" "$root/scripts/gateway_env.py" "$url")"
 echo "device gateway: $IOTREG_DEVICE_ENDPOINT, MQTT port $IOTREG_DEVICE_MQTT_PORT, CA $IOTREG_DEVICE_CA_FILE"
 
 export AWS_ENDPOINT_URL="$url" AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing \
