@@ -18,15 +18,10 @@ pub struct Cli {
     /// Config file (TOML). Default: ./iotreg.toml when present, else built-in defaults.
     #[arg(long, global = true, value_name = "FILE", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
-    /// State file recording what this deployment owns.
-    #[arg(
-        long,
-        global = true,
-        value_name = "FILE",
-        default_value = ".iotreg/state.json",
-        help_heading = GLOBAL
-    )]
-    pub state: PathBuf,
+    /// State recording what this deployment owns: a file, or s3://BUCKET/KEY to share it
+    /// (default: [state] in the config, else .iotreg/state.json).
+    #[arg(long, global = true, value_name = "FILE|S3_URL", help_heading = GLOBAL)]
+    pub state: Option<String>,
     #[command(flatten)]
     pub remote: RemoteArgs,
     /// Output format for stdout.
@@ -112,6 +107,9 @@ pub enum Command {
         /// Delete fleet devices the state has and the manifest no longer lists.
         #[arg(long)]
         prune: bool,
+        /// With the state in S3: refuse a bucket without versioning (state.require_versioning).
+        #[arg(long)]
+        require_versioning: bool,
         #[command(flatten)]
         fleet: FleetArgs,
     },
@@ -158,6 +156,51 @@ pub enum Command {
     Device {
         #[command(subcommand)]
         command: DeviceCommand,
+    },
+    /// Read and repair the state: list, show, pull, push, rm, migrate.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+    /// Break a lock left by a run that is gone (a killed CI job): only the lock with this id.
+    ForceUnlock {
+        /// The lock id, as the refused command printed it.
+        lock_id: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// What `iotreg state` does. Addresses are a stack resource's key (`thing`, `certificate`,
+/// …), `fleet/THING` for a fleet device, `fleet/THING/KEY` for one of its records.
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// One line per record: address, kind, name, phase.
+    List,
+    /// One record (or a fleet device's records) as JSON.
+    Show { address: String },
+    /// The whole state as JSON on stdout (a fleet's journal folded in).
+    Pull,
+    /// Replace the state with FILE (locked): refused for another deployment's state or an
+    /// older serial.
+    Push {
+        file: PathBuf,
+        /// Also replace a state with the same or a newer serial.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Forget records without deleting anything in AWS (locked).
+    Rm {
+        #[arg(required = true)]
+        addresses: Vec<String>,
+    },
+    /// Copy the state to another place (locked at both ends, verified by reading it back),
+    /// and leave a marker where it was so nothing keeps using the old place.
+    Migrate {
+        /// s3://BUCKET/KEY or a file.
+        #[arg(long, value_name = "FILE|S3_URL")]
+        to: String,
     },
 }
 

@@ -159,7 +159,7 @@ pub fn with_fleet(
         None if needs_manifest => {
             return Err(BadInput(format!(
                 "{} records a fleet of {} devices: pass its manifest with --fleet FILE (or set fleet.manifest); `down` needs none",
-                settings.state_path.display(),
+                settings.state,
                 state.devices.len()
             ))
             .into())

@@ -5,10 +5,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::aws::Remote;
-use crate::cli::{Cli, Command, DeviceCommand, FleetArgs, OutputFormat};
+use crate::cli::{Cli, Command, DeviceCommand, FleetArgs, OutputFormat, StateCommand};
 use crate::config::{self, Config, SUFFIX_PLACEHOLDER};
 use crate::device::{Ca, Endpoint, Protocol};
+use crate::state::Location;
 use crate::templates::{self, Template};
+
+/// The state file when neither `--state` nor `[state]` names one.
+pub const DEFAULT_STATE: &str = ".iotreg/state.json";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -18,6 +22,38 @@ pub enum Action {
     Status,
     Verify(VerifyOptions),
     Device(DeviceAction),
+    State(StateAction),
+    ForceUnlock { lock_id: String, yes: bool },
+}
+
+impl Action {
+    /// The command as a lock's holder names it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Up { .. } => "up",
+            Action::Plan { .. } => "plan",
+            Action::Down { .. } => "down",
+            Action::Status => "status",
+            Action::Verify(_) => "verify",
+            Action::Device(_) => "device",
+            Action::State(StateAction::Push { .. }) => "state push",
+            Action::State(StateAction::Rm { .. }) => "state rm",
+            Action::State(StateAction::Migrate { .. }) => "state migrate",
+            Action::State(_) => "state",
+            Action::ForceUnlock { .. } => "force-unlock",
+        }
+    }
+}
+
+/// `iotreg state …`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateAction {
+    List,
+    Show { address: String },
+    Pull,
+    Push { file: PathBuf, force: bool },
+    Rm { addresses: Vec<String> },
+    Migrate { to: crate::state::Location },
 }
 
 /// `iotreg device …`.
@@ -140,7 +176,10 @@ pub struct FleetSettings {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub action: Action,
-    pub state_path: PathBuf,
+    /// Where the state lives: `--state`, else `[state]`, else `.iotreg/state.json`.
+    pub state: crate::state::Location,
+    /// `up` refuses an S3 state bucket without versioning.
+    pub require_versioning: bool,
     pub key_dir: PathBuf,
     pub remote: Remote,
     pub output: OutputFormat,
@@ -293,13 +332,40 @@ impl Settings {
                 )));
             }
         }
-        let key_dir = config
-            .key_dir
-            .clone()
-            .unwrap_or_else(|| match cli.state.parent() {
+        let state = match &cli.state {
+            Some(arg) => {
+                let mut loc =
+                    Location::parse_arg(arg).map_err(|m| BadInput(format!("--state: {m}")))?;
+                // The bucket's region and KMS key still come from [state] for the same bucket.
+                if let (Location::S3(l), Ok(Some(Location::S3(c)))) =
+                    (&mut loc, config.state.location())
+                {
+                    if l.bucket == c.bucket {
+                        l.region = c.region;
+                        l.kms_key_id = c.kms_key_id;
+                    }
+                }
+                loc
+            }
+            None => config
+                .state
+                .location()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| Location::Local(PathBuf::from(DEFAULT_STATE))),
+        };
+        let key_dir = config.key_dir.clone().unwrap_or_else(|| {
+            // Keys stay on this machine whatever holds the state: beside a local state file,
+            // else in .iotreg/.
+            let local = match &state {
+                Location::Local(p) => p.clone(),
+                Location::S3(_) => PathBuf::from(DEFAULT_STATE),
+            };
+            match local.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
                 _ => PathBuf::from("."),
-            });
+            }
+        });
         if matches!(cli.command, Command::Up { .. }) {
             check_key_dir(&key_dir)?;
         }
@@ -336,6 +402,14 @@ impl Settings {
                 Command::Up { prune: true, .. } | Command::Plan { prune: true, .. }
             ),
         };
+        let require_versioning = config.state.require_versioning
+            || matches!(
+                cli.command,
+                Command::Up {
+                    require_versioning: true,
+                    ..
+                }
+            );
         Ok(Settings {
             action: match cli.command {
                 Command::Up {
@@ -387,8 +461,11 @@ impl Settings {
                     })
                 }
                 Command::Device { command } => Action::Device(device_action(command, &device)?),
+                Command::State { command } => Action::State(state_action(command)?),
+                Command::ForceUnlock { lock_id, yes } => Action::ForceUnlock { lock_id, yes },
             },
-            state_path: cli.state,
+            require_versioning,
+            state,
             key_dir,
             remote: Remote {
                 region: cli.remote.region,
@@ -404,6 +481,19 @@ impl Settings {
             device,
         })
     }
+}
+
+fn state_action(command: StateCommand) -> Result<StateAction, BadInput> {
+    Ok(match command {
+        StateCommand::List => StateAction::List,
+        StateCommand::Show { address } => StateAction::Show { address },
+        StateCommand::Pull => StateAction::Pull,
+        StateCommand::Push { file, force } => StateAction::Push { file, force },
+        StateCommand::Rm { addresses } => StateAction::Rm { addresses },
+        StateCommand::Migrate { to } => StateAction::Migrate {
+            to: Location::parse_arg(&to).map_err(|m| BadInput(format!("--to: {m}")))?,
+        },
+    })
 }
 
 fn device_action(

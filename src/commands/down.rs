@@ -15,8 +15,7 @@ use crate::engine::{self, Ctx, Direction};
 use crate::output::{Progress, ResourceLine, Table};
 use crate::resources::{self, Env};
 use crate::settings::Settings;
-use crate::state::Store;
-use crate::state::{Phase, StateLock};
+use crate::state::{Lock, Phase};
 
 pub async fn down(
     settings: &Settings,
@@ -31,11 +30,11 @@ pub async fn down(
     let Some((session, state)) = preflight_deployed(settings, needs, &progress).await? else {
         progress.line(&format!(
             "iotreg down: nothing to do ({} does not exist)",
-            settings.state_path.display()
+            settings.state
         ));
         return Ok(report(settings, &DownSummary::nothing_to_do()));
     };
-    let lock = session.lock;
+    let (lock, backend) = (session.lock, session.backend);
     let (region, account) = (&session.region, &session.account);
     let mut d = deployment(settings, &state.suffix, region, account, wait)?;
     with_fleet(settings, &mut d, &state, false, None)?;
@@ -44,7 +43,7 @@ pub async fn down(
         state.suffix
     ));
     let suffix = state.suffix.clone();
-    let store = Arc::new(Store::new(settings.state_path.clone(), state));
+    let store = Arc::new(backend.store(state));
     let env = Arc::new(Env {
         aws: session.clients,
         d,
@@ -72,7 +71,8 @@ pub async fn down(
     }
     let state_removed = left.resources.is_empty();
     if state_removed {
-        remove_local(settings, lock.as_ref())?;
+        backend.remove().await?;
+        remove_local(settings, lock)?;
     }
     let remaining = left
         .resources
@@ -87,30 +87,25 @@ pub async fn down(
         resources: lines(&reports, &left),
         remaining,
         state_removed,
-        state_path: settings.state_path.clone(),
+        state_path: settings.state.label(),
         interrupted: cancel.load(Ordering::SeqCst),
     };
     Ok(report(settings, &summary))
 }
 
-/// After a complete `down`: the state file, its lock, and the key directory if empty.
-fn remove_local(settings: &Settings, lock: Option<&StateLock>) -> Result<()> {
-    match std::fs::remove_file(&settings.state_path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("{}: cannot remove", settings.state_path.display()))
-        }
-    }
-    if let Some(lock) = lock {
-        lock.remove_file();
+/// After a complete `down`, the state removed: its lock, and the key directory if empty.
+fn remove_local(settings: &Settings, lock: Option<Lock>) -> Result<()> {
+    match lock {
+        Some(Lock::Local(lock)) => lock.remove_file(),
+        // Released now, so that a failure to release is reported.
+        Some(lock) => lock.release()?,
+        None => {}
     }
     // Only the directory iotreg makes by default, and only when empty: a directory the user
     // named with --state or key_dir is theirs to keep.
     for dir in [
         Some(settings.key_dir.as_path()),
-        settings.state_path.parent(),
+        settings.state.local_path().and_then(|p| p.parent()),
     ]
     .into_iter()
     .flatten()

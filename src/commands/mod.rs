@@ -5,6 +5,7 @@
 pub mod device;
 pub mod down;
 pub mod plan;
+pub mod state;
 pub mod status;
 pub mod up;
 pub mod verify;
@@ -24,7 +25,7 @@ use crate::output::{self, Progress, ResourceLine};
 use crate::resources::{self, Env};
 use crate::settings::{Action, BadInput, Settings};
 use crate::state::Store;
-use crate::state::{self, State, StateLock};
+use crate::state::{Backend, Location, Lock, State, StateError};
 
 /// The process exit status: 0 success, 1 an operation failed, 2 bad input (nothing changed),
 /// 3 changes pending (`plan --detailed-exitcode`), 130 interrupted.
@@ -104,6 +105,10 @@ pub async fn run(settings: Settings, cancel: Arc<AtomicBool>) -> Result<ExitStat
         Action::Status => status::status(&settings, &progress).await,
         Action::Verify(ref options) => verify::verify(&settings, &progress, options).await,
         Action::Device(ref action) => device::run(&settings, &progress, action).await,
+        Action::State(ref action) => state::run(&settings, &progress, action).await,
+        Action::ForceUnlock { ref lock_id, yes } => {
+            state::force_unlock(&settings, lock_id, yes).await
+        }
     }
 }
 
@@ -121,35 +126,38 @@ pub struct Session {
     pub clients: Clients,
     pub region: String,
     pub account: String,
+    /// Where the state is read and written.
+    pub backend: Backend,
     /// The state as read (under the lock, when one is held).
     pub state: Option<State>,
     /// Held until dropped; `None` for the read-only commands.
-    pub lock: Option<StateLock>,
+    pub lock: Option<Lock>,
 }
 
 /// The preflight of `up` and `plan`, which work with or without a recorded deployment.
 pub async fn preflight(settings: &Settings, needs: Needs, progress: &Progress) -> Result<Session> {
-    let state = read_state(settings)?;
+    let state = read_local_state(settings)?;
     checked_session(settings, state, needs, progress).await
 }
 
 /// The preflight of `down`, `status` and `verify`, which work on a recorded deployment:
-/// `None` when there is none. That is known from the state file alone, so then nothing is
-/// asked of AWS (nor of the user: no region is needed) and nothing is written.
+/// `None` when there is none. For a local state that is known from the file alone, so then
+/// nothing is asked of AWS (nor of the user: no region is needed) and nothing is written.
 pub async fn preflight_deployed(
     settings: &Settings,
     needs: Needs,
     progress: &Progress,
 ) -> Result<Option<(Session, State)>> {
-    let Some(state) = read_state(settings)? else {
+    let state = read_local_state(settings)?;
+    if state.is_none() && matches!(settings.state, Location::Local(_)) {
         return Ok(None);
-    };
-    let mut session = checked_session(settings, Some(state), needs, progress).await?;
+    }
+    let mut session = checked_session(settings, state, needs, progress).await?;
     Ok(match session.state.take() {
         Some(state) => Some((session, state)),
         None => {
-            // Removed under our feet by another run's `down`: nothing left to do either.
-            if let Some(lock) = &session.lock {
+            // Removed under our feet by another run's `down` (or, in S3, never there).
+            if let Some(Lock::Local(lock)) = &session.lock {
                 lock.remove_file();
             }
             None
@@ -157,15 +165,8 @@ pub async fn preflight_deployed(
     })
 }
 
-/// Connect → region check → pinned suffix → account → lock (and read again) → account check.
-/// Everything that can be refused locally, or with the one read that learns the account, is
-/// refused before the lock: a refused run leaves no `.iotreg/` behind.
-async fn checked_session(
-    settings: &Settings,
-    state: Option<State>,
-    needs: Needs,
-    progress: &Progress,
-) -> Result<Session> {
+/// The AWS configuration a command starts from, and the region it works in.
+pub async fn connect(settings: &Settings) -> Result<(aws_types::SdkConfig, String)> {
     let sdk = aws::sdk_config(&settings.remote).await;
     let region = sdk.region().map(|r| r.to_string()).ok_or_else(|| {
         BadInput(
@@ -173,47 +174,87 @@ async fn checked_session(
                 .into(),
         )
     })?;
+    Ok((sdk, region))
+}
+
+/// The backend of the configured state, on this connection.
+pub fn open_backend(settings: &Settings, sdk: &aws_types::SdkConfig) -> Backend {
+    Backend::open(&settings.state, sdk, settings.remote.endpoint_url.is_some())
+}
+
+/// Reads the state through `backend`, the user's input errors as such (exit 2).
+pub async fn load_state(backend: &Backend) -> Result<Option<State>> {
+    backend.load().await.map_err(bad_input_if)
+}
+
+/// Takes the state's lock for `command`, saying so when an earlier local holder died.
+pub async fn take_lock(backend: &Backend, command: &str, progress: &Progress) -> Result<Lock> {
+    let lock = backend.lock(command).await?;
+    if let Some(pid) = lock.previous_died() {
+        progress.warn(&format!(
+            "a previous iotreg run (pid {pid}) ended without releasing its lock (killed or crashed); taking over and resuming from its state"
+        ));
+    }
+    Ok(lock)
+}
+
+/// Connect → (S3: read the state) → region check → pinned suffix → account → lock (and read
+/// again) → account check. Everything that can be refused locally, or with the one read that
+/// learns the account, is refused before the lock: a refused run leaves no `.iotreg/` behind.
+async fn checked_session(
+    settings: &Settings,
+    state: Option<State>,
+    needs: Needs,
+    progress: &Progress,
+) -> Result<Session> {
+    let (sdk, region) = connect(settings).await?;
     let clients = Clients::new(&sdk);
+    let backend = open_backend(settings, &sdk);
+    let state = match &backend {
+        Backend::Local(_) => state,
+        Backend::S3(_) => load_state(&backend).await?,
+    };
     check_region(settings, state.as_ref(), &region)?;
     if needs.pinned_suffix {
         check_pinned_suffix(settings, state.as_ref())?;
     }
     let account = account(settings, &clients).await?;
     let (state, lock) = if needs.lock {
-        let lock = StateLock::acquire(&settings.state_path)?;
-        if let Some(pid) = &lock.previous_died {
-            progress.warn(&format!(
-                "a previous iotreg run (pid {pid}) ended without releasing its lock (killed or crashed); taking over and resuming from its state"
-            ));
-        }
+        let lock = take_lock(&backend, settings.action.name(), progress).await?;
         // Read again under the lock: another run may have changed it since.
-        let state = read_state(settings)?;
+        let state = load_state(&backend).await?;
         check_region(settings, state.as_ref(), &region)?;
         (state, Some(lock))
     } else {
         (state, None)
     };
     if let Some(s) = &state {
-        s.check_account(&settings.state_path, &account)
+        s.check_account(&settings.state.label(), &account)
             .map_err(bad_input_if)?;
     }
     Ok(Session {
         clients,
         region,
         account,
+        backend,
         state,
         lock,
     })
 }
 
-fn read_state(settings: &Settings) -> Result<Option<State>> {
-    state::load(&settings.state_path).map_err(bad_input_if)
+/// The local state file, read before anything is asked of AWS; None for S3 (read once
+/// connected) or when there is no file.
+fn read_local_state(settings: &Settings) -> Result<Option<State>> {
+    match &settings.state {
+        Location::Local(p) => crate::state::load(p).map_err(bad_input_if),
+        Location::S3(_) => Ok(None),
+    }
 }
 
 /// A state belongs to the region it was made in.
 fn check_region(settings: &Settings, state: Option<&State>, region: &str) -> Result<()> {
     if let Some(s) = state {
-        s.check_region(&settings.state_path, region)
+        s.check_region(&settings.state.label(), region)
             .map_err(bad_input_if)?;
     }
     Ok(())
@@ -225,7 +266,7 @@ fn check_pinned_suffix(settings: &Settings, state: Option<&State>) -> Result<()>
         if &s.suffix != pinned {
             return Err(BadInput(format!(
                 "suffix: the config pins {pinned:?} but {} records {:?}; remove the pin or use another --state",
-                settings.state_path.display(),
+                settings.state,
                 s.suffix
             ))
             .into());
@@ -279,7 +320,7 @@ fn credentials_problem(settings: &Settings, f: &AwsFailure) -> String {
     }
 }
 
-fn bad_input_if(e: state::StateError) -> anyhow::Error {
+pub fn bad_input_if(e: StateError) -> anyhow::Error {
     if e.is_bad_input() {
         anyhow::Error::new(BadInput(e.to_string()))
     } else {
@@ -290,7 +331,7 @@ fn bad_input_if(e: state::StateError) -> anyhow::Error {
 /// A context whose progress goes nowhere and that is never cancelled, over a store that is
 /// never saved: for the read-only commands.
 fn read_only_ctx(settings: &Settings, state: &State) -> Ctx {
-    let store = Arc::new(Store::new(settings.state_path.clone(), state.clone()));
+    let store = Arc::new(Store::new(settings.state.label(), state.clone()));
     Ctx::new(
         store,
         Arc::new(Progress::new(-1)),

@@ -18,9 +18,9 @@ use crate::engine::{self, Ctx, Direction, Outcome, Resource, StepReport};
 use crate::output::{self, Progress, ResourceLine, Table};
 use crate::plan::{self, Planned};
 use crate::resources::{self, Env};
-use crate::settings::Settings;
+use crate::settings::{BadInput, Settings};
 use crate::state::Store;
-use crate::state::{self, State, StateLock};
+use crate::state::{self, Lock, State};
 
 pub async fn up(
     settings: &Settings,
@@ -33,6 +33,9 @@ pub async fn up(
         pinned_suffix: true,
     };
     let session = preflight(settings, needs, &progress).await?;
+    if let Some(s3) = session.backend.s3() {
+        check_bucket(settings, s3, &progress).await?;
+    }
     let run = Run::start(settings, session, &progress, &cancel)?;
 
     // Plan: every wanted resource, and what the config no longer wants.
@@ -62,7 +65,7 @@ struct Run {
     /// False for a deployment with nothing recorded and a fresh random suffix: it cannot
     /// exist yet, so only the shared thing type is worth looking up.
     read_live: bool,
-    _lock: Option<StateLock>,
+    _lock: Option<Lock>,
 }
 
 impl Run {
@@ -93,18 +96,18 @@ impl Run {
         with_fleet(settings, &mut d, &state, true, None)?;
         let dirs = [
             Some(settings.key_dir.as_path()),
-            settings.state_path.parent(),
+            settings.state.local_path().and_then(|p| p.parent()),
         ];
         for dir in dirs.into_iter().flatten() {
             state::ensure_private_dir(dir)
                 .with_context(|| format!("{}: cannot create directory", dir.display()))?;
         }
-        state::save(&settings.state_path, &state)?;
+        session.backend.save(&state)?;
         progress.line(&format!(
             "iotreg up: deployment {} in {region} (account {account})",
             state.suffix
         ));
-        let store = Arc::new(Store::new(settings.state_path.clone(), state));
+        let store = Arc::new(session.backend.store(state));
         let env = Arc::new(Env {
             aws: session.clients,
             d,
@@ -187,6 +190,34 @@ impl Run {
             interrupted: self.cancel.load(Ordering::SeqCst),
         }
     }
+}
+
+/// Reports what the state's bucket does to keep it safe; refuses one without versioning when
+/// asked to (`--require-versioning`), before anything is written.
+async fn check_bucket(settings: &Settings, s3: &state::S3State, progress: &Progress) -> Result<()> {
+    let safety = s3.safety().await;
+    let found = if safety.found.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", safety.found.join(", "))
+    };
+    progress.line(&format!("state: {}{found}", settings.state));
+    if settings.require_versioning && safety.versioning != Some(true) {
+        let why = safety
+            .warnings
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "versioning is off".into());
+        return Err(BadInput(format!(
+            "{}: --require-versioning: {why}; nothing was changed",
+            settings.state
+        ))
+        .into());
+    }
+    for w in &safety.warnings {
+        progress.warn(w);
+    }
+    Ok(())
 }
 
 /// Refuses the whole plan, applying nothing, when it has steps up cannot carry out.

@@ -26,7 +26,7 @@ pub async fn verify(
     let Some((session, state)) = preflight_deployed(settings, needs, progress).await? else {
         return Err(BadInput(format!(
             "nothing deployed: {} does not exist; run `iotreg up` first",
-            settings.state_path.display()
+            settings.state
         ))
         .into());
     };

@@ -47,6 +47,75 @@ pub struct Config {
     pub monitoring: MonitoringConfig,
     pub aws: AwsConfig,
     pub device: DeviceConfig,
+    pub state: StateConfig,
+}
+
+/// Where the state lives (`--state` wins). Without this section: the local file.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    pub backend: StateBackend,
+    /// The local file (backend "local"); default `.iotreg/state.json`.
+    pub path: Option<PathBuf>,
+    pub bucket: Option<String>,
+    pub key: Option<String>,
+    /// The bucket's region, when it is not the run's.
+    pub region: Option<String>,
+    /// SSE-KMS with this key for every object iotreg writes.
+    pub kms_key_id: Option<String>,
+    /// `up` refuses a bucket without versioning.
+    pub require_versioning: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    #[default]
+    Local,
+    S3,
+}
+
+impl StateConfig {
+    /// The location this section names; None: it names none (the default applies).
+    pub fn location(&self) -> Result<Option<crate::state::Location>, (String, String)> {
+        use crate::state::{Location, S3Location};
+        let s3_only = [
+            ("bucket", self.bucket.is_some()),
+            ("key", self.key.is_some()),
+            ("region", self.region.is_some()),
+            ("kms_key_id", self.kms_key_id.is_some()),
+        ];
+        match self.backend {
+            StateBackend::Local => {
+                if let Some((field, _)) = s3_only.iter().find(|(_, set)| *set) {
+                    return Err((format!("state.{field}"), "only for backend = \"s3\"".into()));
+                }
+                Ok(self.path.clone().map(Location::Local))
+            }
+            StateBackend::S3 => {
+                if self.path.is_some() {
+                    return Err((
+                        "state.path".into(),
+                        "only for backend = \"local\" (S3 takes bucket and key)".into(),
+                    ));
+                }
+                let need = |field: &str, v: &Option<String>| {
+                    v.clone().ok_or_else(|| {
+                        (
+                            format!("state.{field}"),
+                            "required with backend = \"s3\"".into(),
+                        )
+                    })
+                };
+                let (bucket, key) = (need("bucket", &self.bucket)?, need("key", &self.key)?);
+                let mut loc = S3Location::parse(&format!("s3://{bucket}/{key}"))
+                    .map_err(|m| ("state".to_string(), m))?;
+                loc.region = self.region.clone();
+                loc.kms_key_id = self.kms_key_id.clone();
+                Ok(Some(Location::S3(loc)))
+            }
+        }
+    }
 }
 
 /// How the device side (`iotreg device …`, and the device checks of `verify`) reaches the
@@ -511,6 +580,9 @@ impl Config {
         if let Some(s) = &self.suffix {
             validate_suffix(s).map_err(|m| invalid("suffix", m))?;
         }
+        self.state
+            .location()
+            .map_err(|(field, m)| invalid(&field, m))?;
         let suffix = self.suffix.as_deref();
         let names: [(&str, &str, &NameRule); 8] = [
             ("thing_type.name", &self.thing_type.name, &THING_NAME),

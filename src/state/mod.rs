@@ -12,16 +12,26 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod backend;
 mod journal;
+mod location;
 mod lock;
+mod s3;
 mod store;
 
+pub use backend::{Backend, Lock};
 pub use journal::{journal_path, Journal};
+pub use location::{Location, S3Location};
 pub use lock::StateLock;
+pub use s3::S3State;
 pub use store::Store;
 
-pub const SCHEMA_VERSION: u32 = 2;
-/// Version 1 had no `applied`; it reads as version 2 with nothing applied on record.
+/// The one field of the marker `state migrate` leaves where a state used to be.
+pub const MOVED_TO: &str = "moved_to";
+
+pub const SCHEMA_VERSION: u32 = 3;
+/// Version 1 had no `applied`, version 2 no `serial`: they read as version 3 with nothing
+/// applied on record and serial 0.
 const OLDEST_READABLE: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +69,26 @@ pub enum StateError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A lock in S3 held by another run, with who and since when.
+    #[error("{path}: locked by {holder}; wait for it to finish, or if that run is gone: iotreg force-unlock {}", holder.id)]
+    HeldBy {
+        path: PathBuf,
+        holder: Box<s3::Holder>,
+    },
+    /// Another writer changed the state since this run read it.
+    #[error("{path}: the state changed since this run read it (another writer, or a lock that was forced): stopped before writing over it; nothing recorded is lost, run the command again")]
+    Conflict { path: PathBuf },
+    #[error("{path}: the fleet journal cannot be written: {message}")]
+    Journal { path: PathBuf, message: String },
+    #[error("{path}: bucket {bucket} does not exist; create it (see docs/state.md) or fix --state / [state] bucket")]
+    NoBucket { path: PathBuf, bucket: String },
+    #[error("{path}: {message}")]
+    S3 { path: PathBuf, message: String },
+    #[error(transparent)]
+    Aws(crate::aws::AwsFailure),
+    /// `state migrate` moved the state away and left this marker.
+    #[error("{path}: the state was moved to {to} by `iotreg state migrate`; use --state {to} (or set [state] to it)")]
+    Moved { path: PathBuf, to: String },
 }
 
 impl StateError {
@@ -68,6 +98,8 @@ impl StateError {
             self,
             StateError::Corrupt { .. }
                 | StateError::NewerSchema { .. }
+                | StateError::NoBucket { .. }
+                | StateError::Moved { .. }
                 | StateError::OtherRegion { .. }
                 | StateError::OtherAccount { .. }
         )
@@ -130,6 +162,9 @@ pub struct State {
     pub region: String,
     pub account: String,
     pub suffix: String,
+    /// Full writes of this state so far: `state push` refuses a copy older than the stored one.
+    #[serde(default)]
+    pub serial: u64,
     /// Records in plan order (the order the engine created them).
     pub resources: Vec<Record>,
     /// Per resource key, the settings `up` last applied (what the config wanted then), so a
@@ -174,6 +209,7 @@ impl State {
             region: region.into(),
             account: account.into(),
             suffix: suffix.into(),
+            serial: 0,
             resources: Vec::new(),
             applied: BTreeMap::new(),
             devices: BTreeMap::new(),
@@ -205,6 +241,12 @@ impl State {
         // Read the version first so a newer schema is reported as such, not as "unknown field".
         let raw: serde_json::Value =
             serde_json::from_str(text).map_err(|e| corrupt(format!("not JSON: {e}")))?;
+        if let Some(to) = raw.get(MOVED_TO).and_then(|v| v.as_str()) {
+            return Err(StateError::Moved {
+                path: path.to_path_buf(),
+                to: to.to_string(),
+            });
+        }
         let version = raw
             .get("schema_version")
             .and_then(|v| v.as_u64())
@@ -375,7 +417,10 @@ mod tests {
             (full[..full.len() / 2].to_string(), "corrupt"),
             ("hello".to_string(), "corrupt"),
             (
-                full.replace("\"schema_version\":2", "\"schema_version\":7"),
+                full.replace(
+                    &format!("\"schema_version\":{SCHEMA_VERSION}"),
+                    "\"schema_version\":7",
+                ),
                 "newer",
             ),
             (full.replace(",\"suffix\":\"abc123\"", ""), "corrupt"),

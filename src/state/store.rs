@@ -1,16 +1,25 @@
 //! The state a run works on: the file plus its in-memory copy, saved after every change.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use super::s3::S3State;
 use super::{DeviceState, Journal, State, StateError};
 use crate::plan::Fields;
 
-/// A state file plus the in-memory copy, saved after every mutation under one mutex so that
+/// Where a store's saves and journal lines go.
+enum Sink {
+    Local {
+        path: PathBuf,
+        journal: Mutex<Journal>,
+    },
+    S3(Arc<S3State>),
+}
+
+/// A state plus the in-memory copy, saved after every mutation under one mutex so that
 /// concurrent steps never interleave writes.
 pub struct Store {
-    journal: Mutex<Journal>,
-    path: PathBuf,
+    sink: Sink,
     state: Mutex<State>,
     /// Plan order: records are kept in it so the file reads top to bottom like the stack.
     order: Mutex<Vec<String>>,
@@ -19,8 +28,19 @@ pub struct Store {
 impl Store {
     pub fn new(path: PathBuf, state: State) -> Store {
         Store {
-            journal: Mutex::new(Journal::new(&path)),
-            path,
+            sink: Sink::Local {
+                journal: Mutex::new(Journal::new(&path)),
+                path,
+            },
+            state: Mutex::new(state),
+            order: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A store kept in S3: each full save a conditional PUT, the journal as segments.
+    pub fn remote(s3: Arc<S3State>, state: State) -> Store {
+        Store {
+            sink: Sink::S3(s3),
             state: Mutex::new(state),
             order: Mutex::new(Vec::new()),
         }
@@ -43,18 +63,35 @@ impl Store {
             guard.devices.remove(device);
         }
         let line = Journal::line(device, guard.devices.get(device));
-        // Lines go out in the order of the changes (the journal is taken before the state is
-        // let go), but readers and other devices' changes need not wait for the disk.
-        let mut journal = self.journal.lock().expect("journal mutex");
-        drop(guard);
-        journal.append_line(&line, durable)?;
+        match &self.sink {
+            Sink::Local { journal, .. } => {
+                // Lines go out in the order of the changes (the journal is taken before the
+                // state is let go), but readers and other devices' changes need not wait for
+                // the disk.
+                let mut journal = journal.lock().expect("journal mutex");
+                drop(guard);
+                journal.append_line(&line, durable)?;
+            }
+            Sink::S3(s3) => {
+                // Handed over in order under the state's lock; the wait for S3 is outside
+                // it, so devices that wait at the same time share one segment.
+                let ticket = s3.enqueue(line);
+                drop(guard);
+                if durable {
+                    s3.flush(ticket)?;
+                }
+            }
+        }
         Ok(out)
     }
 
     /// fdatasync calls the journal has made.
     #[cfg(test)]
     pub fn journal_syncs(&self) -> u64 {
-        self.journal.lock().expect("journal mutex").syncs()
+        match &self.sink {
+            Sink::Local { journal, .. } => journal.lock().expect("journal mutex").syncs(),
+            Sink::S3(_) => 0,
+        }
     }
 
     /// The fleet devices recorded, by thing name.
@@ -99,8 +136,15 @@ impl Store {
         let order = self.order.lock().expect("order mutex");
         let rank = |k: &str| order.iter().position(|o| o == k).unwrap_or(usize::MAX);
         guard.resources.sort_by_key(|r| rank(&r.key));
-        super::save(&self.path, &guard)?;
-        self.journal.lock().expect("journal mutex").clear()?;
+        guard.serial += 1;
+        match &self.sink {
+            Sink::Local { path, journal } => {
+                super::save(path, &guard)?;
+                journal.lock().expect("journal mutex").clear()?;
+            }
+            // Folds the journal's segments in.
+            Sink::S3(s3) => s3.save(&guard)?,
+        }
         Ok(out)
     }
 }

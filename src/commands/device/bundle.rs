@@ -18,7 +18,7 @@ pub async fn bundle(
     thing: Option<&str>,
     out: &Path,
 ) -> Result<ExitStatus> {
-    let deployed = Deployed::load(settings)?;
+    let deployed = Deployed::load(settings).await?;
     let files = deployed.device(thing)?;
     let policy = deployed.policy()?;
     let endpoint = deployed.endpoint(progress).await?;

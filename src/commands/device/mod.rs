@@ -65,21 +65,22 @@ pub struct Deployed<'a> {
 }
 
 impl<'a> Deployed<'a> {
-    pub fn load(settings: &'a Settings) -> Result<Deployed<'a>> {
-        let state = crate::state::load(&settings.state_path)
-            .map_err(|e| {
-                if e.is_bad_input() {
-                    anyhow::Error::new(BadInput(e.to_string()))
-                } else {
-                    anyhow::Error::new(e)
-                }
-            })?
-            .ok_or_else(|| {
-                BadInput(format!(
-                    "nothing deployed: {} does not exist; run `iotreg up` first",
-                    settings.state_path.display()
-                ))
-            })?;
+    pub async fn load(settings: &'a Settings) -> Result<Deployed<'a>> {
+        let state = match &settings.state {
+            crate::state::Location::Local(p) => {
+                crate::state::load(p).map_err(super::bad_input_if)?
+            }
+            crate::state::Location::S3(_) => {
+                let (sdk, _) = super::connect(settings).await?;
+                super::load_state(&super::open_backend(settings, &sdk)).await?
+            }
+        };
+        let state = state.ok_or_else(|| {
+            BadInput(format!(
+                "nothing deployed: {} does not exist; run `iotreg up` first",
+                settings.state
+            ))
+        })?;
         Ok(Deployed::new(settings, state))
     }
 

@@ -20,7 +20,7 @@ pub async fn publish(
     protocol: Protocol,
     message: Option<&str>,
 ) -> Result<ExitStatus> {
-    let deployed = Deployed::load(settings)?;
+    let deployed = Deployed::load(settings).await?;
     let files = deployed.device(thing)?;
     let endpoint = deployed.endpoint(progress).await?;
     let signer = deployed.signer(protocol).await?;

@@ -29,12 +29,12 @@ pub async fn simulate(
     progress: &Progress,
     o: &SimulateOptions,
 ) -> Result<ExitStatus> {
-    let deployed = Deployed::load(settings)?;
+    let deployed = Deployed::load(settings).await?;
     let things: Vec<String> = if o.fleet {
         if deployed.roster.fleet.is_empty() {
             return Err(BadInput(format!(
                 "--fleet: {} records no fleet device",
-                settings.state_path.display()
+                settings.state
             ))
             .into());
         }
