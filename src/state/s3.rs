@@ -132,6 +132,9 @@ enum Class {
     Unknown,
 }
 
+/// By status and error code: S3 documents these codes (NoSuchBucket, PreconditionFailed,
+/// AccessDenied, …) but the SDK models none of them for the calls used here, except
+/// GetObject's NoSuchKey, which is matched by its type where it is read.
 fn class(f: &AwsFailure) -> Class {
     match &f.cause {
         Cause::Service { status, code, .. } => match (status, code.as_deref()) {
@@ -462,6 +465,8 @@ impl Inner {
             .await
         {
             Ok(out) => out,
+            // The one miss the SDK models for GetObject.
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
             Err(e) => {
                 let f = self.failure(key, "GetObject", &e);
                 return match class(&f) {
@@ -953,3 +958,27 @@ impl Drop for S3Lock {
         }
     }
 }
+
+#[cfg(test)]
+impl S3State {
+    /// A state over the given clients (mocks): `client` for reads, `writer` for writes.
+    fn with_clients(client: Client, writer: Client, loc: S3Location) -> S3State {
+        let label = PathBuf::from(format!("s3://{}/{}", loc.bucket, loc.key));
+        S3State {
+            inner: Arc::new(Inner {
+                loc,
+                label,
+                client,
+                writer,
+                etag: Mutex::new(None),
+                segments: Mutex::new(Segments::default()),
+                writes: tokio::sync::Mutex::new(()),
+            }),
+            io: Arc::new(Io::new()),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "s3_tests.rs"]
+mod tests;
