@@ -22,5 +22,6 @@ mod hardening;
 mod monitoring;
 mod permissions;
 mod plan;
+mod state;
 mod up_down;
 mod verify;

@@ -175,6 +175,7 @@ impl Emulator {
             sns: aws_sdk_sns::Client::new(&c),
             cloudwatch: aws_sdk_cloudwatch::Client::new(&c),
             sqs: aws_sdk_sqs::Client::new(&c),
+            s3: s3_client(&c),
         }
     }
 
@@ -364,6 +365,121 @@ pub struct Clients {
     pub sns: aws_sdk_sns::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub sqs: aws_sdk_sqs::Client,
+    pub s3: aws_sdk_s3::Client,
+}
+
+/// S3 on the emulator: path-style, as an endpoint URL has no bucket subdomains.
+pub fn s3_client(c: &aws_types::SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(c)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+/// A state bucket: made (versioned when asked), and what is in it.
+pub struct Bucket {
+    pub name: String,
+    pub s3: aws_sdk_s3::Client,
+}
+
+impl Bucket {
+    pub async fn create(s3: &aws_sdk_s3::Client, name: &str, versioned: bool) -> Bucket {
+        s3.create_bucket().bucket(name).send().await.unwrap();
+        if versioned {
+            s3.put_bucket_versioning()
+                .bucket(name)
+                .versioning_configuration(
+                    aws_sdk_s3::types::VersioningConfiguration::builder()
+                        .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+        Bucket {
+            name: name.into(),
+            s3: s3.clone(),
+        }
+    }
+
+    pub fn url(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.name)
+    }
+
+    /// Every key in the bucket (current versions), sorted.
+    pub async fn keys(&self) -> Vec<String> {
+        let out = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.name)
+            .send()
+            .await
+            .unwrap();
+        let mut keys: Vec<String> = out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// An object's body and ETag; None when it does not exist.
+    pub async fn get(&self, key: &str) -> Option<(Vec<u8>, String)> {
+        match self
+            .s3
+            .get_object()
+            .bucket(&self.name)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let etag = out.e_tag().unwrap_or_default().to_string();
+                let body = out.body.collect().await.unwrap().into_bytes().to_vec();
+                Some((body, etag))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => None,
+            Err(e) => panic!("GetObject {key}: {e:?}"),
+        }
+    }
+
+    pub async fn json(&self, key: &str) -> Option<serde_json::Value> {
+        self.get(key)
+            .await
+            .map(|(b, _)| serde_json::from_slice(&b).unwrap())
+    }
+
+    /// Writes `body` if the object's ETag is still `etag`: false when it changed meanwhile.
+    pub async fn put_if(&self, key: &str, body: Vec<u8>, etag: &str) -> bool {
+        match self
+            .s3
+            .put_object()
+            .bucket(&self.name)
+            .key(key)
+            .if_match(etag)
+            .body(body.into())
+            .send()
+            .await
+        {
+            Ok(_) => true,
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(412) => false,
+            Err(e) => panic!("PutObject {key}: {e:?}"),
+        }
+    }
+
+    pub async fn put(&self, key: &str, body: Vec<u8>) {
+        self.s3
+            .put_object()
+            .bucket(&self.name)
+            .key(key)
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
+    }
 }
 
 pub struct Workdir {
