@@ -76,6 +76,8 @@ async fn watch_signals(cancel: Arc<AtomicBool>) {
             cancel.store(true, Ordering::SeqCst);
             eprintln!("iotreg: interrupted; finishing the steps in flight and saving state (Ctrl-C again to exit now)");
         } else {
+            // A lock in S3 outlives the process: let it go first (a local one goes anyway).
+            state::release_held_locks();
             std::process::exit(ExitStatus::Interrupted as i32);
         }
     }

@@ -23,7 +23,7 @@ pub use backend::{Backend, Lock};
 pub use journal::{journal_path, Journal};
 pub use location::{Location, S3Location};
 pub use lock::StateLock;
-pub use s3::S3State;
+pub use s3::{release_held_locks, S3State};
 pub use store::Store;
 
 /// The one field of the marker `state migrate` leaves where a state used to be.

@@ -384,6 +384,12 @@ impl S3State {
                 async move { inner.acquire(&holder).await }
             })
             .await?;
+        HELD.lock().expect("held locks").push((
+            holder.id.clone(),
+            self.inner.clone(),
+            self.io.clone(),
+            etag.clone(),
+        ));
         Ok(S3Lock {
             inner: self.inner.clone(),
             io: self.io.clone(),
@@ -909,6 +915,19 @@ enum PutError {
     Failed(StateError),
 }
 
+/// The locks this process holds, so that exiting at once (a second Ctrl-C) still releases
+/// them: the process is alive and can, unlike one that is killed.
+static HELD: Mutex<Vec<(String, Arc<Inner>, Arc<Io>, String)>> = Mutex::new(Vec::new());
+
+/// Releases every lock still held (each only if still ours), before an immediate exit.
+pub fn release_held_locks() {
+    let held = std::mem::take(&mut *HELD.lock().expect("held locks"));
+    for (_, inner, io, etag) in held {
+        let key = inner.loc.lock_key();
+        let _ = io.block(async move { inner.delete_if(&key, &etag).await });
+    }
+}
+
 /// A held lock, released (deleted with `If-Match` on its ETag) when dropped.
 pub struct S3Lock {
     inner: Arc<Inner>,
@@ -933,6 +952,9 @@ impl S3Lock {
             return Ok(());
         }
         self.released = true;
+        HELD.lock()
+            .expect("held locks")
+            .retain(|(id, ..)| id != &self.holder.id);
         let (inner, etag) = (self.inner.clone(), self.etag.clone());
         let key = self.inner.loc.lock_key();
         let ours = self

@@ -522,3 +522,140 @@ async fn every_call_of_every_command_is_in_the_documented_policy() {
         );
     }
 }
+
+/// The two S3 policies of `## Shared state in S3`: the first json block (the commands that
+/// write the state) and the one under `### Read-only identities`.
+fn documented_s3() -> (Vec<String>, Vec<String>) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/aws-permissions.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let section = text
+        .split("\n## Shared state in S3\n")
+        .nth(1)
+        .expect("a `## Shared state in S3` section")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let first_json = |s: &str, what: &str| -> Vec<String> {
+        let body = s
+            .split("```json\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .unwrap_or_else(|| panic!("{what}: no json block"));
+        let doc: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: {e}"));
+        allowed_actions(what, &doc)
+    };
+    let (writing, read_only) = section
+        .split_once("\n### Read-only identities\n")
+        .expect("a `### Read-only identities` subsection");
+    (
+        first_json(writing, "Shared state in S3"),
+        first_json(read_only, "Read-only identities"),
+    )
+}
+
+/// The IAM action an S3 operation needs (S3's actions are not all named after operations).
+fn s3_action(operation: &str) -> String {
+    match operation {
+        "ListObjectsV2" | "ListObjects" => "s3:ListBucket".into(),
+        "HeadObject" => "s3:GetObject".into(),
+        "DeleteObjects" => "s3:DeleteObject".into(),
+        "GetPublicAccessBlock" => "s3:GetBucketPublicAccessBlock".into(),
+        "GetBucketEncryption" => "s3:GetEncryptionConfiguration".into(),
+        op => format!("s3:{op}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_s3_call_of_the_shared_state_is_in_the_documented_policy() {
+    let (writing, read_only) = documented_s3();
+    let emu = Emulator::start();
+    let c = emu.clients().await;
+    let bucket = Bucket::create(&c.s3, "perm-iot-state", true).await;
+    let state = bucket.url("perm/state.json");
+    // Per command line: the S3 actions it needed, and whether it only reads.
+    let mut seen: Vec<(String, bool, BTreeSet<String>)> = Vec::new();
+    let mut run = |w: &Workdir, args: &[&str], code: i32, reads_only: bool| {
+        let before = emu.requests().len();
+        let mut full = vec!["--state", state.as_str()];
+        full.extend_from_slice(args);
+        let r = w.run(&full);
+        assert_eq!(r.code(), code, "iotreg {full:?}:\n{}", r.all());
+        let actions = emu
+            .requests()
+            .into_iter()
+            .skip(before)
+            .filter(|(service, _)| service == "s3")
+            .map(|(_, op)| s3_action(&op))
+            .collect();
+        seen.push((args.join(" "), reads_only, actions));
+        r
+    };
+    let w = emu.workdir();
+    config(&w, NO_LIMITS);
+    manifest(&w, 0..4);
+    run(&w, &["plan"], 0, true);
+    run(&w, &["up", "--fleet", "devices.csv"], 0, false);
+    run(&w, &["plan", "--fleet", "devices.csv"], 0, true);
+    run(&w, &["status"], 0, true);
+    run(&w, &["verify", "--skip-e2e", "--sample", "1"], 0, true);
+    run(&w, &["state", "list"], 0, true);
+    run(&w, &["state", "show", "policy"], 0, true);
+    let pulled = run(&w, &["state", "pull"], 0, true).stdout();
+    std::fs::write(w.path().join("s.json"), pulled).unwrap();
+    run(&w, &["device", "bundle", "perm-sensor-01", "--out", "b"], 0, true);
+    run(&w, &["state", "rm", "fleet/perm-sensor-03/shadow"], 0, false);
+    run(&w, &["state", "push", "s.json", "--force"], 0, false);
+    // Killed holding the lock, then the lock forced.
+    let mut child = emu.start_held(&w, &["--state", &state, "up", "--fleet", "devices.csv", "--prune"], "DescribeThing", 10);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let refused = run(&w, &["up", "--fleet", "devices.csv"], 1, false).stderr();
+    let id = refused
+        .split("iotreg force-unlock ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    run(&w, &["force-unlock", &id, "--yes"], 0, false);
+    run(&w, &["state", "migrate", "--to", "local.json"], 0, false);
+    let back = emu.workdir();
+    std::fs::copy(w.path().join("local.json"), back.path().join("local.json")).unwrap();
+    for f in ["iotreg.toml", "devices.csv"] {
+        std::fs::copy(w.path().join(f), back.path().join(f)).unwrap();
+    }
+    let r = back.run(&["--state", "local.json", "state", "migrate", "--to", &state]);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    run(&w, &["down"], 0, false);
+    assert_eq!(bucket.keys().await, Vec::<String>::new());
+
+    let mut missing = Vec::new();
+    let mut all = BTreeSet::new();
+    for (what, reads_only, actions) in &seen {
+        let policy = if *reads_only { &read_only } else { &writing };
+        for a in actions {
+            all.insert(a.clone());
+            if !allows(policy, a) {
+                missing.push(format!("{a} (by `{what}`)"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/aws-permissions.md, ## Shared state in S3 does not allow:\n{}",
+        missing.join("\n")
+    );
+    for a in [
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:DeleteObject",
+        "s3:ListBucket",
+        "s3:GetBucketVersioning",
+        "s3:GetBucketPublicAccessBlock",
+        "s3:GetEncryptionConfiguration",
+    ] {
+        assert!(all.contains(a), "never saw {a}: {all:?}");
+    }
+}
