@@ -24,6 +24,7 @@ from . import (
     iot_update_certificate,
     iotdata_shadow,
     lambda_permissions,
+    s3_conditional,
     sns_email_pending,
 )
 
@@ -44,6 +45,7 @@ FIXES = [
     lambda_permissions,
     sns_email_pending,  # email/email-json subscriptions stay pending confirmation
     cloudwatch_cbor,  # CloudWatch over RPC v2 CBOR (aws-sdk-cloudwatch for Rust)
+    s3_conditional,  # atomic conditional PutObject/DeleteObject; DeleteObject If-Match: *
 ]
 
 
