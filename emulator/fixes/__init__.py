@@ -24,6 +24,7 @@ from . import (
     iot_update_certificate,
     iotdata_shadow,
     lambda_permissions,
+    s3_bucket_defaults,
     s3_conditional,
     sns_email_pending,
 )
@@ -45,6 +46,7 @@ FIXES = [
     lambda_permissions,
     sns_email_pending,  # email/email-json subscriptions stay pending confirmation
     cloudwatch_cbor,  # CloudWatch over RPC v2 CBOR (aws-sdk-cloudwatch for Rust)
+    s3_bucket_defaults,  # new buckets: SSE-S3 default encryption, Block Public Access on
     s3_conditional,  # atomic conditional PutObject/DeleteObject; DeleteObject If-Match: *
 ]
 

@@ -8,28 +8,32 @@ segments, listed with ListObjectsV2 by prefix).  It also reads the bucket's
 versioning, public access block and default encryption, and may write with
 SSE-KMS.  Every behaviour it relies on is checked here with boto3 against the
 server; the ones moto 5.2.1 got wrong are fixed by ``fixes/s3_conditional.py``
-(atomic conditional writes, DeleteObject ``If-Match: *``).  The race the lock closes is shown in-process, with
+(atomic conditional writes, DeleteObject ``If-Match: *``) and
+``fixes/s3_bucket_defaults.py`` (SSE-S3 default encryption, Block Public
+Access on new buckets).  The race the lock closes is shown in-process, with
 moto's own handler and with the fix, where a slowed write makes it certain.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
 import threading
 import time
+import urllib.request
 
 import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import error_code, http_status
+from conftest import error_code, http_status, start_emulator
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fixes import s3_conditional  # noqa: E402
+from fixes import s3_bucket_defaults, s3_conditional  # noqa: E402
 
 QUOTED_MD5 = re.compile(r'^"[0-9a-f]{32}"$')
 KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
@@ -315,8 +319,43 @@ def test_bucket_versioning_status(s3, bucket):
     assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Suspended"
 
 
+def test_public_access_block_default_and_missing(s3, bucket):
+    """Fixed: a new bucket blocks all public access (moto: no configuration)."""
+    all_on = {
+        "BlockPublicAcls": True,
+        "IgnorePublicAcls": True,
+        "BlockPublicPolicy": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"] == all_on
+
+    relaxed = dict(all_on, BlockPublicPolicy=False, RestrictPublicBuckets=False)
+    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=relaxed)
+    assert s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"] == relaxed
+
+    s3.delete_public_access_block(Bucket=bucket)
+    status, code, _ = fails(s3.get_public_access_block, Bucket=bucket)
+    assert (status, code) == (404, "NoSuchPublicAccessBlockConfiguration")
 
 
+def test_bucket_encryption_default_sse_s3(s3, bucket):
+    """Fixed: every bucket has SSE-S3 default encryption (moto: 404 ...NotFoundError)."""
+    sse_s3 = [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": False}]
+    assert s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"] == sse_s3
+
+    kms = [
+        {
+            "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": KMS_KEY},
+            "BucketKeyEnabled": True,
+        }
+    ]
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": kms})
+    assert s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"] == kms
+
+    # DeleteBucketEncryption resets to SSE-S3; ServerSideEncryptionConfigurationNotFoundError
+    # is not answered for a general purpose bucket any more.
+    s3.delete_bucket_encryption(Bucket=bucket)
+    assert s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"] == sse_s3
 
 
 # ---------------------------------------------------------------------------
@@ -351,6 +390,12 @@ def test_put_with_sse_kms(s3, bucket):
     assert s3.head_object(Bucket=bucket, Key="state.json")["SSEKMSKeyId"] == KMS_KEY
 
 
+def test_put_without_sse_headers_is_sse_s3(s3, bucket):
+    """Fixed: objects get the bucket's default SSE-S3 (moto: no encryption header)."""
+    put = s3.put_object(Bucket=bucket, Key="state.json", Body=b"{}")
+    assert put["ServerSideEncryption"] == "AES256"
+    assert s3.head_object(Bucket=bucket, Key="state.json")["ServerSideEncryption"] == "AES256"
+    assert "SSEKMSKeyId" not in put
 
 
 # ---------------------------------------------------------------------------
@@ -405,6 +450,7 @@ def in_process_s3(monkeypatch):
     from moto import mock_aws
     from moto.s3.models import S3Backend
 
+    s3_bucket_defaults.apply()
     s3_conditional.apply()
     write = S3Backend.put_object
 
@@ -465,9 +511,11 @@ def test_compare_and_swap_race_in_process(in_process_s3, monkeypatch, locked):
 
 
 def test_apply_twice_keeps_one_lock_layer():
+    from moto.s3.models import FakeBucket, S3Backend
     from moto.s3.responses import S3Response
 
     for _ in range(2):
+        s3_bucket_defaults.apply()
         s3_conditional.apply()
     for name in ("put_object", "delete_object"):
         handler = getattr(S3Response, name)
@@ -475,3 +523,56 @@ def test_apply_twice_keeps_one_lock_layer():
         assert not s3_conditional.is_locked(handler.__wrapped__), name
     assert S3Response.put_object.__wrapped__ is S3Response._emulator_orig_put_object
     assert S3Response.delete_object.__wrapped__ is s3_conditional._delete_object
+    for owner, name in (
+        (S3Backend, "get_bucket_encryption"),
+        (S3Backend, "put_object"),
+        (FakeBucket, "__init__"),
+    ):
+        # One layer over moto's original, whose qualified name is still moto's.
+        assert getattr(owner, f"_emulator_orig_{name}").__qualname__ == f"{owner.__name__}.{name}"
+
+
+# ---------------------------------------------------------------------------
+# Request log and holds know S3's operations (crash tests hold the state write)
+
+
+def test_request_log_and_hold_name_the_state_operations(tmp_path):
+    log = tmp_path / "requests.jsonl"
+    server = start_emulator("--no-gateway", "--request-log", str(log))
+    try:
+        s3 = server.client("s3")
+        s3.create_bucket(Bucket="logged")
+        arm = urllib.request.Request(
+            f"{server.url}/iotreg-test/hold",
+            data=json.dumps({"operation": "PutObject", "seconds": 0}).encode(),
+            method="POST",
+        )
+        with urllib.request.urlopen(arm, timeout=10) as answer:
+            assert json.load(answer) == {"armed": {"PutObject": 0.0}}
+        etag = s3.put_object(Bucket="logged", Key="env/state.json.lock", Body=b"x", IfNoneMatch="*")["ETag"]
+        with pytest.raises(ClientError):
+            s3.put_object(Bucket="logged", Key="env/state.json.lock", Body=b"y", IfNoneMatch="*")
+        s3.head_object(Bucket="logged", Key="env/state.json.lock")
+        s3.get_object(Bucket="logged", Key="env/state.json.lock")
+        s3.list_objects_v2(Bucket="logged", Prefix="env/state.json.journal/")
+        s3.get_bucket_versioning(Bucket="logged")
+        s3.get_public_access_block(Bucket="logged")
+        s3.get_bucket_encryption(Bucket="logged")
+        s3.delete_object(Bucket="logged", Key="env/state.json.lock", IfMatch=etag)
+    finally:
+        assert server.stop() == 0
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {line["service"] for line in lines} == {"s3"}
+    assert [(line["operation"], line["method"], line["path"], line["status"]) for line in lines] == [
+        ("CreateBucket", "PUT", "/logged", 200),
+        ("PutObject", "PUT", "/logged/env/state.json.lock", 200),
+        ("PutObject", "PUT", "/logged/env/state.json.lock", 412),
+        ("HeadObject", "HEAD", "/logged/env/state.json.lock", 200),
+        ("GetObject", "GET", "/logged/env/state.json.lock", 200),
+        ("ListObjectsV2", "GET", "/logged", 200),
+        ("GetBucketVersioning", "GET", "/logged", 200),
+        ("GetPublicAccessBlock", "GET", "/logged", 200),
+        ("GetBucketEncryption", "GET", "/logged", 200),
+        ("DeleteObject", "DELETE", "/logged/env/state.json.lock", 204),
+    ]
+    assert [line.get("held") for line in lines[:3]] == [None, True, None]
