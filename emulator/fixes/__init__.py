@@ -24,7 +24,9 @@ from . import (
     iot_update_certificate,
     iotdata_shadow,
     lambda_permissions,
+    s3_bucket_defaults,
     s3_bucket_versioning,
+    s3_conditional,
     sns_email_pending,
 )
 
@@ -45,7 +47,9 @@ FIXES = [
     lambda_permissions,
     sns_email_pending,  # email/email-json subscriptions stay pending confirmation
     cloudwatch_cbor,  # CloudWatch over RPC v2 CBOR (aws-sdk-cloudwatch for Rust)
+    s3_bucket_defaults,  # new buckets: SSE-S3 default encryption, Block Public Access on
     s3_bucket_versioning,  # GetBucketVersioning's root element (aws-sdk-s3 for Rust)
+    s3_conditional,  # atomic conditional PutObject/DeleteObject; DeleteObject If-Match: *
 ]
 
 

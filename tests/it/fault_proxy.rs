@@ -5,10 +5,12 @@
 //! that each fault kind looks exactly like what the real service sends, that decisions replay
 //! from a seed, and that the proxy goes away cleanly. A tiny upstream server written here stands
 //! in for the emulator, and a minimal blocking client stands in for the SDK, so every byte on
-//! the wire is under the test's control. One test uses the real SDK clients to check that they
-//! recognise the injected throttling errors.
+//! the wire is under the test's control. Two tests use the real SDK clients to check that they
+//! recognise the injected errors (S3's too), and that an SDK's S3 upload passes unchanged; one
+//! sends the S3 state backend's calls through the proxy to the real emulator (moto decodes a
+//! streaming aws-chunked upload, answers the conditional writes, the proxy a denied GetObject).
 
-use crate::support::proxy::{decide, FaultConfig, FaultKind, FaultProxy, Stats};
+use crate::support::proxy::{decide, FaultConfig, FaultKind, FaultProxy, Matcher, Rule, Stats};
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -203,6 +205,7 @@ fn config(seed: u64, rate: f64, kinds: &[FaultKind]) -> FaultConfig {
         rate,
         kinds: kinds.to_vec(),
         delay: Duration::from_millis(10),
+        ..FaultConfig::default()
     }
 }
 
@@ -409,8 +412,10 @@ fn throttle_has_each_services_shape() {
         r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#
     );
 
-    // A service it does not know, or no signature at all: a plain 503.
-    assert_eq!(get(&url, "/", "s3").status, 503);
+    // A service it does not know, or no signature at all: a plain 503 (S3: see below).
+    let unknown = get(&url, "/", "kinesis");
+    assert_eq!(unknown.status, 503);
+    assert_eq!(unknown.text(), r#"{"message":"injected 503"}"#);
     let unsigned = exchange(
         &url,
         b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
@@ -645,5 +650,581 @@ async fn sdk_recognises_injected_throttles() {
 
     assert_eq!(up.count(), 0);
     assert_eq!(proxy.stats(), only(FaultKind::Throttle, 6, 6, 0));
+    drop(proxy);
+}
+
+// ---------------------------------------------------------------------------------------------
+// S3: its error shapes, choosing requests (`only`), canned errors (`deny`).
+
+const S3_SLOW_DOWN: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+    <Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message>\
+    <RequestId>injected</RequestId><HostId>injected</HostId></Error>";
+const S3_INTERNAL_ERROR: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+    <Error><Code>InternalError</Code>\
+    <Message>We encountered an internal error. Please try again.</Message>\
+    <RequestId>injected</RequestId><HostId>injected</HostId></Error>";
+const S3_ACCESS_DENIED: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+    <Error><Code>AccessDenied</Code><Message>Access Denied</Message>\
+    <RequestId>injected</RequestId><HostId>injected</HostId></Error>";
+
+/// A SigV4-signed (by shape) request with a body framed by Content-Length.
+fn signed(method: &str, path: &str, service: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: example.test\r\nX-Amz-Date: 20261127T000000Z\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=AKID/20261127/us-east-1/{service}/aws4_request, \
+         SignedHeaders=content-length;host;x-amz-date, Signature=0123abcd\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+fn send(url: &str, method: &str, path: &str, service: &str) -> Resp {
+    exchange(
+        url,
+        &signed(method, path, service, b""),
+        Duration::from_secs(10),
+    )
+    .unwrap()
+}
+
+/// The answer's raw bytes, for a HEAD request (whose Content-Length does not describe a body).
+fn head_raw(url: &str, path: &str, service: &str) -> String {
+    let mut stream = TcpStream::connect(addr_of(url)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(&signed("HEAD", path, service, b""))
+        .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    String::from_utf8(raw).unwrap()
+}
+
+fn s3_head(status_line: &str, body_len: usize) -> String {
+    format!(
+        "{status_line}\r\nContent-Type: application/xml\r\nx-amz-request-id: injected\r\n\
+         x-amz-id-2: injected\r\nContent-Length: {body_len}\r\nConnection: close\r\n\r\n"
+    )
+}
+
+#[test]
+fn matcher_matches_service_method_path_and_query() {
+    let state_get = Matcher::service("s3")
+        .method("GET")
+        .path_ends_with("/state.json");
+    assert!(state_get.matches("GET", "/bkt/env/state.json", Some("s3")));
+    assert!(state_get.matches("get", "/bkt/state.json?versionId=3", Some("S3")));
+    for (method, target, service) in [
+        ("PUT", "/bkt/env/state.json", Some("s3")),
+        ("GET", "/bkt/env/state.json.lock", Some("s3")),
+        ("GET", "/bkt/env/state.json.journal/0000000001", Some("s3")),
+        ("GET", "/bkt?prefix=env/state.json", Some("s3")),
+        ("GET", "/bkt/env/state.json", Some("iot")),
+        ("GET", "/bkt/env/state.json", None),
+    ] {
+        assert!(
+            !state_get.matches(method, target, service),
+            "{method} {target} {service:?}"
+        );
+    }
+
+    // A path substring matches the lock and the journal too; never the query string.
+    let contains = Matcher::default().path_contains("/state.json");
+    assert!(contains.matches("PUT", "/bkt/state.json.lock", Some("s3")));
+    assert!(contains.matches("GET", "/bkt/state.json.journal/0000000001", None));
+    assert!(!contains.matches("GET", "/bkt?prefix=%2Fstate.json", Some("s3")));
+
+    let list = Matcher::service("s3").query_contains("list-type=2");
+    assert!(list.matches("GET", "/bkt?list-type=2&prefix=env%2F", Some("s3")));
+    assert!(!list.matches("GET", "/bkt/list-type=2", Some("s3")));
+
+    // Nothing set: everything, signed or not.
+    assert!(Matcher::default().matches("POST", "/", None));
+    assert_eq!(
+        Matcher::service("s3")
+            .method("DELETE")
+            .path_contains(".lock"),
+        Matcher {
+            service: Some("s3".into()),
+            method: Some("DELETE".into()),
+            path_contains: Some(".lock".into()),
+            ..Matcher::default()
+        }
+    );
+}
+
+#[test]
+fn s3_throttle_and_internal_error_are_s3_xml() {
+    let up = Upstream::start();
+    let throttling = FaultProxy::start(&up.url, config(7, 1.0, &[FaultKind::Throttle]));
+    let resp = get(&throttling.url(), "/bkt/env/state.json", "s3");
+    assert_eq!(
+        String::from_utf8(resp.raw).unwrap(),
+        format!(
+            "{}{S3_SLOW_DOWN}",
+            s3_head("HTTP/1.1 503 Slow Down", S3_SLOW_DOWN.len())
+        )
+    );
+    // HEAD (HeadObject): the same status and headers, no body.
+    assert_eq!(
+        head_raw(&throttling.url(), "/bkt/env/state.json", "s3"),
+        s3_head("HTTP/1.1 503 Slow Down", S3_SLOW_DOWN.len())
+    );
+    assert_eq!(up.count(), 0);
+    assert_eq!(throttling.stats(), only(FaultKind::Throttle, 2, 2, 0));
+
+    let failing = FaultProxy::start(&up.url, config(7, 1.0, &[FaultKind::ForwardThen500]));
+    let resp = exchange(
+        &failing.url(),
+        &signed("PUT", "/bkt/env/state.json", "s3", b"{\"serial\":2}"),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(resp.status, 500);
+    assert_eq!(resp.header("content-type"), Some("application/xml"));
+    assert_eq!(resp.header("x-amzn-RequestId"), None);
+    assert_eq!(resp.text(), S3_INTERNAL_ERROR);
+    // The write reached the upstream first.
+    assert_eq!(up.count(), 1);
+    assert!(up.request(0).ends_with(b"\r\n\r\n{\"serial\":2}"));
+    assert_eq!(failing.stats(), only(FaultKind::ForwardThen500, 1, 1, 1));
+}
+
+#[test]
+fn only_spoils_matching_requests_and_relays_the_rest() {
+    let up = Upstream::start();
+    let proxy = FaultProxy::start(
+        &up.url,
+        FaultConfig {
+            only: Some(Matcher::service("s3")),
+            ..config(7, 1.0, &[FaultKind::Unavailable])
+        },
+    );
+    assert_eq!(get(&proxy.url(), "/things", "iot").status, 200);
+    assert_eq!(get(&proxy.url(), "/bkt/state.json", "s3").status, 503);
+    let unsigned = exchange(
+        &proxy.url(),
+        b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(unsigned.status, 200);
+    assert_eq!(up.count(), 2);
+    assert_eq!(
+        proxy.stats(),
+        Stats {
+            exempt: 2,
+            ..only(FaultKind::Unavailable, 1, 3, 2)
+        }
+    );
+}
+
+#[test]
+fn only_and_deny_keep_the_seeded_sequence_for_matching_requests() {
+    let up = Upstream::start();
+    let kinds = [FaultKind::Unavailable, FaultKind::ForwardThen500];
+    let proxy = FaultProxy::start(
+        &up.url,
+        FaultConfig {
+            only: Some(Matcher::service("s3").method("PUT")),
+            deny: vec![Rule::access_denied(
+                Matcher::service("s3").path_ends_with("/denied"),
+            )],
+            ..config(9, 0.5, &kinds)
+        },
+    );
+    let mut seen = Vec::new();
+    for i in 0..40 {
+        // Interleaved: requests outside `only` and denied ones take no decision.
+        assert_eq!(send(&proxy.url(), "GET", "/bkt/k", "s3").status, 200);
+        assert_eq!(send(&proxy.url(), "PUT", "/things/t", "iot").status, 200);
+        assert_eq!(send(&proxy.url(), "PUT", "/bkt/denied", "s3").status, 403);
+        seen.push(send(&proxy.url(), "PUT", &format!("/bkt/k{i}"), "s3").status);
+    }
+    let expected: Vec<u16> = (0..40)
+        .map(|i| match decide(9, i, 0.5, &kinds) {
+            None => 200,
+            Some(FaultKind::Unavailable) => 503,
+            Some(_) => 500,
+        })
+        .collect();
+    assert_eq!(seen, expected);
+    let stats = proxy.stats();
+    assert_eq!(stats.requests, 160);
+    assert_eq!(stats.exempt, 80);
+    assert_eq!(stats.denied, 40);
+    assert_eq!(
+        stats.total_faults(),
+        expected.iter().filter(|s| **s != 200).count()
+    );
+}
+
+#[test]
+fn deny_answers_an_s3_error_without_forwarding() {
+    let up = Upstream::start();
+    let proxy = FaultProxy::start(
+        &up.url,
+        FaultConfig {
+            deny: vec![
+                Rule::access_denied(
+                    Matcher::service("s3")
+                        .method("GET")
+                        .path_ends_with("/state.json"),
+                ),
+                Rule::s3_error(
+                    Matcher::service("s3").method("DELETE"),
+                    404,
+                    "NoSuchBucket",
+                    "The specified bucket does not exist",
+                ),
+            ],
+            // Faults for everything else: a denied request is answered by its rule.
+            ..config(3, 1.0, &[FaultKind::Unavailable])
+        },
+    );
+    let url = proxy.url();
+    let denied = get(&url, "/bkt/env/state.json", "s3");
+    assert_eq!(
+        String::from_utf8(denied.raw).unwrap(),
+        format!(
+            "{}{S3_ACCESS_DENIED}",
+            s3_head("HTTP/1.1 403 Forbidden", S3_ACCESS_DENIED.len())
+        )
+    );
+    // HEAD is not GET: it meets the 503 instead, without a body.
+    let head = head_raw(&url, "/bkt/env/state.json", "s3");
+    assert!(
+        head.starts_with("HTTP/1.1 503 Service Unavailable\r\n") && head.ends_with("\r\n\r\n"),
+        "{head}"
+    );
+    let gone = send(&url, "DELETE", "/bkt/env/state.json.lock", "s3");
+    assert_eq!(gone.status, 404);
+    assert!(gone.text().contains(
+        "<Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message>"
+    ));
+    // Not matching: the lock, another service, a write; they meet the 503s instead.
+    assert_eq!(get(&url, "/bkt/env/state.json.lock", "s3").status, 503);
+    assert_eq!(get(&url, "/bkt/env/state.json", "iot").status, 503);
+    assert_eq!(send(&url, "PUT", "/bkt/env/state.json", "s3").status, 503);
+    assert_eq!(up.count(), 0);
+    let stats = proxy.stats();
+    assert_eq!((stats.requests, stats.denied, stats.forwarded), (6, 2, 0));
+    assert_eq!(stats.fault("unavailable"), 4);
+}
+
+#[test]
+fn set_deny_applies_to_later_requests() {
+    let up = Upstream::start();
+    let proxy = FaultProxy::start(&up.url, FaultConfig::default());
+    let state = Matcher::service("s3").path_ends_with("/state.json");
+    assert_eq!(get(&proxy.url(), "/bkt/state.json", "s3").status, 200);
+    proxy.set_deny(vec![Rule::access_denied(state)]);
+    assert_eq!(get(&proxy.url(), "/bkt/state.json", "s3").status, 403);
+    assert_eq!(get(&proxy.url(), "/bkt/other.json", "s3").status, 200);
+    proxy.set_deny(Vec::new());
+    assert_eq!(get(&proxy.url(), "/bkt/state.json", "s3").status, 200);
+    let stats = proxy.stats();
+    assert_eq!((stats.requests, stats.forwarded, stats.denied), (4, 3, 1));
+}
+
+#[test]
+fn rate_zero_relays_an_s3_streaming_upload_byte_for_byte() {
+    // What a client without a known length sends: aws-chunked content (the SigV4 trailer
+    // form) inside HTTP chunked framing. The proxy undoes only the HTTP chunking; every
+    // signed header and the aws-chunked bytes reach the upstream unchanged.
+    let up = Upstream::start();
+    let proxy = FaultProxy::start(&up.url, config(1, 0.0, &FaultKind::ALL));
+    let aws_chunked = "b\r\n{\"serial\":1\r\n0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n";
+    let head = "PUT /bkt/env/state.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\n\
+                Content-Encoding: aws-chunked\r\nx-amz-decoded-content-length: 11\r\n\
+                x-amz-trailer: x-amz-checksum-crc32\r\nX-Amz-Date: 20261127T000000Z\r\n\
+                Authorization: AWS4-HMAC-SHA256 Credential=AKID/20261127/us-east-1/s3/aws4_request, \
+                SignedHeaders=content-encoding;host;x-amz-content-sha256;x-amz-date;\
+                x-amz-decoded-content-length;x-amz-trailer, Signature=0123abcd\r\n";
+    let (first, second) = aws_chunked.split_at(20);
+    let request = format!(
+        "{head}Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n{:x}\r\n{second}\r\n0\r\n\r\n",
+        first.len(),
+        second.len()
+    );
+    let resp = exchange(&proxy.url(), request.as_bytes(), Duration::from_secs(10)).unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        String::from_utf8(up.request(0)).unwrap(),
+        format!(
+            "{head}Content-Length: {}\r\nConnection: close\r\n\r\n{aws_chunked}",
+            aws_chunked.len()
+        )
+    );
+}
+
+fn sdk_config(url: &str) -> aws_types::SdkConfig {
+    aws_types::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(url)
+        .credentials_provider(aws_types::sdk_config::SharedCredentialsProvider::new(
+            aws_sdk_iot::config::Credentials::new("AKID", "secret", None, None, "test"),
+        ))
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .build()
+}
+
+/// An S3 client as iotreg's state backend builds one for an endpoint URL: path-style.
+fn s3_client(sdk: &aws_types::SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+fn header_of(request: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(request);
+    let head = text.split("\r\n\r\n").next().unwrap();
+    head.lines().skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+fn body_of(request: &[u8]) -> &[u8] {
+    &request[find(request, b"\r\n\r\n").unwrap() + 4..]
+}
+
+/// The SDK's S3 requests are signed for `s3`, path-style; an in-memory PutObject body goes
+/// through as sent (Content-Length, its SHA-256 signed, a CRC32 header); the injected S3
+/// errors read as S3's own.
+#[tokio::test]
+async fn sdk_s3_requests_pass_and_injected_s3_errors_read_as_s3s() {
+    use aws_sdk_s3::primitives::ByteStream;
+    use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+    use sha2::{Digest, Sha256};
+
+    let up = Upstream::start();
+    let proxy = FaultProxy::start(
+        &up.url,
+        FaultConfig {
+            only: Some(Matcher::service("s3").method("PUT")),
+            deny: vec![Rule::access_denied(
+                Matcher::service("s3")
+                    .method("GET")
+                    .path_ends_with("/state.json"),
+            )],
+            ..config(11, 0.0, &[FaultKind::Throttle])
+        },
+    );
+    let s3 = s3_client(&sdk_config(&proxy.url()));
+    let payload = br#"{"serial":7,"resources":[]}"#.to_vec();
+    s3.put_object()
+        .bucket("bkt")
+        .key("env/state.json")
+        .if_match("\"0123\"")
+        .body(ByteStream::from(payload.clone()))
+        .send()
+        .await
+        .unwrap();
+    let put = up.request(0);
+    // Path-style, with the SDK's `x-id` query parameter (matchers look at the path alone).
+    assert!(put.starts_with(b"PUT /bkt/env/state.json?x-id=PutObject HTTP/1.1\r\n"));
+    let auth = header_of(&put, "authorization").unwrap();
+    assert!(auth.contains("/us-east-1/s3/aws4_request"), "{auth}");
+    let signed_headers = auth.split("SignedHeaders=").nth(1).unwrap();
+    assert!(signed_headers.contains("content-length;"), "{auth}");
+    assert!(!signed_headers.contains("transfer-encoding"), "{auth}");
+    assert_eq!(header_of(&put, "if-match").as_deref(), Some("\"0123\""));
+    assert_eq!(
+        header_of(&put, "content-length"),
+        Some(payload.len().to_string())
+    );
+    assert_eq!(
+        header_of(&put, "x-amz-content-sha256"),
+        Some(
+            Sha256::digest(&payload)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        )
+    );
+    assert!(header_of(&put, "x-amz-checksum-crc32").is_some());
+    assert_eq!(header_of(&put, "content-encoding"), None);
+    assert_eq!(body_of(&put), payload);
+
+    let denied = s3
+        .get_object()
+        .bucket("bkt")
+        .key("env/state.json")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Some("AccessDenied"));
+    assert_eq!(denied.message(), Some("Access Denied"));
+    assert_eq!(
+        denied.raw_response().map(|r| r.status().as_u16()),
+        Some(403)
+    );
+
+    proxy.set_rate(1.0);
+    let throttled = s3
+        .put_object()
+        .bucket("bkt")
+        .key("env/state.json.lock")
+        .if_none_match("*")
+        .body(ByteStream::from_static(b"holder"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(throttled.code(), Some("SlowDown"));
+    assert_eq!(
+        throttled.raw_response().map(|r| r.status().as_u16()),
+        Some(503)
+    );
+    // Reads are outside `only`: relayed although the rate is 1.
+    s3.list_objects_v2()
+        .bucket("bkt")
+        .prefix("env/")
+        .send()
+        .await
+        .unwrap_err(); // the stub upstream's text body is no ListObjectsV2 answer
+    let stats = proxy.stats();
+    assert_eq!((stats.requests, stats.denied, stats.exempt), (4, 1, 1));
+    assert_eq!(stats.fault("throttle"), 1);
+    assert_eq!(up.count(), 2);
+    assert!(up
+        .request(1)
+        .starts_with(b"GET /bkt/?list-type=2&prefix=env%2F HTTP/1.1\r\n"));
+    drop(proxy);
+}
+
+/// Through the proxy to the real emulator: the state backend's S3 calls, a streaming
+/// (aws-chunked) upload decoded by moto, conditional writes answered by moto, and a denied
+/// GetObject of the state answered by the proxy.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_state_calls_through_the_proxy_to_the_emulator() {
+    use aws_sdk_s3::primitives::ByteStream;
+    use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+    let emu = crate::support::Emulator::start();
+    let proxy = FaultProxy::start(
+        &emu.url,
+        FaultConfig {
+            deny: vec![Rule::access_denied(
+                Matcher::service("s3")
+                    .method("GET")
+                    .path_ends_with("/env/state.json"),
+            )],
+            ..FaultConfig::default()
+        },
+    );
+    let s3 = s3_client(&sdk_config(&proxy.url()));
+    s3.create_bucket().bucket("state-bkt").send().await.unwrap();
+
+    let lock = s3
+        .put_object()
+        .bucket("state-bkt")
+        .key("env/state.json.lock")
+        .if_none_match("*")
+        .body(ByteStream::from_static(b"holder 1"))
+        .send()
+        .await
+        .unwrap();
+    let again = s3
+        .put_object()
+        .bucket("state-bkt")
+        .key("env/state.json.lock")
+        .if_none_match("*")
+        .body(ByteStream::from_static(b"holder 2"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Some("PreconditionFailed"));
+    assert_eq!(again.raw_response().map(|r| r.status().as_u16()), Some(412));
+
+    // A streaming body (from a file) goes aws-chunked with a CRC32 trailer.
+    let dir = tempfile::tempdir().unwrap();
+    let segment: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    std::fs::write(dir.path().join("segment"), &segment).unwrap();
+    s3.put_object()
+        .bucket("state-bkt")
+        .key("env/state.json.journal/0000000001")
+        .if_none_match("*")
+        .body(
+            ByteStream::from_path(dir.path().join("segment"))
+                .await
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let back = s3
+        .get_object()
+        .bucket("state-bkt")
+        .key("env/state.json.journal/0000000001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.body.collect().await.unwrap().into_bytes(), segment);
+
+    let state = s3
+        .put_object()
+        .bucket("state-bkt")
+        .key("env/state.json")
+        .if_none_match("*")
+        .body(ByteStream::from_static(b"{\"serial\":1}"))
+        .send()
+        .await
+        .unwrap();
+    let stale = s3
+        .put_object()
+        .bucket("state-bkt")
+        .key("env/state.json")
+        .if_match("\"00000000000000000000000000000000\"")
+        .body(ByteStream::from_static(b"{\"serial\":2}"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Some("PreconditionFailed"));
+    let denied = s3
+        .get_object()
+        .bucket("state-bkt")
+        .key("env/state.json")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Some("AccessDenied"));
+    let head = s3
+        .head_object()
+        .bucket("state-bkt")
+        .key("env/state.json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.e_tag(), state.e_tag());
+
+    let listed = s3
+        .list_objects_v2()
+        .bucket("state-bkt")
+        .prefix("env/state.json.journal/")
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<_> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, ["env/state.json.journal/0000000001"]);
+    s3.delete_object()
+        .bucket("state-bkt")
+        .key("env/state.json.lock")
+        .if_match(lock.e_tag().unwrap())
+        .send()
+        .await
+        .unwrap();
+
+    let stats = proxy.stats();
+    assert_eq!(stats.denied, 1);
+    assert_eq!(stats.forwarded, stats.requests - 1);
     drop(proxy);
 }

@@ -40,6 +40,7 @@ async fn survive(from: u64) {
             rate: 0.3,
             kinds: KINDS.to_vec(),
             delay: Duration::from_millis(2500),
+            ..FaultConfig::default()
         },
     );
     let w = Workdir::new(&proxy.url());

@@ -407,6 +407,7 @@ async fn throttling_slows_a_fleet_down_instead_of_failing_it() {
             rate: 0.33,
             kinds: vec![FaultKind::Throttle],
             delay: std::time::Duration::ZERO,
+            ..FaultConfig::default()
         },
     );
     let w = Workdir::new(&proxy.url());

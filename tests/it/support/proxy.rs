@@ -32,6 +32,29 @@
 //!     happened but the caller never learns it did. Counted as forwarded.
 //!   - `ForwardThen500`: forwarded and the upstream answer read completely (so the effect
 //!     happened), then discarded and replaced by a service-shaped `500`.
+//! - S3 (signing name `s3`, path-style requests such as `PUT /bucket/key`): `Throttle` answers
+//!   what S3 sends when it throttles, `503 Slow Down` with the REST-XML error
+//!   `<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message>...`
+//!   (`application/xml`, `x-amz-request-id`); `ForwardThen500` answers `500` `InternalError`
+//!   "We encountered an internal error. Please try again.". `Unavailable` stays the generic
+//!   JSON `503` for every service (a load balancer's, not S3's). The SDK sends an in-memory
+//!   PutObject body with `Content-Length` (its CRC32 in `x-amz-checksum-crc32`, the payload's
+//!   SHA-256 in `x-amz-content-sha256`) and a streaming one aws-chunked
+//!   (`Content-Encoding: aws-chunked`, `x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER`,
+//!   still framed by `Content-Length`): both are relayed byte for byte. Only the HTTP-level
+//!   `Transfer-Encoding: chunked` is ever undone, and SigV4 never signs `Transfer-Encoding`
+//!   (aws-sigv4 excludes it) nor a `Content-Length` that was not sent, so signatures stay valid.
+//! - Injected answers to `HEAD` requests carry no body (HTTP forbids one), only the status and
+//!   headers, as S3 answers a failed HeadObject.
+//! - Choosing requests (all optional; by default every request is a candidate, as before):
+//!   - [`FaultConfig::only`]: a [`Matcher`] (signing service, method, a substring or suffix of
+//!     the path, a substring of the query); only matching requests are considered for faults
+//!     and take a sequence number. Others are relayed untouched and do not shift the seeded
+//!     decisions.
+//!   - [`FaultConfig::deny`] (or [`FaultProxy::set_deny`]): [`Rule`]s answering matching
+//!     requests with a canned S3-style error (e.g. `403 AccessDenied` for GetObject of the
+//!     state) instead of forwarding them. Checked first (the first matching rule wins); a
+//!     denied request takes no sequence number either.
 //! - Drop stops the listener and shuts down every open socket, so all threads end promptly and
 //!   the port is closed by the time `drop` returns.
 
@@ -84,7 +107,9 @@ impl FaultKind {
     }
 }
 
-#[derive(Clone, Debug)]
+/// What the proxy does. `FaultConfig::default()` is a proxy that spoils nothing: rate 0, no
+/// kinds, no filter, no rules.
+#[derive(Clone, Debug, Default)]
 pub struct FaultConfig {
     pub seed: u64,
     /// Share of requests that get a fault, 0.0..=1.0 (clamped).
@@ -93,6 +118,129 @@ pub struct FaultConfig {
     pub kinds: Vec<FaultKind>,
     /// How long `Delay` holds a request.
     pub delay: Duration,
+    /// Only requests matching this are considered for faults (and take a sequence number);
+    /// the others are relayed untouched. `None`: every request, as before.
+    pub only: Option<Matcher>,
+    /// Requests matching one of these rules (the first that matches) get its canned error
+    /// instead of being forwarded, whatever the fault decisions; they take no sequence number.
+    pub deny: Vec<Rule>,
+}
+
+/// Which requests a fault filter or a [`Rule`] applies to: every field that is set must match,
+/// so `Matcher::default()` matches every request.
+///
+/// ```ignore
+/// Matcher::service("s3")                                  // every S3 request
+/// Matcher::service("s3").method("GET").path_ends_with("/state.json")
+/// Matcher::default().method("PUT").path_contains(".lock") // any service
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Matcher {
+    /// SigV4 signing name from the credential scope (`s3`, `iot`, `iotdata`, `lambda`, `iam`,
+    /// `sts`, `logs`, ...), compared ignoring case. An unsigned request has none and does not
+    /// match a matcher that names one.
+    pub service: Option<String>,
+    /// HTTP method (`GET`, `PUT`, `DELETE`, `HEAD`, `POST`), compared ignoring case.
+    pub method: Option<String>,
+    /// A substring of the request path exactly as sent: percent-encoded, without the query
+    /// string. For S3 (path-style) that is `/bucket/key`, e.g. `/state.json` or
+    /// `/my-bucket/env/state.json.lock`.
+    pub path_contains: Option<String>,
+    /// How the path (as for `path_contains`) must end: `/state.json` matches the state object
+    /// but not `/state.json.lock` nor `/state.json.journal/0000000001`, which `path_contains`
+    /// would.
+    pub path_ends_with: Option<String>,
+    /// A substring of the query string as sent (after `?`), e.g. `list-type=2`.
+    pub query_contains: Option<String>,
+}
+
+impl Matcher {
+    /// Every request signed for `service` (its SigV4 signing name).
+    pub fn service(service: &str) -> Matcher {
+        Matcher {
+            service: Some(service.to_string()),
+            ..Matcher::default()
+        }
+    }
+
+    /// Also requires this HTTP method.
+    pub fn method(mut self, method: &str) -> Matcher {
+        self.method = Some(method.to_string());
+        self
+    }
+
+    /// Also requires the path to contain `part`.
+    pub fn path_contains(mut self, part: &str) -> Matcher {
+        self.path_contains = Some(part.to_string());
+        self
+    }
+
+    /// Also requires the path to end with `end`.
+    pub fn path_ends_with(mut self, end: &str) -> Matcher {
+        self.path_ends_with = Some(end.to_string());
+        self
+    }
+
+    /// Also requires the query string to contain `part`.
+    pub fn query_contains(mut self, part: &str) -> Matcher {
+        self.query_contains = Some(part.to_string());
+        self
+    }
+
+    /// Whether a request matches: `target` is the request target from the request line
+    /// (`/bucket/key?x=y`), `service` the signing name of its credential scope.
+    pub fn matches(&self, method: &str, target: &str, service: Option<&str>) -> bool {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        self.service
+            .as_deref()
+            .is_none_or(|want| service.is_some_and(|s| s.eq_ignore_ascii_case(want)))
+            && self
+                .method
+                .as_deref()
+                .is_none_or(|want| method.eq_ignore_ascii_case(want))
+            && self
+                .path_contains
+                .as_deref()
+                .is_none_or(|part| path.contains(part))
+            && self
+                .path_ends_with
+                .as_deref()
+                .is_none_or(|end| path.ends_with(end))
+            && self
+                .query_contains
+                .as_deref()
+                .is_none_or(|part| query.contains(part))
+    }
+}
+
+/// A canned error for matching requests, answered instead of forwarding them, in S3's
+/// REST-XML error shape: `<Error><Code>{code}</Code><Message>{message}</Message>...`
+/// (`application/xml`, `x-amz-request-id`), as S3 answers for a bucket policy or IAM denial.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub when: Matcher,
+    /// HTTP status, e.g. 403.
+    pub status: u16,
+    /// The S3 error code, e.g. `AccessDenied`.
+    pub code: String,
+    pub message: String,
+}
+
+impl Rule {
+    /// Any S3-style error: `Rule::s3_error(when, 404, "NoSuchBucket", "The specified bucket does not exist")`.
+    pub fn s3_error(when: Matcher, status: u16, code: &str, message: &str) -> Rule {
+        Rule {
+            when,
+            status,
+            code: code.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// `403 AccessDenied` "Access Denied", what S3 answers a request it does not authorize.
+    pub fn access_denied(when: Matcher) -> Rule {
+        Rule::s3_error(when, 403, "AccessDenied", "Access Denied")
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -103,6 +251,10 @@ pub struct Stats {
     pub forwarded: usize,
     /// Faults injected, by [`FaultKind::name`]; kinds never injected are absent.
     pub faults: BTreeMap<&'static str, usize>,
+    /// Requests answered by a [`Rule`] (not forwarded, no fault decision).
+    pub denied: usize,
+    /// Requests outside [`FaultConfig::only`], relayed without a fault decision.
+    pub exempt: usize,
 }
 
 impl Stats {
@@ -162,6 +314,8 @@ struct Shared {
     seed: u64,
     kinds: Vec<FaultKind>,
     delay: Duration,
+    only: Option<Matcher>,
+    deny: Mutex<Vec<Rule>>,
     rate_bits: AtomicU64,
     seq: AtomicU64,
     stop: AtomicBool,
@@ -234,6 +388,8 @@ impl FaultProxy {
             seed: config.seed,
             kinds: config.kinds,
             delay: config.delay,
+            only: config.only,
+            deny: Mutex::new(config.deny),
             rate_bits: AtomicU64::new(clamp_rate(config.rate).to_bits()),
             seq: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -271,6 +427,11 @@ impl FaultProxy {
         self.shared
             .rate_bits
             .store(clamp_rate(rate).to_bits(), Ordering::SeqCst);
+    }
+
+    /// Replaces the deny rules for requests arriving from now on (empty: deny nothing).
+    pub fn set_deny(&self, rules: Vec<Rule>) {
+        *lock(&self.shared.deny) = rules;
     }
 }
 
@@ -365,22 +526,54 @@ fn serve(shared: Arc<Shared>, stream: TcpStream) {
         }
     };
 
-    let seq = shared.seq.fetch_add(1, Ordering::SeqCst);
-    let rate = f64::from_bits(shared.rate_bits.load(Ordering::SeqCst));
-    let fault = decide(shared.seed, seq, rate, &shared.kinds);
+    let service = req.service.as_deref();
+    let denied = lock(&shared.deny)
+        .iter()
+        .find(|rule| rule.when.matches(&req.method, &req.target, service))
+        .map(|rule| s3_error(rule.status, &rule.code, &rule.message));
+    if let Some(answer) = denied {
+        {
+            let mut stats = lock(&shared.stats);
+            stats.requests += 1;
+            stats.denied += 1;
+        }
+        if client
+            .stream
+            .write_all(&without_body_for(&req.method, answer))
+            .is_ok()
+        {
+            finish(client);
+        }
+        return;
+    }
+    let candidate = shared
+        .only
+        .as_ref()
+        .is_none_or(|only| only.matches(&req.method, &req.target, service));
+
+    let fault = if candidate {
+        let seq = shared.seq.fetch_add(1, Ordering::SeqCst);
+        let rate = f64::from_bits(shared.rate_bits.load(Ordering::SeqCst));
+        decide(shared.seed, seq, rate, &shared.kinds)
+    } else {
+        None
+    };
     {
         let mut stats = lock(&shared.stats);
         stats.requests += 1;
+        if !candidate {
+            stats.exempt += 1;
+        }
         if let Some(kind) = fault {
             *stats.faults.entry(kind.name()).or_default() += 1;
         }
     }
 
-    let service = req.service.as_deref();
+    let injected = |answer: Vec<u8>| without_body_for(&req.method, answer);
     let answer = match fault {
         None => relay(&shared, &req),
-        Some(FaultKind::Unavailable) => unavailable(),
-        Some(FaultKind::Throttle) => throttle(service),
+        Some(FaultKind::Unavailable) => injected(unavailable()),
+        Some(FaultKind::Throttle) => injected(throttle(service)),
         Some(FaultKind::Reset) => {
             reset(client);
             return;
@@ -394,8 +587,8 @@ fn serve(shared: Arc<Shared>, stream: TcpStream) {
             answer
         }
         Some(FaultKind::ForwardThen500) => match forward(&shared, &req) {
-            Ok(_) => internal_error(service),
-            Err(_) => bad_gateway(),
+            Ok(_) => injected(internal_error(service)),
+            Err(_) => injected(bad_gateway()),
         },
     };
     if client.stream.write_all(&answer).is_ok() {
@@ -453,7 +646,7 @@ fn reset(client: Tracked) {
 fn relay(shared: &Arc<Shared>, req: &Request) -> Vec<u8> {
     match forward(shared, req) {
         Ok(resp) => resp.to_client(),
-        Err(_) => bad_gateway(),
+        Err(_) => without_body_for(&req.method, bad_gateway()),
     }
 }
 
@@ -473,6 +666,8 @@ fn forward(shared: &Arc<Shared>, req: &Request) -> io::Result<Response> {
 
 struct Request {
     method: String,
+    /// The request target from the request line (`/bucket/key?x=y`).
+    target: String,
     /// Start line and header lines, without line ends.
     lines: Vec<Vec<u8>>,
     body: Vec<u8>,
@@ -608,9 +803,10 @@ fn read_request(stream: &mut TcpStream) -> io::Result<Option<Request>> {
     let start = String::from_utf8_lossy(&lines[0]).to_string();
     let mut parts = start.split(' ');
     let method = parts.next().unwrap_or_default().to_string();
-    if method.is_empty() || parts.next().is_none() {
-        return Err(invalid("bad request line"));
-    }
+    let target = match parts.next() {
+        Some(target) if !method.is_empty() => target.to_string(),
+        _ => return Err(invalid("bad request line")),
+    };
     if find_header(&lines, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
         stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
     }
@@ -626,6 +822,7 @@ fn read_request(stream: &mut TcpStream) -> io::Result<Option<Request>> {
     let service = signing_service(&lines);
     Ok(Some(Request {
         method,
+        target,
         lines,
         body,
         chunked,
@@ -838,10 +1035,53 @@ fn bad_gateway() -> Vec<u8> {
     )
 }
 
+/// An S3 REST-XML error, as S3 sends it (no `x-amzn-RequestId`: S3 has its own two ids).
+fn s3_error(status: u16, code: &str, message: &str) -> Vec<u8> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
+         <Message>{message}</Message><RequestId>injected</RequestId>\
+         <HostId>injected</HostId></Error>"
+    );
+    let mut out = format!("HTTP/1.1 {status} {}\r\n", s3_reason(status, code));
+    out.push_str("Content-Type: application/xml\r\n");
+    out.push_str("x-amz-request-id: injected\r\n");
+    out.push_str("x-amz-id-2: injected\r\n");
+    out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    out.push_str("Connection: close\r\n\r\n");
+    out.push_str(&body);
+    out.into_bytes()
+}
+
+fn s3_reason(status: u16, code: &str) -> &'static str {
+    match (status, code) {
+        (503, "SlowDown") => "Slow Down",
+        (400, _) => "Bad Request",
+        (403, _) => "Forbidden",
+        (404, _) => "Not Found",
+        (409, _) => "Conflict",
+        (412, _) => "Precondition Failed",
+        (500, _) => "Internal Server Error",
+        (503, _) => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+/// An injected answer as it goes to the client: without its body for a `HEAD` request (the
+/// status line and headers, `Content-Length` included, are kept).
+fn without_body_for(method: &str, mut answer: Vec<u8>) -> Vec<u8> {
+    if method.eq_ignore_ascii_case("HEAD") {
+        if let Some(i) = find(&answer, b"\r\n\r\n") {
+            answer.truncate(i + 4);
+        }
+    }
+    answer
+}
+
 /// The throttling error each service really sends, by SigV4 signing name.
 fn throttle(service: Option<&str>) -> Vec<u8> {
     const MSG: &str = r#"{"message":"Rate exceeded"}"#;
     match service {
+        Some("s3") => s3_error(503, "SlowDown", "Please reduce your request rate."),
         Some("iot") => canned(
             400,
             "Bad Request",
@@ -886,6 +1126,11 @@ fn throttle(service: Option<&str>) -> Vec<u8> {
 fn internal_error(service: Option<&str>) -> Vec<u8> {
     const MSG: &str = "injected 500 after forwarding";
     match service {
+        Some("s3") => s3_error(
+            500,
+            "InternalError",
+            "We encountered an internal error. Please try again.",
+        ),
         Some(s @ ("iam" | "sts")) => query_error(
             s,
             500,
