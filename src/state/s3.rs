@@ -384,12 +384,12 @@ impl S3State {
                 async move { inner.acquire(&holder).await }
             })
             .await?;
-        HELD.lock().expect("held locks").push((
-            holder.id.clone(),
-            self.inner.clone(),
-            self.io.clone(),
-            etag.clone(),
-        ));
+        HELD.lock().expect("held locks").push(Held {
+            id: holder.id.clone(),
+            inner: self.inner.clone(),
+            io: self.io.clone(),
+            etag: etag.clone(),
+        });
         Ok(S3Lock {
             inner: self.inner.clone(),
             io: self.io.clone(),
@@ -917,12 +917,20 @@ enum PutError {
 
 /// The locks this process holds, so that exiting at once (a second Ctrl-C) still releases
 /// them: the process is alive and can, unlike one that is killed.
-static HELD: Mutex<Vec<(String, Arc<Inner>, Arc<Io>, String)>> = Mutex::new(Vec::new());
+static HELD: Mutex<Vec<Held>> = Mutex::new(Vec::new());
+
+/// A lock this process holds: its id, where it is, and the ETag it was created with.
+struct Held {
+    id: String,
+    inner: Arc<Inner>,
+    io: Arc<Io>,
+    etag: String,
+}
 
 /// Releases every lock still held (each only if still ours), before an immediate exit.
 pub fn release_held_locks() {
     let held = std::mem::take(&mut *HELD.lock().expect("held locks"));
-    for (_, inner, io, etag) in held {
+    for Held { inner, io, etag, .. } in held {
         let key = inner.loc.lock_key();
         let _ = io.block(async move { inner.delete_if(&key, &etag).await });
     }
@@ -954,7 +962,7 @@ impl S3Lock {
         self.released = true;
         HELD.lock()
             .expect("held locks")
-            .retain(|(id, ..)| id != &self.holder.id);
+            .retain(|h| h.id != self.holder.id);
         let (inner, etag) = (self.inner.clone(), self.etag.clone());
         let key = self.inner.loc.lock_key();
         let ours = self

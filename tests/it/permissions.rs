@@ -603,11 +603,26 @@ async fn every_s3_call_of_the_shared_state_is_in_the_documented_policy() {
     run(&w, &["state", "show", "policy"], 0, true);
     let pulled = run(&w, &["state", "pull"], 0, true).stdout();
     std::fs::write(w.path().join("s.json"), pulled).unwrap();
-    run(&w, &["device", "bundle", "perm-sensor-01", "--out", "b"], 0, true);
-    run(&w, &["state", "rm", "fleet/perm-sensor-03/shadow"], 0, false);
+    run(
+        &w,
+        &["device", "bundle", "perm-sensor-01", "--out", "b"],
+        0,
+        true,
+    );
+    run(
+        &w,
+        &["state", "rm", "fleet/perm-sensor-03/shadow"],
+        0,
+        false,
+    );
     run(&w, &["state", "push", "s.json", "--force"], 0, false);
     // Killed holding the lock, then the lock forced.
-    let mut child = emu.start_held(&w, &["--state", &state, "up", "--fleet", "devices.csv", "--prune"], "DescribeThing", 10);
+    let mut child = emu.start_held(
+        &w,
+        &["--state", &state, "up", "--fleet", "devices.csv", "--prune"],
+        "DescribeThing",
+        10,
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let refused = run(&w, &["up", "--fleet", "devices.csv"], 1, false).stderr();

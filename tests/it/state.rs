@@ -523,3 +523,118 @@ async fn a_fleet_journals_to_segments_and_a_killed_fleet_resumes_from_them() {
     assert_eq!(inventory(&c).await, Inventory::default());
     assert_eq!(bucket.keys().await, Vec::<String>::new());
 }
+
+use crate::support::proxy::{FaultConfig, FaultKind, FaultProxy, Matcher, Rule};
+
+/// A proxy in front of the emulator that spoils only S3 requests (IoT and the rest pass).
+fn s3_faults(emu: &Emulator, only: Matcher, kinds: Vec<FaultKind>, seed: u64) -> FaultProxy {
+    FaultProxy::start(
+        &emu.url,
+        FaultConfig {
+            seed,
+            rate: 0.3,
+            kinds,
+            delay: Duration::from_millis(2500),
+            only: Some(only),
+            ..FaultConfig::default()
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_500_after_a_conditional_write_is_settled_by_reading_back() {
+    let (emu, c, bucket) = setup(true).await;
+    // Three in ten S3 writes land and then answer 500. Sent again blindly, each would meet
+    // its own ETag (412) and look like another writer; read back, each is found to be ours.
+    let proxy = s3_faults(
+        &emu,
+        Matcher::service("s3").method("PUT"),
+        vec![FaultKind::ForwardThen500],
+        14,
+    );
+    let w = Workdir::new(&proxy.url());
+    let state = bucket.url(KEY);
+    let r = w.ok(&["--state", &state, "up"]);
+    assert!(
+        proxy.stats().fault("forward_then_500") >= 3,
+        "{:?}",
+        proxy.stats()
+    );
+    assert!(!r.stderr().contains("changed since"), "{}", r.all());
+    assert_eq!(inventory(&c).await, Inventory::one_of_each());
+    w.ok(&["--state", &state, "down"]);
+    assert_eq!(inventory(&c).await, Inventory::default());
+    assert_eq!(bucket.keys().await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_and_down_converge_through_30_percent_faults_on_s3() {
+    let (emu, c, bucket) = setup(true).await;
+    let proxy = s3_faults(
+        &emu,
+        Matcher::service("s3"),
+        vec![
+            FaultKind::Throttle,
+            FaultKind::ForwardThen500,
+            FaultKind::Reset,
+        ],
+        3,
+    );
+    let w = Workdir::new(&proxy.url());
+    std::fs::write(
+        w.path().join("iotreg.toml"),
+        "[aws]\nattempt_timeout_s = 2\ncall_timeout_s = 60\nmax_attempts = 10\n",
+    )
+    .unwrap();
+    let state = bucket.url(KEY);
+    w.ok(&["--state", &state, "up"]);
+    assert_eq!(inventory(&c).await, Inventory::one_of_each());
+    let again = w.ok(&["--state", &state, "up", "--output", "json"]).json();
+    assert_eq!(again["counts"]["unchanged"], STEPS);
+    w.ok(&["--state", &state, "down"]);
+    assert_eq!(inventory(&c).await, Inventory::default());
+    assert_eq!(bucket.keys().await, Vec::<String>::new());
+    let stats = proxy.stats();
+    for kind in ["throttle", "forward_then_500", "reset"] {
+        assert!(stats.fault(kind) > 0, "{kind}: {stats:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_denied_on_the_state_object_is_one_line_and_creates_nothing() {
+    let (emu, c, bucket) = setup(true).await;
+    let proxy = FaultProxy::start(
+        &emu.url,
+        FaultConfig {
+            deny: vec![Rule::access_denied(
+                Matcher::service("s3").path_ends_with(&format!("/{KEY}")),
+            )],
+            ..FaultConfig::default()
+        },
+    );
+    let w = Workdir::new(&proxy.url());
+    let state = bucket.url(KEY);
+    for cmd in ["up", "status", "down"] {
+        let r = w.run(&["--state", &state, cmd]);
+        assert_eq!(r.code(), 1, "{cmd}: {}", r.all());
+        let err = r.stderr();
+        let last = err.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with(&format!(
+                "iotreg: error: state \"{state}\": GetObject failed (AccessDenied)"
+            )),
+            "{cmd}: {}",
+            r.all()
+        );
+        assert_eq!(
+            err.lines()
+                .filter(|l| l.starts_with("iotreg: error"))
+                .count(),
+            1,
+            "{}",
+            r.all()
+        );
+    }
+    assert_eq!(inventory(&c).await, Inventory::default());
+    assert_eq!(bucket.keys().await, Vec::<String>::new());
+}
