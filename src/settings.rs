@@ -637,6 +637,106 @@ mod tests {
         );
     }
 
+    /// The settings of `iotreg --config FILE ARGS…` with FILE holding `config`.
+    fn with_args(config: &str, args: &[&str]) -> Result<Settings, BadInput> {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("iotreg.toml");
+        std::fs::write(&file, config).unwrap();
+        let mut argv = vec!["iotreg", "--config", file.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        Settings::resolve(Cli::parse_from(argv))
+    }
+
+    #[test]
+    fn where_the_state_lives_flag_over_config_over_default() {
+        let s3 = "[state]\nbackend = \"s3\"\nbucket = \"acme-state\"\nkey = \"p/s.json\"\nregion = \"eu-west-1\"\nkms_key_id = \"k\"\n";
+        // No section: the local file, keys beside it, exactly as before.
+        let d = with_args("", &["status"]).unwrap();
+        assert_eq!(
+            d.state,
+            Location::Local(PathBuf::from(".iotreg/state.json"))
+        );
+        assert_eq!(d.key_dir, PathBuf::from(".iotreg"));
+        let d = with_args("", &["--state", "elsewhere/st.json", "status"]).unwrap();
+        assert_eq!(d.key_dir, PathBuf::from("elsewhere"));
+        // The section: S3, with its region and KMS key; keys stay in .iotreg/.
+        let d = with_args(s3, &["status"]).unwrap();
+        let Location::S3(l) = &d.state else {
+            panic!("{:?}", d.state)
+        };
+        assert_eq!(
+            (l.bucket.as_str(), l.key.as_str()),
+            ("acme-state", "p/s.json")
+        );
+        assert_eq!(
+            (l.region.as_deref(), l.kms_key_id.as_deref()),
+            (Some("eu-west-1"), Some("k"))
+        );
+        assert_eq!(d.key_dir, PathBuf::from(".iotreg"));
+        // --state wins; the same bucket keeps the section's region and key.
+        let d = with_args(s3, &["--state", "s3://acme-state/other.json", "status"]).unwrap();
+        let Location::S3(l) = &d.state else { panic!() };
+        assert_eq!(
+            (l.key.as_str(), l.region.as_deref()),
+            ("other.json", Some("eu-west-1"))
+        );
+        let d = with_args(s3, &["--state", "s3://another-bucket/x.json", "status"]).unwrap();
+        let Location::S3(l) = &d.state else { panic!() };
+        assert_eq!(l.region, None);
+        let d = with_args(s3, &["--state", "local.json", "status"]).unwrap();
+        assert_eq!(d.state, Location::Local(PathBuf::from("local.json")));
+        // require_versioning: the section or the flag.
+        assert!(!with_args("", &["up"]).unwrap().require_versioning);
+        assert!(
+            with_args("", &["up", "--require-versioning"])
+                .unwrap()
+                .require_versioning
+        );
+        assert!(
+            with_args(&format!("{s3}require_versioning = true\n"), &["up"])
+                .unwrap()
+                .require_versioning
+        );
+    }
+
+    #[test]
+    fn a_state_section_that_does_not_add_up_is_bad_input() {
+        for (config, says) in [
+            (
+                "[state]\nbackend = \"s3\"\nkey = \"k\"\n",
+                "state.bucket: required",
+            ),
+            (
+                "[state]\nbackend = \"s3\"\nbucket = \"acme-state\"\n",
+                "state.key: required",
+            ),
+            (
+                "[state]\nbucket = \"acme-state\"\n",
+                "state.bucket: only for backend = \"s3\"",
+            ),
+            (
+                "[state]\nbackend = \"s3\"\nbucket = \"acme-state\"\nkey = \"k\"\npath = \"x\"\n",
+                "state.path: only for backend",
+            ),
+            (
+                "[state]\nbackend = \"s3\"\nbucket = \"Acme\"\nkey = \"k\"\n",
+                "lowercase",
+            ),
+            (
+                "[state]\nbackend = \"gcs\"\n",
+                "unknown variant `gcs`, expected `local` or `s3`",
+            ),
+        ] {
+            let e = with_args(config, &["status"]).unwrap_err().to_string();
+            assert!(e.contains(says), "{config}: {e}");
+        }
+        let e = with_args("", &["--state", "s3://acme-state/", "status"]).unwrap_err();
+        assert!(e.to_string().starts_with("--state: "), "{e}");
+        let e = with_args("", &["state", "migrate", "--to", "s3://x"]).unwrap_err();
+        assert!(e.to_string().starts_with("--to: "), "{e}");
+    }
+
     fn resolve(
         c: &config::DeviceConfig,
         vars: &[(&str, &str)],

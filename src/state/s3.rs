@@ -930,7 +930,10 @@ struct Held {
 /// Releases every lock still held (each only if still ours), before an immediate exit.
 pub fn release_held_locks() {
     let held = std::mem::take(&mut *HELD.lock().expect("held locks"));
-    for Held { inner, io, etag, .. } in held {
+    for Held {
+        inner, io, etag, ..
+    } in held
+    {
         let key = inner.loc.lock_key();
         let _ = io.block(async move { inner.delete_if(&key, &etag).await });
     }
