@@ -330,8 +330,8 @@ pub fn bad_input_if(e: StateError) -> anyhow::Error {
 
 /// A context whose progress goes nowhere and that is never cancelled, over a store that is
 /// never saved: for the read-only commands.
-fn read_only_ctx(settings: &Settings, state: &State) -> Ctx {
-    let store = Arc::new(Store::new(settings.state.label(), state.clone()));
+fn read_only_ctx(state: &State) -> Ctx {
+    let store = Arc::new(Store::detached(state.clone()));
     Ctx::new(
         store,
         Arc::new(Progress::new(-1)),
@@ -366,7 +366,7 @@ fn read_only(
         d,
     });
     let plan = resources::plan(&env);
-    let cx = read_only_ctx(settings, state);
+    let cx = read_only_ctx(state);
     Ok(ReadOnly { env, plan, cx })
 }
 

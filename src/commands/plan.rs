@@ -47,7 +47,7 @@ pub async fn plan(
     });
     let wanted = resources::plan(&env);
     let strays = resources::strays(&env, &state);
-    let cx = read_only_ctx(settings, &state);
+    let cx = read_only_ctx(&state);
     let planned = compute_plan(&wanted, &strays, &cx, read_live, settings.verbosity >= 1).await?;
     let summary = PlanSummary {
         command: if dry_run { "up --dry-run" } else { "plan" },

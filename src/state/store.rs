@@ -14,6 +14,8 @@ enum Sink {
         journal: Mutex<Journal>,
     },
     S3(Arc<S3State>),
+    /// A copy the read-only commands work on: writing to it is a bug, refused.
+    Detached,
 }
 
 /// A state plus the in-memory copy, saved after every mutation under one mutex so that
@@ -32,6 +34,15 @@ impl Store {
                 journal: Mutex::new(Journal::new(&path)),
                 path,
             },
+            state: Mutex::new(state),
+            order: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A store over a copy of the state that is never written back (status, verify).
+    pub fn detached(state: State) -> Store {
+        Store {
+            sink: Sink::Detached,
             state: Mutex::new(state),
             order: Mutex::new(Vec::new()),
         }
@@ -81,6 +92,7 @@ impl Store {
                     s3.flush(ticket)?;
                 }
             }
+            Sink::Detached => return Err(read_only()),
         }
         Ok(out)
     }
@@ -90,7 +102,7 @@ impl Store {
     pub fn journal_syncs(&self) -> u64 {
         match &self.sink {
             Sink::Local { journal, .. } => journal.lock().expect("journal mutex").syncs(),
-            Sink::S3(_) => 0,
+            Sink::S3(_) | Sink::Detached => 0,
         }
     }
 
@@ -144,7 +156,17 @@ impl Store {
             }
             // Folds the journal's segments in.
             Sink::S3(s3) => s3.save(&guard)?,
+            Sink::Detached => return Err(read_only()),
         }
         Ok(out)
+    }
+}
+
+/// What a write to a detached store comes to (a read-only command that tried to write).
+fn read_only() -> StateError {
+    StateError::S3 {
+        path: PathBuf::from("<read-only copy>"),
+        message: "a read-only command tried to change the state (a bug: nothing was written)"
+            .into(),
     }
 }
