@@ -260,7 +260,9 @@ def test_sigterm_during_a_hold_exits_quickly(name):
         started = time.monotonic()
         assert server.stop(signal.SIGTERM) == 0
         elapsed = time.monotonic() - started
-    assert elapsed < 1.5
+    # Not a speed goal: far below the 30 s hold is what shows the hold does not delay the
+    # exit (1.5 s was missed by 10 ms on a loaded 2-core machine).
+    assert elapsed < 10
     creator.join(timeout=10)
     assert not creator.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], Exception)
