@@ -182,9 +182,15 @@ pub fn open_backend(settings: &Settings, sdk: &aws_types::SdkConfig) -> Backend 
     Backend::open(&settings.state, sdk, settings.remote.endpoint_url.is_some())
 }
 
-/// Reads the state through `backend`, the user's input errors as such (exit 2).
-pub async fn load_state(backend: &Backend) -> Result<Option<State>> {
-    backend.load().await.map_err(bad_input_if)
+/// Reads the state through `backend`, the user's input errors as such (exit 2): for a state
+/// in S3 that includes missing credentials, said as for any other first call.
+pub async fn load_state(settings: &Settings, backend: &Backend) -> Result<Option<State>> {
+    match backend.load().await {
+        Err(StateError::Aws(f)) if f.is_credentials_problem() => {
+            Err(BadInput(credentials_problem(settings, &f)).into())
+        }
+        r => r.map_err(bad_input_if),
+    }
 }
 
 /// Takes the state's lock for `command`, saying so when an earlier local holder died.
@@ -212,7 +218,7 @@ async fn checked_session(
     let backend = open_backend(settings, &sdk);
     let state = match &backend {
         Backend::Local(_) => state,
-        Backend::S3(_) => load_state(&backend).await?,
+        Backend::S3(_) => load_state(settings, &backend).await?,
     };
     check_region(settings, state.as_ref(), &region)?;
     if needs.pinned_suffix {
@@ -222,7 +228,7 @@ async fn checked_session(
     let (state, lock) = if needs.lock {
         let lock = take_lock(&backend, settings.action.name(), progress).await?;
         // Read again under the lock: another run may have changed it since.
-        let state = load_state(&backend).await?;
+        let state = load_state(settings, &backend).await?;
         check_region(settings, state.as_ref(), &region)?;
         (state, Some(lock))
     } else {

@@ -34,7 +34,7 @@ async fn read(settings: &Settings) -> Result<State> {
         Location::Local(p) => state::load(p).map_err(bad_input_if)?,
         Location::S3(_) => {
             let (sdk, _) = connect(settings).await?;
-            load_state(&open_backend(settings, &sdk)).await?
+            load_state(settings, &open_backend(settings, &sdk)).await?
         }
     };
     state.ok_or_else(|| BadInput(format!("no state: {} does not exist", settings.state)).into())

@@ -439,6 +439,30 @@ async fn bad_state_locations_fail_with_one_line_and_create_nothing() {
         assert_eq!(r.stderr().lines().count(), 1, "{args:?}: {}", r.all());
         assert!(r.stderr().contains(says), "{args:?}: {}", r.all());
     }
+    // No credentials: said as for a local state, not as a failed S3 read.
+    for cmd in [
+        &["up"][..],
+        &["status"],
+        &["state", "pull"],
+        &["device", "bundle", "--out", "b"],
+    ] {
+        let mut args = vec!["--state", "s3://acme-iot-state/k.json"];
+        args.extend_from_slice(cmd);
+        let r = Run(w
+            .command(&args)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .output()
+            .unwrap());
+        assert_eq!(r.code(), 2, "{cmd:?}: {}", r.all());
+        assert!(
+            r.stderr()
+                .starts_with("iotreg: error: no AWS credentials found"),
+            "{cmd:?}: {}",
+            r.all()
+        );
+        assert_eq!(r.stderr().lines().count(), 1, "{}", r.all());
+    }
     // A [state] section that is wrong is the config's error.
     std::fs::write(
         w.path().join("iotreg.toml"),

@@ -72,7 +72,7 @@ impl<'a> Deployed<'a> {
             }
             crate::state::Location::S3(_) => {
                 let (sdk, _) = super::connect(settings).await?;
-                super::load_state(&super::open_backend(settings, &sdk)).await?
+                super::load_state(settings, &super::open_backend(settings, &sdk)).await?
             }
         };
         let state = state.ok_or_else(|| {
