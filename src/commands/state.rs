@@ -324,11 +324,9 @@ async fn push(
     ))
 }
 
-async fn rm(settings: &Settings, progress: &Progress, addresses: &[String]) -> Result<ExitStatus> {
-    let parsed = addresses
-        .iter()
-        .map(|a| Address::parse(a))
-        .collect::<Result<Vec<_>, _>>()?;
+/// The preflight of a command that changes a recorded state: the session, lock held, and
+/// the state, which must exist.
+async fn locked(settings: &Settings, progress: &Progress) -> Result<(super::Session, State)> {
     let needs = Needs {
         lock: true,
         pinned_suffix: false,
@@ -337,6 +335,15 @@ async fn rm(settings: &Settings, progress: &Progress, addresses: &[String]) -> R
     let Some(current) = session.state.take() else {
         return Err(BadInput(format!("no state: {} does not exist", settings.state)).into());
     };
+    Ok((session, current))
+}
+
+async fn rm(settings: &Settings, progress: &Progress, addresses: &[String]) -> Result<ExitStatus> {
+    let parsed = addresses
+        .iter()
+        .map(|a| Address::parse(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (session, current) = locked(settings, progress).await?;
     for (a, text) in parsed.iter().zip(addresses) {
         if a.find(&current).is_none() {
             return Err(BadInput(format!(
@@ -370,14 +377,7 @@ async fn migrate(settings: &Settings, progress: &Progress, to: &Location) -> Res
     if to == &settings.state {
         return Err(BadInput(format!("--to: the state is already at {to}")).into());
     }
-    let needs = Needs {
-        lock: true,
-        pinned_suffix: false,
-    };
-    let mut session = preflight(settings, needs, progress).await?;
-    let Some(current) = session.state.take() else {
-        return Err(BadInput(format!("no state: {} does not exist", settings.state)).into());
-    };
+    let (session, current) = locked(settings, progress).await?;
     let (sdk, _) = connect(settings).await?;
     let dest = Backend::open(to, &sdk, settings.remote.endpoint_url.is_some());
     if let Location::Local(p) = to {
