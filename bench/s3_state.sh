@@ -176,7 +176,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan" || b <= 
 # calc EXPR FORMAT: awk arithmetic; "nan" when EXPR holds a value that was not measured
 calc() { if [[ "$1" == *nan* || "$1" == *"/ 0"* ]]; then echo nan; else awk "BEGIN { x = $1; printf \"$2\", x }"; fi; }
 peak_mb() { awk -F': ' '/Maximum resident set size/ { printf "%.1f", $2 / 1024 }' "$1"; }
-cpu_s() { awk -F': ' '/User time|System time/ { s += $2 } END { printf "%.1f", s }' "$1"; }
+cpu_s() { awk -F': ' '/User time|System time/ { s += $2 } END { printf "%.2f", s }' "$1"; }
 logsize() { stat -c %s "$REQLOG" 2>/dev/null || echo 0; }
 # requests KEY FROM_BYTE: the REQ line (S3 and other requests since FROM_BYTE of the log)
 requests() { "$PY" bench/s3_state.py requests --log "$REQLOG" --from-byte "$2" --bucket "$BUCKET" --key "$1"; }
@@ -224,7 +224,8 @@ echo "parts:   $PARTS; S3 state in s3://$BUCKET/ (versioning on) on the local em
 if [[ " $PARTS " == *" stack "* ]]; then
     STACK_TOML="$WORK/recipe-stack.toml"
     printf '[monitoring]\nenabled = false\n' >"$STACK_TOML"
-    # One `up` then `down` in a fresh directory. Sets RES="UP_S DOWN_S UP_S3REQ UP_PUTS DOWN_S3REQ DOWN_PUTS".
+    # One `up` then `down` in a fresh directory. Sets RES="UP_S DOWN_S UP_S3REQ UP_PUTS DOWN_S3REQ
+    # DOWN_PUTS UP_CPU_S DOWN_CPU_S".
     run_stack() {
         local name=$1 variant=$2 dir="$WORK/$1" t0 up down rc=0 state b0 rq_up rq_down
         mkdir -p "$dir/state"
@@ -256,6 +257,7 @@ if [[ " $PARTS " == *" stack "* ]]; then
         fi
         echo "$rq_up" >"$dir/requests.up"; echo "$rq_down" >"$dir/requests.down"
         RES="$up $down $(field s3 "$rq_up") $(( $(field put_state "$rq_up") + $(field put_lock "$rq_up") )) $(field s3 "$rq_down") $(( $(field put_state "$rq_down") + $(field put_lock "$rq_down") ))"
+        RES+=" $(cpu_s "$dir/up.time") $(cpu_s "$dir/down.time")"
     }
 
     echo
@@ -264,16 +266,17 @@ if [[ " $PARTS " == *" stack "* ]]; then
     log "s3_state.sh: stack emulator at $URL; warm-up (untimed): one local and one S3 up+down"
     run_stack warmup-local local || { FAILURES=$((FAILURES + 1)); reset_emulator; }
     run_stack warmup-s3 s3 || { FAILURES=$((FAILURES + 1)); reset_emulator; }
-    declare -A S_UP S_DOWN S_TOT S_REQ S_PUT S_DREQ S_DPUT
+    declare -A S_UP S_DOWN S_TOT S_REQ S_PUT S_DREQ S_DPUT S_CPU
     P_UP="" P_DOWN="" P_TOT=""
-    for v in local s3; do S_UP[$v]="" S_DOWN[$v]="" S_TOT[$v]="" S_REQ[$v]="" S_PUT[$v]="" S_DREQ[$v]="" S_DPUT[$v]=""; done
+    for v in local s3; do S_CPU[$v]="" S_UP[$v]="" S_DOWN[$v]="" S_TOT[$v]="" S_REQ[$v]="" S_PUT[$v]="" S_DREQ[$v]="" S_DPUT[$v]=""; done
     for r in $(seq "$ROUNDS"); do
         order="local s3"; ((r % 2 == 0)) && order="s3 local"
         line="round $r/$ROUNDS:"
         declare -A RU=() RD=()
         for v in $order; do
             if run_stack "stack-round$r-$v" "$v"; then
-                read -r up down req puts dreq dputs <<<"$RES"
+                read -r up down req puts dreq dputs ucpu dcpu <<<"$RES"
+                S_CPU[$v]+=" $(add "$ucpu" "$dcpu")"
                 t=$(add "$up" "$down"); RU[$v]=$up RD[$v]=$down
                 S_UP[$v]+=" $up" S_DOWN[$v]+=" $down" S_TOT[$v]+=" $t"
                 S_REQ[$v]+=" $req" S_PUT[$v]+=" $puts" S_DREQ[$v]+=" $dreq" S_DPUT[$v]+=" $dputs"
@@ -306,8 +309,8 @@ if [[ " $PARTS " == *" stack "* ]]; then
     echo
     echo "stack summary (medians over $ROUNDS round(s)):"
     for v in local s3; do
-        printf '  %-5s up %s s, down %s s, up+down %s s; S3 requests per up %s (PutObject %s), per down %s (PutObject %s)\n' \
-            "$v" "$(m2 <<<"${S_UP[$v]}")" "$(m2 <<<"${S_DOWN[$v]}")" "$(m2 <<<"${S_TOT[$v]}")" \
+        printf '  %-5s up %s s, down %s s, up+down %s s (iotreg CPU %s s); S3 requests per up %s (PutObject %s), per down %s (PutObject %s)\n' \
+            "$v" "$(m2 <<<"${S_UP[$v]}")" "$(m2 <<<"${S_DOWN[$v]}")" "$(m2 <<<"${S_TOT[$v]}")" "$(m2 <<<"${S_CPU[$v]}")" \
             "$(mcount <<<"${S_REQ[$v]}")" "$(mcount <<<"${S_PUT[$v]}")" "$(mcount <<<"${S_DREQ[$v]}")" "$(mcount <<<"${S_DPUT[$v]}")"
     done
     for x in UP DOWN TOT; do
