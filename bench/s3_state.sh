@@ -346,7 +346,8 @@ if [[ " $PARTS " == *" fleet "* ]]; then
     fcheck() { [[ "$CHECK" == 1 ]] || return 0; "$PY" bench/fleet_ceiling.py --endpoint-url "$URL" --manifest "$MANIFEST" --threads 8 --check "$1" >>"$2" 2>&1; }
 
     # One `up --fleet` then `down` on a fresh emulator. Sets RES="UP_S UP_MB DOWN_S DOWN_MB FLEET_S
-    # UP_CPU UP_S3REQ SEG_PUTS STATE_PUTS DOWN_S3REQ EMULATOR_PEAK_MB" (nan where not measured).
+    # UP_CPU UP_S3REQ SEG_PUTS STATE_PUTS DOWN_S3REQ EMULATOR_PEAK_MB" (nan where not measured;
+    # the emulator's peak RSS as of the end of `down`).
     run_fleet() {
         local name=$1 variant=$2 dir="$WORK/$1" t0 up down rc=0 state b0 rq_up rq_down
         mkdir -p "$dir/state"
@@ -367,12 +368,9 @@ if [[ " $PARTS " == *" fleet "* ]]; then
             stop_emulator; return 1
         fi
         if [[ "$variant" == s3 ]]; then
-            # Untimed: the whole state as a full write would PUT it, and the segments' sizes
-            # (their folded versions are kept by bucket versioning).
+            # Untimed: the whole state as a full write would PUT it.
             (cd "$dir" && AWS_ENDPOINT_URL="$URL" timeout 300 "$IOTREG_BIN" --state "$state" state pull >"$dir/pulled.json" 2>>"$dir/log") \
                 || log "  $name: state pull failed (log: $dir/log)"
-            "$PY" bench/s3_state.py segments --endpoint-url "$URL" --bucket "$BUCKET" --key "$FLEET_KEY" \
-                --save-median "$dir/segment.median" >"$dir/segments" 2>>"$dir/log" || log "  $name: listing segments failed"
         fi
         log "  $name: up $up s; iotreg down"
         b0=$(logsize); t0=$EPOCHREALTIME
@@ -387,6 +385,14 @@ if [[ " $PARTS " == *" fleet "* ]]; then
             log "  $name: check after down FAILED (log: $dir/log)"; grep '^CHECK' "$dir/log" | tail -3 >&2
             stop_emulator; return 1
         fi
+        EMU_MB=$(emulator_hwm)
+        if [[ "$variant" == s3 ]]; then
+            # The segments' sizes: their versions stay (bucket versioning) after the full writes
+            # and the down deleted them. Listed only now: listing versions is slow in moto and
+            # grows the emulator by GBs, which must not happen before a timed run.
+            "$PY" bench/s3_state.py segments --endpoint-url "$URL" --bucket "$BUCKET" --key "$FLEET_KEY" \
+                --save-median "$dir/segment.median" >"$dir/segments" 2>>"$dir/log" || log "  $name: listing segments failed"
+        fi
         if [[ "$variant" == s3 && -s "$dir/pulled.json" ]]; then
             # "Measure which": one PutObject of the whole state (If-Match, as a full write) against
             # one of a median segment (If-None-Match: *, a new key each time), same emulator.
@@ -395,10 +401,9 @@ if [[ " $PARTS " == *" fleet "* ]]; then
             {
                 "$PY" bench/s3_state.py putcost --endpoint-url "$URL" --bucket "$BUCKET" "${items[@]}" --reps "$REPS"
             } >"$dir/putcost" 2>>"$dir/log" || log "  $name: putcost failed (log: $dir/log)"
-            "$PY" bench/s3_state.py check --endpoint-url "$URL" --bucket "$BUCKET" --key "$FLEET_KEY" --expect empty >>"$dir/log" 2>&1 \
+            "$PY" bench/s3_state.py check --endpoint-url "$URL" --bucket "$BUCKET" --key "$FLEET_KEY" --expect empty --versions >>"$dir/log" 2>&1 \
                 || { log "  $name: the bucket is not empty after the PUT-cost runs"; stop_emulator; return 1; }
         fi
-        EMU_MB=$(emulator_hwm)
         stop_emulator
         RES="$up $(peak_mb "$dir/up.time") $down $(peak_mb "$dir/down.time") $(fleet_phase_s "$dir/log") $(cpu_s "$dir/up.time")"
         RES+=" $(field s3 "$rq_up") $(field put_segment "$rq_up") $(field put_state "$rq_up") $(field s3 "$rq_down") $EMU_MB"
