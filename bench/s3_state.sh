@@ -271,7 +271,7 @@ if [[ " $PARTS " == *" stack "* ]]; then
     for v in local s3; do S_CPU[$v]="" S_UP[$v]="" S_DOWN[$v]="" S_TOT[$v]="" S_REQ[$v]="" S_PUT[$v]="" S_DREQ[$v]="" S_DPUT[$v]=""; done
     for r in $(seq "$ROUNDS"); do
         order="local s3"; ((r % 2 == 0)) && order="s3 local"
-        line="round $r/$ROUNDS:"
+        line="round $r/$ROUNDS (load $(cut -d' ' -f1 /proc/loadavg)):"
         declare -A RU=() RD=()
         for v in $order; do
             if run_stack "stack-round$r-$v" "$v"; then
@@ -418,7 +418,7 @@ if [[ " $PARTS " == *" fleet "* ]]; then
     LAST_S3=""
     for r in $(seq "$FLEET_ROUNDS"); do
         order="local s3"; ((r % 2 == 0)) && order="s3 local"
-        line="round $r/$FLEET_ROUNDS:"
+        line="round $r/$FLEET_ROUNDS (load $(cut -d' ' -f1 /proc/loadavg)):"
         declare -A RU=() RD=()
         for v in $order; do
             if run_fleet "fleet-round$r-$v" "$v"; then
@@ -427,8 +427,8 @@ if [[ " $PARTS " == *" fleet "* ]]; then
                 F_UP[$v]+=" $up" F_DOWN[$v]+=" $down" F_TOT[$v]+=" $(add "$up" "$down")" F_MB[$v]+=" $mb" F_DMB[$v]+=" $dmb"
                 F_FL[$v]+=" $fl" F_CPU[$v]+=" $cpu" F_REQ[$v]+=" $req" F_SEG[$v]+=" $seg" F_SPUT[$v]+=" $sput" F_DREQ[$v]+=" $dreq"
                 [[ "$v" == s3 ]] && LAST_S3="$WORK/fleet-round$r-s3"
-                line+=$(printf ' %s up %.2f s (fleet phase %s s, RSS %s MB, CPU %s s; S3 requests %s, segment PUTs %s, state PUTs %s), down %.2f s (RSS %s MB; S3 requests %s; emulator peak %s MB) |' \
-                    "$v" "$up" "$fl" "$mb" "$cpu" "$req" "$seg" "$sput" "$down" "$dmb" "$dreq" "$emu")
+                line+=$(printf ' %s [load %s at its end] up %.2f s (fleet phase %s s, RSS %s MB, CPU %s s; S3 requests %s, segment PUTs %s, state PUTs %s), down %.2f s (RSS %s MB; S3 requests %s; emulator peak %s MB) |' \
+                    "$v" "$(cut -d' ' -f1 /proc/loadavg)" "$up" "$fl" "$mb" "$cpu" "$req" "$seg" "$sput" "$down" "$dmb" "$dreq" "$emu")
             else
                 FAILURES=$((FAILURES + 1)); line+=" $v FAILED |"
             fi
