@@ -189,7 +189,13 @@ impl Fleet {
         });
         let plan = device_plan(&env);
         let dcx = cx.for_device(name, Arc::new(Silent));
-        summarise(&engine::run(&plan, direction, &dcx).await)
+        // A task of its own per device: a step waiting for its state write (an intent's
+        // journal segment on its way to S3 holds its thread) must not hold up the other
+        // devices in flight, which then share that segment or the next.
+        let reports = tokio::spawn(async move { engine::run(&plan, direction, &dcx).await })
+            .await
+            .map_err(|e| format!("the device's task failed: {e}"))?;
+        summarise(&reports)
     }
 
     /// Retires `names`, `concurrency` at a time.
