@@ -52,6 +52,8 @@ pub async fn down(
     let plan = resources::everything(&env, &store.snapshot());
     let cx = Ctx::new(store.clone(), progress.clone(), cancel.clone());
     let reports = engine::run(&plan, Direction::Down, &cx).await;
+    // What waited for a later write is stored now (before the state is removed, if it is).
+    store.flush()?;
     let left = store.snapshot();
     // Records of resources not in today's plan (e.g. shadow initialisation turned off since).
     let strays: Vec<String> = left

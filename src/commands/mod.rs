@@ -204,8 +204,9 @@ pub async fn take_lock(backend: &Backend, command: &str, progress: &Progress) ->
     Ok(lock)
 }
 
-/// Connect → (S3: read the state) → region check → pinned suffix → account → lock (and read
-/// again) → account check. Everything that can be refused locally, or with the one read that
+/// Connect → region check → pinned suffix → account → lock (and read again, and check again)
+/// → account check. A state in S3 is read once connected: before the lock by the commands
+/// that take none, only under it by those that do. Everything that can be refused locally, or with the one read that
 /// learns the account, is refused before the lock: a refused run leaves no `.iotreg/` behind.
 async fn checked_session(
     settings: &Settings,
@@ -218,6 +219,8 @@ async fn checked_session(
     let backend = open_backend(settings, &sdk);
     let state = match &backend {
         Backend::Local(_) => state,
+        // Read once, under the lock, below: a read before it would cost two more requests.
+        Backend::S3(_) if needs.lock => None,
         Backend::S3(_) => load_state(settings, &backend).await?,
     };
     check_region(settings, state.as_ref(), &region)?;
@@ -230,6 +233,9 @@ async fn checked_session(
         // Read again under the lock: another run may have changed it since.
         let state = load_state(settings, &backend).await?;
         check_region(settings, state.as_ref(), &region)?;
+        if needs.pinned_suffix {
+            check_pinned_suffix(settings, state.as_ref())?;
+        }
         (state, Some(lock))
     } else {
         (state, None)

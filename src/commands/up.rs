@@ -51,6 +51,8 @@ pub async fn up(
     refuse_blocked(&planned)?;
 
     let reports = run.apply(&wanted, &planned).await;
+    // What waited for a later write is stored now.
+    run.store.flush()?;
 
     let summary = run.summary(planned, reports, &timer, &progress).await;
     Ok(report(settings, &summary))
@@ -79,6 +81,7 @@ impl Run {
     ) -> Result<Run> {
         let (region, account) = (&session.region, &session.account);
         let mut fresh = false;
+        let loaded = session.state.is_some();
         let state = match session.state.take() {
             Some(s) => s,
             None => {
@@ -102,7 +105,11 @@ impl Run {
             state::ensure_private_dir(dir)
                 .with_context(|| format!("{}: cannot create directory", dir.display()))?;
         }
-        session.backend.save(&state)?;
+        // Saved before the first create, so even a crash in the first step keeps the suffix. A
+        // state just read from S3 is there already: writing it again would cost a request.
+        if !(loaded && matches!(session.backend, state::Backend::S3(_))) {
+            session.backend.save(&state)?;
+        }
         progress.line(&format!(
             "iotreg up: deployment {} in {region} (account {account})",
             state.suffix

@@ -61,11 +61,13 @@ impl Ctx {
     }
 
     /// Writes a record. A fleet device's journal line waits for the disk only when `durable`;
-    /// the single stack's state file is always rewritten in full and synced.
+    /// the single stack's state is rewritten in full at once when `durable`, and otherwise
+    /// when the store says (locally at once too; in S3 with the next write).
     fn put(&self, record: Record, durable: bool) -> Result<(), StepError> {
-        match &self.device {
-            Some(d) => self.store.update_device(d, durable, |e| e.put(record))?,
-            None => self.store.update(|s| s.put(record))?,
+        match (&self.device, durable) {
+            (Some(d), _) => self.store.update_device(d, durable, |e| e.put(record))?,
+            (None, true) => self.store.update(|s| s.put(record))?,
+            (None, false) => self.store.update_lazy(|s| s.put(record))?,
         }
         Ok(())
     }
@@ -103,7 +105,7 @@ impl Ctx {
             Some(d) => self.store.update_device(d, false, |e| {
                 e.applied.insert(key.to_string(), fields);
             })?,
-            None => self.store.update(|s| {
+            None => self.store.update_lazy(|s| {
                 s.applied.insert(key.to_string(), fields);
             })?,
         }
@@ -134,7 +136,7 @@ impl Ctx {
         match &self.device {
             // Lost, a record of something deleted is found gone by the next run.
             Some(d) => self.store.update_device(d, false, |e| e.remove(key))?,
-            None => self.store.update(|s| s.remove(key))?,
+            None => self.store.update_lazy(|s| s.remove(key))?,
         }
         Ok(())
     }

@@ -829,7 +829,13 @@ impl Inner {
     async fn safety(&self) -> Safety {
         let mut s = Safety::default();
         let b = &self.loc.bucket;
-        match self.client.get_bucket_versioning().bucket(b).send().await {
+        // The three reads at once: each is a round trip `up` waits for.
+        let (versioning, public_access, encryption) = tokio::join!(
+            self.client.get_bucket_versioning().bucket(b).send(),
+            self.client.get_public_access_block().bucket(b).send(),
+            self.client.get_bucket_encryption().bucket(b).send(),
+        );
+        match versioning {
             Ok(out) => {
                 let on = out.status() == Some(&BucketVersioningStatus::Enabled);
                 s.versioning = Some(on);
@@ -846,7 +852,7 @@ impl Inner {
                 self.failure("", "GetBucketVersioning", &e)
             )),
         }
-        match self.client.get_public_access_block().bucket(b).send().await {
+        match public_access {
             Ok(out) => {
                 let c = out.public_access_block_configuration();
                 let all = c.is_some_and(|c| {
@@ -877,7 +883,7 @@ impl Inner {
                 });
             }
         }
-        match self.client.get_bucket_encryption().bucket(b).send().await {
+        match encryption {
             Ok(out) => {
                 let algo = out
                     .server_side_encryption_configuration()

@@ -23,6 +23,8 @@ enum Sink {
 pub struct Store {
     sink: Sink,
     state: Mutex<State>,
+    /// S3 only: changes made with [`Store::update_lazy`] that no write has carried yet.
+    dirty: std::sync::atomic::AtomicBool,
     /// Plan order: records are kept in it so the file reads top to bottom like the stack.
     order: Mutex<Vec<String>>,
 }
@@ -35,6 +37,7 @@ impl Store {
                 path,
             },
             state: Mutex::new(state),
+            dirty: std::sync::atomic::AtomicBool::new(false),
             order: Mutex::new(Vec::new()),
         }
     }
@@ -44,6 +47,7 @@ impl Store {
         Store {
             sink: Sink::Detached,
             state: Mutex::new(state),
+            dirty: std::sync::atomic::AtomicBool::new(false),
             order: Mutex::new(Vec::new()),
         }
     }
@@ -53,6 +57,7 @@ impl Store {
         Store {
             sink: Sink::S3(s3),
             state: Mutex::new(state),
+            dirty: std::sync::atomic::AtomicBool::new(false),
             order: Mutex::new(Vec::new()),
         }
     }
@@ -142,8 +147,34 @@ impl Store {
         self.state.lock().expect("state mutex").clone()
     }
 
+    /// A change that need not be stored before the next call goes out: a commit, what was
+    /// applied, a forgotten record. Lost in a crash, it leaves what a crash just before it
+    /// leaves (an intent without its commit, the record of something just deleted), which
+    /// the next run resolves by looking. Locally it is written at once as ever (a local
+    /// write costs a rename); in S3 it rides on the next write, or on [`Store::flush`].
+    pub fn update_lazy<T>(&self, f: impl FnOnce(&mut State) -> T) -> Result<T, StateError> {
+        if !matches!(self.sink, Sink::S3(_)) {
+            return self.update(f);
+        }
+        let mut guard = self.state.lock().expect("state mutex");
+        let out = f(&mut guard);
+        self.dirty.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(out)
+    }
+
+    /// Writes what [`Store::update_lazy`] left unwritten, if anything (the end of a run).
+    pub fn flush(&self) -> Result<(), StateError> {
+        if self.dirty.load(std::sync::atomic::Ordering::SeqCst) {
+            self.update(|_| ())?;
+        }
+        Ok(())
+    }
+
     pub fn update<T>(&self, f: impl FnOnce(&mut State) -> T) -> Result<T, StateError> {
         let mut guard = self.state.lock().expect("state mutex");
+        // Whatever lazy changes there are go with this write (cleared before it: one made
+        // meanwhile waits for the state's lock, and so for a later write).
+        self.dirty.store(false, std::sync::atomic::Ordering::SeqCst);
         let out = f(&mut guard);
         let order = self.order.lock().expect("order mutex");
         let rank = |k: &str| order.iter().position(|o| o == k).unwrap_or(usize::MAX);
@@ -159,6 +190,16 @@ impl Store {
             Sink::Detached => return Err(read_only()),
         }
         Ok(out)
+    }
+}
+
+impl Drop for Store {
+    /// A run that ended without [`Store::flush`] (an error on the way out) still stores its
+    /// last changes.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            eprintln!("iotreg: warning: the state's last changes were not stored: {e}");
+        }
     }
 }
 
