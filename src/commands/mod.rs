@@ -195,7 +195,8 @@ pub async fn load_state(settings: &Settings, backend: &Backend) -> Result<Option
 
 /// Takes the state's lock for `command`, saying so when an earlier local holder died.
 pub async fn take_lock(backend: &Backend, command: &str, progress: &Progress) -> Result<Lock> {
-    let lock = backend.lock(command).await?;
+    // A missing bucket shows here first when the lock comes before any read.
+    let lock = backend.lock(command).await.map_err(bad_input_if)?;
     if let Some(pid) = lock.previous_died() {
         progress.warn(&format!(
             "a previous iotreg run (pid {pid}) ended without releasing its lock (killed or crashed); taking over and resuming from its state"
