@@ -92,45 +92,21 @@ it is (one lock layer), and it wraps a handler that a fix installed after it.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import threading
 
-from ._util import patch
+from ._util import BackendLock, patch
 
-_LOCK_ATTRIBUTE = "_emulator_iot_lock"
-_MARK = "_emulator_iot_locked"
-_create_lock = threading.Lock()
+_LOCK = BackendLock("_emulator_iot_lock", "iot_backend")
 
 
 def lock_for(backend) -> threading.RLock:
-    """The backend's re-entrant lock, created on first use.
-
-    Kept on the backend instance, so moto's reset (which empties the
-    instance's ``__dict__``) starts it afresh with the rest of the state.
-    """
-    lock = backend.__dict__.get(_LOCK_ATTRIBUTE)
-    if lock is None:
-        with _create_lock:
-            lock = backend.__dict__.get(_LOCK_ATTRIBUTE)
-            if lock is None:
-                lock = threading.RLock()
-                setattr(backend, _LOCK_ATTRIBUTE, lock)
-    return lock
+    """The IoT backend's re-entrant lock (see ``_util.BackendLock``)."""
+    return _LOCK.lock_for(backend)
 
 
-def _locked(handler):
-    @functools.wraps(handler)
-    def locked(self, *args, **kwargs):
-        with lock_for(self.iot_backend):
-            return handler(self, *args, **kwargs)
-
-    setattr(locked, _MARK, True)
-    return locked
-
-
-def is_locked(handler) -> bool:
-    return bool(getattr(handler, _MARK, False))
+_locked = _LOCK.wrap
+is_locked = _LOCK.is_wrapped
 
 
 def handler_names(response_class) -> list[str]:

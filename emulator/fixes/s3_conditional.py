@@ -64,40 +64,20 @@ layer, however often it runs).
 
 from __future__ import annotations
 
-import functools
 import threading
 
-from ._util import patch
+from ._util import BackendLock, patch
 
-_LOCK_ATTRIBUTE = "_emulator_s3_write_lock"
-_MARK = "_emulator_s3_locked"
-_create_lock = threading.Lock()
+_LOCK = BackendLock("_emulator_s3_write_lock", "backend")
 
 
 def lock_for(backend) -> threading.RLock:
-    """The S3 backend's write lock, created on first use (kept on the instance)."""
-    lock = backend.__dict__.get(_LOCK_ATTRIBUTE)
-    if lock is None:
-        with _create_lock:
-            lock = backend.__dict__.get(_LOCK_ATTRIBUTE)
-            if lock is None:
-                lock = threading.RLock()
-                setattr(backend, _LOCK_ATTRIBUTE, lock)
-    return lock
+    """The S3 backend's write lock (see ``_util.BackendLock``)."""
+    return _LOCK.lock_for(backend)
 
 
-def _locked(handler):
-    @functools.wraps(handler)
-    def locked(self, *args, **kwargs):
-        with lock_for(self.backend):
-            return handler(self, *args, **kwargs)
-
-    setattr(locked, _MARK, True)
-    return locked
-
-
-def is_locked(handler) -> bool:
-    return bool(getattr(handler, _MARK, False))
+_locked = _LOCK.wrap
+is_locked = _LOCK.is_wrapped
 
 
 def _delete_object(self):
