@@ -255,6 +255,19 @@ async fn checked_session(
     })
 }
 
+/// The state as it stands, no lock taken, for the commands that read it without a session
+/// (`state list|show|pull`, the device commands): a local one without AWS, one in S3 over a
+/// connection made for it.
+pub async fn read_unlocked(settings: &Settings) -> Result<Option<State>> {
+    match &settings.state {
+        Location::Local(_) => read_local_state(settings),
+        Location::S3(_) => {
+            let (sdk, _) = connect(settings).await?;
+            load_state(settings, &open_backend(settings, &sdk)).await
+        }
+    }
+}
+
 /// The local state file, read before anything is asked of AWS; None for S3 (read once
 /// connected) or when there is no file.
 fn read_local_state(settings: &Settings) -> Result<Option<State>> {

@@ -7,7 +7,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{bad_input_if, connect, load_state, open_backend, preflight, take_lock, ExitStatus};
+use super::{bad_input_if, connect, open_backend, preflight, read_unlocked, take_lock, ExitStatus};
 use super::{report, Needs, Summary, Verdict};
 use crate::output::{self, Progress};
 use crate::settings::{BadInput, Settings, StateAction};
@@ -30,14 +30,9 @@ pub async fn run(
 
 /// The state as it stands, no lock taken (read-only). A local state needs no AWS.
 async fn read(settings: &Settings) -> Result<State> {
-    let state = match &settings.state {
-        Location::Local(p) => state::load(p).map_err(bad_input_if)?,
-        Location::S3(_) => {
-            let (sdk, _) = connect(settings).await?;
-            load_state(settings, &open_backend(settings, &sdk)).await?
-        }
-    };
-    state.ok_or_else(|| BadInput(format!("no state: {} does not exist", settings.state)).into())
+    read_unlocked(settings)
+        .await?
+        .ok_or_else(|| BadInput(format!("no state: {} does not exist", settings.state)).into())
 }
 
 /// One record of the state, as `state list` names it.

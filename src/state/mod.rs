@@ -233,6 +233,14 @@ impl State {
         self.applied.remove(key);
     }
 
+    /// The state as stored, locally and in S3 alike (so a `migrate` round trip is exact):
+    /// pretty JSON and a final newline.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).expect("state serialises");
+        bytes.push(b'\n');
+        bytes
+    }
+
     pub fn parse(text: &str, path: &Path) -> Result<State, StateError> {
         let corrupt = |message: String| StateError::Corrupt {
             path: path.to_path_buf(),
@@ -320,8 +328,7 @@ pub fn load(path: &Path) -> Result<Option<State>, StateError> {
 
 /// Writes `state` to `path` atomically, mode 0600.
 pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
-    let mut bytes = serde_json::to_vec_pretty(state).expect("state serialises");
-    bytes.push(b'\n');
+    let bytes = state.to_bytes();
     crate::fsutil::write_atomic(path, &bytes, 0o600).map_err(|source| StateError::Write {
         path: path.to_path_buf(),
         source,

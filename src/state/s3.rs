@@ -323,8 +323,7 @@ impl S3State {
 
     /// Writes the whole state (conditional on what was last read), folding the journal in.
     pub fn save(&self, state: &State) -> Result<(), StateError> {
-        let mut body = serde_json::to_vec_pretty(state).expect("state serialises");
-        body.push(b'\n');
+        let body = state.to_bytes();
         let (inner, serial) = (self.inner.clone(), state.serial);
         self.io
             .block(async move { inner.save(body, Some(serial)).await })

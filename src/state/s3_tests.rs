@@ -39,12 +39,6 @@ fn state() -> State {
     s
 }
 
-fn body_of(s: &State) -> Vec<u8> {
-    let mut b = serde_json::to_vec_pretty(s).unwrap();
-    b.push(b'\n');
-    b
-}
-
 fn get_returns(key: &'static str, body: Vec<u8>, etag: &'static str) -> Rule {
     mock!(aws_sdk_s3::Client::get_object)
         .match_requests(move |r| r.key() == Some(key))
@@ -105,7 +99,7 @@ fn a_write_that_landed_although_its_answer_was_lost_is_found_by_reading_back() {
         seen.clone(),
     );
     // Read back: what was written is there, with a new ETag.
-    let get = get_returns("prod/state.json", body_of(&s), "\"e2\"");
+    let get = get_returns("prod/state.json", s.to_bytes(), "\"e2\"");
     let b = backend(&[&put, &get]);
     *b.inner.etag.lock().unwrap() = Some("\"e1\"".into());
     b.save(&s).unwrap();
@@ -170,7 +164,7 @@ fn a_412_on_our_own_earlier_attempt_is_success() {
         vec![Some((412, "PreconditionFailed"))],
         seen.clone(),
     );
-    let get = get_returns("prod/state.json", body_of(&s), "\"e2\"");
+    let get = get_returns("prod/state.json", s.to_bytes(), "\"e2\"");
     let b = backend(&[&put, &get]);
     // The first write of a new state: create-only.
     b.save(&s).unwrap();

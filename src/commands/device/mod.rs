@@ -66,16 +66,7 @@ pub struct Deployed<'a> {
 
 impl<'a> Deployed<'a> {
     pub async fn load(settings: &'a Settings) -> Result<Deployed<'a>> {
-        let state = match &settings.state {
-            crate::state::Location::Local(p) => {
-                crate::state::load(p).map_err(super::bad_input_if)?
-            }
-            crate::state::Location::S3(_) => {
-                let (sdk, _) = super::connect(settings).await?;
-                super::load_state(settings, &super::open_backend(settings, &sdk)).await?
-            }
-        };
-        let state = state.ok_or_else(|| {
+        let state = super::read_unlocked(settings).await?.ok_or_else(|| {
             BadInput(format!(
                 "nothing deployed: {} does not exist; run `iotreg up` first",
                 settings.state
