@@ -14,22 +14,12 @@ checked. Talks only to the given local endpoint, with fake credentials.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from urllib.parse import urlparse
 
-for k, v in {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-    "AWS_CONFIG_FILE": os.devnull,
-    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    "AWS_EC2_METADATA_DISABLED": "true",
-}.items():
-    os.environ[k] = v
-os.environ.pop("AWS_PROFILE", None)
-os.environ.pop("AWS_SESSION_TOKEN", None)
+from local_aws import isolate  # noqa: E402
+
+isolate()
 
 import boto3  # noqa: E402
 
