@@ -123,6 +123,8 @@ pub struct Needs {
 
 /// A command's connection to AWS, with the state read and checked against it.
 pub struct Session {
+    /// The AWS configuration it was made with (for a second backend: `state migrate`).
+    pub sdk: aws_types::SdkConfig,
     pub clients: Clients,
     pub region: String,
     pub account: String,
@@ -246,6 +248,7 @@ async fn checked_session(
             .map_err(bad_input_if)?;
     }
     Ok(Session {
+        sdk,
         clients,
         region,
         account,

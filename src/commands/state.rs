@@ -373,8 +373,7 @@ async fn migrate(settings: &Settings, progress: &Progress, to: &Location) -> Res
         return Err(BadInput(format!("--to: the state is already at {to}")).into());
     }
     let (session, current) = locked(settings, progress).await?;
-    let (sdk, _) = connect(settings).await?;
-    let dest = Backend::open(to, &sdk, settings.remote.endpoint_url.is_some());
+    let dest = Backend::open(to, &session.sdk, settings.remote.endpoint_url.is_some());
     if let Location::Local(p) = to {
         if let Some(dir) = p.parent() {
             state::ensure_private_dir(dir)
