@@ -190,6 +190,8 @@ pub struct FleetConfig {
     pub manifest: Option<PathBuf>,
     /// Devices in flight at once. `--concurrency` wins.
     pub concurrency: u32,
+    /// A static thing group every device joins (`{{suffix}}` is replaced); None: no group.
+    pub group: Option<String>,
 }
 
 impl Default for FleetConfig {
@@ -197,6 +199,7 @@ impl Default for FleetConfig {
         FleetConfig {
             manifest: None,
             concurrency: 16,
+            group: None,
         }
     }
 }
@@ -270,6 +273,18 @@ pub struct PolicyConfig {
     pub preset: PolicyPreset,
     /// A policy document template file replacing the built-in one.
     pub template: Option<PathBuf>,
+    /// Where the device policy is attached: to each device's certificate, or once to the
+    /// fleet's thing group (`fleet.group`), where AWS applies it to every member connecting
+    /// with its thing name as client id.
+    pub attach_to: AttachTo,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttachTo {
+    #[default]
+    Certificate,
+    Group,
 }
 
 /// The built-in device policies. Both scope every grant to the device's own thing name.
@@ -371,6 +386,7 @@ impl Default for PolicyConfig {
             name: "device-policy-{{suffix}}".into(),
             preset: PolicyPreset::default(),
             template: None,
+            attach_to: AttachTo::default(),
         }
     }
 }
@@ -609,6 +625,16 @@ impl Config {
         for (field, pattern, rule) in names {
             check_name(&sample_name(pattern, suffix), rule, false)
                 .map_err(|m| invalid(field, m))?;
+        }
+        if let Some(group) = &self.fleet.group {
+            check_name(&sample_name(group, suffix), &THING_NAME, false)
+                .map_err(|m| invalid("fleet.group", m))?;
+        }
+        if self.policy.attach_to == AttachTo::Group && self.fleet.group.is_none() {
+            return Err(invalid(
+                "policy.attach_to",
+                "\"group\" needs the group: set fleet.group".into(),
+            ));
         }
         if self.thing_type.description.chars().count() > 2028 {
             return Err(invalid(
