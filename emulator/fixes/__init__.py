@@ -16,6 +16,7 @@ from . import (
     iot_csr,
     iot_endpoint,
     iot_list_certificates,
+    iot_provisioning_templates,
     iot_tags,
     iot_test_authorization,
     iot_thing_types,
@@ -42,6 +43,7 @@ FIXES = [
     iot_topic_rules,
     iot_tags,  # after iot_thing_types: wraps its CreateThingType
     iot_test_authorization,  # IoT TestAuthorization by emulator/iotpolicy
+    iot_provisioning_templates,  # provisioning templates and versions (fleet provisioning)
     iot_concurrency,  # after every iot_* fix: locks the handlers they installed
     iotdata_shadow,
     lambda_permissions,
