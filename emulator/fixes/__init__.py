@@ -17,6 +17,7 @@ from . import (
     iot_endpoint,
     iot_list_certificates,
     iot_provisioning_templates,
+    iot_registration_tasks,
     iot_tags,
     iot_test_authorization,
     iot_thing_types,
@@ -44,6 +45,7 @@ FIXES = [
     iot_tags,  # after iot_thing_types: wraps its CreateThingType
     iot_test_authorization,  # IoT TestAuthorization by emulator/iotpolicy
     iot_provisioning_templates,  # provisioning templates and versions (fleet provisioning)
+    iot_registration_tasks,  # bulk registration: StartThingRegistrationTask and friends
     iot_concurrency,  # after every iot_* fix: locks the handlers they installed
     iotdata_shadow,
     lambda_permissions,

@@ -491,11 +491,17 @@ class _Undo:
                 pass
 
 
-def apply(account: str, region: str, rendered: Rendered, *, certificate_id: str | None = None) -> dict:
-    """Create/update the rendered resources in moto; see the module docstring."""
+def apply(account: str, region: str, rendered: Rendered, *, certificate_id: str | None = None,
+          backend=None) -> dict:
+    """Create/update the rendered resources in moto; see the module docstring.
+
+    ``backend``: the IoT backend to use instead of looking up account/region
+    (a long-running caller keeps the one it started with, so that after
+    ``/moto-api/reset`` it cannot write into the fresh state).
+    """
     from fixes.iot_concurrency import lock_for
 
-    backend = _backend(account, region)
+    backend = backend if backend is not None else _backend(account, region)
     with lock_for(backend):
         undo = _Undo()
         try:
