@@ -20,6 +20,7 @@ from . import (
     iot_registration_tasks,
     iot_tags,
     iot_test_authorization,
+    iot_thing_group_policies,
     iot_thing_types,
     iot_things,
     iot_topic_rules,
@@ -46,6 +47,7 @@ FIXES = [
     iot_test_authorization,  # IoT TestAuthorization by emulator/iotpolicy
     iot_provisioning_templates,  # provisioning templates and versions (fleet provisioning)
     iot_registration_tasks,  # bulk registration: StartThingRegistrationTask and friends
+    iot_thing_group_policies,  # group policy attachments: recursive listing, dropped with the group
     iot_concurrency,  # after every iot_* fix: locks the handlers they installed
     iotdata_shadow,
     lambda_permissions,
