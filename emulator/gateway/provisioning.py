@@ -66,7 +66,9 @@ What the emulator does
     RegisterThing: the token must be known, unexpired and its certificate
     still registered; the template (``fixes/iot_provisioning_templates``)
     must exist, be of type FLEET_PROVISIONING and enabled; its
-    ``provisioningRoleArn`` must name an existing IAM role; then the hook
+    ``provisioningRoleArn`` must name an existing IAM role whose trust policy
+    allows ``iot.amazonaws.com`` sts:AssumeRole (conditions are not
+    evaluated); then the hook
     (if any) runs with a 5-second limit through the data path's Lambda
     runtime (``datapath/lambda_runtime.py``; permission checked like a
     rule's, with ``AWS:SourceArn`` = the template ARN); then the template's
@@ -87,8 +89,8 @@ Guessed (AWS does not document them; codes are AWS-like, messages the emulator's
       ``400 InvalidCertificateOwnershipToken``;
     * template missing -> ``404 ResourceNotFound``; not enabled or of type
       JITP -> ``400 InvalidRequest``;
-    * provisioning role missing in IAM -> ``403 AccessDenied`` (AWS IoT
-      cannot assume it);
+    * provisioning role missing in IAM, or not trusting iot.amazonaws.com ->
+      ``403 AccessDenied`` (AWS IoT cannot assume it);
     * hook refused, failed, timed out, function missing / not permitted /
       not runnable by the emulator -> ``403 AccessDenied``;
     * a template that does not render or apply -> the engine's status and
@@ -249,6 +251,41 @@ def encode(document: dict, fmt: str) -> bytes:
 
         return _cbor.encode(document)
     return json.dumps(document).encode()
+
+
+def trusts_iot(document) -> bool:
+    """Does a role's trust policy let ``iot.amazonaws.com`` call sts:AssumeRole (no condition)?"""
+    from urllib.parse import unquote
+
+    if isinstance(document, str):
+        try:
+            document = json.loads(document)
+        except ValueError:
+            try:
+                document = json.loads(unquote(document))
+            except ValueError:
+                return False
+    statements = document.get("Statement") if isinstance(document, dict) else None
+    if isinstance(statements, dict):
+        statements = [statements]
+    allowed = False
+    for statement in statements or []:
+        if not isinstance(statement, dict):
+            continue
+        principal = statement.get("Principal")
+        services = principal.get("Service") if isinstance(principal, dict) else None
+        services = [services] if isinstance(services, str) else list(services or [])
+        if principal != "*" and "iot.amazonaws.com" not in services:
+            continue
+        actions = statement.get("Action")
+        actions = [actions] if isinstance(actions, str) else list(actions or [])
+        if not any(a in ("sts:AssumeRole", "sts:*", "*") for a in actions):
+            continue
+        if statement.get("Effect") == "Deny":
+            return False
+        # A condition (sts:ExternalId, aws:SourceArn ...) is not evaluated: counted as met.
+        allowed = allowed or statement.get("Effect") == "Allow"
+    return allowed
 
 
 # -- the service ------------------------------------------------------------------------
@@ -428,15 +465,20 @@ class FleetProvisioning:
     # -- helpers --
 
     def _check_role(self, role_arn: str, template_name: str) -> None:
+        """The role must exist and trust ``iot.amazonaws.com`` (AWS IoT assumes it to provision)."""
         from moto.iam.models import iam_backends
 
         account = role_arn.split(":")[4] if role_arn.count(":") >= 5 else ""
         try:
-            iam_backends[account]["global"].get_role_by_arn(role_arn)
+            role = iam_backends[account]["global"].get_role_by_arn(role_arn)
         except Exception:  # noqa: BLE001 - IAMNotFoundException, or an account moto never saw
             raise Rejected(
+                403, "AccessDenied", f"The provisioning role {role_arn} of template {template_name} does not exist",
+            )
+        if not trusts_iot(role.assume_role_policy_document):
+            raise Rejected(
                 403, "AccessDenied",
-                f"The provisioning role {role_arn} of template {template_name} does not exist or cannot be assumed",
+                f"The provisioning role {role_arn} of template {template_name} cannot be assumed by AWS IoT",
             )
 
     def _run_hook(self, hook: dict, template_arn: str, event: dict) -> dict:

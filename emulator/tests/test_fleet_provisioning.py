@@ -39,7 +39,7 @@ from test_gateway import (  # noqa: F401 (fixtures)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fixes import _cbor  # noqa: E402
-from gateway.provisioning import Rejected, Tokens  # noqa: E402
+from gateway.provisioning import Rejected, Tokens, trusts_iot  # noqa: E402
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -109,9 +109,18 @@ def csr_and_key(name: str) -> tuple[str, str]:
     return request.public_bytes(serialization.Encoding.PEM).decode(), key_pem
 
 
+IOT_TRUST = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "iot.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+    }
+)
+
+
 @pytest.fixture(scope="module")
 def prov_role(aws):
-    return aws("iam").create_role(RoleName=unique("provrole"), AssumeRolePolicyDocument=TRUST)["Role"]["Arn"]
+    """AWS's provisioning role: trusted by iot.amazonaws.com."""
+    return aws("iam").create_role(RoleName=unique("provrole"), AssumeRolePolicyDocument=IOT_TRUST)["Role"]["Arn"]
 
 
 @pytest.fixture(scope="module")
@@ -423,6 +432,28 @@ def test_token_expires_after_its_lifetime():
         tokens.lookup(other)
 
 
+def statement(**fields) -> dict:
+    return {"Version": "2012-10-17", "Statement": [dict({"Effect": "Allow", "Action": "sts:AssumeRole"}, **fields)]}
+
+
+@pytest.mark.parametrize(
+    "document, trusted",
+    [
+        (IOT_TRUST, True),
+        (statement(Principal={"Service": ["lambda.amazonaws.com", "iot.amazonaws.com"]}), True),
+        (statement(Principal="*"), True),
+        (statement(Principal={"Service": "iot.amazonaws.com"}, Action=["sts:TagSession", "sts:*"]), True),
+        (TRUST, False),  # Lambda only
+        (statement(Principal={"Service": "iot.amazonaws.com"}, Action="sts:TagSession"), False),
+        (statement(Principal={"AWS": "arn:aws:iam::123456789012:root"}), False),
+        ({"Statement": [json.loads(IOT_TRUST)["Statement"][0], dict(json.loads(IOT_TRUST)["Statement"][0], Effect="Deny")]}, False),
+        ("not json", False),
+    ],
+)
+def test_role_trust_policy_for_iot(document, trusted):
+    assert trusts_iot(document if isinstance(document, str) else json.dumps(document)) is trusted
+
+
 # -- fleet provisioning by claim over MQTT ------------------------------------------------------
 
 
@@ -592,6 +623,14 @@ def test_disabled_missing_template_and_missing_role_are_refused(aws, gateway, cl
     iot.update_provisioning_template(templateName=template, enabled=True, provisioningRoleArn=ghost)
     outcome, answer = register(client, template, token, {"SerialNumber": unique("norole")})
     assert (outcome, answer["statusCode"], answer["errorCode"]) == ("rejected", 403, "AccessDenied")
+    assert "does not exist" in answer["errorMessage"]
+
+    # A role AWS IoT may not assume (its trust policy names Lambda only).
+    lambda_only = aws("iam").create_role(RoleName=unique("lambdarole"), AssumeRolePolicyDocument=TRUST)["Role"]["Arn"]
+    iot.update_provisioning_template(templateName=template, provisioningRoleArn=lambda_only)
+    outcome, answer = register(client, template, token, {"SerialNumber": unique("untrusted")})
+    assert (outcome, answer["statusCode"], answer["errorCode"]) == ("rejected", 403, "AccessDenied")
+    assert "cannot be assumed" in answer["errorMessage"]
 
     # The claim policy allows this template's topics only; delete the template itself.
     iot.delete_provisioning_template(templateName=template)
@@ -657,7 +696,7 @@ def test_expired_token_is_refused_and_its_certificate_deleted(tmp_path):
         iot, iam = server.client("iot"), server.client("iam")
         with urllib.request.urlopen(server.url + "/iotreg-test/gateway", timeout=5) as answer:
             info = json.load(answer)
-        role_arn = iam.create_role(RoleName="prov", AssumeRolePolicyDocument=TRUST)["Role"]["Arn"]
+        role_arn = iam.create_role(RoleName="prov", AssumeRolePolicyDocument=IOT_TRUST)["Role"]["Arn"]
         iot.create_policy(policyName="device", policyDocument=json.dumps(DEVICE_POLICY))
         iot.create_provisioning_template(templateName="t", templateBody=fleet_body("device"),
                                          provisioningRoleArn=role_arn, enabled=True)
