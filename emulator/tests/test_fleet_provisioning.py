@@ -227,6 +227,8 @@ def test_list_templates_pages(aws, prov_role):
     names = {unique("page") for _ in range(3)}
     for name in names:
         iot.create_provisioning_template(templateName=name, templateBody=SIMPLE_BODY, provisioningRoleArn=prov_role)
+    # Never given a description: none is reported.
+    assert "description" not in iot.describe_provisioning_template(templateName=min(names))
     seen, token, pages = [], None, 0
     while True:
         kwargs = {"nextToken": token} if token else {}
