@@ -34,7 +34,7 @@ fn group_name(env: &Env, rec: Option<&Record>) -> String {
     match (&env.d.group, rec.and_then(|r| r.id.clone())) {
         (_, Some(recorded)) => recorded,
         (Some(g), None) => g.name.clone(),
-        (None, None) => "(no group configured)".into(),
+        (None, None) => "(the group fleet.group named)".into(),
     }
 }
 
