@@ -380,6 +380,24 @@ async fn a_group_attached_policy_admits_members_only() {
         "back in the group: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // verify as the devices: TestAuthorization counts the group's policy for their client ids,
+    // and a sampled device connects and publishes through the gateway.
+    let v = w.run(&["verify", "--skip-e2e", "--output", "json"]);
+    assert_eq!(v.code(), 0, "{}", v.all());
+    let checks = v.json()["checks"].as_array().unwrap().clone();
+    for name in [
+        "policy.attached_to_group",
+        "thing_group.configuration",
+        "policy.authorization",
+        "device.connect",
+    ] {
+        assert!(
+            checks
+                .iter()
+                .any(|c| c["name"] == name && c["status"] == "pass"),
+            "{name}: {checks:#?}"
+        );
+    }
 
     // Back to one attachment per certificate: the group's is retired, each certificate's made.
     std::fs::write(
