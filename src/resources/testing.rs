@@ -75,6 +75,7 @@ pub fn deployment(dir: &std::path::Path) -> Deployment {
             zip,
         },
         fleet: None,
+        provisioning: None,
         rule: RuleSpec {
             name: "sensor_data_rule_abc123".into(),
             description: "d".into(),
