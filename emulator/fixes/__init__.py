@@ -16,8 +16,11 @@ from . import (
     iot_csr,
     iot_endpoint,
     iot_list_certificates,
+    iot_provisioning_templates,
+    iot_registration_tasks,
     iot_tags,
     iot_test_authorization,
+    iot_thing_group_policies,
     iot_thing_types,
     iot_things,
     iot_topic_rules,
@@ -42,6 +45,9 @@ FIXES = [
     iot_topic_rules,
     iot_tags,  # after iot_thing_types: wraps its CreateThingType
     iot_test_authorization,  # IoT TestAuthorization by emulator/iotpolicy
+    iot_provisioning_templates,  # provisioning templates and versions (fleet provisioning)
+    iot_registration_tasks,  # bulk registration: StartThingRegistrationTask and friends
+    iot_thing_group_policies,  # group policy attachments: recursive listing, dropped with the group
     iot_concurrency,  # after every iot_* fix: locks the handlers they installed
     iotdata_shadow,
     lambda_permissions,

@@ -43,6 +43,8 @@ def _resource_exists(backend, arn: str) -> bool | None:
         return name in backend.policies
     if kind == "thing":
         return any(t.arn == arn for t in backend.things.values())
+    if kind == "provisioningtemplate":  # fix iot_provisioning_templates
+        return name in backend.__dict__.get("_emulator_provisioning_templates", {})
     return None
 
 

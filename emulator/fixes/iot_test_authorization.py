@@ -14,7 +14,15 @@ AWS behaviour restored
     (AttachPolicy), minus ``policyNamesToSkip``, plus ``policyNamesToAdd``;
     ``clientId`` is ``${iot:ClientId}`` and, when a thing of that name is
     attached to the certificate, supplies the ``iot:Connection.Thing.*``
-    variables.  Evaluation: ``emulator/iotpolicy`` (see its docstring for what
+    variables and adds the policies attached to that thing's thing groups and
+    their ancestor groups (evaluated as the certificate's own; the same rule
+    as the device gateway).  The developer guide ("Static thing groups",
+    "Test authorization for MQTT actions") says TestAuthorization tests
+    "whether an MQTT action is allowed for a thing" and that ``--client-id``
+    "further refine[s] your results"; that the client id is what brings the
+    group policies in is the emulator's reading (guessed), matching how a
+    connection is tied to a thing.  A thing group ARN as principal gets its
+    own and its ancestors' policies.  Evaluation: ``emulator/iotpolicy`` (see its docstring for what
     is and is not evaluated).
 
 What moto 5.2.1 does instead
@@ -106,7 +114,9 @@ def authorize(backend, principal, client_id, auth_infos, to_add=(), to_skip=()) 
     policies: list[tuple[str, dict]] = []
     if arn:
         skip = set(to_skip or ())
-        policies = [p for p in iotpolicy.policies_for_principal(backend, arn) if p[0] not in skip]
+        policies = [
+            p for p in iotpolicy.policies_for_principal(backend, arn, client_id) if p[0] not in skip
+        ]
     present = {name for name, _ in policies}
     for name in to_add or ():
         policy = backend.policies.get(name)

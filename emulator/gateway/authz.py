@@ -9,7 +9,9 @@ region (looked up by certificate id = hex SHA-256 of the DER, which is how
 AWS and the ``iot_certificate_id`` fix name certificates) and ``ACTIVE``.
 
 Policies: every check reads the principal's attached policies *now*
-(``iotpolicy.policies_for_principal``) and evaluates them with the policy
+(``iotpolicy.policies_for_principal``, which adds the policies of the thing
+groups of the thing named by the client id when that thing is attached to the
+certificate) and evaluates them with the policy
 engine in ``emulator/iotpolicy/`` (``iotpolicy.evaluate`` /
 ``iotpolicy.context_for``), so an edited, attached or detached policy counts
 from the next action on.  The IAM principal of a WebSocket connection is
@@ -115,7 +117,11 @@ class Authorizer:
         backend = self.iot_backend()
         try:
             with self._lock(backend):
-                policies = iotpolicy.policies_for_principal(backend, principal.certificate_arn)
+                # client_id: a thing of that name attached to the certificate brings
+                # its thing groups' policies (iotpolicy.policies_for_principal).
+                policies = iotpolicy.policies_for_principal(
+                    backend, principal.certificate_arn, client_id
+                )
                 context = iotpolicy.context_for(
                     backend, principal.certificate_arn, client_id, self.region, self.account
                 )
@@ -128,7 +134,7 @@ class Authorizer:
         if decision.policy_name and not decision.allowed:
             reason += f" (policy {decision.policy_name})"
         if not policies:
-            reason += " (no policy attached to the certificate)"
+            reason += " (no policy attached to the certificate or its thing's groups)"
         if decision.missing_context_values:
             reason += f" (no value for {', '.join(decision.missing_context_values)})"
         return decision.allowed, reason

@@ -1,7 +1,7 @@
 """AWS IoT Core policy evaluation for the emulator (stdlib only, no network).
 
     evaluate(policies, action, resource, context) -> Decision
-    policies_for_principal(iot_backend, certificate_arn) -> [(policy_name, document)]
+    policies_for_principal(iot_backend, certificate_arn, client_id=None) -> [(policy_name, document)]
     context_for(iot_backend, certificate_arn, client_id, region, account) -> Context
 
 See ``evaluator`` for exactly what is evaluated and ``emulator/README.md``
@@ -21,7 +21,14 @@ from .evaluator import (
     Match,
     evaluate,
 )
-from .moto_backend import certificate_variables, context_for, default_document, policies_for_principal
+from .moto_backend import (
+    certificate_variables,
+    context_for,
+    default_document,
+    group_lineage,
+    policies_for_principal,
+    thing_group_policies,
+)
 
 __all__ = [
     "ALLOWED",
@@ -34,5 +41,7 @@ __all__ = [
     "context_for",
     "default_document",
     "evaluate",
+    "group_lineage",
     "policies_for_principal",
+    "thing_group_policies",
 ]

@@ -3,7 +3,9 @@
 Only reads ``IoTBackend.principal_policies`` ({(target ARN, policy name):
 (principal, FakePolicy)}), ``policies`` / ``FakePolicy.versions``
 (``is_default``), ``principal_things`` ({(principal ARN, thing name):
-(principal, FakeThing)}), ``things`` and ``certificates``.  Call it under the
+(principal, FakeThing)}), ``things``, ``certificates`` and ``thing_groups``
+({ARN: FakeThingGroup}, with ``things`` {thing ARN: FakeThing} and
+``parent_group_name``).  Call it under the
 backend's lock when the server is running (the emulator's TestAuthorization
 handler is wrapped by the ``iot_concurrency`` fix).
 """
@@ -46,21 +48,75 @@ def default_document(policy) -> dict:
     return document if isinstance(document, dict) else {}
 
 
-def policies_for_principal(iot_backend, certificate_arn: str) -> list[tuple[str, dict]]:
-    """``(policy_name, document)`` of every policy attached to the principal.
-
-    The document is the policy's **default version**.  ``certificate_arn`` may
-    also be a certificate id, or any other attach target ARN (a thing group).
-    Policies attached to thing groups the thing belongs to are not included.
-    """
-    arn = _principal_arn(iot_backend, certificate_arn)
+def _attached(iot_backend, target: str) -> list[tuple[str, dict]]:
+    """(name, default document) of the policies attached to exactly ``target``."""
     result = []
-    for (target, policy_name), (_principal, attached) in list(iot_backend.principal_policies.items()):
-        if target != arn:
+    for (attached_to, policy_name), (_principal, attached) in list(iot_backend.principal_policies.items()):
+        if attached_to != target:
             continue
         policy = iot_backend.policies.get(policy_name, attached)
         result.append((policy_name, default_document(policy)))
     return result
+
+
+def group_lineage(iot_backend, group) -> list:
+    """``group`` and its ancestors, nearest first (static groups: parent_group_name)."""
+    by_name = {g.thing_group_name: g for g in list(iot_backend.thing_groups.values())}
+    chain, seen = [], set()
+    while group is not None and group.thing_group_name not in seen:
+        chain.append(group)
+        seen.add(group.thing_group_name)
+        group = by_name.get(group.parent_group_name) if group.parent_group_name else None
+    return chain
+
+
+def thing_group_policies(iot_backend, thing_name: str) -> list[tuple[str, dict]]:
+    """The policies a thing inherits from its thing groups: those attached to every
+    group it is a member of and to each of their ancestor groups (AWS: a policy
+    attached to a parent group "is inherited by its child groups, and by all of the
+    things in the group and in its child groups").  Nearest groups first."""
+    thing = next((t for t in list(iot_backend.things.values()) if t.thing_name == thing_name), None)
+    if thing is None:
+        return []
+    result: list[tuple[str, dict]] = []
+    for group in list(iot_backend.thing_groups.values()):
+        if thing.arn not in group.things:
+            continue
+        for member_of in group_lineage(iot_backend, group):
+            result.extend(_attached(iot_backend, member_of.arn))
+    return result
+
+
+def policies_for_principal(iot_backend, certificate_arn: str,
+                           client_id: str | None = None) -> list[tuple[str, dict]]:
+    """``(policy_name, document)`` of every policy that applies to the principal.
+
+    The document is the policy's **default version**.  ``certificate_arn`` may
+    also be a certificate id, or any other attach target ARN; for a thing group
+    ARN the policies of its ancestor groups are included (inherited).
+
+    With ``client_id``: when a thing of that name is attached to the certificate
+    (AttachThingPrincipal), the policies of the thing groups it belongs to (and
+    their ancestors) are included too and evaluated as the certificate's own.
+    AWS applies thing group policies to a connection only through the thing
+    whose name is the client id, so a client id that names no attached thing
+    gets the certificate's own policies only.  Each policy appears once.
+    """
+    arn = _principal_arn(iot_backend, certificate_arn)
+    result = list(_attached(iot_backend, arn))
+    if ":thinggroup/" in (arn or ""):
+        group = iot_backend.thing_groups.get(arn)
+        for ancestor in group_lineage(iot_backend, group)[1:] if group is not None else []:
+            result.extend(_attached(iot_backend, ancestor.arn))
+    elif client_id is not None and (arn, client_id) in iot_backend.principal_things:
+        result.extend(thing_group_policies(iot_backend, client_id))
+    seen: set[str] = set()
+    unique = []
+    for name, document in result:
+        if name not in seen:
+            seen.add(name)
+            unique.append((name, document))
+    return unique
 
 
 _NAME_FIELDS = {
