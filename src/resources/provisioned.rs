@@ -239,3 +239,189 @@ impl Resource for Provisioned {
         Vec::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc as StdArc, Mutex};
+
+    use aws_sdk_iot::operation::delete_certificate::{
+        DeleteCertificateError, DeleteCertificateOutput,
+    };
+    use aws_sdk_iot::operation::delete_thing::DeleteThingOutput;
+    use aws_sdk_iot::operation::detach_policy::DetachPolicyOutput;
+    use aws_sdk_iot::operation::detach_thing_principal::DetachThingPrincipalOutput;
+    use aws_sdk_iot::operation::list_attached_policies::ListAttachedPoliciesOutput;
+    use aws_sdk_iot::operation::list_thing_principals::ListThingPrincipalsOutput;
+    use aws_sdk_iot::operation::list_things::ListThingsOutput;
+    use aws_sdk_iot::operation::update_certificate::UpdateCertificateOutput;
+    use aws_sdk_iot::types::{Policy, ThingAttribute};
+    use aws_smithy_mocks::mock;
+    use aws_smithy_runtime_api::client::http::{
+        http_client_fn, HttpConnector, HttpConnectorFuture, SharedHttpConnector,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+
+    use super::*;
+    use crate::resources::testing::*;
+
+    const TEMPLATE: &str = "fleet-template-abc123";
+
+    /// The data plane at the HTTP level: no shadow anywhere (404), every path logged.
+    #[derive(Debug, Clone, Default)]
+    struct NoShadows(StdArc<Mutex<Vec<String>>>);
+
+    impl HttpConnector for NoShadows {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", request.method(), request.uri()));
+            let mut response = HttpResponse::new(
+                StatusCode::try_from(404).unwrap(),
+                SdkBody::from(r#"{"message":"No shadow exists"}"#),
+            );
+            response
+                .headers_mut()
+                .insert("x-amzn-ErrorType", "ResourceNotFoundException");
+            HttpConnectorFuture::ready(Ok(response))
+        }
+    }
+
+    fn with_data_plane(h: &mut Harness) -> NoShadows {
+        let plane = NoShadows::default();
+        let connector = plane.clone();
+        let env = Arc::get_mut(&mut h.env).expect("harness owns the env");
+        env.aws.sdk_config = aws_types::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .retry_config(aws_types::sdk_config::RetryConfig::disabled())
+            .credentials_provider(aws_types::sdk_config::SharedCredentialsProvider::new(
+                aws_sdk_iotdataplane::config::Credentials::for_tests(),
+            ))
+            .http_client(http_client_fn(move |_, _| {
+                SharedHttpConnector::new(connector.clone())
+            }))
+            .build();
+        plane
+    }
+
+    fn thing(name: &str) -> ThingAttribute {
+        ThingAttribute::builder().thing_name(name).build()
+    }
+
+    /// `down` finds every device through all pages of ListThings (filtered on the marker),
+    /// and retires each: policy and thing detached, certificate deactivated and deleted (the
+    /// detach's propagation waited out), shadow and thing deleted, key files removed.
+    #[tokio::test]
+    async fn down_retires_every_provisioned_device_across_pages() {
+        let pages = mock!(aws_sdk_iot::Client::list_things)
+            .match_requests(|r| {
+                r.attribute_name() == Some("provisioned_by")
+                    && r.attribute_value() == Some(TEMPLATE)
+            })
+            .sequence()
+            .output(|| {
+                ListThingsOutput::builder()
+                    .things(thing("sensor-0001"))
+                    .next_token("page-2")
+                    .build()
+            })
+            .output(|| {
+                ListThingsOutput::builder()
+                    .things(thing("sensor-0002"))
+                    .build()
+            })
+            .build();
+        let principals = mock!(aws_sdk_iot::Client::list_thing_principals).then_output(|| {
+            ListThingPrincipalsOutput::builder()
+                .principals("arn:aws:iot:us-east-1:123456789012:cert/c1")
+                .build()
+        });
+        let policies = mock!(aws_sdk_iot::Client::list_attached_policies).then_output(|| {
+            ListAttachedPoliciesOutput::builder()
+                .policies(
+                    Policy::builder()
+                        .policy_name("device-policy-abc123")
+                        .build(),
+                )
+                .build()
+        });
+        let detach = mock!(aws_sdk_iot::Client::detach_policy)
+            .then_output(|| DetachPolicyOutput::builder().build());
+        let unthing = mock!(aws_sdk_iot::Client::detach_thing_principal)
+            .then_output(|| DetachThingPrincipalOutput::builder().build());
+        let deactivate = mock!(aws_sdk_iot::Client::update_certificate)
+            .match_requests(|r| r.certificate_id() == Some("c1"))
+            .then_output(|| UpdateCertificateOutput::builder().build());
+        let delete_cert = mock!(aws_sdk_iot::Client::delete_certificate)
+            .sequence()
+            .error(|| {
+                DeleteCertificateError::DeleteConflictException(
+                    aws_sdk_iot::types::error::DeleteConflictException::builder().build(),
+                )
+            })
+            .output(|| DeleteCertificateOutput::builder().build())
+            .times(2)
+            .build();
+        let delete_thing = mock!(aws_sdk_iot::Client::delete_thing)
+            .then_output(|| DeleteThingOutput::builder().build());
+        let record = recorded(PROVISIONED, KIND, TEMPLATE, None);
+        let mut h = harness(
+            &[
+                &pages,
+                &principals,
+                &policies,
+                &detach,
+                &unthing,
+                &deactivate,
+                &delete_cert,
+                &delete_thing,
+            ],
+            &[],
+            &[],
+            &[],
+            vec![record],
+            |_| {},
+        );
+        let plane = with_data_plane(&mut h);
+        let files = crate::keys::KeyFiles::for_thing(&h.env.d.certificate.key_dir, "sensor-0001");
+        std::fs::write(&files.private_key, "key").unwrap();
+
+        let outcome = Provisioned(h.env.clone()).destroy(&h.cx).await.unwrap();
+        assert_eq!(outcome, Outcome::Deleted);
+        assert_eq!(pages.num_calls(), 2);
+        assert_eq!(
+            (
+                detach.num_calls(),
+                unthing.num_calls(),
+                deactivate.num_calls()
+            ),
+            (2, 2, 2)
+        );
+        assert_eq!(delete_cert.num_calls(), 3, "one conflict waited out");
+        assert_eq!(delete_thing.num_calls(), 2);
+        let mut shadows = plane.0.lock().unwrap().clone();
+        shadows.sort();
+        assert_eq!(shadows.len(), 2, "{shadows:?}");
+        assert!(
+            shadows[0].starts_with("DELETE") && shadows[0].contains("/things/sensor-0001/shadow")
+        );
+        assert!(
+            !files.private_key.exists(),
+            "the device's key files go with it"
+        );
+        assert!(h.cx.record(PROVISIONED).is_none());
+    }
+
+    #[tokio::test]
+    async fn nothing_recorded_is_nothing_to_retire() {
+        let h = harness(&[], &[], &[], &[], vec![], |_| {});
+        assert_eq!(
+            Provisioned(h.env.clone()).destroy(&h.cx).await.unwrap(),
+            Outcome::Absent
+        );
+    }
+}
