@@ -224,6 +224,47 @@ async fn claim_provisioning_from_up_to_down() {
     );
     assert!(provisioned_things(&c, &template).await.len() == 45);
 
+    // The hook logged each of its decisions: 49 + 1 + 1 requests reached it, 6 refused.
+    let group = format!("/aws/lambda/provisioning-hook-{}", w.suffix());
+    let mut decisions: Vec<serde_json::Value> = Vec::new();
+    let mut token = None;
+    loop {
+        let page = c
+            .logs
+            .filter_log_events()
+            .log_group_name(&group)
+            .set_next_token(token)
+            .send()
+            .await
+            .unwrap();
+        decisions.extend(
+            page.events()
+                .iter()
+                .filter_map(|e| e.message())
+                .filter_map(|m| m.find('{').map(|i| &m[i..]))
+                .filter_map(|m| serde_json::from_str::<serde_json::Value>(m.trim()).ok())
+                .filter(|v| v.get("decision").is_some()),
+        );
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    let denied: Vec<&str> = decisions
+        .iter()
+        .filter(|d| d["decision"] == "deny")
+        .map(|d| d["serialNumber"].as_str().unwrap())
+        .collect();
+    assert_eq!(denied.len(), 6, "{decisions:?}");
+    assert!(denied.contains(&"ROGUE-9"));
+    assert_eq!(
+        decisions
+            .iter()
+            .filter(|d| d["decision"] == "allow")
+            .count(),
+        45
+    );
+
     // verify in claim mode: the provisioning checks pass.
     let v = w.run(&["verify", "--skip-e2e", "--output", "json"]);
     let checks = v.json()["checks"].clone();
