@@ -48,6 +48,7 @@ pub struct Config {
     pub aws: AwsConfig,
     pub device: DeviceConfig,
     pub state: StateConfig,
+    pub provisioning: ProvisioningConfig,
 }
 
 /// Where the state lives (`--state` wins). Without this section: the local file.
@@ -200,6 +201,46 @@ impl Default for FleetConfig {
             manifest: None,
             concurrency: 16,
             group: None,
+        }
+    }
+}
+
+/// How devices get their certificates: from `up` (none), or by fleet provisioning by claim,
+/// where devices provision themselves at first boot with a shared claim certificate.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProvisioningMode {
+    #[default]
+    None,
+    Claim,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvisioningConfig {
+    pub mode: ProvisioningMode,
+    /// The FLEET_PROVISIONING template (AWS: 1 to 36 of [0-9A-Za-z_-]).
+    pub template_name: String,
+    /// The role AWS IoT assumes to create the devices' things and certificates.
+    pub role_name: String,
+    /// The policy of the claim certificate (provisioning topics only).
+    pub claim_policy_name: String,
+    /// A pre-provisioning hook allowing only the manifest's serial numbers.
+    pub hook: bool,
+    pub hook_function_name: String,
+    pub hook_role_name: String,
+}
+
+impl Default for ProvisioningConfig {
+    fn default() -> Self {
+        ProvisioningConfig {
+            mode: ProvisioningMode::None,
+            template_name: "fleet-template-{{suffix}}".into(),
+            role_name: "iot-provisioning-role-{{suffix}}".into(),
+            claim_policy_name: "claim-policy-{{suffix}}".into(),
+            hook: true,
+            hook_function_name: "provisioning-hook-{{suffix}}".into(),
+            hook_role_name: "provisioning-hook-role-{{suffix}}".into(),
         }
     }
 }
@@ -519,6 +560,11 @@ const RULE_NAME: NameRule = NameRule {
     allowed: |c| c.is_ascii_alphanumeric() || c == '_',
     describe: "letters, digits and '_' (no hyphens)",
 };
+/// CreateProvisioningTemplate's templateName: `^[0-9A-Za-z_-]+$`, 1 to 36.
+const TEMPLATE_NAME: NameRule = NameRule {
+    max: 36,
+    ..FUNCTION_NAME
+};
 const TOPIC_NAME: NameRule = NameRule {
     max: 256,
     allowed: |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'),
@@ -604,7 +650,25 @@ impl Config {
             .location()
             .map_err(|(field, m)| invalid(&field, m))?;
         let suffix = self.suffix.as_deref();
-        let names: [(&str, &str, &NameRule); 8] = [
+        let p = &self.provisioning;
+        let names: [(&str, &str, &NameRule); 13] = [
+            (
+                "provisioning.template_name",
+                &p.template_name,
+                &TEMPLATE_NAME,
+            ),
+            ("provisioning.role_name", &p.role_name, &ROLE_NAME),
+            (
+                "provisioning.claim_policy_name",
+                &p.claim_policy_name,
+                &POLICY_NAME,
+            ),
+            (
+                "provisioning.hook_function_name",
+                &p.hook_function_name,
+                &FUNCTION_NAME,
+            ),
+            ("provisioning.hook_role_name", &p.hook_role_name, &ROLE_NAME),
             ("thing_type.name", &self.thing_type.name, &THING_NAME),
             ("thing.name", &self.thing.name, &THING_NAME),
             ("policy.name", &self.policy.name, &POLICY_NAME),

@@ -77,6 +77,7 @@ pub fn deployment(dir: &std::path::Path) -> Deployment {
         },
         fleet: None,
         group: None,
+        provisioning: None,
         rule: RuleSpec {
             name: "sensor_data_rule_abc123".into(),
             description: "d".into(),
