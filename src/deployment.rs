@@ -83,7 +83,7 @@ pub fn deployment(
             policy: c.policy.attach_to == crate::config::AttachTo::Group,
         });
     Ok(Deployment {
-        group,
+        group: group.clone(),
         suffix: suffix.to_string(),
         region: region.to_string(),
         account: account.to_string(),
@@ -145,7 +145,7 @@ pub fn deployment(
         } else {
             None
         },
-        provisioning: provisioning(settings, suffix, region, account)?,
+        provisioning: provisioning(settings, suffix, region, account, group.as_ref())?,
         iam_retry: Backoff::IAM_PROPAGATION,
         write_settle: std::time::Duration::from_secs_f64(c.aws.attempt_timeout_s),
         wait_for_thing_type,
@@ -170,6 +170,7 @@ fn provisioning(
     suffix: &str,
     region: &str,
     account: &str,
+    group: Option<&crate::resources::thing_group::GroupSpec>,
 ) -> Result<Option<ProvisioningSpec>> {
     let c = &settings.config;
     let p = &c.provisioning;
@@ -224,6 +225,7 @@ fn provisioning(
             &template_name,
             &c.thing_type.name,
             &policy_name,
+            group,
         ),
         description: "iotreg fleet provisioning by claim".into(),
         role: RoleSpec {

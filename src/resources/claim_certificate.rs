@@ -44,6 +44,8 @@ impl ClaimCertificate {
             None => files(&env.d.certificate.key_dir),
         };
         d.certificate.mode = CertificateMode::Local;
+        // The claim's key is iotreg's own: a device's CSR (certificate.csr_file) is not for it.
+        d.certificate.csr = None;
         d.certificate.sweep_duplicates = true;
         d.thing.name = CLAIM.to_string();
         ClaimCertificate {

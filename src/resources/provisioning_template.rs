@@ -29,9 +29,10 @@ use aws_sdk_iot::types::{ProvisioningHook, TemplateType};
 use serde_json::{json, Value};
 
 use super::sdk::{self, op};
+use super::thing_group::GroupSpec;
 use super::{
-    Env, HOOK_FUNCTION, HOOK_PERMISSION, POLICY, PROVISIONING_ROLE, PROVISIONING_TEMPLATE,
-    THING_TYPE,
+    Env, GROUP_POLICY, HOOK_FUNCTION, HOOK_PERMISSION, POLICY, PROVISIONING_ROLE,
+    PROVISIONING_TEMPLATE, THING_GROUP, THING_TYPE,
 };
 use crate::engine::{Ctx, Kind, Meta, Outcome, Step, StepError};
 use crate::plan::Fields;
@@ -52,38 +53,45 @@ const HOOK: &str = "pre_provisioning_hook";
 const DESCRIPTION: &str = "description";
 
 /// The template body: a thing named by the device, of the deployment's thing type, with its
-/// serial and the marker; the certificate the device just got, activated; the device policy.
-pub fn body(template: &str, thing_type: &str, policy: &str) -> Value {
+/// serial and the marker, in the fleet's thing group when there is one; the certificate the
+/// device just got, activated; the device policy on it, unless the policy is the group's
+/// (`policy.attach_to = "group"`: the group's policy reaches the device through its
+/// membership).
+pub fn body(template: &str, thing_type: &str, policy: &str, group: Option<&GroupSpec>) -> Value {
+    let mut thing = json!({
+        "ThingName": {"Ref": "ThingName"},
+        "ThingTypeName": thing_type,
+        "AttributePayload": {
+            "SerialNumber": {"Ref": "SerialNumber"},
+            MARKER: template
+        }
+    });
+    if let Some(g) = group {
+        thing["ThingGroups"] = json!([g.name]);
+    }
+    let mut resources = json!({
+        "thing": {"Type": "AWS::IoT::Thing", "Properties": thing},
+        "certificate": {
+            "Type": "AWS::IoT::Certificate",
+            "Properties": {
+                "CertificateId": {"Ref": "AWS::IoT::Certificate::Id"},
+                "Status": "Active"
+            }
+        }
+    });
+    if !group.is_some_and(|g| g.policy) {
+        resources["policy"] = json!({
+            "Type": "AWS::IoT::Policy",
+            "Properties": {"PolicyName": policy}
+        });
+    }
     json!({
         "Parameters": {
             "ThingName": {"Type": "String"},
             "SerialNumber": {"Type": "String"},
             "AWS::IoT::Certificate::Id": {"Type": "String"}
         },
-        "Resources": {
-            "thing": {
-                "Type": "AWS::IoT::Thing",
-                "Properties": {
-                    "ThingName": {"Ref": "ThingName"},
-                    "ThingTypeName": thing_type,
-                    "AttributePayload": {
-                        "SerialNumber": {"Ref": "SerialNumber"},
-                        MARKER: template
-                    }
-                }
-            },
-            "certificate": {
-                "Type": "AWS::IoT::Certificate",
-                "Properties": {
-                    "CertificateId": {"Ref": "AWS::IoT::Certificate::Id"},
-                    "Status": "Active"
-                }
-            },
-            "policy": {
-                "Type": "AWS::IoT::Policy",
-                "Properties": {"PolicyName": policy}
-            }
-        }
+        "Resources": resources
     })
 }
 
@@ -241,6 +249,9 @@ impl Meta for Template {
             HOOK_PERMISSION,
             THING_TYPE,
             POLICY,
+            // A device provisioned through it joins the group and may rely on its policy.
+            THING_GROUP,
+            GROUP_POLICY,
         ]
     }
 }
@@ -447,7 +458,7 @@ mod tests {
         "arn:aws:iot:us-east-1:123456789012:provisioningtemplate/fleet-template-abc123";
 
     fn wanted_body() -> Value {
-        body(NAME, "TemperatureSensor", "device-policy-abc123")
+        body(NAME, "TemperatureSensor", "device-policy-abc123", None)
     }
 
     fn claim(d: &mut crate::resources::Deployment) {
