@@ -87,6 +87,7 @@ pub fn deployment(
             key_dir: settings.key_dir.clone(),
             key_files: KeyFiles::for_thing(&settings.key_dir, &thing_name),
             sweep_duplicates: true,
+            csr: settings.csr.clone(),
         },
         thing: ThingSpec {
             name: thing_name,

@@ -101,6 +101,102 @@ impl DeviceKey {
     }
 }
 
+/// A device's own certificate signing request (`certificate.csr_file`, a manifest's `csr`
+/// column): its key stays on the device, so iotreg sends the CSR and keeps only the public key's
+/// fingerprint, which is how the certificate is matched to it (resume, verify) as for a key made
+/// here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Csr {
+    /// The PEM text as read, sent as is.
+    pub pem: String,
+    /// SHA-256 of the public key bits, as [`DeviceKey::fingerprint`].
+    pub fingerprint: String,
+}
+
+impl Csr {
+    pub fn load(path: &Path) -> Result<Csr, KeyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| KeyError::File {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Csr::parse(&text).map_err(|message| KeyError::File {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Checks what AWS checks before it would issue a certificate, so a bad CSR stops the run
+    /// before any call: one PEM `CERTIFICATE REQUEST` that parses, signed by its own key (proof
+    /// that whoever made it holds the key), and a key AWS accepts (CreateCertificateFromCsr: RSA
+    /// of at least 2048 bits, or EC on NIST P-256, P-384 or P-521).
+    pub fn parse(text: &str) -> Result<Csr, String> {
+        use x509_parser::prelude::FromDer;
+        let block = pem::parse(text).map_err(|e| format!("not a PEM CSR: {e}"))?;
+        if block.tag() != "CERTIFICATE REQUEST" && block.tag() != "NEW CERTIFICATE REQUEST" {
+            return Err(format!(
+                "a PEM {:?} block, not a CERTIFICATE REQUEST",
+                block.tag()
+            ));
+        }
+        let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(
+            block.contents(),
+        )
+        .map_err(|e| format!("not a certificate request: {e}"))?;
+        // The key first: ring verifies no signature made with a key AWS would refuse anyway.
+        let spki = &csr.certification_request_info.subject_pki;
+        check_key_strength(spki)?;
+        csr.verify_signature()
+            .map_err(|e| format!("its signature does not verify with its own key: {e}"))?;
+        Ok(Csr {
+            pem: text.to_string(),
+            fingerprint: hex(&sha2::Sha256::digest(&spki.subject_public_key.data)),
+        })
+    }
+}
+
+/// The key types AWS IoT issues certificates for (CreateCertificateFromCsr's documentation).
+fn check_key_strength(spki: &x509_parser::x509::SubjectPublicKeyInfo) -> Result<(), String> {
+    use x509_parser::oid_registry::{OID_EC_P256, OID_NIST_EC_P384, OID_NIST_EC_P521};
+    use x509_parser::public_key::PublicKey;
+    match spki.parsed() {
+        Ok(PublicKey::RSA(rsa)) => {
+            // Bits of the modulus without its leading zero bytes (DER pads a high bit with one).
+            let m: Vec<u8> = rsa.modulus.iter().copied().skip_while(|b| *b == 0).collect();
+            let bits = m
+                .first()
+                .map(|b| (m.len() - 1) * 8 + (8 - b.leading_zeros() as usize))
+                .unwrap_or(0);
+            if bits < 2048 {
+                return Err(format!(
+                    "its RSA key has {bits} bits; AWS IoT requires at least 2048"
+                ));
+            }
+            Ok(())
+        }
+        Ok(PublicKey::EC(_)) => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok());
+            match curve {
+                Some(c) if c == OID_EC_P256 || c == OID_NIST_EC_P384 || c == OID_NIST_EC_P521 => {
+                    Ok(())
+                }
+                Some(c) => Err(format!(
+                    "its EC key is on curve {c}; AWS IoT accepts NIST P-256, P-384 and P-521"
+                )),
+                None => Err("its EC key names no curve".into()),
+            }
+        }
+        Ok(_) => Err(format!(
+            "its key algorithm ({}) is not one AWS IoT accepts (RSA of 2048 bits or more, EC P-256/P-384/P-521)",
+            spki.algorithm.algorithm
+        )),
+        Err(e) => Err(format!("its public key does not parse: {e}")),
+    }
+}
+
 fn fingerprint_of_spki(spki_der: &[u8]) -> Result<String, KeyError> {
     use x509_parser::prelude::FromDer;
     let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der)
@@ -239,6 +335,94 @@ mod tests {
             private_key_fingerprint(&k.private_pem()).unwrap(),
             k.fingerprint()
         );
+    }
+
+    /// A CSR made with the system's openssl, which is what a factory would use.
+    fn openssl_csr(key_args: &[&str]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.pem");
+        let csr = dir.path().join("c.csr");
+        let run = |cmd: &mut std::process::Command| {
+            let status = cmd
+                .status()
+                .expect("openssl (Debian's openssl package) runs");
+            assert!(status.success(), "{cmd:?}: {status}");
+        };
+        run(std::process::Command::new("openssl")
+            .args(key_args)
+            .arg("-out")
+            .arg(&key));
+        run(std::process::Command::new("openssl")
+            .args(["req", "-new", "-subj", "/CN=sensor-1", "-key"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr));
+        std::fs::read_to_string(csr).unwrap()
+    }
+
+    #[test]
+    fn a_csr_gives_its_keys_fingerprint() {
+        let key = DeviceKey::generate().unwrap();
+        let csr = Csr::parse(&key.csr_pem("sensor-1").unwrap()).unwrap();
+        assert_eq!(csr.fingerprint, key.fingerprint());
+    }
+
+    #[test]
+    fn bad_csrs_are_named() {
+        let key = DeviceKey::generate().unwrap();
+        assert!(Csr::parse("hello").unwrap_err().contains("not a PEM CSR"));
+        assert!(Csr::parse(&key.private_pem())
+            .unwrap_err()
+            .contains("not a CERTIFICATE REQUEST"));
+        // A request whose body was altered no longer matches its signature.
+        let good = key.csr_pem("sensor-1").unwrap();
+        let mut der = pem::parse(&good).unwrap().into_contents();
+        let at = der.len() / 3;
+        der[at] ^= 0x01;
+        let bad = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der));
+        let e = Csr::parse(&bad).unwrap_err();
+        assert!(
+            e.contains("signature") || e.contains("not a certificate request"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn weak_keys_are_refused_and_strong_ones_taken() {
+        let rsa1024 = openssl_csr(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:1024",
+        ]);
+        let e = Csr::parse(&rsa1024).unwrap_err();
+        assert!(e.contains("1024 bits"), "{e}");
+        let rsa2048 = openssl_csr(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ]);
+        Csr::parse(&rsa2048).unwrap();
+        let p384 = openssl_csr(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+        ]);
+        Csr::parse(&p384).unwrap();
+        let k1 = openssl_csr(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:secp256k1",
+        ]);
+        let e = Csr::parse(&k1).unwrap_err();
+        assert!(e.contains("curve"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The fleet manifest: a CSV file with a header, one device a row. `thing_name` is required;
-//! every other column is a thing attribute (an empty cell leaves it unset). Validated whole
-//! before any AWS call, so a bad file creates nothing and names every bad line at once.
+//! `csr` (optional) names the device's own CSR file; every other column is a thing attribute
+//! (an empty cell leaves it unset), `serial_number` among them, which must be unique. Validated
+//! whole before any AWS call (every CSR read and checked too), so a bad file creates nothing and
+//! names every bad line at once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -10,12 +12,19 @@ use crate::config::{check_attribute_name, check_attribute_value, check_thing_nam
 /// AWS's limit of attributes on a thing with a thing type.
 pub const MAX_ATTRIBUTES: usize = 50;
 const NAME_COLUMN: &str = "thing_name";
+/// A path to the device's PEM CSR, relative to the manifest's directory.
+pub const CSR_COLUMN: &str = "csr";
+/// The device's serial number: an attribute, unique in the manifest (fleet provisioning by claim
+/// allows devices by it).
+pub const SERIAL_COLUMN: &str = "serial_number";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
     pub thing_name: String,
     /// The config's `thing.attributes`, overridden by the row's non-empty cells.
     pub attributes: BTreeMap<String, String>,
+    /// The device's own CSR (its key never leaves the device), or None: a key is made here.
+    pub csr: Option<crate::keys::Csr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,10 +47,16 @@ pub fn load(path: &Path, defaults: &BTreeMap<String, String>) -> Result<Manifest
         problems,
     };
     let text = std::fs::read(path).map_err(|e| fail(vec![format!("cannot read: {e}")]))?;
-    parse(&text, defaults).map_err(fail)
+    let base = path.parent().unwrap_or(Path::new(""));
+    parse(&text, defaults, base).map_err(fail)
 }
 
-pub fn parse(text: &[u8], defaults: &BTreeMap<String, String>) -> Result<Manifest, Vec<String>> {
+/// `base`: the directory relative `csr` paths are read from (the manifest's own).
+pub fn parse(
+    text: &[u8],
+    defaults: &BTreeMap<String, String>,
+    base: &Path,
+) -> Result<Manifest, Vec<String>> {
     let mut problems = Vec::new();
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -64,13 +79,15 @@ pub fn parse(text: &[u8], defaults: &BTreeMap<String, String>) -> Result<Manifes
                 first + 1,
                 i + 1
             ));
-        } else if i != name_at {
+        } else if i != name_at && column != CSR_COLUMN {
             if let Err(why) = check_attribute_name(column) {
                 problems.push(format!("line 1: column {}: attribute name {why}", i + 1));
             }
         }
     }
+    let csr_at = header.iter().position(|c| c == CSR_COLUMN);
     let mut names: HashMap<String, u64> = HashMap::new();
+    let mut serials: HashMap<String, u64> = HashMap::new();
     let mut devices = Vec::new();
     for row in reader.records() {
         let row = match row {
@@ -106,8 +123,19 @@ pub fn parse(text: &[u8], defaults: &BTreeMap<String, String>) -> Result<Manifes
         }
         let mut attributes = defaults.clone();
         let mut bad = false;
+        let mut csr = None;
+        if let Some(at) = csr_at.filter(|at| !row[*at].trim().is_empty()) {
+            let file = base.join(row[at].trim());
+            match crate::keys::Csr::load(&file) {
+                Ok(c) => csr = Some(c),
+                Err(e) => {
+                    problems.push(format!("line {line}: column {CSR_COLUMN}: {e}"));
+                    bad = true;
+                }
+            }
+        }
         for (i, value) in row.iter().enumerate() {
-            if i == name_at || value.is_empty() {
+            if i == name_at || Some(i) == csr_at || value.is_empty() {
                 continue;
             }
             if let Err(why) = check_attribute_value(value) {
@@ -124,10 +152,19 @@ pub fn parse(text: &[u8], defaults: &BTreeMap<String, String>) -> Result<Manifes
             ));
             bad = true;
         }
+        if let Some(serial) = attributes.get(SERIAL_COLUMN).filter(|_| !bad) {
+            if let Some(first) = serials.insert(serial.clone(), line) {
+                problems.push(format!(
+                    "line {line}: column {SERIAL_COLUMN}: {serial:?} is already on line {first}"
+                ));
+                bad = true;
+            }
+        }
         if !bad {
             devices.push(Device {
                 thing_name: name,
                 attributes,
+                csr,
             });
         }
     }
@@ -154,6 +191,7 @@ mod tests {
         let m = parse(
             b"thing_name,serial,model\nsensor-1,SN-1,\nsensor-2,SN-2,TC-3000\n\n",
             &defaults(),
+            Path::new(""),
         )
         .unwrap();
         assert_eq!(m.devices.len(), 2);
@@ -171,7 +209,7 @@ mod tests {
                     sensor-1,SN-4,x\n\
                     sensor-5,SN 5,x\n\
                     sensor-6,SN-6\n";
-        let problems = parse(text.as_bytes(), &BTreeMap::new()).unwrap_err();
+        let problems = parse(text.as_bytes(), &BTreeMap::new(), Path::new("")).unwrap_err();
         let joined = problems.join("\n");
         for expected in [
             "line 1: column 3: attribute name",
@@ -188,15 +226,64 @@ mod tests {
 
     #[test]
     fn header_problems_and_limits() {
-        assert!(parse(b"serial\nSN-1\n", &BTreeMap::new()).unwrap_err()[0]
-            .contains("no `thing_name` column"));
-        assert!(parse(b"thing_name\n", &BTreeMap::new()).unwrap_err()[0].contains("no devices"));
+        assert!(
+            parse(b"serial\nSN-1\n", &BTreeMap::new(), Path::new("")).unwrap_err()[0]
+                .contains("no `thing_name` column")
+        );
+        assert!(
+            parse(b"thing_name\n", &BTreeMap::new(), Path::new("")).unwrap_err()[0]
+                .contains("no devices")
+        );
         let columns: Vec<String> = (0..51).map(|i| format!("a{i}")).collect();
         let text = format!(
             "thing_name,{}\nsensor-1,{}\n",
             columns.join(","),
             vec!["v"; 51].join(",")
         );
-        assert!(parse(text.as_bytes(), &BTreeMap::new()).unwrap_err()[0].contains("51 attributes"));
+        assert!(
+            parse(text.as_bytes(), &BTreeMap::new(), Path::new("")).unwrap_err()[0]
+                .contains("51 attributes")
+        );
+    }
+
+    #[test]
+    fn csr_column_reads_each_devices_request_relative_to_the_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = crate::keys::DeviceKey::generate().unwrap();
+        std::fs::create_dir(dir.path().join("csrs")).unwrap();
+        std::fs::write(
+            dir.path().join("csrs/s1.csr"),
+            key.csr_pem("sensor-1").unwrap(),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("csrs/bad.csr"), "not a csr").unwrap();
+        let text = "thing_name,csr,serial_number\n\
+                    sensor-1,csrs/s1.csr,SN-1\n\
+                    sensor-2,,SN-2\n\
+                    sensor-3,csrs/bad.csr,SN-3\n\
+                    sensor-4,csrs/missing.csr,SN-4\n\
+                    sensor-5,,SN-1\n";
+        let problems = parse(text.as_bytes(), &BTreeMap::new(), dir.path()).unwrap_err();
+        let joined = problems.join("\n");
+        for expected in [
+            "line 4: column csr: ",
+            "bad.csr: not a PEM CSR",
+            "line 5: column csr: ",
+            "missing.csr: No such file",
+            "line 6: column serial_number: \"SN-1\" is already on line 2",
+        ] {
+            assert!(joined.contains(expected), "{expected} in:\n{joined}");
+        }
+        assert_eq!(problems.len(), 3, "{joined}");
+        let good = "thing_name,csr,serial_number\nsensor-1,csrs/s1.csr,SN-1\nsensor-2,,SN-2\n";
+        let m = parse(good.as_bytes(), &BTreeMap::new(), dir.path()).unwrap();
+        assert_eq!(
+            m.devices[0].csr.as_ref().unwrap().fingerprint,
+            key.fingerprint()
+        );
+        assert!(m.devices[1].csr.is_none());
+        // The CSR's path is not an attribute; the serial number is.
+        assert!(!m.devices[0].attributes.contains_key("csr"));
+        assert_eq!(m.devices[0].attributes[SERIAL_COLUMN], "SN-1");
     }
 }

@@ -189,6 +189,8 @@ pub struct Settings {
     pub templates: Templates,
     pub fleet: FleetSettings,
     pub device: DeviceSettings,
+    /// `certificate.csr_file`, read and checked (up, plan, verify); None: a key is made here.
+    pub csr: Option<crate::keys::Csr>,
 }
 
 #[derive(Debug, Clone)]
@@ -391,6 +393,25 @@ impl Settings {
             )),
             None => None,
         };
+        let csr = match &config.certificate.csr_file {
+            Some(_) if config.certificate.mode == config::CertificateMode::AwsGenerated => {
+                return Err(BadInput(
+                    "certificate.csr_file: a CSR's key is the device's own, while mode = \"aws-generated\" has AWS make the key; use one or the other".into(),
+                ))
+            }
+            // Read where it matters: `down` and the state commands work without the file.
+            Some(path)
+                if matches!(
+                    cli.command,
+                    Command::Up { .. } | Command::Plan { .. } | Command::Verify { .. }
+                ) =>
+            {
+                Some(crate::keys::Csr::load(path).map_err(|e| {
+                    BadInput(format!("certificate.csr_file: {e}"))
+                })?)
+            }
+            _ => None,
+        };
         let device = DeviceSettings::resolve(&config.device, |var| {
             std::env::var(var).ok().filter(|v| !v.is_empty())
         })?;
@@ -479,6 +500,7 @@ impl Settings {
             templates,
             fleet,
             device,
+            csr,
         })
     }
 }

@@ -204,7 +204,25 @@ async fn device_checks(
         // The policy as this run rendered it for the deployment.
         policy: &d.policy.document,
     };
+    let on_device = |thing: &str| {
+        let rec = match &single {
+            Some(t) if t == thing => state.get(CERTIFICATE),
+            _ => state.devices.get(thing).and_then(|e| e.get(CERTIFICATE)),
+        };
+        rec.and_then(|r| r.data.get(crate::resources::certificate::KEY_ON_DEVICE))
+            .and_then(|v| v.as_bool())
+            == Some(true)
+    };
     for (thing, _) in &targets {
+        if on_device(thing) {
+            // Issued for the device's own CSR: the key that would prove it is on the device.
+            out.push(Check::skip(
+                verify::device::CONNECT,
+                &format!("device {thing}"),
+                "its certificate was issued for the device's own CSR and its private key stays on the device: connecting as it is the device's to do",
+            ));
+            continue;
+        }
         progress.line(&format!(
             "  … connecting as {thing} to {} ({})",
             endpoint.host,

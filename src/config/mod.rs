@@ -256,6 +256,10 @@ pub enum CertificateMode {
 #[serde(deny_unknown_fields, default)]
 pub struct CertificateConfig {
     pub mode: CertificateMode,
+    /// The device's own PEM CSR: its key was made on the device and never leaves it, so iotreg
+    /// sends the CSR and writes only the certificate (single device; a fleet's is the
+    /// manifest's `csr` column).
+    pub csr_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -187,7 +187,17 @@ impl Bundle {
         crate::state::ensure_private_dir(dir).map_err(|e| fail(dir, &e))?;
         let read = |p: &Path| std::fs::read(p).map_err(|e| fail(p, &e));
         let certificate = read(&files.certificate)?;
-        let key = read(&files.private_key)?;
+        let key = std::fs::read(&files.private_key).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                // A certificate issued for the device's own CSR: its key never came here.
+                fail(
+                    &files.private_key,
+                    &"no private key here: when the certificate was issued for the device's own CSR the key stays on the device, and so does its bundle (give it the certificate and the CA)",
+                )
+            } else {
+                fail(&files.private_key, &e)
+            }
+        })?;
         // Absolute, for the Device Client (which does not resolve relative paths as we do).
         let abs = std::fs::canonicalize(dir).map_err(|e| fail(dir, &e))?;
         let pretty = |v: &Value| format!("{}\n", serde_json::to_string_pretty(v).expect("json"));

@@ -43,10 +43,12 @@ fn device_deployment(
     d: &Deployment,
     name: &str,
     attributes: BTreeMap<String, String>,
+    csr: Option<crate::keys::Csr>,
 ) -> Deployment {
     let mut dd = d.clone();
     dd.thing.name = name.to_string();
     dd.thing.attributes = attributes;
+    dd.certificate.csr = csr;
     dd.certificate.key_files = KeyFiles::for_thing(&d.certificate.key_dir, name);
     dd.certificate.sweep_duplicates = false;
     dd.fleet = None;
@@ -181,11 +183,12 @@ impl Fleet {
         cx: &Ctx,
         name: &str,
         attributes: BTreeMap<String, String>,
+        csr: Option<crate::keys::Csr>,
         direction: Direction,
     ) -> Result<Outcome, String> {
         let env = Arc::new(Env {
             aws: self.0.aws.clone(),
-            d: device_deployment(&self.0.d, name, attributes),
+            d: device_deployment(&self.0.d, name, attributes, csr),
         });
         let plan = device_plan(&env);
         let dcx = cx.for_device(name, Arc::new(Silent));
@@ -205,7 +208,7 @@ impl Fleet {
         stream::iter(names)
             .map(|name| async move {
                 let mut result = self
-                    .run_device(cx, &name, BTreeMap::new(), Direction::Down)
+                    .run_device(cx, &name, BTreeMap::new(), None, Direction::Down)
                     .await;
                 if result.is_ok() && !cx.store().has_device(&name) {
                     // Its certificate is gone: its key files are of no use any more.
@@ -270,7 +273,7 @@ impl Resource for Fleet {
                 let result = if cx.cancelled() {
                     Err(StepError::Interrupted.to_string())
                 } else {
-                    self.run_device(cx, &dev.thing_name, dev.attributes, Direction::Up)
+                    self.run_device(cx, &dev.thing_name, dev.attributes, dev.csr, Direction::Up)
                         .await
                 };
                 t.record(cx, &dev.thing_name, result);
@@ -364,7 +367,7 @@ impl Resource for Fleet {
                     .unwrap_or_default();
                 let env = Arc::new(Env {
                     aws: self.0.aws.clone(),
-                    d: device_deployment(&self.0.d, &name, attributes),
+                    d: device_deployment(&self.0.d, &name, attributes, None),
                 });
                 let dcx = cx.for_device(&name, Arc::new(Silent));
                 for r in device_plan(&env) {
@@ -428,14 +431,41 @@ impl Fleet {
                 new += 1;
                 continue;
             }
+            let mut key_changed = false;
+            if let Some(csr) = &dev.csr {
+                let recorded_key = cx.store().read(|st| {
+                    st.devices
+                        .get(&dev.thing_name)
+                        .and_then(|e| e.get(super::CERTIFICATE))
+                        .and_then(|r| r.data_str("public_key_sha256").map(str::to_string))
+                });
+                if recorded_key
+                    .as_deref()
+                    .is_some_and(|k| k != csr.fingerprint)
+                {
+                    // A new key on the device: `up` reissues its certificate.
+                    updated += 1;
+                    changes.push(Change {
+                        field: format!("{}.certificate.public_key_sha256", dev.thing_name),
+                        from: recorded_key.map(Into::into),
+                        to: Some(csr.fingerprint.clone().into()),
+                        origin: Origin::Config,
+                    });
+                    key_changed = true;
+                }
+            }
             let applied = cx.store().device_applied(&dev.thing_name, THING);
             let Some(applied) = applied else {
-                updated += 1; // an interrupted device: up finishes it
+                if !key_changed {
+                    updated += 1; // an interrupted device: up finishes it
+                }
                 continue;
             };
             let was = attributes_of(&applied);
             if was != dev.attributes {
-                updated += 1;
+                if !key_changed {
+                    updated += 1;
+                }
                 let keys: BTreeSet<&String> = was.keys().chain(dev.attributes.keys()).collect();
                 for k in keys {
                     if was.get(k) != dev.attributes.get(k) {

@@ -86,6 +86,8 @@ pub struct CertificateSpec {
     /// key. On for the single device; a fleet sweeps only after retried creates, since each
     /// sweep reads every certificate created meanwhile (quadratic across a fleet).
     pub sweep_duplicates: bool,
+    /// The device's own CSR: the certificate is issued for it and no key is made here.
+    pub csr: Option<crate::keys::Csr>,
 }
 
 #[derive(Debug, Clone)]

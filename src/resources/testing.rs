@@ -51,6 +51,7 @@ pub fn deployment(dir: &std::path::Path) -> Deployment {
             key_dir: dir.to_path_buf(),
             key_files: crate::keys::KeyFiles::for_thing(dir, "temperature-sensor-abc123"),
             sweep_duplicates: true,
+            csr: None,
         },
         policy: PolicySpec {
             name: "device-policy-abc123".into(),

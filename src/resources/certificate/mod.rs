@@ -1,7 +1,9 @@
 //! The device certificate. By default the key pair is made here and only a CSR travels, so the
 //! certificate can always be found again by its public key: before the create call the private
 //! key is on disk and its fingerprint in the state's intent, and after a crash `up` lists the
-//! certificates created since the intent and adopts the one with that key.
+//! certificates created since the intent and adopts the one with that key. With the device's
+//! own CSR (`certificate.csr_file`, a manifest's `csr`) no key is made here at all: the CSR's
+//! public key plays the same part, and the record says the key is on the device.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +22,14 @@ use crate::verify::Check;
 
 const KIND: &str = "certificate";
 const FINGERPRINT: &str = "public_key_sha256";
+/// Recorded when the certificate was issued for the device's own CSR: there is no private key
+/// here to check or to connect with.
+pub const KEY_ON_DEVICE: &str = "key_on_device";
 /// How far before the intent to look, for clock skew between this machine and AWS.
 const SKEW: Duration = Duration::from_secs(300);
 const ACTIVE: &str = "certificate.active";
+/// A plan field when the device's own CSR is given: the public key the certificate must carry.
+const PUBLIC_KEY: &str = "public_key_sha256";
 const FILES: &str = "certificate.local_files";
 
 pub struct Certificate(pub Arc<Env>);
@@ -47,7 +54,12 @@ impl Kind for Certificate {
     type Live = CertificateDescription;
 
     fn desired(&self, _cx: &Ctx) -> Fields {
-        fields(CertificateStatus::Active.as_str())
+        let mut f = fields(CertificateStatus::Active.as_str());
+        if let Some(csr) = &self.0.d.certificate.csr {
+            // A new CSR means a new key on the device: the certificate must be reissued.
+            f.insert(PUBLIC_KEY.into(), csr.fingerprint.clone().into());
+        }
+        f
     }
 
     /// The recorded certificate, by its id. Only a recorded certificate is ours: the result
@@ -64,7 +76,13 @@ impl Kind for Certificate {
     }
 
     fn fields(&self, live: &CertificateDescription) -> Fields {
-        fields(status_of(live))
+        let mut f = fields(status_of(live));
+        if self.0.d.certificate.csr.is_some() {
+            let fp = keys::certificate_key_fingerprint(live.certificate_pem().unwrap_or_default())
+                .unwrap_or_else(|e| format!("unreadable: {e}"));
+            f.insert(PUBLIC_KEY.into(), fp.into());
+        }
+        f
     }
 
     fn identify(&self, live: &CertificateDescription) -> String {
@@ -103,6 +121,21 @@ impl Kind for Certificate {
                 None => self.create(cx, None).await,
             };
         };
+        if step.changes(PUBLIC_KEY) {
+            // The device has a new key (its CSR changed): issue its certificate, then retire the
+            // old one (deleting it detaches it; the attachments that follow attach the new one).
+            let old = live.clone();
+            cx.progress("the device's CSR has a new key; reissuing its certificate");
+            let old_id = old.certificate_id().unwrap_or_default().to_string();
+            let old_arn = old.certificate_arn().unwrap_or_default().to_string();
+            cx.forget(CERTIFICATE)?;
+            let _ = std::fs::remove_file(&self.0.d.certificate.key_files.certificate);
+            self.create(cx, None).await?;
+            self.delete(&old_id, &old_arn, cx).await?;
+            return Ok(Outcome::Updated(format!(
+                "reissued for the device's new CSR (replaced {old_id})"
+            )));
+        }
         self.write_certificate_file_if_missing(live.certificate_pem())?;
         if !step.changes("status") {
             return Ok(Outcome::Unchanged);
@@ -153,9 +186,12 @@ impl Kind for Certificate {
             seen.changes.is_empty(),
             format!("{res} is {}", status_of(desc)),
         );
+        let on_device = seen
+            .record
+            .is_some_and(|r| r.data.get(KEY_ON_DEVICE).and_then(|v| v.as_bool()) == Some(true));
         vec![
             active,
-            self.check_files(&res, desc.certificate_pem().unwrap_or_default()),
+            self.check_files(&res, desc.certificate_pem().unwrap_or_default(), on_device),
         ]
     }
 
@@ -248,24 +284,34 @@ impl Certificate {
         })?;
         match d.certificate.mode {
             CertificateMode::Local => {
-                // Reuse the key of an earlier intent so a retried create matches it.
-                let wanted = intent.and_then(|r| r.data_str(FINGERPRINT));
-                let key = match (wanted, DeviceKey::load(&files.private_key).ok()) {
-                    (Some(fp), Some(k)) if k.fingerprint() == fp => k,
-                    _ => {
-                        let k = DeviceKey::generate().map_err(key_err)?;
-                        keys::write_private(&files.private_key, &k.private_pem(), 0o600)
-                            .map_err(key_err)?;
-                        keys::write_private(&files.public_key, &k.public_pem(), 0o644)
-                            .map_err(key_err)?;
-                        k
+                let (fingerprint, csr) = match &d.certificate.csr {
+                    // The device's own CSR: nothing to make, nothing secret on this disk.
+                    Some(csr) => (csr.fingerprint.clone(), csr.pem.clone()),
+                    None => {
+                        // Reuse the key of an earlier intent so a retried create matches it.
+                        let wanted = intent.and_then(|r| r.data_str(FINGERPRINT));
+                        let key = match (wanted, DeviceKey::load(&files.private_key).ok()) {
+                            (Some(fp), Some(k)) if k.fingerprint() == fp => k,
+                            _ => {
+                                let k = DeviceKey::generate().map_err(key_err)?;
+                                keys::write_private(&files.private_key, &k.private_pem(), 0o600)
+                                    .map_err(key_err)?;
+                                keys::write_private(&files.public_key, &k.public_pem(), 0o644)
+                                    .map_err(key_err)?;
+                                k
+                            }
+                        };
+                        let csr = key.csr_pem(&d.thing.name).map_err(key_err)?;
+                        (key.fingerprint(), csr)
                     }
                 };
                 let mut rec = Record::new(CERTIFICATE, KIND, Phase::Intent, "pending");
                 rec.data
-                    .insert(FINGERPRINT.into(), key.fingerprint().into());
+                    .insert(FINGERPRINT.into(), fingerprint.clone().into());
+                if d.certificate.csr.is_some() {
+                    rec.data.insert(KEY_ON_DEVICE.into(), true.into());
+                }
                 let mut rec = cx.intent(rec)?;
-                let csr = key.csr_pem(&d.thing.name).map_err(key_err)?;
                 // Every call issues a new certificate, so a blind retry after a lost answer
                 // would leave a duplicate. The SDK's retry is off for this call; between
                 // attempts iotreg looks for the certificate of its key first.
@@ -333,7 +379,7 @@ impl Certificate {
                 };
                 let pem = out.certificate_pem().unwrap_or_default();
                 let got = keys::certificate_key_fingerprint(pem).map_err(key_err)?;
-                if got != key.fingerprint() {
+                if got != fingerprint {
                     // Useless without its private key, which we do not have: delete it rather
                     // than leave an orphan, and drop the intent (nothing of ours exists).
                     let id = out.certificate_id().unwrap_or_default();
@@ -554,8 +600,7 @@ impl Certificate {
 
     /// The local certificate file is the registered certificate, and the local private key
     /// belongs to its public key.
-    fn check_files(&self, res: &str, registered_pem: &str) -> Check {
-        const FILES: &str = "certificate.local_files";
+    fn check_files(&self, res: &str, registered_pem: &str, on_device: bool) -> Check {
         let files = &self.0.d.certificate.key_files;
         let local = match std::fs::read_to_string(&files.certificate) {
             Ok(t) => t,
@@ -572,6 +617,9 @@ impl Certificate {
                     files.certificate.display()
                 ),
             );
+        }
+        if on_device {
+            return self.check_device_key(res, registered_pem);
         }
         let key = match std::fs::read_to_string(&files.private_key)
             .map_err(|e| e.to_string())
@@ -595,6 +643,42 @@ impl Certificate {
                     "{} does not match the certificate's public key",
                     files.private_key.display()
                 ),
+            ),
+            Err(e) => Check::fail(FILES, res, e.to_string()),
+        }
+    }
+
+    /// For a certificate issued for the device's own CSR: no private key should be here, and
+    /// the certificate's public key is the CSR's (when this run was given the CSR).
+    fn check_device_key(&self, res: &str, registered_pem: &str) -> Check {
+        let files = &self.0.d.certificate.key_files;
+        if files.private_key.exists() {
+            return Check::fail(
+                FILES,
+                res,
+                format!(
+                    "{} exists, but the certificate was issued for the device's own CSR: a private key here is not the device's",
+                    files.private_key.display()
+                ),
+            );
+        }
+        let Some(csr) = &self.0.d.certificate.csr else {
+            return Check::pass(
+                FILES,
+                res,
+                "local certificate is the registered one; the private key stays on the device (its CSR was not given to this run)",
+            );
+        };
+        match keys::certificate_key_fingerprint(registered_pem) {
+            Ok(fp) if fp == csr.fingerprint => Check::pass(
+                FILES,
+                res,
+                "local certificate is the registered one; its public key is the device's CSR's (the private key stays on the device)",
+            ),
+            Ok(_) => Check::fail(
+                FILES,
+                res,
+                "the certificate's public key is not the device's CSR's: the device has a new key; `iotreg up` reissues its certificate",
             ),
             Err(e) => Check::fail(FILES, res, e.to_string()),
         }
