@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
 
+use super::bulk::{BULK_BUCKET, BULK_ROLE};
 use super::{device_plan, Deployment, Env, FLEET, PERMISSION, POLICY, THING, THING_TYPE};
 use crate::engine::{self, Ctx, Direction, Meta, Outcome, Resource, Silent, StepError, StepReport};
 use crate::keys::KeyFiles;
@@ -39,7 +40,7 @@ pub struct FleetSpec {
 pub struct Fleet(pub Arc<Env>);
 
 /// The deployment of one device: the fleet's, with the device's name, attributes and files.
-fn device_deployment(
+pub(super) fn device_deployment(
     d: &Deployment,
     name: &str,
     attributes: BTreeMap<String, String>,
@@ -242,8 +243,9 @@ impl Meta for Fleet {
     }
     fn depends_on(&self) -> &[&'static str] {
         // Devices use the type and the policy; in `down` they go before both. The permission
-        // is only there to keep the fleet after the shared chain in the summary.
-        &[THING_TYPE, POLICY, PERMISSION]
+        // is only there to keep the fleet after the shared chain in the summary. Bulk mode's
+        // role and bucket (absent otherwise) come before the devices and go after them.
+        &[THING_TYPE, POLICY, PERMISSION, BULK_ROLE, BULK_BUCKET]
     }
 }
 
@@ -266,9 +268,20 @@ impl Resource for Fleet {
             .filter(|n| !wanted.contains(n.as_str()))
             .cloned()
             .collect();
+        // Bulk mode registers the new devices server-side first; the rest (and any device
+        // it did not handle) go one at a time as below.
+        let bulk = if self.0.d.bulk.enabled {
+            super::bulk::register(&self.0, cx, &devices, self.spec().concurrency).await?
+        } else {
+            Default::default()
+        };
         let tally = Tally::new(devices.len());
+        for (name, result) in &bulk {
+            tally.record(cx, name, result.clone());
+        }
         let t = &tally;
         stream::iter(devices)
+            .filter(|dev| std::future::ready(!bulk.contains_key(&dev.thing_name)))
             .map(|dev| async move {
                 let result = if cx.cancelled() {
                     Err(StepError::Interrupted.to_string())

@@ -14,6 +14,7 @@ pub mod alarm;
 pub mod alert_policy;
 pub mod alert_subscription;
 pub mod alert_topic;
+pub mod bulk;
 pub mod certificate;
 pub mod dashboard;
 pub mod fleet;
@@ -57,6 +58,9 @@ pub struct Deployment {
     pub monitoring: monitoring::Monitoring,
     /// A fleet of devices instead of the recipe's one thing.
     pub fleet: Option<Arc<fleet::FleetSpec>>,
+    /// Bulk registration of the fleet's new devices (`fleet.mode = "bulk"`), its role and
+    /// bucket.
+    pub bulk: Arc<bulk::BulkSpec>,
     pub iam_retry: crate::retry::Backoff,
     /// How long a timed-out call may still be running on the server (the attempt timeout).
     pub write_settle: std::time::Duration,
@@ -236,6 +240,18 @@ const REGISTRY: &[Entry] = &[
         wanted: always,
         stray: true,
         make: |env| one(role::Role(env.clone())),
+    },
+    Entry {
+        device: false,
+        wanted: bulk::wanted,
+        stray: true,
+        make: |env| one(bulk::BulkRole(env.clone())),
+    },
+    Entry {
+        device: false,
+        wanted: bulk::wanted,
+        stray: true,
+        make: |env| one(bulk::BulkBucket(env.clone())),
     },
     Entry {
         device: false,

@@ -1,11 +1,14 @@
-//! The Lambda execution role, trusted by lambda.amazonaws.com, with its managed policies.
+//! An IAM role trusted by one AWS service, with its managed policies: the Lambda execution
+//! role ([`Role`]), and any other service's role through [`Service`] (bulk registration's,
+//! trusted by iot.amazonaws.com). One implementation, so every role plans, converges, checks
+//! and deletes alike.
 
 use std::sync::Arc;
 
 use aws_sdk_iam::types::Role as IamRole;
 
 use super::sdk::{self, op};
-use super::{Env, ROLE};
+use super::{Env, RoleSpec, ROLE};
 use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
 use crate::plan::{Change, Fields};
 use crate::state::{Phase, Record};
@@ -17,21 +20,49 @@ const MANAGED: &str = "managed_policies";
 
 pub struct Role(pub Arc<Env>);
 
+/// Which role, of which service: its key in the state, the principal its trust policy must
+/// name, and its spec in the deployment.
+pub trait Service: Send + Sync {
+    const KEY: &'static str;
+    /// The service principal the trust policy lets assume the role.
+    const PRINCIPAL: &'static str;
+    /// CreateRole's description.
+    const DESCRIPTION: &'static str;
+    /// verify's name for the role's check.
+    const CHECK: &'static str;
+    fn env(&self) -> &Arc<Env>;
+    fn spec(&self) -> &RoleSpec;
+}
+
+/// The Lambda execution role.
+impl Service for Role {
+    const KEY: &'static str = ROLE;
+    const PRINCIPAL: &'static str = "lambda.amazonaws.com";
+    const DESCRIPTION: &'static str = "Execution role for the iotreg IoT data processor";
+    const CHECK: &'static str = "role.trust";
+    fn env(&self) -> &Arc<Env> {
+        &self.0
+    }
+    fn spec(&self) -> &RoleSpec {
+        &self.0.d.role
+    }
+}
+
 /// The live role: GetRole's answer and the ARNs of the managed policies attached to it.
 pub struct LiveRole {
     pub role: IamRole,
     pub attached: Vec<String>,
 }
 
-impl Meta for Role {
+impl<S: Service> Meta for S {
     fn key(&self) -> &str {
-        ROLE
+        S::KEY
     }
     fn kind(&self) -> &str {
         KIND
     }
     fn name(&self) -> String {
-        self.0.d.role.name.clone()
+        self.spec().name.clone()
     }
     fn depends_on(&self) -> &[&'static str] {
         &[]
@@ -39,31 +70,31 @@ impl Meta for Role {
 }
 
 #[async_trait::async_trait]
-impl Kind for Role {
+impl<S: Service> Kind for S {
     type Live = LiveRole;
 
     fn desired(&self, _cx: &Ctx) -> Fields {
-        let d = &self.0.d;
-        let mut policies = d.role.managed_policies.clone();
+        let spec = self.spec();
+        let mut policies = spec.managed_policies.clone();
         policies.sort();
         Fields::from([
             (MANAGED.to_string(), policies.into()),
-            (TRUST.to_string(), d.role.trust_policy.clone()),
+            (TRUST.to_string(), spec.trust_policy.clone()),
         ])
     }
 
     async fn read(&self, _cx: &Ctx) -> Result<Option<LiveRole>, StepError> {
-        let name = &self.0.d.role.name;
+        let name = &self.spec().name;
         let role = sdk::find(
             op(KIND, name, "GetRole"),
-            self.0.aws.iam.get_role().role_name(name).send(),
+            self.env().aws.iam.get_role().role_name(name).send(),
             |e| e.is_no_such_entity_exception(),
         )
         .await?;
         let Some(role) = role.and_then(|o| o.role) else {
             return Ok(None);
         };
-        let attached = self.attached(name).await?;
+        let attached = attached(self, name).await?;
         Ok(Some(LiveRole { role, attached }))
     }
 
@@ -87,29 +118,29 @@ impl Kind for Role {
     }
 
     async fn apply(&self, cx: &Ctx, step: Step<LiveRole>) -> Result<Outcome, StepError> {
-        let iam = &self.0.aws.iam;
-        let d = &self.0.d;
-        let name = &d.role.name;
+        let iam = &self.env().aws.iam;
+        let spec = self.spec();
+        let name = &spec.name;
         let Some(live) = &step.live else {
-            let mut rec = cx.intent(Record::new(ROLE, KIND, Phase::Intent, name))?;
+            let mut rec = cx.intent(Record::new(S::KEY, KIND, Phase::Intent, name))?;
             let out = sdk::create(
                 op(KIND, name, "CreateRole"),
                 iam.create_role()
                     .role_name(name)
-                    .assume_role_policy_document(d.role.trust_policy.to_string())
-                    .description("Execution role for the iotreg IoT data processor")
+                    .assume_role_policy_document(spec.trust_policy.to_string())
+                    .description(S::DESCRIPTION)
                     .send(),
                 |e| e.is_entity_already_exists_exception(),
             )
             .await?;
             // A new role has no managed policies yet.
-            for arn in &d.role.managed_policies {
-                self.attach(arn).await?;
+            for arn in &spec.managed_policies {
+                attach(self, arn).await?;
             }
             rec.phase = Phase::Created;
             rec.arn = out.role.map(|r| r.arn);
             rec.data
-                .insert(MANAGED.into(), serde_json::json!(d.role.managed_policies));
+                .insert(MANAGED.into(), serde_json::json!(spec.managed_policies));
             cx.commit(rec)?;
             return Ok(Outcome::Created);
         };
@@ -119,7 +150,7 @@ impl Kind for Role {
                 op(KIND, name, "UpdateAssumeRolePolicy"),
                 iam.update_assume_role_policy()
                     .role_name(name)
-                    .policy_document(d.role.trust_policy.to_string())
+                    .policy_document(spec.trust_policy.to_string())
                     .send(),
             )
             .await?;
@@ -129,7 +160,7 @@ impl Kind for Role {
             let (missing, extra) = policy_moves(change);
             let mut moved = Vec::new();
             for arn in &missing {
-                self.attach(arn).await?;
+                attach(self, arn).await?;
                 moved.push(format!("attached {arn}"));
             }
             // The role is this deployment's own: a policy attached outside the config is drift.
@@ -148,20 +179,20 @@ impl Kind for Role {
             done.push(format!("{MANAGED}: {}", moved.join(", ")));
         }
         let outcome = step.outcome((!done.is_empty()).then(|| done.join(", ")));
-        let mut rec = step.live_record(ROLE, KIND, name);
+        let mut rec = step.live_record(S::KEY, KIND, name);
         rec.arn = Some(live.role.arn().to_string());
         rec.data
-            .insert(MANAGED.into(), serde_json::json!(d.role.managed_policies));
+            .insert(MANAGED.into(), serde_json::json!(spec.managed_policies));
         cx.save(step.record.as_ref(), rec)?;
         Ok(outcome)
     }
 
     fn check_name(&self) -> &'static str {
-        "role.trust"
+        S::CHECK
     }
 
     /// The comparison, worded as the role's purpose: whoever wrote the trust template, the
-    /// role must let Lambda assume it.
+    /// role must let its service (Lambda for the execution role) assume it.
     async fn checks(&self, _cx: &Ctx, seen: Seen<'_, LiveRole>) -> Vec<Check> {
         let name = self.check_name();
         let res = &seen.resource;
@@ -169,15 +200,15 @@ impl Kind for Role {
         let Some(live) = seen.live else {
             return vec![check];
         };
-        if !trusts_lambda(&self.fields(live)[TRUST]) {
+        if !trusts(&self.fields(live)[TRUST], S::PRINCIPAL) {
             return vec![Check::fail(
                 name,
                 res,
-                format!("{res} is not trusted by lambda.amazonaws.com"),
+                format!("{res} is not trusted by {}", S::PRINCIPAL),
             )];
         }
         if check.status == CheckStatus::Pass {
-            check.reason = "trusted by lambda.amazonaws.com, managed policies attached".into();
+            check.reason = format!("trusted by {}, managed policies attached", S::PRINCIPAL);
         } else {
             check.reason = format!("{res} differs: {}", describe(seen.changes));
         }
@@ -185,10 +216,10 @@ impl Kind for Role {
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
-        let Some(rec) = cx.record(ROLE) else {
+        let Some(rec) = cx.record(S::KEY) else {
             return Ok(Outcome::Absent);
         };
-        let iam = &self.0.aws.iam;
+        let iam = &self.env().aws.iam;
         let name = &rec.name;
         // IAM refuses DeleteRole while policies are attached or inline policies exist.
         let Some(attached) = sdk::find(
@@ -198,7 +229,7 @@ impl Kind for Role {
         )
         .await?
         else {
-            cx.forget(ROLE)?;
+            cx.forget(S::KEY)?;
             return Ok(Outcome::Absent);
         };
         for p in attached.attached_policies() {
@@ -235,50 +266,49 @@ impl Kind for Role {
             |e| e.is_no_such_entity_exception(),
         )
         .await?;
-        cx.forget(ROLE)?;
+        cx.forget(S::KEY)?;
         Ok(Outcome::deleted_if(deleted.is_some()))
     }
 }
 
-impl Role {
-    /// ARNs of the managed policies attached to the role.
-    async fn attached(&self, name: &str) -> Result<Vec<String>, StepError> {
-        let mut out = Vec::new();
-        let mut pages = self
-            .0
+/// ARNs of the managed policies attached to the role.
+async fn attached<S: Service>(role: &S, name: &str) -> Result<Vec<String>, StepError> {
+    let mut out = Vec::new();
+    let mut pages = role
+        .env()
+        .aws
+        .iam
+        .list_attached_role_policies()
+        .role_name(name)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page =
+            page.map_err(|e| crate::aws::failed(KIND, name, "ListAttachedRolePolicies", e))?;
+        out.extend(
+            page.attached_policies()
+                .iter()
+                .filter_map(|p| p.policy_arn().map(str::to_string)),
+        );
+    }
+    Ok(out)
+}
+
+/// Attaches the managed policy `arn` to the role.
+async fn attach<S: Service>(role: &S, arn: &str) -> Result<(), StepError> {
+    let name = &role.spec().name;
+    sdk::send(
+        op(KIND, name, "AttachRolePolicy"),
+        role.env()
             .aws
             .iam
-            .list_attached_role_policies()
+            .attach_role_policy()
             .role_name(name)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page =
-                page.map_err(|e| crate::aws::failed(KIND, name, "ListAttachedRolePolicies", e))?;
-            out.extend(
-                page.attached_policies()
-                    .iter()
-                    .filter_map(|p| p.policy_arn().map(str::to_string)),
-            );
-        }
-        Ok(out)
-    }
-
-    async fn attach(&self, arn: &str) -> Result<(), StepError> {
-        let name = &self.0.d.role.name;
-        sdk::send(
-            op(KIND, name, "AttachRolePolicy"),
-            self.0
-                .aws
-                .iam
-                .attach_role_policy()
-                .role_name(name)
-                .policy_arn(arn)
-                .send(),
-        )
-        .await?;
-        Ok(())
-    }
+            .policy_arn(arn)
+            .send(),
+    )
+    .await?;
+    Ok(())
 }
 
 /// The planned change of the managed policies as the ARNs to attach (wanted, not live) and
@@ -319,13 +349,12 @@ fn describe(changes: &[Change]) -> String {
         .join(", ")
 }
 
-/// Whether a trust policy lets Lambda assume the role.
-fn trusts_lambda(trust: &serde_json::Value) -> bool {
+/// Whether a trust policy lets `service` assume the role.
+fn trusts(trust: &serde_json::Value, service: &str) -> bool {
     trust["Statement"].as_array().is_some_and(|stmts| {
         stmts.iter().any(|s| {
             s["Effect"] == "Allow"
-                && s.pointer("/Principal/Service")
-                    == Some(&serde_json::json!("lambda.amazonaws.com"))
+                && s.pointer("/Principal/Service") == Some(&serde_json::json!(service))
                 && s["Action"] == "sts:AssumeRole"
         })
     })
