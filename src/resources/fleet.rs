@@ -270,12 +270,12 @@ impl Resource for Fleet {
             .collect();
         // Bulk mode registers the new devices server-side first; the rest (and any device
         // it did not handle) go one at a time as below.
+        let tally = Tally::new(devices.len());
         let bulk = if self.0.d.bulk.enabled {
             super::bulk::register(&self.0, cx, &devices, self.spec().concurrency).await?
         } else {
             Default::default()
         };
-        let tally = Tally::new(devices.len());
         for (name, result) in &bulk {
             tally.record(cx, name, result.clone());
         }
