@@ -73,7 +73,17 @@ pub fn deployment(
             monitoring.topic_arn.clone(),
         );
     }
+    let group = c
+        .fleet
+        .group
+        .as_ref()
+        .map(|g| crate::resources::thing_group::GroupSpec {
+            name: settings::name(g, suffix),
+            description: format!("Devices of iotreg deployment {suffix}"),
+            policy: c.policy.attach_to == crate::config::AttachTo::Group,
+        });
     Ok(Deployment {
+        group,
         suffix: suffix.to_string(),
         region: region.to_string(),
         account: account.to_string(),

@@ -13,6 +13,10 @@ use tokio::time::Instant;
 /// and region; most can be raised on request, then set `aws.rate_limits` to match), and the
 /// Device Shadow service's per-account request rate in most regions.
 pub const DEFAULT_RATES: &[(&str, f64)] = &[
+    // Thing-group membership: no per-account figure found in AWS's quota table; set as the
+    // other registry writes (CreateThing, UpdateThing) until one is (override in
+    // [aws.rate_limits]).
+    ("AddThingToThingGroup", 100.0),
     ("AttachPolicy", 15.0),
     ("AttachThingPrincipal", 100.0),
     ("CreateCertificateFromCsr", 15.0),
@@ -36,7 +40,9 @@ pub const DEFAULT_RATES: &[(&str, f64)] = &[
     ("ListTagsForResource", 10.0),
     ("ListTargetsForPolicy", 10.0),
     ("ListThingPrincipals", 10.0),
+    ("ListThingGroupsForThing", 10.0),
     ("ListThings", 10.0),
+    ("RemoveThingFromThingGroup", 100.0),
     ("UpdateCertificate", 10.0),
     ("UpdateThing", 100.0),
     ("UpdateThingShadow", 400.0),

@@ -73,6 +73,8 @@ Where the emulator guesses (not found in AWS's documentation)
       ``preProvisioningHook`` together with ``removePreProvisioningHook`` ->
       InvalidRequestException; a hook on a JITP template ->
       InvalidRequestException.
+    * ``description`` is left out of Describe/List answers when it was never
+      set (as GetTopicRule does on AWS).
     * Listing order: by template name; versions by id.  ``nextToken`` is the
       emulator's own (a decimal offset).
 """
@@ -119,7 +121,7 @@ class Template:
     arn: str
     account: str
     region: str
-    description: str
+    description: str | None
     enabled: bool
     role_arn: str
     hook: dict | None
@@ -227,9 +229,9 @@ def _check_role(role_arn) -> str:
     return role_arn
 
 
-def _check_description(description) -> str:
+def _check_description(description) -> str | None:
     if description is None:
-        return ""
+        return None
     if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
         raise _invalid(f"description must be a string of at most {MAX_DESCRIPTION} characters")
     if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in description):
@@ -268,7 +270,6 @@ def _describe_template(template: Template) -> dict:
     answer = {
         "templateArn": template.arn,
         "templateName": template.name,
-        "description": template.description,
         "creationDate": template.created,
         "lastModifiedDate": template.modified,
         "defaultVersionId": template.default_version_id,
@@ -279,7 +280,13 @@ def _describe_template(template: Template) -> dict:
     }
     if template.hook is not None:
         answer["preProvisioningHook"] = dict(template.hook)
+    if template.description is not None:
+        answer["description"] = template.description
     return answer
+
+
+def _without_none(item: dict) -> dict:
+    return {k: v for k, v in item.items() if v is not None}
 
 
 def _page(items: list, max_results, next_token) -> tuple[list, str | None]:
@@ -421,15 +428,17 @@ def _list_provisioning_templates(self):
     page, token = _page(everything, self._get_param("maxResults"), self._get_param("nextToken"))
     answer = {
         "templates": [
-            {
-                "templateArn": t.arn,
-                "templateName": t.name,
-                "description": t.description,
-                "creationDate": t.created,
-                "lastModifiedDate": t.modified,
-                "enabled": t.enabled,
-                "type": t.type,
-            }
+            _without_none(
+                {
+                    "templateArn": t.arn,
+                    "templateName": t.name,
+                    "description": t.description,
+                    "creationDate": t.created,
+                    "lastModifiedDate": t.modified,
+                    "enabled": t.enabled,
+                    "type": t.type,
+                }
+            )
             for t in page
         ]
     }

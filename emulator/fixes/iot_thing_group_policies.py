@@ -20,6 +20,10 @@ What moto 5.2.1 does instead
     * Attach/Detach/ListTargetsForPolicy with a group ARN already work
       (``_get_principal`` resolves ``:thinggroup/`` ARNs; covered by tests).
     * ListAttachedPolicies ignores ``recursive``.
+    * DeleteCertificate answers 500: its "policies still attached?" check
+      takes every policy target for a certificate (``.certificate_id``), and a
+      thing group target has none (AttributeError), so no certificate can be
+      deleted while any policy is attached to any group.
     * DeleteThingGroup removes the group but keeps its policy attachments:
       ListTargetsForPolicy still lists the deleted group's ARN and DeletePolicy
       of its policy fails with DeleteConflictException ("attached to one or
@@ -30,6 +34,9 @@ What this fix does
       policies, then each ancestor's, nearest first, each policy once.
       Without ``recursive`` (or for a certificate) moto's answer is kept.
     * DeleteThingGroup also drops the group's policy attachments.
+    * DeleteCertificate's checks look only at certificate targets, so a policy
+      on a group does not block a certificate (in ``iot_concurrency``, which
+      replaces moto's check).
 
 Not enforced: the developer guide once said a group can have at most two
 policies attached; the current limit could not be confirmed, so AttachPolicy

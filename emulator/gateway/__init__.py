@@ -14,7 +14,7 @@ its own thread, two listeners on 127.0.0.1 (free ports):
 The MQTT protocol itself is amqtt's broker (broker.py); TLS and the client
 certificate checks are tls.py; authorization (certificate status, IoT
 policies evaluated by ``emulator/iotpolicy``) is authz.py; the shadow topics
-are shadow.py.  Every message, whichever way it arrives (MQTT, HTTPS
+are shadow.py; fleet provisioning's MQTT API is provisioning.py.  Every message, whichever way it arrives (MQTT, HTTPS
 publish, iot-data Publish on the emulator's HTTP port), goes through
 ``Gateway.ingest``: the rules engine (datapath/rules.py), the shadow service
 for shadow request topics, and the MQTT subscribers.
@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, unquote
 
 from .authz import Authorizer, Principal, note
 from .broker import Connection, GatewayBroker, GatewayStreamReader, GatewayStreamWriter, quiet_amqtt
-from . import shadow, sigv4
+from . import provisioning, shadow, sigv4
 from .tls import start_tls_server
 
 DEFAULT_ACCOUNT = "123456789012"
@@ -68,6 +68,8 @@ class Gateway:
         self.region = region
         self.verbose = verbose
         self.authorizer = Authorizer(account, region)
+        # Fleet provisioning's MQTT API ($aws/certificates/..., $aws/provisioning-templates/...).
+        self.provisioning = provisioning.FleetProvisioning(self)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.broker: GatewayBroker | None = None
         self.tls = None
@@ -287,6 +289,12 @@ class Gateway:
 
     async def ingest(self, topic: str, payload: bytes, qos: int, retain: bool, session, to_rules: bool = True) -> None:
         """One message into AWS IoT: rules engine, subscribers, shadow service."""
+        if provisioning.parse_request_topic(topic) is not None:
+            # A request to the fleet provisioning service: consumed by it, answered on the
+            # publishing connection only (none for an iot-data Publish, which has no session).
+            if session is not None:
+                self._spawn(self.provisioning.handle(topic, payload, session))
+            return
         if to_rules:
             self._to_rules(topic, payload)
         self._broadcast(topic, payload, session)

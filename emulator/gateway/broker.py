@@ -14,8 +14,8 @@ changes what AWS IoT does differently from a plain broker:
   connection is closed (AWS drops it too).
 * PUBLISH (checked when the packet arrives, before any PUBACK):
   ``iot:Publish`` on ``topic/<topic>``; denied, QoS 2 (AWS IoT has no QoS 2),
-  a wildcard in the topic, or a ``$`` topic other than the shadow request
-  topics -> the connection is closed, no PUBACK.
+  a wildcard in the topic, or a ``$`` topic other than the shadow and fleet
+  provisioning request topics -> the connection is closed, no PUBACK.
 * SUBSCRIBE: ``iot:Subscribe`` on ``topicfilter/<filter>`` for every filter;
   one denied -> the connection is closed, no SUBACK.  Granted QoS is at most 1.
 * delivery: ``iot:Receive`` on ``topic/<topic>`` per message and subscriber
@@ -111,6 +111,13 @@ def is_shadow_request(topic: str) -> bool:
     return parse_request_topic(topic) is not None
 
 
+def is_served_request(topic: str) -> bool:
+    """A reserved topic a client may publish to: the shadow or fleet provisioning requests."""
+    from .provisioning import parse_request_topic
+
+    return is_shadow_request(topic) or parse_request_topic(topic) is not None
+
+
 class GatewayHandler(BrokerProtocolHandler):
     """Checks PUBLISH and SUBSCRIBE when the packet arrives (before PUBACK / SUBACK)."""
 
@@ -134,7 +141,7 @@ class GatewayHandler(BrokerProtocolHandler):
         if not topic or "#" in topic or "+" in topic:
             conn.kill(f"PUBLISH to invalid topic {topic!r}")
             return
-        if topic.startswith("$") and not is_shadow_request(topic):
+        if topic.startswith("$") and not is_served_request(topic):
             conn.kill(f"PUBLISH to reserved topic {topic!r} is not supported")
             return
         allowed, reason = self.gateway.authorize(conn, "iot:Publish", "topic", topic)

@@ -3,7 +3,9 @@
 Only reads ``IoTBackend.principal_policies`` ({(target ARN, policy name):
 (principal, FakePolicy)}), ``policies`` / ``FakePolicy.versions``
 (``is_default``), ``principal_things`` ({(principal ARN, thing name):
-(principal, FakeThing)}), ``things`` and ``certificates``.  Call it under the
+(principal, FakeThing)}), ``things``, ``certificates`` and ``thing_groups``
+({ARN: FakeThingGroup}, with ``things`` {thing ARN: FakeThing} and
+``parent_group_name``).  Call it under the
 backend's lock when the server is running (the emulator's TestAuthorization
 handler is wrapped by the ``iot_concurrency`` fix).
 """

@@ -126,3 +126,19 @@ def test_group_targets_in_the_policy_api(aws, groups):
     iot.delete_thing_group(thingGroupName=groups["parent"])
     assert iot.list_targets_for_policy(policyName=groups["policy"])["targets"] == []
     iot.delete_policy(policyName=groups["policy"])
+
+
+def test_a_policy_on_a_group_does_not_block_deleting_a_certificate(aws, groups):
+    # moto took every policy target for a certificate and answered DeleteCertificate with 500.
+    iot = aws("iot")
+    cert = iot.create_keys_and_certificate(setAsActive=False)
+    cid = cert["certificateId"]
+    iot.attach_policy(policyName=groups["policy"], target=cert["certificateArn"])
+    with pytest.raises(ClientError) as err:
+        iot.delete_certificate(certificateId=cid)
+    assert error_code(err) == "DeleteConflictException"
+    iot.detach_policy(policyName=groups["policy"], target=cert["certificateArn"])
+    iot.delete_certificate(certificateId=cid)
+    assert cid not in [c["certificateId"] for c in iot.list_certificates()["certificates"]]
+    # the group still holds the policy
+    assert iot.list_targets_for_policy(policyName=groups["policy"])["targets"] == [groups["parent_arn"]]

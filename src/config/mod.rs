@@ -196,6 +196,8 @@ pub struct FleetConfig {
     /// Bulk mode: the bucket for the registration input. Unset, iotreg creates one named from
     /// the account, region and suffix, and deletes it on `down`.
     pub bulk_bucket: Option<String>,
+    /// A static thing group every device joins (`{{suffix}}` is replaced); None: no group.
+    pub group: Option<String>,
 }
 
 impl Default for FleetConfig {
@@ -205,6 +207,7 @@ impl Default for FleetConfig {
             concurrency: 16,
             mode: FleetMode::Api,
             bulk_bucket: None,
+            group: None,
         }
     }
 }
@@ -321,6 +324,18 @@ pub struct PolicyConfig {
     pub preset: PolicyPreset,
     /// A policy document template file replacing the built-in one.
     pub template: Option<PathBuf>,
+    /// Where the device policy is attached: to each device's certificate, or once to the
+    /// fleet's thing group (`fleet.group`), where AWS applies it to every member connecting
+    /// with its thing name as client id.
+    pub attach_to: AttachTo,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttachTo {
+    #[default]
+    Certificate,
+    Group,
 }
 
 /// The built-in device policies. Both scope every grant to the device's own thing name.
@@ -422,6 +437,7 @@ impl Default for PolicyConfig {
             name: "device-policy-{{suffix}}".into(),
             preset: PolicyPreset::default(),
             template: None,
+            attach_to: AttachTo::default(),
         }
     }
 }
@@ -660,6 +676,16 @@ impl Config {
         for (field, pattern, rule) in names {
             check_name(&sample_name(pattern, suffix), rule, false)
                 .map_err(|m| invalid(field, m))?;
+        }
+        if let Some(group) = &self.fleet.group {
+            check_name(&sample_name(group, suffix), &THING_NAME, false)
+                .map_err(|m| invalid("fleet.group", m))?;
+        }
+        if self.policy.attach_to == AttachTo::Group && self.fleet.group.is_none() {
+            return Err(invalid(
+                "policy.attach_to",
+                "\"group\" needs the group: set fleet.group".into(),
+            ));
         }
         if self.thing_type.description.chars().count() > 2028 {
             return Err(invalid(

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{self, StreamExt};
 
 use super::bulk::{BULK_BUCKET, BULK_ROLE};
-use super::{device_plan, Deployment, Env, FLEET, PERMISSION, POLICY, THING, THING_TYPE};
+use super::{
+    device_plan, Deployment, Env, FLEET, GROUP_POLICY, PERMISSION, POLICY, THING, THING_GROUP,
+    THING_TYPE,
+};
 use crate::engine::{self, Ctx, Direction, Meta, Outcome, Resource, Silent, StepError, StepReport};
 use crate::keys::KeyFiles;
 use crate::manifest::Device;
@@ -193,12 +196,23 @@ impl Fleet {
         });
         let plan = device_plan(&env);
         let dcx = cx.for_device(name, Arc::new(Silent));
+        let strays = if direction == Direction::Up {
+            super::device_strays(&env, |k| dcx.record(k).is_some())
+        } else {
+            Vec::new()
+        };
         // A task of its own per device: a step waiting for its state write (an intent's
         // journal segment on its way to S3 holds its thread) must not hold up the other
         // devices in flight, which then share that segment or the next.
-        let reports = tokio::spawn(async move { engine::run(&plan, direction, &dcx).await })
-            .await
-            .map_err(|e| format!("the device's task failed: {e}"))?;
+        let reports = tokio::spawn(async move {
+            let mut reports = engine::run(&plan, direction, &dcx).await;
+            if !strays.is_empty() && reports.iter().all(|r| r.result.is_ok()) {
+                reports.extend(engine::run(&strays, Direction::Down, &dcx).await);
+            }
+            reports
+        })
+        .await
+        .map_err(|e| format!("the device's task failed: {e}"))?;
         summarise(&reports)
     }
 
@@ -242,10 +256,19 @@ impl Meta for Fleet {
         }
     }
     fn depends_on(&self) -> &[&'static str] {
-        // Devices use the type and the policy; in `down` they go before both. The permission
-        // is only there to keep the fleet after the shared chain in the summary. Bulk mode's
-        // role and bucket (absent otherwise) come before the devices and go after them.
-        &[THING_TYPE, POLICY, PERMISSION, BULK_ROLE, BULK_BUCKET]
+        // Devices use the type, the policy and the group; in `down` they go before them. The
+        // permission is only there to keep the fleet after the shared chain in the summary.
+        // Bulk mode's role and bucket (absent otherwise) come before the devices and go after
+        // them.
+        &[
+            THING_TYPE,
+            POLICY,
+            PERMISSION,
+            THING_GROUP,
+            GROUP_POLICY,
+            BULK_ROLE,
+            BULK_BUCKET,
+        ]
     }
 }
 

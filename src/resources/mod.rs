@@ -29,6 +29,7 @@ pub mod rule;
 pub mod sdk;
 pub mod shadow;
 pub mod thing;
+pub mod thing_group;
 pub mod thing_principal;
 pub mod thing_type;
 
@@ -61,6 +62,8 @@ pub struct Deployment {
     /// Bulk registration of the fleet's new devices (`fleet.mode = "bulk"`), its role and
     /// bucket.
     pub bulk: Arc<bulk::BulkSpec>,
+    /// The static thing group every device joins (`fleet.group`).
+    pub group: Option<thing_group::GroupSpec>,
     pub iam_retry: crate::retry::Backoff,
     /// How long a timed-out call may still be running on the server (the attempt timeout).
     pub write_settle: std::time::Duration,
@@ -170,6 +173,9 @@ pub const ALERT_TOPIC: &str = "alert_topic";
 pub const ALERT_SUBSCRIPTION: &str = "alert_subscription";
 pub const ALERT_POLICY: &str = "alert_policy";
 pub const DASHBOARD: &str = "dashboard";
+pub const THING_GROUP: &str = "thing_group";
+pub const GROUP_MEMBERSHIP: &str = "group_membership";
+pub const GROUP_POLICY: &str = "group_policy";
 
 /// Every resource kind in the recipe's order, with what decides whether the config wants it.
 /// The single-device stack, a fleet device's own stack, the monitoring stack and the strays
@@ -224,16 +230,34 @@ const REGISTRY: &[Entry] = &[
         make: |env| one(policy::Policy(env.clone())),
     },
     Entry {
+        device: false,
+        wanted: |d| d.group.is_some(),
+        stray: true,
+        make: |env| one(thing_group::ThingGroup(env.clone())),
+    },
+    Entry {
         device: true,
-        wanted: always,
+        wanted: |d| !d.group.as_ref().is_some_and(|g| g.policy),
         stray: true,
         make: |env| one(policy_attachment::new(env.clone())),
+    },
+    Entry {
+        device: false,
+        wanted: |d| d.group.as_ref().is_some_and(|g| g.policy),
+        stray: true,
+        make: |env| one(thing_group::GroupPolicy(env.clone())),
     },
     Entry {
         device: true,
         wanted: always,
         stray: true,
         make: |env| one(thing_principal::new(env.clone())),
+    },
+    Entry {
+        device: true,
+        wanted: |d| d.group.is_some(),
+        stray: true,
+        make: |env| one(thing_group::Membership(env.clone())),
     },
     Entry {
         device: false,
@@ -339,6 +363,22 @@ pub fn device_plan(env: &Arc<Env>) -> Vec<Box<dyn Resource>> {
         .iter()
         .filter(|e| e.device && (e.wanted)(&env.d))
         .flat_map(|e| (e.make)(env))
+        .collect()
+}
+
+/// A fleet device's resources its records have and the config no longer wants (the policy
+/// attachment after `policy.attach_to = "group"`, the membership after `fleet.group` went,
+/// the shadow after shadow initialisation was turned off): `up` retires them device by device.
+pub fn device_strays(env: &Arc<Env>, recorded: impl Fn(&str) -> bool) -> Vec<Box<dyn Resource>> {
+    let wanted: Vec<String> = device_plan(env)
+        .iter()
+        .map(|r| r.key().to_string())
+        .collect();
+    REGISTRY
+        .iter()
+        .filter(|e| e.device && e.stray)
+        .flat_map(|e| (e.make)(env))
+        .filter(|r| !wanted.iter().any(|w| w == r.key()) && recorded(r.key()))
         .collect()
 }
 

@@ -84,6 +84,7 @@ pub fn deployment(dir: &std::path::Path) -> Deployment {
             "123456789012",
             "aws",
         )),
+        group: None,
         rule: RuleSpec {
             name: "sensor_data_rule_abc123".into(),
             description: "d".into(),

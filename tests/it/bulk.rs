@@ -363,3 +363,145 @@ async fn bad_bulk_settings_exit_2_before_any_request() {
         assert_eq!(emu.requests().len(), before, "{config}: no request");
     }
 }
+
+/// Every file under `dir` whose text holds a private key.
+fn private_keys_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(private_keys_under(&path));
+        } else if std::fs::read_to_string(&path).is_ok_and(|t| t.contains("PRIVATE KEY")) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn devices_with_their_own_csrs_are_registered_with_no_private_key_on_this_disk() {
+    let emu = Emulator::start();
+    let w = emu.workdir();
+    std::fs::write(w.path().join("iotreg.toml"), CONFIG).unwrap();
+    // The devices' side: each key stays in this process (the device), only its CSR is written.
+    std::fs::create_dir(w.path().join("csrs")).unwrap();
+    let mut keys = Vec::new();
+    let mut text = String::from("thing_name,serial,line,csr\n");
+    for i in 0..300 {
+        let name = format!("sensor-{i:04}");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name.as_str());
+        let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+        std::fs::write(w.path().join(format!("csrs/{name}.csr")), csr).unwrap();
+        text.push_str(&format!("{name},SN-{i:04},L{},csrs/{name}.csr\n", i % 3));
+        keys.push(key);
+    }
+    std::fs::write(w.path().join("devices.csv"), text).unwrap();
+    w.ok(&["up", "--fleet", "devices.csv"]);
+    assert_eq!(count(&emu, 0, "StartThingRegistrationTask"), 1);
+    assert_eq!(count(&emu, 0, "CreateCertificateFromCsr"), 0);
+    assert_eq!(
+        private_keys_under(w.path()),
+        Vec::<std::path::PathBuf>::new(),
+        "no private key on the operator's disk"
+    );
+    let c = emu.clients().await;
+    for (i, key) in keys.iter().enumerate() {
+        let name = format!("sensor-{i:04}");
+        let principals = c
+            .iot
+            .list_thing_principals()
+            .thing_name(&name)
+            .send()
+            .await
+            .unwrap()
+            .principals()
+            .to_vec();
+        assert_eq!(principals.len(), 1, "{name}");
+        let pem = c
+            .iot
+            .describe_certificate()
+            .certificate_id(principals[0].rsplit('/').next().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .certificate_description
+            .unwrap()
+            .certificate_pem
+            .unwrap();
+        assert_eq!(
+            public_key_der(&pem),
+            key.public_key_der(),
+            "{name}: issued for the device's own key"
+        );
+        let local =
+            std::fs::read_to_string(w.path().join(format!(".iotreg/{name}-certificate.pem.crt")))
+                .unwrap();
+        assert_eq!(local.trim(), pem.trim(), "{name}: certificate file");
+    }
+    // A second up writes nothing for them: recorded as the per-device path records them.
+    let before = emu.requests().len();
+    w.ok(&["up", "--fleet", "devices.csv"]);
+    assert_eq!(count(&emu, before, "StartThingRegistrationTask"), 0);
+    assert_eq!(count(&emu, before, "CreateCertificateFromCsr"), 0);
+    w.ok(&["down"]);
+    assert_eq!(leftovers(&c).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_in_errors_is_named_with_awss_code_and_registered_by_the_next_up() {
+    let emu = Emulator::start();
+    let c = emu.clients().await;
+    // Someone else's thing with one of the fleet's names: the template never takes it over.
+    c.iot
+        .create_thing()
+        .thing_name("sensor-0002")
+        .send()
+        .await
+        .unwrap();
+    let w = emu.workdir();
+    std::fs::write(w.path().join("iotreg.toml"), CONFIG).unwrap();
+    manifest(&w, 5);
+    let up = w.run(&["up", "--fleet", "devices.csv"]);
+    assert_eq!(up.code(), 1, "{}", up.all());
+    assert!(
+        up.all().contains("sensor-0002: ResourceConflictsException"),
+        "{}",
+        up.all()
+    );
+    // The others are in place; the failed one kept its key and intents.
+    let principals = |name: &'static str| {
+        let c = &c;
+        async move {
+            c.iot
+                .list_thing_principals()
+                .thing_name(name)
+                .send()
+                .await
+                .unwrap()
+                .principals()
+                .len()
+        }
+    };
+    assert_eq!(principals("sensor-0004").await, 1);
+    assert_eq!(principals("sensor-0002").await, 0, "not taken over");
+    assert!(w
+        .path()
+        .join(".iotreg/sensor-0002-private.pem.key")
+        .exists());
+
+    c.iot
+        .delete_thing()
+        .thing_name("sensor-0002")
+        .send()
+        .await
+        .unwrap();
+    w.ok(&["up", "--fleet", "devices.csv"]);
+    assert_eq!(count(&emu, 0, "StartThingRegistrationTask"), 2);
+    assert_registered(&c, &w, 5).await;
+    w.ok(&["down"]);
+    assert_eq!(leftovers(&c).await, Vec::<String>::new());
+}

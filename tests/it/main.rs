@@ -23,6 +23,7 @@ mod hardening;
 mod monitoring;
 mod permissions;
 mod plan;
+mod provisioning;
 mod state;
 mod up_down;
 mod verify;

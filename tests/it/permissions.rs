@@ -451,6 +451,36 @@ async fn every_call_of_every_command_is_in_the_documented_policy() {
     );
     seen.run(&emu, &w, DOWN, &["down"], 0);
 
+    // A fleet in a thing group with the policy on the group; then back to the certificates
+    // and out of the group (up retires the group, its attachment and the memberships).
+    let w = emu.workdir();
+    let grouped = format!(
+        "{NO_LIMITS}[fleet]\ngroup = \"perm-group-{{{{suffix}}}}\"\n[policy]\nattach_to = \"group\"\n"
+    );
+    config(&w, &grouped);
+    manifest(&w, 0..3);
+    seen.run(&emu, &w, UP, &["up", "--fleet", "devices.csv"], 0);
+    seen.run(
+        &emu,
+        &w,
+        PLAN_AND_STATUS,
+        &["plan", "--fleet", "devices.csv"],
+        0,
+    );
+    seen.run(&emu, &w, PLAN_AND_STATUS, &["status"], 0);
+    seen.run(
+        &emu,
+        &w,
+        VERIFY,
+        &["verify", "--skip-e2e", "--skip-device"],
+        0,
+    );
+    config(&w, NO_LIMITS);
+    seen.run(&emu, &w, UP, &["up", "--fleet", "devices.csv"], 0);
+    config(&w, &grouped);
+    seen.run(&emu, &w, UP, &["up", "--fleet", "devices.csv"], 0);
+    seen.run(&emu, &w, DOWN, &["down"], 0);
+
     // Every action seen in a command is allowed by its section.
     let mut missing = Vec::new();
     for (section, actions) in &seen.actions {

@@ -63,9 +63,10 @@ use serde_json::{json, Value};
 use super::certificate::KEY_ON_DEVICE;
 use super::sdk::{self, op};
 use super::{
-    role, Deployment, Env, RoleSpec, CERTIFICATE, POLICY_ATTACHMENT, SHADOW, THING, THING_PRINCIPAL,
+    policy_attachment, role, thing_group, thing_principal, Deployment, Env, RoleSpec, CERTIFICATE,
+    SHADOW, THING,
 };
-use crate::engine::{Ctx, Outcome, Resource, Silent, StepError};
+use crate::engine::{Ctx, Meta, Outcome, Resource, Silent, StepError};
 use crate::keys::{self, DeviceKey, KeyFiles};
 use crate::manifest::Device;
 use crate::plan::Fields;
@@ -793,22 +794,30 @@ impl Run<'_> {
         cert_rec.id = Some(r.certificate_id.clone());
         cert_rec.arn = Some(r.certificate_arn.clone());
         cert_rec.data.remove(INPUT);
-        let link = |key: &str, kind: &str, link_name: String| {
-            let mut rec = Record::new(key, kind, Phase::Created, link_name);
+        // The device's own steps name its records: the same names and kinds as theirs.
+        let env = Arc::new(Env {
+            aws: self.env.aws.clone(),
+            d: super::fleet::device_deployment(d, name, dev.attributes.clone(), dev.csr.clone()),
+        });
+        let link = |step: &dyn Meta| {
+            let mut rec = Record::new(step.key(), step.kind(), Phase::Created, step.name());
             rec.data
                 .insert("certificate_arn".into(), r.certificate_arn.clone().into());
             rec
         };
-        let policy_link = link(
-            POLICY_ATTACHMENT,
-            "policy attachment",
-            format!("{} → certificate", d.policy.name),
-        );
-        let thing_link = link(
-            THING_PRINCIPAL,
-            "thing attachment",
-            format!("certificate → {name}"),
-        );
+        let mut links = vec![link(&thing_principal::new(env.clone()))];
+        // With the policy on the group, no certificate has it attached.
+        let group_policy = d.group.as_ref().is_some_and(|g| g.policy);
+        if !group_policy {
+            links.push(link(&policy_attachment::new(env.clone())));
+        }
+        let membership = d.group.as_ref().map(|g| {
+            let step = thing_group::Membership(env.clone());
+            let mut rec = Record::new(step.key(), step.kind(), Phase::Created, step.name());
+            // The group it joined, as the membership step records it.
+            rec.id = Some(g.name.clone());
+            rec
+        });
         // What the certificate step wants of it, as that step would have recorded it.
         let mut status = Fields::from([(
             "status".to_string(),
@@ -822,26 +831,17 @@ impl Run<'_> {
             .update_device(name, false, |e| {
                 e.put(thing_rec);
                 e.put(cert_rec);
-                e.put(policy_link);
-                e.put(thing_link);
                 e.applied.insert(THING.into(), thing_fields);
                 e.applied.insert(CERTIFICATE.into(), status);
-                e.applied.insert(POLICY_ATTACHMENT.into(), Fields::new());
-                e.applied.insert(THING_PRINCIPAL.into(), Fields::new());
+                for rec in links.into_iter().chain(membership) {
+                    e.applied.insert(rec.key.clone(), Fields::new());
+                    e.put(rec);
+                }
             })
             .map_err(|e| e.to_string())?;
         if d.shadow.is_some() {
-            let env = Arc::new(Env {
-                aws: self.env.aws.clone(),
-                d: super::fleet::device_deployment(
-                    d,
-                    name,
-                    dev.attributes.clone(),
-                    dev.csr.clone(),
-                ),
-            });
             let shadow = super::shadow::Shadow(env);
-            debug_assert_eq!(crate::engine::Meta::key(&shadow), SHADOW);
+            debug_assert_eq!(shadow.key(), SHADOW);
             shadow.ensure(&dcx).await.map_err(|e| e.to_string())?;
         }
         Ok(Outcome::Created)
@@ -894,8 +894,8 @@ impl Run<'_> {
 }
 
 /// The provisioning template for devices with the attribute names `names` (sorted): the
-/// thing with its type and attributes, the certificate ACTIVE from the CSR, the deployment's
-/// device policy by name.
+/// thing with its type and attributes (and in `fleet.group`), the certificate ACTIVE from the
+/// CSR, the deployment's device policy by name (unless the group carries it).
 pub fn template(d: &Deployment, names: &[String]) -> Value {
     let mut parameters = serde_json::Map::new();
     parameters.insert("ThingName".into(), json!({"Type": "String"}));
@@ -905,7 +905,7 @@ pub fn template(d: &Deployment, names: &[String]) -> Value {
         parameters.insert(format!("A{i}"), json!({"Type": "String"}));
         attributes.insert(n.clone(), json!({"Ref": format!("A{i}")}));
     }
-    let thing = json!({
+    let mut thing = json!({
         "Type": "AWS::IoT::Thing",
         "OverrideSettings": {
             "AttributePayload": "FAIL",
@@ -918,6 +918,9 @@ pub fn template(d: &Deployment, names: &[String]) -> Value {
             "AttributePayload": attributes
         }
     });
+    if let Some(g) = &d.group {
+        thing["Properties"]["ThingGroups"] = json!([g.name]);
+    }
     let mut resources = serde_json::Map::new();
     resources.insert("thing".into(), thing);
     resources.insert(
@@ -930,12 +933,15 @@ pub fn template(d: &Deployment, names: &[String]) -> Value {
             }
         }),
     );
-    resources.insert(
-        "policy".into(),
-        json!({
-            "Type": "AWS::IoT::Policy",
-            "Properties": {"PolicyName": d.policy.name}
-        }),
-    );
+    // With `policy.attach_to = "group"` the group carries the policy: none on the certificate.
+    if !d.group.as_ref().is_some_and(|g| g.policy) {
+        resources.insert(
+            "policy".into(),
+            json!({
+                "Type": "AWS::IoT::Policy",
+                "Properties": {"PolicyName": d.policy.name}
+            }),
+        );
+    }
     json!({"Parameters": parameters, "Resources": resources})
 }

@@ -24,6 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 use crate::resources::testing::*;
+use crate::resources::{GROUP_MEMBERSHIP, POLICY_ATTACHMENT, THING_PRINCIPAL};
 
 const BUCKET: &str = "iotreg-123456789012-us-east-1-abc123";
 
@@ -162,8 +163,18 @@ fn input_object(uploaded: Arc<Mutex<String>>) -> Rule {
     })
 }
 
-#[tokio::test]
-async fn new_devices_go_in_one_task_and_are_recorded_as_the_per_device_path_records_them() {
+/// One task run for two devices, s-1 registered and s-2 in ERRORS, in a deployment tweaked
+/// by `tweak`: the harness, the results, the uploaded input, the template sent, the key dir.
+async fn one_task(
+    tweak: impl FnOnce(&mut Deployment),
+) -> (
+    Harness,
+    Results,
+    String,
+    String,
+    tempfile::TempDir,
+    [Device; 2],
+) {
     let key_seen = Arc::new(Mutex::new(String::new()));
     let uploaded = Arc::new(Mutex::new(String::new()));
     let dir = tempfile::tempdir().unwrap();
@@ -175,14 +186,14 @@ async fn new_devices_go_in_one_task_and_are_recorded_as_the_per_device_path_reco
     .await;
     let list = no_tasks();
     let k = key_seen.clone();
+    let template_sent = Arc::new(Mutex::new(String::new()));
+    let t = template_sent.clone();
     let start = mock!(aws_sdk_iot::Client::start_thing_registration_task)
         .match_requests(move |r| {
             *k.lock().unwrap() = r.input_file_key().unwrap_or_default().to_string();
+            *t.lock().unwrap() = r.template_body().unwrap_or_default().to_string();
             r.input_file_bucket() == Some(BUCKET)
                 && r.role_arn() == Some("arn:aws:iam::123456789012:role/r")
-                && r.template_body().is_some_and(|t| {
-                    t.contains("\"PolicyName\":\"device-policy-abc123\"") && t.contains("\"A0\"")
-                })
         })
         .then_output(|| {
             StartThingRegistrationTaskOutput::builder()
@@ -212,12 +223,25 @@ async fn new_devices_go_in_one_task_and_are_recorded_as_the_per_device_path_reco
         vec![role],
     );
     // The key files go where the report server looks for them.
-    Arc::get_mut(&mut h.env).unwrap().d.certificate.key_dir = dir.path().to_path_buf();
+    let env = Arc::get_mut(&mut h.env).unwrap();
+    env.d.certificate.key_dir = dir.path().to_path_buf();
+    tweak(&mut env.d);
     let devices = [device("s-1", "SN-1"), device("s-2", "SN-2")];
     let results = register(&h.env, &h.cx, &devices, 4).await.unwrap();
-
     assert_eq!(start.num_calls(), 1);
     assert_eq!(put.num_calls(), 1);
+    let uploaded = uploaded.lock().unwrap().clone();
+    let template = template_sent.lock().unwrap().clone();
+    (h, results, uploaded, template, dir, devices)
+}
+
+#[tokio::test]
+async fn new_devices_go_in_one_task_and_are_recorded_as_the_per_device_path_records_them() {
+    let (h, results, uploaded, template, dir, devices) = one_task(|_| {}).await;
+    assert!(
+        template.contains("\"PolicyName\":\"device-policy-abc123\""),
+        "{template}"
+    );
     assert_eq!(results["s-1"], Ok(Outcome::Created));
     assert_eq!(
         results["s-2"],
@@ -225,8 +249,6 @@ async fn new_devices_go_in_one_task_and_are_recorded_as_the_per_device_path_reco
     );
     // The input: one line per device, its CSR and attribute values by parameter name.
     let lines: Vec<Value> = uploaded
-        .lock()
-        .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -281,6 +303,32 @@ async fn new_devices_go_in_one_task_and_are_recorded_as_the_per_device_path_reco
     assert!(run.is_candidate(&devices[1]));
     assert!(!run.is_candidate(&devices[0]));
     assert!(h.cx.record(BULK_TASK).is_none(), "no run left in flight");
+}
+
+#[tokio::test]
+async fn with_the_policy_on_the_group_devices_join_it_and_no_certificate_gets_the_policy() {
+    let (h, results, _, template, _dir, _) = one_task(|d| {
+        d.group = Some(crate::resources::thing_group::GroupSpec {
+            name: "sensors-abc123".into(),
+            description: "d".into(),
+            policy: true,
+        })
+    })
+    .await;
+    assert_eq!(results["s-1"], Ok(Outcome::Created));
+    let t: Value = serde_json::from_str(&template).unwrap();
+    assert_eq!(
+        t["Resources"]["thing"]["Properties"]["ThingGroups"],
+        json!(["sensors-abc123"])
+    );
+    assert!(t["Resources"].get("policy").is_none(), "{template}");
+    let dcx = h.cx.for_device("s-1", Arc::new(Silent));
+    assert!(dcx.record(POLICY_ATTACHMENT).is_none());
+    let member = dcx.record(GROUP_MEMBERSHIP).unwrap();
+    assert_eq!(member.phase, Phase::Created);
+    assert_eq!(member.name, "s-1 ∈ sensors-abc123");
+    assert_eq!(member.id.as_deref(), Some("sensors-abc123"));
+    assert!(dcx.record(THING_PRINCIPAL).is_some());
 }
 
 #[tokio::test]
