@@ -595,3 +595,103 @@ async fn down_empties_and_deletes_an_own_bucket_and_forgets_the_runs() {
     assert!(h.cx.record(BULK_BUCKET).is_none());
     assert!(h.cx.record(BULK_TASK).is_none());
 }
+
+fn role_not_assumable_yet(
+) -> aws_sdk_iot::operation::start_thing_registration_task::StartThingRegistrationTaskError {
+    let message = "The role arn:aws:iam::123456789012:role/r cannot be assumed by AWS IoT";
+    aws_sdk_iot::operation::start_thing_registration_task::StartThingRegistrationTaskError::InvalidRequestException(
+        aws_sdk_iot::types::error::InvalidRequestException::builder()
+            .message(message)
+            .meta(meta("InvalidRequestException", message))
+            .build(),
+    )
+}
+
+/// A run whose task is started by `start` and described by `describe`, with no report.
+async fn run_with(start: &Rule, describe: &Rule) -> (Harness, Results) {
+    let uploaded = Arc::new(Mutex::new(String::new()));
+    let list = no_tasks();
+    let up = uploaded.clone();
+    let put = mock!(aws_sdk_s3::Client::put_object)
+        .match_requests(move |r| {
+            if let Some(b) = r.body().bytes() {
+                *up.lock().unwrap() = String::from_utf8_lossy(b).into_owned();
+            }
+            true
+        })
+        .then_output(|| PutObjectOutput::builder().build());
+    let get = input_object(uploaded);
+    let none = mock!(aws_sdk_iot::Client::list_thing_registration_task_reports)
+        .then_compute_output(|r| {
+            ListThingRegistrationTaskReportsOutput::builder()
+                .report_type(r.report_type().unwrap().clone())
+                .build()
+        });
+    let mut role = Record::new(BULK_ROLE, "IAM role", Phase::Created, "r");
+    role.arn = Some("arn:aws:iam::123456789012:role/r".into());
+    let mut h = bulk_harness(&[&list, start, describe, &none], &[&put, &get], vec![role]);
+    Arc::get_mut(&mut h.env).unwrap().d.iam_retry = crate::retry::Backoff {
+        initial: Duration::from_millis(1),
+        max_delay: Duration::from_millis(2),
+        budget: Duration::from_secs(5),
+    };
+    let results = register(&h.env, &h.cx, &[device("s-1", "SN-1")], 2)
+        .await
+        .unwrap();
+    (h, results)
+}
+
+#[tokio::test]
+async fn a_new_role_not_yet_assumable_is_waited_for() {
+    let start = mock!(aws_sdk_iot::Client::start_thing_registration_task)
+        .sequence()
+        .error(role_not_assumable_yet)
+        .times(2)
+        .output(|| {
+            StartThingRegistrationTaskOutput::builder()
+                .task_id("t1")
+                .build()
+        })
+        .build();
+    let describe = task(
+        "t1",
+        TaskStatus::Completed,
+        Arc::new(Mutex::new(String::new())),
+    );
+    let (_h, results) = run_with(&start, &describe).await;
+    assert_eq!(start.num_calls(), 3, "two refusals, then the task");
+    // The fake task reported nothing for s-1: it is named with the task's outcome.
+    let e = results["s-1"].clone().unwrap_err();
+    assert!(
+        e.starts_with("not in task t1's reports (status Completed"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_task_fails_its_devices_with_its_message_and_they_stay_retryable() {
+    let start = mock!(aws_sdk_iot::Client::start_thing_registration_task).then_output(|| {
+        StartThingRegistrationTaskOutput::builder()
+            .task_id("t1")
+            .build()
+    });
+    let describe = mock!(aws_sdk_iot::Client::describe_thing_registration_task).then_output(|| {
+        DescribeThingRegistrationTaskOutput::builder()
+            .task_id("t1")
+            .status(TaskStatus::Failed)
+            .message("Access Denied reading the input")
+            .build()
+    });
+    let (h, results) = run_with(&start, &describe).await;
+    assert_eq!(
+        results["s-1"],
+        Err("not in task t1's reports (status Failed: Access Denied reading the input)".into())
+    );
+    let run = Run {
+        env: h.env.clone(),
+        cx: &h.cx,
+        concurrency: 1,
+    };
+    assert!(run.is_candidate(&device("s-1", "SN-1")));
+    assert!(h.cx.record(BULK_TASK).is_none());
+}
