@@ -505,3 +505,75 @@ async fn a_device_in_errors_is_named_with_awss_code_and_registered_by_the_next_u
     w.ok(&["down"]);
     assert_eq!(leftovers(&c).await, Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_killed_while_reading_the_reports_of_its_finished_task_reads_them_again() {
+    let emu = Emulator::start();
+    let w = emu.workdir();
+    std::fs::write(w.path().join("iotreg.toml"), CONFIG).unwrap();
+    manifest(&w, 50);
+    // The task id is recorded and the task done; the kill comes before its devices are.
+    let mut child = emu.start_held(
+        &w,
+        &["up", "--fleet", "devices.csv"],
+        "ListThingRegistrationTaskReports",
+        30,
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = emu.requests().len();
+    w.ok(&["up", "--fleet", "devices.csv"]);
+    assert_eq!(count(&emu, before, "StartThingRegistrationTask"), 0);
+    assert_eq!(
+        count(&emu, before, "ListThingRegistrationTasks"),
+        1,
+        "only the check for a foreign task: the id was recorded"
+    );
+    let c = emu.clients().await;
+    let tasks = c.iot.list_thing_registration_tasks().send().await.unwrap();
+    assert_eq!(tasks.task_ids().len(), 1);
+    assert_registered(&c, &w, 50).await;
+    w.ok(&["down"]);
+    assert_eq!(leftovers(&c).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_group_attached_policy_devices_join_the_group_and_verify() {
+    let emu = Emulator::start();
+    let w = emu.workdir();
+    std::fs::write(
+        w.path().join("iotreg.toml"),
+        format!("{CONFIG}group = \"sensors-{{{{suffix}}}}\"\n[policy]\nattach_to = \"group\"\n"),
+    )
+    .unwrap();
+    manifest(&w, 20);
+    w.ok(&["up", "--fleet", "devices.csv"]);
+    assert_eq!(count(&emu, 0, "AttachPolicy"), 1, "once, to the group");
+    assert_eq!(
+        count(&emu, 0, "AddThingToThingGroup"),
+        0,
+        "joined by the template"
+    );
+    let c = emu.clients().await;
+    let group = format!("sensors-{}", w.suffix());
+    let members = c
+        .iot
+        .list_things_in_thing_group()
+        .thing_group_name(&group)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(members.things().len(), 20);
+    let v = w.run(&["verify", "--skip-e2e"]);
+    assert_eq!(v.code(), 0, "{}", v.all());
+    w.ok(&["device", "publish", "sensor-0007"]);
+    let before = emu.requests().len();
+    w.ok(&["up", "--fleet", "devices.csv"]);
+    let writes = emu.writes_since(before);
+    assert!(
+        writes.iter().all(|w| w == "s3:HeadBucket" || w == "s3:?"),
+        "{writes:?}"
+    );
+    w.ok(&["down"]);
+    assert_eq!(leftovers(&c).await, Vec::<String>::new());
+}
