@@ -20,6 +20,58 @@ fn manifest(w: &Workdir, n: usize) {
     std::fs::write(w.path().join("devices.csv"), text).unwrap();
 }
 
+/// The actions allowed by the JSON policy under `## {heading}` in docs/aws-permissions.md.
+fn documented(heading: &str) -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/aws-permissions.md");
+    let text = std::fs::read_to_string(path).unwrap();
+    let section = text
+        .split(&format!("\n## {heading}\n"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no `## {heading}` section"));
+    let block = section
+        .split("```json\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap_or_else(|| panic!("`## {heading}`: no json block"));
+    let doc: serde_json::Value = serde_json::from_str(block).unwrap();
+    let mut out = Vec::new();
+    for st in doc["Statement"].as_array().unwrap() {
+        match &st["Action"] {
+            serde_json::Value::String(a) => out.push(a.clone()),
+            serde_json::Value::Array(l) => {
+                out.extend(l.iter().map(|a| a.as_str().unwrap().to_string()))
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Every IoT, IAM and S3 operation the local AWS served in `from..to` (iotreg's commands, not
+/// the test's own reads) is allowed by the documented policies (the commands' sections and
+/// bulk registration's). S3's lifecycle calls log as "?" (see below) and are both in the bulk
+/// section.
+fn assert_documented(emu: &Emulator, from: usize, to: usize) {
+    let mut allowed = documented("Bulk registration");
+    for s in ["plan and status", "up", "down", "verify", "device"] {
+        allowed.extend(documented(s));
+    }
+    for (service, op) in emu.requests().into_iter().take(to).skip(from) {
+        let action = match (service.as_str(), op.as_str()) {
+            ("s3", "?") => continue,
+            ("s3", "HeadBucket" | "ListObjectsV2") => "s3:ListBucket".to_string(),
+            ("s3", op) => format!("s3:{op}"),
+            ("iot" | "iot-data", op) => format!("iot:{op}"),
+            ("iam", op) => format!("iam:{op}"),
+            _ => continue,
+        };
+        assert!(
+            allowed.iter().any(|a| a.eq_ignore_ascii_case(&action)),
+            "{action} is not in docs/aws-permissions.md"
+        );
+    }
+}
+
 fn count(emu: &Emulator, since: usize, op: &str) -> usize {
     emu.requests()
         .into_iter()
@@ -164,6 +216,7 @@ async fn a_fleet_of_300_is_registered_by_one_task_and_torn_down_whole() {
     std::fs::write(w.path().join("iotreg.toml"), CONFIG).unwrap();
     manifest(&w, 300);
     w.ok(&["up", "--fleet", "devices.csv"]);
+    assert_documented(&emu, 0, emu.requests().len());
     assert_eq!(count(&emu, 0, "StartThingRegistrationTask"), 1);
     // Not one device went the per-device way.
     for op in ["CreateThing", "CreateCertificateFromCsr", "AttachPolicy"] {
@@ -177,7 +230,9 @@ async fn a_fleet_of_300_is_registered_by_one_task_and_torn_down_whole() {
         .contains(&format!("role iotreg-bulk-registration-{suffix}")));
 
     // verify and the device commands treat bulk-registered devices as any others.
+    let before = emu.requests().len();
     w.ok(&["verify", "--skip-e2e"]);
+    assert_documented(&emu, before, emu.requests().len());
     w.ok(&["device", "publish", "sensor-0123"]);
 
     // A second up: the per-device reads only, no write, no task. HeadBucket is a read; the
@@ -192,7 +247,9 @@ async fn a_fleet_of_300_is_registered_by_one_task_and_torn_down_whole() {
     let others: Vec<&String> = writes.iter().filter(|w| *w != "s3:HeadBucket").collect();
     assert_eq!(others, ["s3:?", "s3:?"], "only the lifecycle rule reads");
 
+    let before = emu.requests().len();
     w.ok(&["down"]);
+    assert_documented(&emu, before, emu.requests().len());
     let inv = inventory(&c).await;
     assert_eq!((inv.things, inv.certificates, inv.policies), (0, 0, 0));
     assert_eq!(leftovers(&c).await, Vec::<String>::new());
