@@ -525,8 +525,14 @@ async fn a_device_in_errors_is_named_with_awss_code_and_registered_by_the_next_u
     let up = w.run(&["up", "--fleet", "devices.csv"]);
     assert_eq!(up.code(), 1, "{}", up.all());
     assert!(
+        up.all()
+            .contains("sensor-0002 failed: ResourceConflictsException"),
+        "each failed device on a line of its own\n{}",
+        up.all()
+    );
+    assert!(
         up.all().contains("sensor-0002: ResourceConflictsException"),
-        "{}",
+        "and in the summary\n{}",
         up.all()
     );
     // The others are in place; the failed one kept its key and intents.

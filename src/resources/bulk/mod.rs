@@ -539,6 +539,9 @@ impl Run<'_> {
             results.insert(name, outcome);
         }
         for f in failures {
+            // Each by name: the fleet's summary names only the first failure.
+            self.cx
+                .progress(&format!("{} failed: {}: {}", f.thing, f.code, f.message));
             results.insert(f.thing, Err(format!("{}: {}", f.code, f.message)));
         }
         let why = format!(
