@@ -150,6 +150,14 @@ pub fn deployment(
         write_settle: std::time::Duration::from_secs_f64(c.aws.attempt_timeout_s),
         wait_for_thing_type,
         fleet: None,
+        bulk: Arc::new(resources::bulk::BulkSpec::new(
+            c.fleet.mode == crate::config::FleetMode::Bulk,
+            c.fleet.bulk_bucket.as_deref(),
+            suffix,
+            region,
+            account,
+            aws::partition(region),
+        )),
         monitoring,
     })
 }

@@ -191,6 +191,12 @@ pub struct FleetConfig {
     pub manifest: Option<PathBuf>,
     /// Devices in flight at once. `--concurrency` wins.
     pub concurrency: u32,
+    /// How new devices are registered: one API call at a time per device, or server-side by
+    /// one bulk registration task (src/resources/bulk).
+    pub mode: FleetMode,
+    /// Bulk mode: the bucket for the registration input. Unset, iotreg creates one named from
+    /// the account, region and suffix, and deletes it on `down`.
+    pub bulk_bucket: Option<String>,
     /// A static thing group every device joins (`{{suffix}}` is replaced); None: no group.
     pub group: Option<String>,
 }
@@ -200,6 +206,8 @@ impl Default for FleetConfig {
         FleetConfig {
             manifest: None,
             concurrency: 16,
+            mode: FleetMode::Api,
+            bulk_bucket: None,
             group: None,
         }
     }
@@ -243,6 +251,49 @@ impl Default for ProvisioningConfig {
             hook_role_name: "provisioning-hook-role-{{suffix}}".into(),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FleetMode {
+    /// CreateThing, CreateCertificateFromCsr, AttachPolicy, AttachThingPrincipal per device.
+    #[default]
+    Api,
+    /// StartThingRegistrationTask with a provisioning template and a JSON-lines input in S3.
+    Bulk,
+}
+
+/// Why `name` is not an S3 bucket name AWS accepts (general purpose buckets: 3 to 63 of
+/// lower-case letters, digits, dots and hyphens, beginning and ending with a letter or digit,
+/// no two adjacent dots, not shaped like an IP address).
+pub fn check_bucket_name(name: &str) -> Result<(), String> {
+    let len = name.len();
+    if !(3..=63).contains(&len) {
+        return Err(format!(
+            "{name:?} is {len} characters long; S3 allows 3 to 63"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '.' || *c == '-'))
+    {
+        return Err(format!(
+            "{name:?} contains {c:?}; S3 allows lower-case letters, digits, '.' and '-'"
+        ));
+    }
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !edge(name.chars().next()) || !edge(name.chars().last()) {
+        return Err(format!(
+            "{name:?} must begin and end with a letter or digit"
+        ));
+    }
+    if name.contains("..") {
+        return Err(format!("{name:?} contains two adjacent dots"));
+    }
+    if name.split('.').count() == 4 && name.split('.').all(|p| p.parse::<u8>().is_ok()) {
+        return Err(format!("{name:?} is shaped like an IP address"));
+    }
+    Ok(())
 }
 
 /// How iotreg calls AWS: bounds on every call, so a hung endpoint is an error, never a hang.
@@ -795,6 +846,18 @@ impl Config {
             return Err(invalid(
                 "fleet.concurrency",
                 format!("{} is out of range: 1 to 256", self.fleet.concurrency),
+            ));
+        }
+        if let Some(bucket) = &self.fleet.bulk_bucket {
+            check_bucket_name(bucket).map_err(|why| invalid("fleet.bulk_bucket", why))?;
+        }
+        // A bulk registration template issues certificates from CSRs (or registers existing
+        // ones): it has no way to hand back a private key made by AWS.
+        if self.fleet.mode == FleetMode::Bulk && self.certificate.mode != CertificateMode::Local {
+            return Err(invalid(
+                "fleet.mode",
+                "\"bulk\" registers certificates from CSRs and needs certificate.mode = \"local\""
+                    .into(),
             ));
         }
         for (op, rate) in &self.aws.rate_limits {

@@ -14,6 +14,7 @@ pub mod alarm;
 pub mod alert_policy;
 pub mod alert_subscription;
 pub mod alert_topic;
+pub mod bulk;
 pub mod certificate;
 pub mod claim_certificate;
 pub mod dashboard;
@@ -61,6 +62,9 @@ pub struct Deployment {
     pub monitoring: monitoring::Monitoring,
     /// A fleet of devices instead of the recipe's one thing.
     pub fleet: Option<Arc<fleet::FleetSpec>>,
+    /// Bulk registration of the fleet's new devices (`fleet.mode = "bulk"`), its role and
+    /// bucket.
+    pub bulk: Arc<bulk::BulkSpec>,
     /// The static thing group every device joins (`fleet.group`).
     pub group: Option<thing_group::GroupSpec>,
     /// Fleet provisioning by claim: devices register themselves (no device of the recipe's).
@@ -309,6 +313,18 @@ const REGISTRY: &[Entry] = &[
         wanted: always,
         stray: true,
         make: |env| one(role::Role::lambda(env.clone())),
+    },
+    Entry {
+        device: false,
+        wanted: bulk::wanted,
+        stray: true,
+        make: |env| one(role::Role(env.clone(), &role::BULK)),
+    },
+    Entry {
+        device: false,
+        wanted: bulk::wanted,
+        stray: true,
+        make: |env| one(bulk::BulkBucket(env.clone())),
     },
     Entry {
         device: false,

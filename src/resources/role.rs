@@ -66,6 +66,17 @@ pub const HOOK: Slot = Slot {
     depends_on: &[],
 };
 
+/// The role StartThingRegistrationTask hands to AWS IoT to read bulk registration's input
+/// (`fleet.mode = "bulk"`).
+pub const BULK: Slot = Slot {
+    key: super::bulk::BULK_ROLE,
+    service: "iot.amazonaws.com",
+    description: "Lets AWS IoT read iotreg's bulk registration input",
+    check: "bulk.role_trust",
+    spec: |d| super::bulk::wanted(d).then_some(&d.bulk.role),
+    depends_on: &[],
+};
+
 pub struct Role(pub Arc<Env>, pub &'static Slot);
 
 impl Role {

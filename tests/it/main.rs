@@ -11,6 +11,7 @@
 mod support;
 
 mod bad_input;
+mod bulk;
 mod claim;
 mod converge;
 mod crash;
