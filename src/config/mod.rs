@@ -860,6 +860,14 @@ impl Config {
                     .into(),
             ));
         }
+        // Two ways of making the fleet's devices: up registers them in bulk, or they register
+        // themselves by claim. One fleet, one way.
+        if self.fleet.mode == FleetMode::Bulk && self.provisioning.mode == ProvisioningMode::Claim {
+            return Err(invalid(
+                "fleet.mode",
+                "\"bulk\" has up register the manifest's devices, while provisioning.mode = \"claim\" has devices register themselves: choose one".into(),
+            ));
+        }
         for (op, rate) in &self.aws.rate_limits {
             if !rate.is_finite() || *rate < 0.0 {
                 return Err(invalid(

@@ -182,3 +182,14 @@ fn fleet_mode_and_bulk_bucket() {
         "{e}"
     );
 }
+
+#[test]
+fn bulk_and_claim_are_not_both_the_fleets_way() {
+    let c: Config =
+        toml::from_str("[fleet]\nmode = \"bulk\"\n[provisioning]\nmode = \"claim\"\n").unwrap();
+    let e = c
+        .validate(std::path::Path::new("iotreg.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("fleet.mode") && e.contains("choose one"), "{e}");
+}
