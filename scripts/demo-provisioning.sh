@@ -5,12 +5,18 @@
 #          the certificate iotreg wrote
 #   group  a fleet in a thing group with the device policy attached once to the group; a member
 #          publishes with mosquitto_pub, a device taken out of the group is refused
+#   bulk   the fleet registered by one AWS bulk registration task (StartThingRegistrationTask);
+#          a device publishes with mosquitto_pub
+#   claim  fleet provisioning by claim: up deploys the template, claim certificate and hook; the
+#          devices provision themselves over MQTT (iotreg device simulate --claim, two serials
+#          the manifest does not list refused by the hook; one device written with paho-mqtt),
+#          then publish with mosquitto_pub on their new certificates
 #   all    every mode above, one after the other (the default)
 # Usage: bash scripts/demo-provisioning.sh [MODE] [DEVICES]   (DEVICES default 20)
 set -euo pipefail
 mode="${1:-all}"
 n="${2:-20}"
-case "$mode" in csr|group|all) ;; *) echo "usage: $0 [csr|group|all] [DEVICES]" >&2; exit 2 ;; esac
+case "$mode" in csr|group|bulk|claim|all) ;; *) echo "usage: $0 [csr|group|bulk|claim|all] [DEVICES]" >&2; exit 2 ;; esac
 # shellcheck source=scripts/local-aws.sh
 source "$(dirname "${BASH_SOURCE[0]}")/local-aws.sh"
 
@@ -67,9 +73,41 @@ group_mode() {
     "$bin" down )
 }
 
+bulk_mode() {
+  local dir="$work/bulk"; mkdir -p "$dir"; cd "$dir"
+  say "bulk: $n devices registered by one bulk registration task (keys made here, CSRs in the input)"
+  manifest devices.csv
+  printf '[aws.rate_limits]\n"*" = 0\n[fleet]\nmode = "bulk"\n' >iotreg.toml
+  ( set -x; "$bin" up --fleet devices.csv )
+  say "bulk: sensor-0001 publishes with mosquitto_pub; a second up writes nothing"
+  ( set -x; publish sensor-0001 .iotreg/sensor-0001-certificate.pem.crt .iotreg/sensor-0001-private.pem.key
+    "$bin" up --fleet devices.csv -q; "$bin" verify --skip-e2e --sample 3; "$bin" down )
+}
+
+claim_mode() {
+  local dir="$work/claim"; mkdir -p "$dir"; cd "$dir"
+  say "claim: the template, the claim certificate and a hook allowing the manifest's $n serials"
+  manifest devices.csv
+  printf '[aws.rate_limits]\n"*" = 0\n[provisioning]\nmode = "claim"\n[fleet]\nmanifest = "devices.csv"\n' >iotreg.toml
+  ( set -x; "$bin" up )
+  local template; template="$("$bin" status --output json | "$root/.venv/bin/python" -c 'import json,sys; print([r["name"] for r in json.load(sys.stdin)["resources"] if r["kind"] == "provisioning template"][0])')"
+  say "claim: a device written with paho-mqtt provisions itself with nothing but the claim files"
+  ( set -x; "$root/.venv/bin/python" "$root/tests/it/support/paho_claim.py" "$IOTREG_DEVICE_ENDPOINT" \
+      "$IOTREG_DEVICE_MQTT_PORT" "$IOTREG_DEVICE_CA_FILE" .iotreg/claim-certificate.pem.crt \
+      .iotreg/claim-private.pem.key "$template" SN-0001 sensor-0001 paho-device )
+  say "claim: the other devices at first boot, plus two serials the manifest does not list"
+  { seq 2 "$n" | xargs printf "SN-%04d\n"; echo ROGUE-1; echo ROGUE-2; } >serials.txt
+  ( set -x; "$bin" device simulate --claim --count "$((n + 1))" --serials serials.txt || true )
+  say "claim: sensor-0002 publishes on its new certificate with mosquitto_pub"
+  ( set -x; publish sensor-0002 .iotreg/sensor-0002-certificate.pem.crt .iotreg/sensor-0002-private.pem.key
+    "$bin" verify --skip-e2e; "$bin" down )
+}
+
 case "$mode" in
   csr) csr_mode ;;
   group) group_mode ;;
-  all) csr_mode; group_mode ;;
+  bulk) bulk_mode ;;
+  claim) claim_mode ;;
+  all) csr_mode; group_mode; bulk_mode; claim_mode ;;
 esac
 say "provisioning demo ($mode) done"

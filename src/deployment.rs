@@ -166,7 +166,7 @@ pub fn deployment(
 pub const THINGS_REGISTRATION: &str =
     "arn:aws:iam::aws:policy/service-role/AWSIoTThingsRegistration";
 /// The manifest column holding a device's serial number.
-pub const SERIAL_COLUMN: &str = "serial_number";
+pub use crate::manifest::SERIAL_COLUMN;
 /// The file in the hook's package listing the allowed serials.
 pub const ALLOWED_FILE: &str = "allowed-serials.json";
 const HOOK_FILE: &str = "provisioning_hook.py";
@@ -288,25 +288,15 @@ pub fn claim_policy(
     })
 }
 
-/// The manifest's serial numbers: every row must have one, and no two the same (the hook's
-/// allow-list, and the thing a serial provisions as).
+/// The manifest's serial numbers: every row must have one (the hook's allow-list, and the thing
+/// a serial provisions as). That no two are the same the manifest itself checks.
 pub fn allowed_serials(m: &crate::manifest::Manifest) -> Result<Vec<String>, BadInput> {
-    let mut problems = Vec::new();
-    let mut seen = std::collections::BTreeMap::new();
-    for (i, d) in m.devices.iter().enumerate() {
-        match d.attributes.get(SERIAL_COLUMN).filter(|s| !s.is_empty()) {
-            None => problems.push(format!("device {} has no {SERIAL_COLUMN}", d.thing_name)),
-            Some(s) => {
-                if let Some(first) = seen.insert(s.clone(), d.thing_name.clone()) {
-                    problems.push(format!(
-                        "{SERIAL_COLUMN} {s:?} is both {first}'s and {}'s (row {})",
-                        d.thing_name,
-                        i + 1
-                    ));
-                }
-            }
-        }
-    }
+    let problems: Vec<String> = m
+        .devices
+        .iter()
+        .filter(|d| d.attributes.get(SERIAL_COLUMN).is_none_or(|s| s.is_empty()))
+        .map(|d| format!("device {} has no {SERIAL_COLUMN}", d.thing_name))
+        .collect();
     if !problems.is_empty() {
         return Err(BadInput(format!(
             "the fleet manifest cannot serve claim provisioning: {}",

@@ -407,7 +407,8 @@ fn bad_claim_input_is_refused_before_any_call() {
         (
             CONFIG,
             Some("thing_name,serial_number\na,SN-1\nb,SN-1\n"),
-            "\"SN-1\" is both a's and b's",
+            // The manifest's own check, naming the line.
+            "line 3: column serial_number: \"SN-1\" is already on line 2",
         ),
         (
             CONFIG,
