@@ -92,6 +92,7 @@ claim_mode() {
   ( set -x; "$bin" up )
   local template; template="$("$bin" status --output json | "$root/.venv/bin/python" -c 'import json,sys; print([r["name"] for r in json.load(sys.stdin)["resources"] if r["kind"] == "provisioning template"][0])')"
   say "claim: a device written with paho-mqtt provisions itself with nothing but the claim files"
+  mkdir -p paho-device
   ( set -x; "$root/.venv/bin/python" "$root/tests/it/support/paho_claim.py" "$IOTREG_DEVICE_ENDPOINT" \
       "$IOTREG_DEVICE_MQTT_PORT" "$IOTREG_DEVICE_CA_FILE" .iotreg/claim-certificate.pem.crt \
       .iotreg/claim-private.pem.key "$template" SN-0001 sensor-0001 paho-device )
