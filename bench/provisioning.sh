@@ -1,0 +1,286 @@
+#!/usr/bin/env bash
+# bench/provisioning.sh — provisioning a large fleet (default 10,000 devices) on the local AWS at
+# AWS's default rates: `iotreg up --fleet` through the per-device API with iotreg's built-in
+# client-side rate limits left on (= AWS IoT Core's default per-account quotas), with the device
+# policy on each certificate and on the fleet's thing group. Per run: wall time, devices/s,
+# iotreg's CPU time and peak RSS (GNU time), the calls made per device and the rate each
+# operation went at (the emulator's request log, time-stamped by bench/provisioning.py watch),
+# which quota bounds the run, and an independent check of what was created. Local emulator on
+# 127.0.0.1 only, fake credentials, a fresh emulator per run. See bench/README.md#provisioning.
+#
+# Usage:  bash bench/provisioning.sh
+# Environment:
+#   N            devices (default 10000)
+#   ATTACH       the per-device API variants, in order (default "certificate group"):
+#                  certificate  fleet.group set, policy.attach_to = "certificate"
+#                  group        fleet.group set, policy.attach_to = "group"
+#                  nogroup      no fleet.group, policy.attach_to = "certificate" (what the group costs)
+#   IOTREG_BIN   iotreg binary (default target/release/iotreg; never builds; copy a binary others
+#                may rebuild to /tmp first)
+#   CONCURRENCY  iotreg --concurrency (default 16)
+#   CHECK        1 (default) = untimed check after up (bench/provisioning.py check); 0 = skip
+#   SAMPLE       devices the check inspects one by one (default 200; the counts cover all)
+#   DOWN         1 = `iotreg down` after each run, limits off ([aws.rate_limits] "*" = 0), timed but
+#                not the measurement, then check-empty; 0 (default) = the emulator is just stopped
+#   TIMEOUT      seconds allowed per iotreg run (default 3600; then SIGTERM, SIGKILL 10 s later)
+#   KEEP_LOGS    1 = keep the work directory even when everything passed
+# Exit status: 0 when every run succeeded (and checked), 1 otherwise, 2 bad input.
+set -Eeuo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
+cd "$REPO_DIR"
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "provisioning.sh: $*"; exit 2; }
+
+N="${N:-10000}"
+ATTACH="${ATTACH:-certificate group}"
+CONCURRENCY="${CONCURRENCY:-16}"
+CHECK="${CHECK:-1}"
+SAMPLE="${SAMPLE:-200}"
+DOWN="${DOWN:-0}"
+TIMEOUT="${TIMEOUT:-3600}"
+[[ "$N" =~ ^[1-9][0-9]*$ ]] && ((N <= 99999)) || die "N must be 1 to 99999 (got '$N')"
+for v in $ATTACH; do
+    case "$v" in certificate | group | nogroup) ;; *) die "ATTACH takes certificate, group, nogroup (got '$v')" ;; esac
+done
+[[ -n "${ATTACH// /}" ]] || die "ATTACH is empty"
+[[ "$CONCURRENCY" =~ ^[1-9][0-9]*$ ]] && ((CONCURRENCY <= 256)) || die "CONCURRENCY must be 1 to 256 (got '$CONCURRENCY')"
+[[ "$CHECK" == 0 || "$CHECK" == 1 ]] || die "CHECK must be 0 or 1 (got '$CHECK')"
+[[ "$SAMPLE" =~ ^[1-9][0-9]*$ ]] || die "SAMPLE must be a positive integer (got '$SAMPLE')"
+[[ "$DOWN" == 0 || "$DOWN" == 1 ]] || die "DOWN must be 0 or 1 (got '$DOWN')"
+[[ "$TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "TIMEOUT must be a positive number of seconds (got '$TIMEOUT')"
+
+PY="$REPO_DIR/.venv/bin/python"
+[[ -x "$PY" ]] || die "$PY missing: python3 -m venv .venv && .venv/bin/pip install -r emulator/requirements.txt"
+"$PY" -c 'import boto3' 2>/dev/null || die "boto3 missing in .venv: .venv/bin/pip install -r emulator/requirements.txt"
+[[ -x /usr/bin/time ]] || die "/usr/bin/time (GNU time, for peak RSS) is missing: apt-get install time"
+
+IOTREG_BIN="${IOTREG_BIN:-target/release/iotreg}"
+[[ "$IOTREG_BIN" == /* ]] || IOTREG_BIN="$REPO_DIR/$IOTREG_BIN"
+[[ -x "$IOTREG_BIN" ]] || die "IOTREG_BIN=$IOTREG_BIN is not an executable (cargo build --release; this script never builds)"
+"$IOTREG_BIN" up --help 2>/dev/null | grep -q -- '--fleet' || die "$IOTREG_BIN up has no --fleet option (an older build?)"
+case "$IOTREG_BIN" in */release/*) PROFILE=release ;; */debug/*) PROFILE=debug ;; *) PROFILE="unknown (copied)" ;; esac
+BIN_STAMP=$(stat -c '%Y %s' "$IOTREG_BIN")
+
+# ----------------------------------------------------------------- no real AWS
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+unset AWS_SESSION_TOKEN AWS_PROFILE AWS_DEFAULT_PROFILE AWS_ENDPOINT_URL
+export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+export AWS_EC2_METADATA_DISABLED=true AWS_PAGER=""
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/iotreg-provisioning.XXXXXX")
+EMU_PID="" URL="" WATCH_PID="" CHILD_PID="" FAILURES=0
+
+run_child() {
+    local rc=0
+    "$@" &
+    CHILD_PID=$!
+    wait "$CHILD_PID" || rc=$?
+    CHILD_PID=""
+    return $rc
+}
+stop_child() {
+    if [[ -n "$CHILD_PID" ]] && kill -0 "$CHILD_PID" 2>/dev/null; then
+        # The child is /usr/bin/time running timeout(1): TERM to timeout reaches iotreg (-k 10: KILL later).
+        local p
+        for p in "$CHILD_PID" $(pgrep -P "$CHILD_PID" 2>/dev/null || true); do
+            [[ "$(ps -o comm= -p "$p" 2>/dev/null)" == timeout ]] && kill -TERM "$p" 2>/dev/null || true
+        done
+        wait "$CHILD_PID" 2>/dev/null || true
+    fi
+    CHILD_PID=""
+}
+stop_watch() {
+    if [[ -n "$WATCH_PID" ]]; then
+        touch "$1.stop" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$WATCH_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$WATCH_PID" 2>/dev/null && kill -TERM "$WATCH_PID" 2>/dev/null || true
+        wait "$WATCH_PID" 2>/dev/null || true
+    fi
+    WATCH_PID=""
+}
+stop_emulator() {
+    if [[ -n "$EMU_PID" ]] && kill -0 "$EMU_PID" 2>/dev/null; then
+        kill -TERM "$EMU_PID" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$EMU_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$EMU_PID" 2>/dev/null && kill -KILL "$EMU_PID" 2>/dev/null || true
+        wait "$EMU_PID" 2>/dev/null || true
+    fi
+    EMU_PID="" URL=""
+}
+on_exit() {
+    local rc=$?
+    stop_child
+    [[ -n "$WATCH_PID" ]] && kill -TERM "$WATCH_PID" 2>/dev/null && wait "$WATCH_PID" 2>/dev/null
+    stop_emulator
+    if [[ $rc -ne 0 || $FAILURES -ne 0 || "${KEEP_LOGS:-0}" == 1 ]]; then
+        log "provisioning.sh: logs kept in $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit $rc
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# A fresh emulator (127.0.0.1, port 0, the "listening" line), its request log in $2.
+start_emulator() {
+    local dir=$1 reqlog=$2
+    "$PY" emulator/server.py --host 127.0.0.1 --port 0 --no-gateway --request-log "$reqlog" \
+        >"$dir/emulator.out" 2>"$dir/emulator.err" &
+    EMU_PID=$!
+    URL=""
+    for _ in $(seq 300); do
+        URL=$(sed -n 's|^iotreg-emulator listening on \(http://127\.0\.0\.1:[0-9][0-9]*\)$|\1|p' "$dir/emulator.out")
+        [[ -n "$URL" ]] && break
+        kill -0 "$EMU_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [[ -z "$URL" ]]; then
+        log "provisioning.sh: the emulator did not start; its stderr:"; tail -20 "$dir/emulator.err" >&2
+        exit 1
+    fi
+    case "$URL" in http://127.0.0.1:*) ;; *) log "provisioning.sh: refusing non-local endpoint $URL"; exit 1 ;; esac
+}
+emulator_hwm() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$EMU_PID/status" 2>/dev/null || echo "?"; }
+
+since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+rate() { awk -v n="$1" -v s="$2" 'BEGIN { if (s == "nan" || s <= 0) print "nan"; else printf "%.2f", n / s }'; }
+cpu_s() { awk -F': ' '/User time|System time/ { s += $2 } END { printf "%.1f", s }' "$1"; }
+peak_mb() { awk -F': ' '/Maximum resident set size/ { printf "%.1f", $2 / 1024 }' "$1"; }
+fleet_phase_s() {
+    sed -n 's/.*created[[:space:]]*fleet [0-9]* devices (\([0-9.]*\)\(m*s\)).*/\1 \2/p' "$1" | tail -1 |
+        awk 'NF == 2 { printf "%.1f", ($2 == "ms") ? $1 / 1000 : $1; found = 1 } END { if (!found) print "nan" }'
+}
+# What else the machine was doing: load average and the five busiest processes over one second
+# (top's second frame; its first one averages over each process's whole life).
+machine_load() {
+    echo "load $(cut -d' ' -f1-3 /proc/loadavg); busiest over 1 s:" \
+        "$(top -b -n 2 -d 1 -o %CPU -w 200 2>/dev/null |
+            awk '/^top -/ { f++ } f == 2 && $1 ~ /^[0-9]+$/ && n < 5 { printf "%s %s%%, ", $12, $9; n++ }')"
+}
+why() { case "$1" in 124 | 137 | 143) echo "timed out after ${TIMEOUT} s (TIMEOUT), killed: hung?" ;; *) echo "exit status $1" ;; esac; }
+
+iotreg_in() {
+    local dir=$1 tf=$2 cfgfile=$3; shift 3
+    cd "$dir" && AWS_ENDPOINT_URL="$URL" exec /usr/bin/time -v -o "$dir/$tf" timeout -k 10 "$TIMEOUT" \
+        "$IOTREG_BIN" --config "$cfgfile" "$@" >>"$dir/log" 2>&1
+}
+
+# ------------------------------------------------------------------- manifest
+MANIFEST="$WORK/devices.csv"
+"$PY" bench/fleet_manifest.py "$N" "$MANIFEST"
+GROUP="bench-fleet"
+
+# The config of a variant: the fleet's group and where the policy goes; monitoring off (no
+# per-device call, and the alarms are not what is measured).
+write_config() {
+    local variant=$1 file=$2
+    {
+        echo "# bench/provisioning.sh, variant $variant"
+        echo "[monitoring]"
+        echo "enabled = false"
+        if [[ "$variant" != nogroup ]]; then
+            echo "[fleet]"
+            echo "group = \"$GROUP\""
+        fi
+        echo "[policy]"
+        if [[ "$variant" == group ]]; then echo 'attach_to = "group"'; else echo 'attach_to = "certificate"'; fi
+    } >"$file"
+}
+
+# One `up --fleet` at the default rates on a fresh emulator. Sets RES (one summary line).
+run_api() {
+    local v=$1 name="api-$1" dir="$WORK/api-$1" rc=0 t0 up
+    mkdir -p "$dir"
+    write_config "$v" "$dir/iotreg.toml"
+    start_emulator "$dir" "$dir/requests.jsonl"
+    echo "$(date -u +%H:%M:%S) start: $(machine_load)" >>"$dir/machine"
+    "$PY" bench/provisioning.py watch "$dir/requests.jsonl" "$dir/timeline" &
+    WATCH_PID=$!
+    log "  $name: emulator $URL; iotreg up --fleet ($N devices, AWS's default rates, $(tr '\n' ' ' <"$dir/iotreg.toml" | sed 's/# [^[]*//'))"
+    t0=$EPOCHREALTIME
+    run_child iotreg_in "$dir" up.time "$dir/iotreg.toml" up --fleet "$MANIFEST" --concurrency "$CONCURRENCY" || rc=$?
+    up=$(since "$t0")
+    echo "$(date -u +%H:%M:%S) end: $(machine_load)" >>"$dir/machine"
+    stop_watch "$dir/timeline"
+    if [[ $rc -ne 0 ]]; then
+        log "  $name: iotreg up FAILED, $(why $rc) (log: $dir/log)"; tail -5 "$dir/log" >&2
+        stop_emulator; return 1
+    fi
+    "$PY" bench/provisioning.py report "$dir/timeline" --devices "$N" --json "$dir/report.json" >"$dir/report.txt" 2>&1 || true
+    sed 's/^/    /' "$dir/report.txt"
+    local bound; bound=$(sed -n 's/^BOUND op=\([^ ]*\) limit=\([^ ]*\) calls_per_device=\([^ ]*\) max_devices_per_s=\([^ ]*\)$/\1 (\2\/s × \3 per device ⇒ ≤ \4 devices\/s)/p' "$dir/report.txt")
+    local per_dev; per_dev=$(sed -n 's/^requests: [0-9]* in all, \([0-9.]*\) per device.*/\1/p' "$dir/report.txt")
+    if [[ "$CHECK" == 1 ]]; then
+        local attach=certificate; [[ "$v" == group ]] && attach=group
+        local group_arg=$GROUP; [[ "$v" == nogroup ]] && group_arg=""
+        if [[ -n "$group_arg" ]]; then
+            if ! "$PY" bench/provisioning.py check --endpoint-url "$URL" --manifest "$MANIFEST" --group "$GROUP" \
+                --attach "$attach" --sample "$SAMPLE" >>"$dir/check.log" 2>&1; then
+                log "  $name: the check after up FAILED:"; tail -5 "$dir/check.log" >&2
+                stop_emulator; return 1
+            fi
+        else
+            # No group to check membership against: fleet_ceiling.py's check covers the rest.
+            if ! "$PY" bench/fleet_ceiling.py --endpoint-url "$URL" --manifest "$MANIFEST" --threads 8 --check up \
+                >>"$dir/check.log" 2>&1; then
+                log "  $name: the check after up FAILED:"; tail -5 "$dir/check.log" >&2
+                stop_emulator; return 1
+            fi
+        fi
+        log "  $name: $(tail -1 "$dir/check.log")"
+    fi
+    local down="-"
+    if [[ "$DOWN" == 1 ]]; then
+        { cat "$dir/iotreg.toml"; echo '[aws.rate_limits]'; echo '"*" = 0'; } >"$dir/iotreg-nolimits.toml"
+        t0=$EPOCHREALTIME
+        if ! run_child iotreg_in "$dir" down.time "$dir/iotreg-nolimits.toml" down; then
+            log "  $name: iotreg down FAILED (log: $dir/log)"; tail -5 "$dir/log" >&2
+            stop_emulator; return 1
+        fi
+        down="$(since "$t0") s"
+        if [[ "$CHECK" == 1 ]] && ! "$PY" bench/provisioning.py check-empty --endpoint-url "$URL" --manifest "$MANIFEST" \
+            --group "$GROUP" >>"$dir/check.log" 2>&1; then
+            log "  $name: down left resources behind:"; tail -5 "$dir/check.log" >&2
+            stop_emulator; return 1
+        fi
+    fi
+    local emu; emu=$(emulator_hwm)
+    stop_emulator
+    RES=$(printf '| %s | %s s | %s | %s s | %s s | %s MB | %s | %s | %s | %s MB |' \
+        "$v" "$up" "$(rate "$N" "$up")" "$(fleet_phase_s "$dir/log")" "$(cpu_s "$dir/up.time")" \
+        "$(peak_mb "$dir/up.time")" "${per_dev:-?}" "${bound:-?}" "$down" "$emu")
+    { echo "$RES"; cat "$dir/machine"; } >"$dir/summary"
+}
+
+# ---------------------------------------------------------------------- runs
+CPU=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo 2>/dev/null | head -1)
+MEM=$(free -g | awk '/^Mem:/ { print $2 " GB RAM" }')
+echo "machine:  $(nproc) CPU(s), ${CPU:-unknown CPU}, ${MEM:-? RAM}; $(uname -sr)"
+echo "iotreg:   $IOTREG_BIN ($PROFILE build)"
+echo "fleet:    N=$N devices, concurrency $CONCURRENCY, iotreg's default rate limits (AWS's default quotas)"
+echo "start:    $(date -u '+%F %H:%M:%S') UTC, $(machine_load)"
+ROWS=()
+for v in $ATTACH; do
+    RES=""
+    if run_api "$v"; then ROWS+=("$RES"); else FAILURES=$((FAILURES + 1)); ROWS+=("| $v | FAILED |"); fi
+    echo "$(date -u +%H:%M:%S) api-$v done: $(machine_load)"
+done
+echo "end:      $(date -u '+%F %H:%M:%S') UTC, $(machine_load)"
+echo
+echo "| variant | up wall | devices/s | fleet phase | iotreg CPU | iotreg peak RSS | requests/device | bound (quota) | down, limits off | emulator peak RSS |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+printf '%s\n' "${ROWS[@]}"
+if [[ "$(stat -c '%Y %s' "$IOTREG_BIN" 2>/dev/null)" != "$BIN_STAMP" ]]; then
+    echo "WARNING: $IOTREG_BIN changed during the benchmark (rebuilt?)" >&2
+fi
+if [[ $FAILURES -ne 0 ]]; then
+    echo "FAILED: $FAILURES run(s) failed" >&2
+    exit 1
+fi
