@@ -199,12 +199,18 @@ def report(timeline: str, n: int, rates_path: str, json_out: str | None) -> int:
         # Every operation at the lowest ceiling bounds the run (certificate mode has two: the
         # certificate and its policy attachment, both 15/s).
         ties = [o for o in result["operations"] if o["limit_per_s"]
-                and abs(o["limit_per_s"] / o["per_device"] - bound[1]) < 1e-6]
+                and abs(o["limit_per_s"] / (o["calls"] / n) - bound[1]) < 1e-6]
         ops = "+".join(o["operation"] for o in ties)
         op, max_dev, limit, per_dev = bound
         print(f"BOUND op={ops} limit={limit:g} calls_per_device={per_dev:.2f} max_devices_per_s={max_dev:.1f}")
+        # Did the run go at that bound, or did something else (the machine, latency x concurrency)
+        # hold it below? The bounding operation's steady rate says how fast devices went.
+        pace = min(o["steady_per_s"] / (o["calls"] / n) for o in ties)
+        verdict = "at the quota" if pace >= 0.9 * max_dev else "BELOW the quota: something else held it back"
+        print(f"PACE steady_devices_per_s={pace:.1f} of max {max_dev:.1f} ({verdict})")
         result["bound"] = {"operations": [o["operation"] for o in ties], "limit_per_s": limit,
-                           "per_device": round(per_dev, 3), "max_devices_per_s": round(max_dev, 2)}
+                           "per_device": round(per_dev, 3), "max_devices_per_s": round(max_dev, 2),
+                           "steady_devices_per_s": pace}
     if json_out:
         with open(json_out, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=1)

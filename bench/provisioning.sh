@@ -17,6 +17,7 @@
 #                  nogroup      no fleet.group, policy.attach_to = "certificate" (what the group costs)
 #   IOTREG_BIN   iotreg binary (default target/release/iotreg; never builds; copy a binary others
 #                may rebuild to /tmp first)
+#   BUILD        release | debug, printed when IOTREG_BIN's path does not say (a copy in /tmp)
 #   CONCURRENCY  iotreg --concurrency (default 16)
 #   CHECK        1 (default) = untimed check after up (bench/provisioning.py check); 0 = skip
 #   SAMPLE       devices the check inspects one by one (default 200; the counts cover all)
@@ -61,7 +62,8 @@ IOTREG_BIN="${IOTREG_BIN:-target/release/iotreg}"
 [[ "$IOTREG_BIN" == /* ]] || IOTREG_BIN="$REPO_DIR/$IOTREG_BIN"
 [[ -x "$IOTREG_BIN" ]] || die "IOTREG_BIN=$IOTREG_BIN is not an executable (cargo build --release; this script never builds)"
 "$IOTREG_BIN" up --help 2>/dev/null | grep -q -- '--fleet' || die "$IOTREG_BIN up has no --fleet option (an older build?)"
-case "$IOTREG_BIN" in */release/*) PROFILE=release ;; */debug/*) PROFILE=debug ;; *) PROFILE="unknown (copied)" ;; esac
+# BUILD names the build when the path does not (a copy in /tmp): release or debug.
+case "$IOTREG_BIN" in */release/*) PROFILE=release ;; */debug/*) PROFILE=debug ;; *) PROFILE="${BUILD:-unknown}" ;; esac
 BIN_STAMP=$(stat -c '%Y %s' "$IOTREG_BIN")
 
 # ----------------------------------------------------------------- no real AWS
@@ -217,6 +219,7 @@ run_api() {
     sed 's/^/    /' "$dir/report.txt"
     local bound; bound=$(sed -n 's/^BOUND op=\([^ ]*\) limit=\([^ ]*\) calls_per_device=\([^ ]*\) max_devices_per_s=\([^ ]*\)$/\1 (\2\/s × \3 per device ⇒ ≤ \4 devices\/s)/p' "$dir/report.txt")
     local per_dev; per_dev=$(sed -n 's/^requests: [0-9]* in all, \([0-9.]*\) per device.*/\1/p' "$dir/report.txt")
+    local pace; pace=$(sed -n 's/^PACE steady_devices_per_s=\([0-9.]*\) of max [0-9.]* (\(.*\))$/\1\/s, \2/p' "$dir/report.txt")
     if [[ "$CHECK" == 1 ]]; then
         local attach=certificate; [[ "$v" == group ]] && attach=group
         local group_arg=$GROUP; [[ "$v" == nogroup ]] && group_arg=""
@@ -253,9 +256,9 @@ run_api() {
     fi
     local emu; emu=$(emulator_hwm)
     stop_emulator
-    RES=$(printf '| %s | %s s | %s | %s s | %s s | %s MB | %s | %s | %s | %s MB |' \
+    RES=$(printf '| %s | %s s | %s | %s s | %s s | %s MB | %s | %s | %s | %s | %s MB |' \
         "$v" "$up" "$(rate "$N" "$up")" "$(fleet_phase_s "$dir/log")" "$(cpu_s "$dir/up.time")" \
-        "$(peak_mb "$dir/up.time")" "${per_dev:-?}" "${bound:-?}" "$down" "$emu")
+        "$(peak_mb "$dir/up.time")" "${per_dev:-?}" "${bound:-?}" "${pace:-?}" "$down" "$emu")
     { echo "$RES"; cat "$dir/machine"; } >"$dir/summary"
 }
 
@@ -274,8 +277,8 @@ for v in $ATTACH; do
 done
 echo "end:      $(date -u '+%F %H:%M:%S') UTC, $(machine_load)"
 echo
-echo "| variant | up wall | devices/s | fleet phase | iotreg CPU | iotreg peak RSS | requests/device | bound (quota) | down, limits off | emulator peak RSS |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| variant | up wall | devices/s | fleet phase | iotreg CPU | iotreg peak RSS | requests/device | bound (quota) | steady pace | down, limits off | emulator peak RSS |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 printf '%s\n' "${ROWS[@]}"
 if [[ "$(stat -c '%Y %s' "$IOTREG_BIN" 2>/dev/null)" != "$BIN_STAMP" ]]; then
     echo "WARNING: $IOTREG_BIN changed during the benchmark (rebuilt?)" >&2
