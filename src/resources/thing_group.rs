@@ -430,3 +430,133 @@ impl Kind for GroupPolicy {
         Ok(Outcome::deleted_if(detached.is_some()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_iot::operation::add_thing_to_thing_group::AddThingToThingGroupOutput;
+    use aws_sdk_iot::operation::create_thing_group::{
+        CreateThingGroupError, CreateThingGroupOutput,
+    };
+    use aws_sdk_iot::operation::describe_thing_group::DescribeThingGroupError;
+    use aws_sdk_iot::operation::detach_policy::DetachPolicyError;
+    use aws_sdk_iot::operation::remove_thing_from_thing_group::RemoveThingFromThingGroupError;
+    use aws_sdk_iot::types::error::{ResourceAlreadyExistsException, ResourceNotFoundException};
+    use aws_smithy_mocks::mock;
+
+    use super::*;
+    use crate::engine::Resource;
+    use crate::resources::testing::{harness, recorded};
+
+    const GROUP: &str = "sensors-abc123";
+    const GROUP_ARN: &str = "arn:aws:iot:us-east-1:123456789012:thinggroup/sensors-abc123";
+
+    fn grouped(policy: bool) -> impl FnOnce(&mut crate::resources::Deployment) {
+        move |d| {
+            d.group = Some(GroupSpec {
+                name: GROUP.into(),
+                description: "Devices of iotreg deployment abc123".into(),
+                policy,
+            })
+        }
+    }
+
+    fn not_found() -> aws_sdk_iot::types::error::ResourceNotFoundException {
+        ResourceNotFoundException::builder().build()
+    }
+
+    #[tokio::test]
+    async fn a_group_someone_made_meanwhile_is_not_taken_over() {
+        let read = mock!(aws_sdk_iot::Client::describe_thing_group)
+            .then_error(|| DescribeThingGroupError::ResourceNotFoundException(not_found()));
+        let create = mock!(aws_sdk_iot::Client::create_thing_group).then_error(|| {
+            CreateThingGroupError::ResourceAlreadyExistsException(
+                ResourceAlreadyExistsException::builder().build(),
+            )
+        });
+        let h = harness(&[&read, &create], &[], &[], &[], vec![], grouped(false));
+        let e = ThingGroup(h.env.clone()).ensure(&h.cx).await.unwrap_err();
+        assert!(matches!(e, StepError::ExistsAfterCreate { .. }), "{e}");
+        // Its intent stays, so the next run looks before it creates.
+        assert_eq!(h.cx.record(THING_GROUP).unwrap().phase, Phase::Intent);
+    }
+
+    #[tokio::test]
+    async fn a_new_member_joins_without_a_list_call() {
+        // Only the add is mocked: a ListThingGroupsForThing would find no rule and fail.
+        let add = mock!(aws_sdk_iot::Client::add_thing_to_thing_group)
+            .match_requests(|r| {
+                r.thing_group_name() == Some(GROUP)
+                    && r.thing_name() == Some("temperature-sensor-abc123")
+            })
+            .then_output(|| AddThingToThingGroupOutput::builder().build());
+        let h = harness(&[&add], &[], &[], &[], vec![], grouped(false));
+        let m = Membership(h.env.clone());
+        assert_eq!(m.ensure(&h.cx).await.unwrap(), Outcome::Created);
+        assert_eq!(add.num_calls(), 1);
+        assert_eq!(
+            h.cx.record(GROUP_MEMBERSHIP).unwrap().id.as_deref(),
+            Some(GROUP)
+        );
+    }
+
+    #[tokio::test]
+    async fn leaving_a_group_that_is_gone_is_done() {
+        let remove = mock!(aws_sdk_iot::Client::remove_thing_from_thing_group)
+            .then_error(|| RemoveThingFromThingGroupError::ResourceNotFoundException(not_found()));
+        let mut rec = recorded(GROUP_MEMBERSHIP, MEMBERSHIP_KIND, "x", None);
+        rec.id = Some(GROUP.into());
+        // fleet.group has left the config: the record names the group.
+        let h = harness(&[&remove], &[], &[], &[], vec![rec], |_| {});
+        let m = Membership(h.env.clone());
+        assert_eq!(Resource::destroy(&m, &h.cx).await.unwrap(), Outcome::Absent);
+        assert!(h.cx.record(GROUP_MEMBERSHIP).is_none());
+    }
+
+    #[tokio::test]
+    async fn detaching_from_the_recorded_group_after_the_config_dropped_it() {
+        // DetachPolicy has no typed not-found error: AWS's code says it is already detached.
+        let detach = mock!(aws_sdk_iot::Client::detach_policy)
+            .match_requests(|r| {
+                r.target() == Some(GROUP_ARN) && r.policy_name() == Some("old-policy")
+            })
+            .then_error(|| {
+                DetachPolicyError::generic(
+                    aws_smithy_types::error::ErrorMetadata::builder()
+                        .code("ResourceNotFoundException")
+                        .build(),
+                )
+            });
+        let mut rec = recorded(GROUP_POLICY, POLICY_KIND, "x", Some(GROUP_ARN));
+        rec.id = Some("old-policy".into());
+        let h = harness(&[&detach], &[], &[], &[], vec![rec], |_| {});
+        let gp = GroupPolicy(h.env.clone());
+        assert_eq!(
+            Resource::destroy(&gp, &h.cx).await.unwrap(),
+            Outcome::Absent
+        );
+        assert_eq!(detach.num_calls(), 1);
+        assert!(h.cx.record(GROUP_POLICY).is_none());
+    }
+
+    #[tokio::test]
+    async fn the_group_is_created_and_recorded() {
+        let read = mock!(aws_sdk_iot::Client::describe_thing_group)
+            .then_error(|| DescribeThingGroupError::ResourceNotFoundException(not_found()));
+        let create = mock!(aws_sdk_iot::Client::create_thing_group)
+            .match_requests(|r| r.thing_group_name() == Some(GROUP))
+            .then_output(|| {
+                CreateThingGroupOutput::builder()
+                    .thing_group_arn(GROUP_ARN)
+                    .build()
+            });
+        let h = harness(&[&read, &create], &[], &[], &[], vec![], grouped(true));
+        assert_eq!(
+            ThingGroup(h.env.clone()).ensure(&h.cx).await.unwrap(),
+            Outcome::Created
+        );
+        assert_eq!(
+            h.cx.record(THING_GROUP).unwrap().arn.as_deref(),
+            Some(GROUP_ARN)
+        );
+    }
+}
