@@ -36,6 +36,9 @@ pub struct Clients {
     pub sts: aws_sdk_sts::Client,
     pub sns: aws_sdk_sns::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
+    /// S3 for a bulk registration's input (src/resources/bulk): path-style addressing against
+    /// an endpoint override, where bucket host names do not resolve.
+    pub s3: aws_sdk_s3::Client,
     pub sdk_config: aws_types::SdkConfig,
     /// The iot-data client needs the account's data endpoint, looked up lazily.
     pub endpoint_override: Option<String>,
@@ -94,6 +97,11 @@ impl Clients {
             sts: aws_sdk_sts::Client::new(config),
             sns: aws_sdk_sns::Client::new(config),
             cloudwatch: aws_sdk_cloudwatch::Client::new(config),
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(config)
+                    .force_path_style(config.endpoint_url().is_some())
+                    .build(),
+            ),
             endpoint_override: config.endpoint_url().map(str::to_string),
             sdk_config: config.clone(),
             data: Default::default(),
@@ -122,6 +130,7 @@ impl Clients {
             sts: aws_sdk_sts::Client::new(&sdk_config),
             sns: aws_sdk_sns::Client::new(&sdk_config),
             cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk_config),
+            s3: aws_sdk_s3::Client::new(&sdk_config),
             endpoint_override: Some("http://127.0.0.1:9".into()),
             sdk_config,
             data: Default::default(),

@@ -228,16 +228,40 @@ pub enum DeviceCommand {
         #[arg(long, value_name = "JSON")]
         message: Option<String>,
     },
+    /// Play a device at first boot under claim provisioning: make a key, connect with the
+    /// claim certificate, get a certificate for a CSR, register through the template, write
+    /// `<thing>-certificate.pem.crt` and `<thing>-private.pem.key`, reconnect as the thing and
+    /// publish a reading.
+    Provision {
+        /// Fleet provisioning by claim (the only way `provision` knows).
+        #[arg(long, required = true)]
+        claim: bool,
+        /// The device's serial number (what the pre-provisioning hook allows or refuses).
+        #[arg(long, value_name = "SN")]
+        serial: String,
+        /// The thing name to register (default: the manifest's for the serial, else the
+        /// serial itself).
+        #[arg(long, value_name = "NAME")]
+        thing: Option<String>,
+    },
     /// Act as the device, or every fleet device at once: connect, publish readings, update
     /// the reported shadow and answer a delta; prints a summary with PUBACK latencies.
+    /// With --claim: provision --count devices by claim concurrently instead.
     Simulate {
         /// The thing (default: the deployment's only device).
-        #[arg(conflicts_with = "fleet")]
+        #[arg(conflicts_with_all = ["fleet", "claim"])]
         thing: Option<String>,
+        /// Provision devices by claim, --count of them, each publishing one reading.
+        #[arg(long, conflicts_with = "fleet")]
+        claim: bool,
+        /// With --claim: the serials to use, one a line (default: the manifest's
+        /// serial_number column).
+        #[arg(long, value_name = "FILE", requires = "claim")]
+        serials: Option<PathBuf>,
         /// Every fleet device the state records, concurrently.
         #[arg(long)]
         fleet: bool,
-        /// Readings per device.
+        /// Readings per device; with --claim, devices to provision.
         #[arg(long, value_name = "N", default_value = "5", value_parser = clap::value_parser!(u32).range(1..=100_000))]
         count: u32,
         /// Seconds between a device's readings.

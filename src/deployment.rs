@@ -9,8 +9,8 @@ use crate::aws;
 use crate::keys::KeyFiles;
 use crate::resources::monitoring::Monitoring;
 use crate::resources::{
-    self, CertificateSpec, Deployment, FunctionSpec, PolicySpec, RoleSpec, RuleSpec, ThingSpec,
-    ThingTypeSpec,
+    self, CertificateSpec, Deployment, FunctionSpec, HookSpec, PolicySpec, ProvisioningSpec,
+    RoleSpec, RuleSpec, ThingSpec, ThingTypeSpec,
 };
 use crate::retry::Backoff;
 use crate::settings::{self, BadInput, Settings};
@@ -83,7 +83,7 @@ pub fn deployment(
             policy: c.policy.attach_to == crate::config::AttachTo::Group,
         });
     Ok(Deployment {
-        group,
+        group: group.clone(),
         suffix: suffix.to_string(),
         region: region.to_string(),
         account: account.to_string(),
@@ -145,12 +145,178 @@ pub fn deployment(
         } else {
             None
         },
+        provisioning: provisioning(settings, suffix, region, account, group.as_ref())?,
         iam_retry: Backoff::IAM_PROPAGATION,
         write_settle: std::time::Duration::from_secs_f64(c.aws.attempt_timeout_s),
         wait_for_thing_type,
         fleet: None,
+        bulk: Arc::new(resources::bulk::BulkSpec::new(
+            c.fleet.mode == crate::config::FleetMode::Bulk,
+            c.fleet.bulk_bucket.as_deref(),
+            suffix,
+            region,
+            account,
+            aws::partition(region),
+        )),
         monitoring,
     })
+}
+
+/// AWS's managed policy for the role fleet provisioning assumes.
+pub const THINGS_REGISTRATION: &str =
+    "arn:aws:iam::aws:policy/service-role/AWSIoTThingsRegistration";
+/// The manifest column holding a device's serial number.
+pub const SERIAL_COLUMN: &str = "serial_number";
+/// The file in the hook's package listing the allowed serials.
+pub const ALLOWED_FILE: &str = "allowed-serials.json";
+const HOOK_FILE: &str = "provisioning_hook.py";
+
+/// Claim provisioning, when configured: the template, its role, the claim policy and files,
+/// and the hook with the manifest's serials.
+fn provisioning(
+    settings: &Settings,
+    suffix: &str,
+    region: &str,
+    account: &str,
+    group: Option<&crate::resources::thing_group::GroupSpec>,
+) -> Result<Option<ProvisioningSpec>> {
+    let c = &settings.config;
+    let p = &c.provisioning;
+    if p.mode != crate::config::ProvisioningMode::Claim {
+        return Ok(None);
+    }
+    let partition = aws::partition(region);
+    let in_partition = |arn: &str| arn.replacen("arn:aws:", &format!("arn:{partition}:"), 1);
+    let template_name = settings::name(&p.template_name, suffix);
+    let policy_name = settings::name(&c.policy.name, suffix);
+    let hook = if p.hook {
+        let serials = match &settings.fleet.manifest {
+            Some(m) => allowed_serials(m)?,
+            // `down` retires whatever the state records; it needs no allow-list.
+            None if matches!(settings.action, settings::Action::Down { .. }) => vec![],
+            None => return Err(BadInput(format!(
+                "provisioning.mode = \"claim\" with the hook on needs the fleet manifest (fleet.manifest or --fleet FILE): its {SERIAL_COLUMN} column is the list of devices allowed to provision"
+            ))
+            .into()),
+        };
+        let allowed = serde_json::to_vec(&serde_json::json!({ "serials": serials }))?;
+        let zip = crate::templates::lambda_zip_files(&[
+            (HOOK_FILE, crate::templates::PROVISIONING_HOOK.as_bytes()),
+            (ALLOWED_FILE, &allowed),
+        ])
+        .map_err(|e| BadInput(e.to_string()))?;
+        Some(HookSpec {
+            role: RoleSpec {
+                name: settings::name(&p.hook_role_name, suffix),
+                trust_policy: resources::role::trust_policy("lambda.amazonaws.com"),
+                managed_policies: vec![in_partition(crate::config::LAMBDA_BASIC_EXECUTION)],
+            },
+            function: FunctionSpec {
+                name: settings::name(&p.hook_function_name, suffix),
+                description: "Allows fleet provisioning only for the manifest's serial numbers"
+                    .into(),
+                runtime: c.function.runtime.clone(),
+                memory_mb: 128,
+                // AWS fails the provisioning request when the hook takes longer than 5 s.
+                timeout_s: 5,
+                handler: "provisioning_hook.lambda_handler".into(),
+                environment: Default::default(),
+                code_sha256: crate::templates::code_sha256(&zip),
+                zip,
+            },
+        })
+    } else {
+        None
+    };
+    Ok(Some(ProvisioningSpec {
+        body: resources::provisioning_template::body(
+            &template_name,
+            &c.thing_type.name,
+            &policy_name,
+            group,
+        ),
+        description: "iotreg fleet provisioning by claim".into(),
+        role: RoleSpec {
+            name: settings::name(&p.role_name, suffix),
+            trust_policy: resources::role::trust_policy("iot.amazonaws.com"),
+            managed_policies: vec![in_partition(THINGS_REGISTRATION)],
+        },
+        claim_policy: PolicySpec {
+            name: settings::name(&p.claim_policy_name, suffix),
+            document: claim_policy(partition, region, account, &template_name),
+            origin: "the built-in claim policy".into(),
+            preset: None,
+        },
+        claim_files: resources::claim_certificate::files(&settings.key_dir),
+        template_name,
+        hook,
+    }))
+}
+
+/// The claim certificate's policy, after AWS's example for fleet provisioning: connect, and
+/// publish, subscribe and receive on the certificate and template topics only (exact
+/// resources, so the claim can do nothing else).
+pub fn claim_policy(
+    partition: &str,
+    region: &str,
+    account: &str,
+    template: &str,
+) -> serde_json::Value {
+    let arn =
+        |kind: &str, topic: &str| format!("arn:{partition}:iot:{region}:{account}:{kind}/{topic}");
+    let certificates = "$aws/certificates/create-from-csr/*";
+    let provision = format!("$aws/provisioning-templates/{template}/provision/*");
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "iot:Connect",
+                "Resource": arn("client", "*")
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["iot:Publish", "iot:Receive"],
+                "Resource": [arn("topic", certificates), arn("topic", &provision)]
+            },
+            {
+                "Effect": "Allow",
+                "Action": "iot:Subscribe",
+                "Resource": [arn("topicfilter", certificates), arn("topicfilter", &provision)]
+            }
+        ]
+    })
+}
+
+/// The manifest's serial numbers: every row must have one, and no two the same (the hook's
+/// allow-list, and the thing a serial provisions as).
+pub fn allowed_serials(m: &crate::manifest::Manifest) -> Result<Vec<String>, BadInput> {
+    let mut problems = Vec::new();
+    let mut seen = std::collections::BTreeMap::new();
+    for (i, d) in m.devices.iter().enumerate() {
+        match d.attributes.get(SERIAL_COLUMN).filter(|s| !s.is_empty()) {
+            None => problems.push(format!("device {} has no {SERIAL_COLUMN}", d.thing_name)),
+            Some(s) => {
+                if let Some(first) = seen.insert(s.clone(), d.thing_name.clone()) {
+                    problems.push(format!(
+                        "{SERIAL_COLUMN} {s:?} is both {first}'s and {}'s (row {})",
+                        d.thing_name,
+                        i + 1
+                    ));
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(BadInput(format!(
+            "the fleet manifest cannot serve claim provisioning: {}",
+            problems.join("; ")
+        )));
+    }
+    Ok(m.devices
+        .iter()
+        .filter_map(|d| d.attributes.get(SERIAL_COLUMN).cloned())
+        .collect())
 }
 
 /// Puts the fleet, if any, into the deployment: the manifest's devices for `up` and `plan`
@@ -164,9 +330,26 @@ pub fn with_fleet(
     sample: Option<usize>,
 ) -> Result<()> {
     let f = &settings.fleet;
-    let devices = match &f.manifest {
+    if settings.config.provisioning.mode == crate::config::ProvisioningMode::Claim {
+        // The manifest is the hook's allow-list: its devices provision themselves. A fleet
+        // `up` made earlier is still retired by `down` (from the state).
+        if state.devices.is_empty() {
+            return Ok(());
+        }
+        if needs_manifest {
+            return Err(BadInput(format!(
+                "{} records a fleet of {} devices made by `up`; claim provisioning cannot take them over: run `iotreg down` first, or set provisioning.mode = \"none\"",
+                settings.state,
+                state.devices.len()
+            ))
+            .into());
+        }
+    }
+    let claim = settings.config.provisioning.mode == crate::config::ProvisioningMode::Claim;
+    let devices = match f.manifest.as_ref().filter(|_| !claim) {
         Some(m) => Some(m.devices.clone()),
         None if state.devices.is_empty() => return Ok(()),
+        None if claim => None,
         None if needs_manifest => {
             return Err(BadInput(format!(
                 "{} records a fleet of {} devices: pass its manifest with --fleet FILE (or set fleet.manifest); `down` needs none",

@@ -70,6 +70,11 @@ pub enum DeviceAction {
         message: Option<String>,
     },
     Simulate(SimulateOptions),
+    /// `device provision --claim`.
+    Provision {
+        serial: String,
+        thing: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +87,10 @@ pub struct SimulateOptions {
     pub concurrency: usize,
     /// Connect and publish only (`--no-shadow`).
     pub no_shadow: bool,
+    /// Provision `count` devices by claim instead.
+    pub claim: bool,
+    /// With `claim`: the serials file (else the manifest's).
+    pub serials: Option<PathBuf>,
 }
 
 /// How the device side reaches the gateway: `[device]` with the `IOTREG_DEVICE_*` variables
@@ -387,6 +396,11 @@ impl Settings {
             .fleet
             .clone()
             .or_else(|| config.fleet.manifest.clone());
+        // With claim provisioning the manifest is the hook's allow-list, which every command
+        // that builds the hook (all but `down`) needs, and the device simulator's serials.
+        let claim = config.provisioning.mode == crate::config::ProvisioningMode::Claim;
+        let is_down = matches!(cli.command, Command::Down { .. });
+        let wants_manifest = wants_manifest || (claim && !is_down);
         let manifest = match manifest_path.filter(|_| wants_manifest) {
             Some(path) => Some(std::sync::Arc::new(
                 crate::manifest::load(&path, &config.thing.attributes).map_err(|e| bad(&e))?,
@@ -412,6 +426,21 @@ impl Settings {
             }
             _ => None,
         };
+        if claim && config.provisioning.hook && !is_down {
+            // Bad input, found before any call: the hook cannot be built without its list.
+            match &manifest {
+                Some(m) => {
+                    crate::deployment::allowed_serials(m)?;
+                }
+                None if matches!(cli.command, Command::Up { .. } | Command::Plan { .. }) => {
+                    return Err(BadInput(format!(
+                        "provisioning.mode = \"claim\" with the hook on needs the fleet manifest (fleet.manifest or --fleet FILE): its {} column is the list of devices allowed to provision",
+                        crate::deployment::SERIAL_COLUMN
+                    )))
+                }
+                None => {}
+            }
+        }
         let device = DeviceSettings::resolve(&config.device, |var| {
             std::env::var(var).ok().filter(|v| !v.is_empty())
         })?;
@@ -547,6 +576,8 @@ fn device_action(
         DeviceCommand::Simulate {
             thing,
             fleet,
+            claim,
+            serials,
             count,
             interval,
             protocol,
@@ -560,7 +591,14 @@ fn device_action(
             protocol: protocol.unwrap_or(device.default_protocol()),
             concurrency: concurrency as usize,
             no_shadow,
+            claim,
+            serials,
         }),
+        DeviceCommand::Provision {
+            claim: _,
+            serial,
+            thing,
+        } => DeviceAction::Provision { serial, thing },
     })
 }
 

@@ -12,6 +12,8 @@ pub const DEVICE_POLICY: &str = include_str!("../templates/device-policy.json");
 pub const DEVICE_POLICY_RECIPE: &str = include_str!("../templates/device-policy-recipe.json");
 pub const TRUST_POLICY: &str = include_str!("../templates/lambda-trust-policy.json");
 pub const HANDLER: &str = include_str!("../templates/lambda-function.py");
+/// The pre-provisioning hook of claim provisioning (its allow-list travels beside it).
+pub const PROVISIONING_HOOK: &str = include_str!("../templates/provisioning-hook.py");
 pub const RULE_SQL: &str = include_str!("../templates/rule.sql");
 pub const SHADOW: &str = include_str!("../templates/device-shadow.json");
 pub const DASHBOARD: &str = include_str!("../templates/dashboard.json");
@@ -121,6 +123,12 @@ pub fn render(
 /// permissions make the bytes (and so Lambda's CodeSha256) depend on the source alone, which is
 /// what lets a second `up` recognise its own code.
 pub fn lambda_zip(file_name: &str, source: &str) -> Result<Vec<u8>, TemplateError> {
+    lambda_zip_files(&[(file_name, source.as_bytes())])
+}
+
+/// A deployment package of several files (a handler and the data it reads), built the same
+/// reproducible way as [`lambda_zip`], the files in the order given.
+pub fn lambda_zip_files(files: &[(&str, &[u8])]) -> Result<Vec<u8>, TemplateError> {
     let mut buf = std::io::Cursor::new(Vec::new());
     {
         let mut zip = zip::ZipWriter::new(&mut buf);
@@ -128,10 +136,12 @@ pub fn lambda_zip(file_name: &str, source: &str) -> Result<Vec<u8>, TemplateErro
             .compression_method(zip::CompressionMethod::Deflated)
             .last_modified_time(zip::DateTime::default())
             .unix_permissions(0o644);
-        zip.start_file(file_name, options)
-            .map_err(|e| TemplateError::Zip(e.to_string()))?;
-        zip.write_all(source.as_bytes())
-            .map_err(|e| TemplateError::Zip(e.to_string()))?;
+        for (name, bytes) in files {
+            zip.start_file(*name, options)
+                .map_err(|e| TemplateError::Zip(e.to_string()))?;
+            zip.write_all(bytes)
+                .map_err(|e| TemplateError::Zip(e.to_string()))?;
+        }
         zip.finish()
             .map_err(|e| TemplateError::Zip(e.to_string()))?;
     }

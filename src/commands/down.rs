@@ -71,6 +71,16 @@ pub async fn down(
             format!("cannot remove key files in {}", settings.key_dir.display())
         })?;
     }
+    if left.get(resources::CLAIM_CERTIFICATE).is_none() {
+        resources::claim_certificate::files(&settings.key_dir)
+            .remove_all()
+            .with_context(|| {
+                format!(
+                    "cannot remove claim key files in {}",
+                    settings.key_dir.display()
+                )
+            })?;
+    }
     let state_removed = left.resources.is_empty();
     if state_removed {
         backend.remove().await?;

@@ -177,10 +177,19 @@ impl Run {
         };
         let final_state = self.store.snapshot();
         let resources = lines(&reports, &final_state);
-        let files = final_state.get(resources::CERTIFICATE).map(|_| Files {
-            certificate: d.certificate.key_files.certificate.display().to_string(),
-            public_key: d.certificate.key_files.public_key.display().to_string(),
-            private_key: d.certificate.key_files.private_key.display().to_string(),
+        // The device's files, or with claim provisioning the claim's (what the factory needs).
+        let key_files = match &d.provisioning {
+            Some(p) => final_state
+                .get(resources::CLAIM_CERTIFICATE)
+                .map(|_| &p.claim_files),
+            None => final_state
+                .get(resources::CERTIFICATE)
+                .map(|_| &d.certificate.key_files),
+        };
+        let files = key_files.map(|k| Files {
+            certificate: k.certificate.display().to_string(),
+            public_key: k.public_key.display().to_string(),
+            private_key: k.private_key.display().to_string(),
         });
         UpSummary {
             command: "up",

@@ -143,6 +143,24 @@ async fn device_checks(
     };
     let mut out = Vec::new();
     let d = &env.d;
+    if d.provisioning.is_some() {
+        // The claim policy through AWS's evaluator, as for the device's policy below.
+        let claim = state
+            .get(crate::resources::CLAIM_CERTIFICATE)
+            .and_then(|r| r.arn.clone());
+        out.push(match claim {
+            Some(arn) => verify::authorization::claim_check(&env.aws.iot, d, &arn).await,
+            None => Check::fail(
+                verify::authorization::CLAIM_AUTHORIZATION,
+                "claim certificate",
+                "the state records no claim certificate; run `iotreg up`",
+            ),
+        });
+        if targets.is_empty() {
+            // Devices provision themselves; `up` made none to connect as.
+            return out;
+        }
+    }
     for (thing, arn) in &targets {
         out.push(match arn {
             Some(arn) => {

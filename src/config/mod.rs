@@ -48,6 +48,7 @@ pub struct Config {
     pub aws: AwsConfig,
     pub device: DeviceConfig,
     pub state: StateConfig,
+    pub provisioning: ProvisioningConfig,
 }
 
 /// Where the state lives (`--state` wins). Without this section: the local file.
@@ -190,6 +191,12 @@ pub struct FleetConfig {
     pub manifest: Option<PathBuf>,
     /// Devices in flight at once. `--concurrency` wins.
     pub concurrency: u32,
+    /// How new devices are registered: one API call at a time per device, or server-side by
+    /// one bulk registration task (src/resources/bulk).
+    pub mode: FleetMode,
+    /// Bulk mode: the bucket for the registration input. Unset, iotreg creates one named from
+    /// the account, region and suffix, and deletes it on `down`.
+    pub bulk_bucket: Option<String>,
     /// A static thing group every device joins (`{{suffix}}` is replaced); None: no group.
     pub group: Option<String>,
 }
@@ -199,9 +206,94 @@ impl Default for FleetConfig {
         FleetConfig {
             manifest: None,
             concurrency: 16,
+            mode: FleetMode::Api,
+            bulk_bucket: None,
             group: None,
         }
     }
+}
+
+/// How devices get their certificates: from `up` (none), or by fleet provisioning by claim,
+/// where devices provision themselves at first boot with a shared claim certificate.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProvisioningMode {
+    #[default]
+    None,
+    Claim,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvisioningConfig {
+    pub mode: ProvisioningMode,
+    /// The FLEET_PROVISIONING template (AWS: 1 to 36 of [0-9A-Za-z_-]).
+    pub template_name: String,
+    /// The role AWS IoT assumes to create the devices' things and certificates.
+    pub role_name: String,
+    /// The policy of the claim certificate (provisioning topics only).
+    pub claim_policy_name: String,
+    /// A pre-provisioning hook allowing only the manifest's serial numbers.
+    pub hook: bool,
+    pub hook_function_name: String,
+    pub hook_role_name: String,
+}
+
+impl Default for ProvisioningConfig {
+    fn default() -> Self {
+        ProvisioningConfig {
+            mode: ProvisioningMode::None,
+            template_name: "fleet-template-{{suffix}}".into(),
+            role_name: "iot-provisioning-role-{{suffix}}".into(),
+            claim_policy_name: "claim-policy-{{suffix}}".into(),
+            hook: true,
+            hook_function_name: "provisioning-hook-{{suffix}}".into(),
+            hook_role_name: "provisioning-hook-role-{{suffix}}".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FleetMode {
+    /// CreateThing, CreateCertificateFromCsr, AttachPolicy, AttachThingPrincipal per device.
+    #[default]
+    Api,
+    /// StartThingRegistrationTask with a provisioning template and a JSON-lines input in S3.
+    Bulk,
+}
+
+/// Why `name` is not an S3 bucket name AWS accepts (general purpose buckets: 3 to 63 of
+/// lower-case letters, digits, dots and hyphens, beginning and ending with a letter or digit,
+/// no two adjacent dots, not shaped like an IP address).
+pub fn check_bucket_name(name: &str) -> Result<(), String> {
+    let len = name.len();
+    if !(3..=63).contains(&len) {
+        return Err(format!(
+            "{name:?} is {len} characters long; S3 allows 3 to 63"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '.' || *c == '-'))
+    {
+        return Err(format!(
+            "{name:?} contains {c:?}; S3 allows lower-case letters, digits, '.' and '-'"
+        ));
+    }
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !edge(name.chars().next()) || !edge(name.chars().last()) {
+        return Err(format!(
+            "{name:?} must begin and end with a letter or digit"
+        ));
+    }
+    if name.contains("..") {
+        return Err(format!("{name:?} contains two adjacent dots"));
+    }
+    if name.split('.').count() == 4 && name.split('.').all(|p| p.parse::<u8>().is_ok()) {
+        return Err(format!("{name:?} is shaped like an IP address"));
+    }
+    Ok(())
 }
 
 /// How iotreg calls AWS: bounds on every call, so a hung endpoint is an error, never a hang.
@@ -519,6 +611,11 @@ const RULE_NAME: NameRule = NameRule {
     allowed: |c| c.is_ascii_alphanumeric() || c == '_',
     describe: "letters, digits and '_' (no hyphens)",
 };
+/// CreateProvisioningTemplate's templateName: `^[0-9A-Za-z_-]+$`, 1 to 36.
+const TEMPLATE_NAME: NameRule = NameRule {
+    max: 36,
+    ..FUNCTION_NAME
+};
 const TOPIC_NAME: NameRule = NameRule {
     max: 256,
     allowed: |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'),
@@ -604,7 +701,25 @@ impl Config {
             .location()
             .map_err(|(field, m)| invalid(&field, m))?;
         let suffix = self.suffix.as_deref();
-        let names: [(&str, &str, &NameRule); 8] = [
+        let p = &self.provisioning;
+        let names: [(&str, &str, &NameRule); 13] = [
+            (
+                "provisioning.template_name",
+                &p.template_name,
+                &TEMPLATE_NAME,
+            ),
+            ("provisioning.role_name", &p.role_name, &ROLE_NAME),
+            (
+                "provisioning.claim_policy_name",
+                &p.claim_policy_name,
+                &POLICY_NAME,
+            ),
+            (
+                "provisioning.hook_function_name",
+                &p.hook_function_name,
+                &FUNCTION_NAME,
+            ),
+            ("provisioning.hook_role_name", &p.hook_role_name, &ROLE_NAME),
             ("thing_type.name", &self.thing_type.name, &THING_NAME),
             ("thing.name", &self.thing.name, &THING_NAME),
             ("policy.name", &self.policy.name, &POLICY_NAME),
@@ -731,6 +846,26 @@ impl Config {
             return Err(invalid(
                 "fleet.concurrency",
                 format!("{} is out of range: 1 to 256", self.fleet.concurrency),
+            ));
+        }
+        if let Some(bucket) = &self.fleet.bulk_bucket {
+            check_bucket_name(bucket).map_err(|why| invalid("fleet.bulk_bucket", why))?;
+        }
+        // A bulk registration template issues certificates from CSRs (or registers existing
+        // ones): it has no way to hand back a private key made by AWS.
+        if self.fleet.mode == FleetMode::Bulk && self.certificate.mode != CertificateMode::Local {
+            return Err(invalid(
+                "fleet.mode",
+                "\"bulk\" registers certificates from CSRs and needs certificate.mode = \"local\""
+                    .into(),
+            ));
+        }
+        // Two ways of making the fleet's devices: up registers them in bulk, or they register
+        // themselves by claim. One fleet, one way.
+        if self.fleet.mode == FleetMode::Bulk && self.provisioning.mode == ProvisioningMode::Claim {
+            return Err(invalid(
+                "fleet.mode",
+                "\"bulk\" has up register the manifest's devices, while provisioning.mode = \"claim\" has devices register themselves: choose one".into(),
             ));
         }
         for (op, rate) in &self.aws.rate_limits {

@@ -151,3 +151,45 @@ fn template_paths_are_relative_to_the_config_file() {
         Some(Path::new("/etc/iotreg/p.json"))
     );
 }
+
+#[test]
+fn fleet_mode_and_bulk_bucket() {
+    let c = parse_str("").unwrap();
+    assert_eq!(c.fleet.mode, FleetMode::Api);
+    assert_eq!(c.fleet.bulk_bucket, None);
+    let c = parse_str("[fleet]\nmode = \"bulk\"\nbulk_bucket = \"my-fleet.inputs-1\"\n").unwrap();
+    assert_eq!(c.fleet.mode, FleetMode::Bulk);
+    assert_eq!(c.fleet.bulk_bucket.as_deref(), Some("my-fleet.inputs-1"));
+    let e = error_of("[fleet]\nmode = \"batch\"\n");
+    assert!(e.contains("batch") && e.contains("bulk"), "{e}");
+    for (bad, why) in [
+        ("My-Bucket", "contains 'M'"),
+        ("ab", "3 to 63"),
+        ("-bucket", "begin and end"),
+        ("a..b", "adjacent dots"),
+        ("192.168.1.10", "IP address"),
+        ("under_score", "contains '_'"),
+    ] {
+        let e = error_of(&format!("[fleet]\nbulk_bucket = \"{bad}\"\n"));
+        assert!(
+            e.contains("fleet.bulk_bucket") && e.contains(why),
+            "{bad}: {e}"
+        );
+    }
+    let e = error_of("[fleet]\nmode = \"bulk\"\n[certificate]\nmode = \"aws-generated\"\n");
+    assert!(
+        e.contains("fleet.mode") && e.contains("certificate.mode"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bulk_and_claim_are_not_both_the_fleets_way() {
+    let c: Config =
+        toml::from_str("[fleet]\nmode = \"bulk\"\n[provisioning]\nmode = \"claim\"\n").unwrap();
+    let e = c
+        .validate(std::path::Path::new("iotreg.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("fleet.mode") && e.contains("choose one"), "{e}");
+}

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod bundle;
+pub mod claim;
 pub mod https;
 pub mod mqtt;
 pub mod policy;
@@ -306,6 +307,14 @@ pub enum DeviceError {
     SubscribeRefused { endpoint: String, filter: String },
     #[error("shadow update of {thing} rejected: {reason}")]
     ShadowRejected { thing: String, reason: String },
+    /// Fleet provisioning answered on a `…/rejected` topic: AWS's status, code and message.
+    #[error("{call} rejected: {code} (status {status}): {message}")]
+    ProvisioningRejected {
+        call: &'static str,
+        status: i64,
+        code: String,
+        message: String,
+    },
     #[error("timed out after {seconds}s waiting for {awaited}")]
     Timeout { awaited: String, seconds: f64 },
     #[error("{0}")]

@@ -288,8 +288,6 @@ impl Session {
     }
 
     /// The next message on a subscribed topic within `wait` (oldest first), or None.
-    // Part of the device API (a device waiting for commands); only the tests wait so today.
-    #[allow(dead_code)]
     pub async fn next_message(&mut self, wait: Duration) -> Result<Option<Message>, DeviceError> {
         let deadline = Instant::now() + wait;
         loop {

@@ -15,6 +15,10 @@ pub struct Ctx {
     current: Option<String>,
     /// A fleet device: records are that device's (same keys as the single stack's).
     pub(super) device: Option<String>,
+    /// A resource kind's code run for another resource (the device certificate's for claim
+    /// provisioning's claim certificate): its key, as the code names it, is this one in the
+    /// state.
+    alias: Option<(&'static str, &'static str)>,
 }
 
 impl Ctx {
@@ -25,6 +29,7 @@ impl Ctx {
             cancel,
             current: None,
             device: None,
+            alias: None,
         }
     }
 
@@ -35,6 +40,27 @@ impl Ctx {
             cancel: self.cancel.clone(),
             current: Some(key.to_string()),
             device: self.device.clone(),
+            alias: self.alias,
+        }
+    }
+
+    /// This context for code that names its record `from` while it is kept as `to`.
+    pub fn aliased(&self, from: &'static str, to: &'static str) -> Ctx {
+        Ctx {
+            store: self.store.clone(),
+            events: self.events.clone(),
+            cancel: self.cancel.clone(),
+            current: self.current.clone(),
+            device: self.device.clone(),
+            alias: Some((from, to)),
+        }
+    }
+
+    /// The key in the state of what the code calls `key`.
+    fn state_key<'a>(&self, key: &'a str) -> &'a str {
+        match self.alias {
+            Some((from, to)) if key == from => to,
+            _ => key,
         }
     }
 
@@ -46,6 +72,7 @@ impl Ctx {
             cancel: self.cancel.clone(),
             current: None,
             device: Some(device.to_string()),
+            alias: None,
         }
     }
 
@@ -54,16 +81,25 @@ impl Ctx {
     }
 
     pub fn record(&self, key: &str) -> Option<Record> {
-        self.store.read(|s| match &self.device {
+        let key = self.state_key(key);
+        let mut rec = self.store.read(|s| match &self.device {
             Some(d) => s.devices.get(d).and_then(|e| e.get(key)).cloned(),
             None => s.get(key).cloned(),
-        })
+        });
+        // The code sees its own key, so the record compares equal to the one it builds.
+        if let (Some(r), Some((from, _))) = (rec.as_mut(), self.alias) {
+            if r.key == key {
+                r.key = from.to_string();
+            }
+        }
+        rec
     }
 
     /// Writes a record. A fleet device's journal line waits for the disk only when `durable`;
     /// the single stack's state is rewritten in full at once when `durable`, and otherwise
     /// when the store says (locally at once too; in S3 with the next write).
-    fn put(&self, record: Record, durable: bool) -> Result<(), StepError> {
+    fn put(&self, mut record: Record, durable: bool) -> Result<(), StepError> {
+        record.key = self.state_key(&record.key).to_string();
         match (&self.device, durable) {
             (Some(d), _) => self.store.update_device(d, durable, |e| e.put(record))?,
             (None, true) => self.store.update(|s| s.put(record))?,
@@ -89,6 +125,7 @@ impl Ctx {
 
     /// What `up` last applied to this resource, if known.
     pub fn applied(&self, key: &str) -> Option<Fields> {
+        let key = self.state_key(key);
         self.store.read(|s| match &self.device {
             Some(d) => s.devices.get(d).and_then(|e| e.applied.get(key)).cloned(),
             None => s.applied.get(key).cloned(),
@@ -100,6 +137,7 @@ impl Ctx {
         if self.record(key).is_none() || self.applied(key).as_ref() == Some(&fields) {
             return Ok(());
         }
+        let key = self.state_key(key);
         match &self.device {
             // Advisory (it labels a plan's differences): no need to wait for the disk.
             Some(d) => self.store.update_device(d, false, |e| {
@@ -133,6 +171,7 @@ impl Ctx {
     }
 
     pub fn forget(&self, key: &str) -> Result<(), StepError> {
+        let key = self.state_key(key);
         match &self.device {
             // Lost, a record of something deleted is found gone by the next run.
             Some(d) => self.store.update_device(d, false, |e| e.remove(key))?,

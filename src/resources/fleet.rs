@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
 
+use super::bulk::{BULK_BUCKET, BULK_ROLE};
 use super::{
     device_plan, Deployment, Env, FLEET, GROUP_POLICY, PERMISSION, POLICY, THING, THING_GROUP,
     THING_TYPE,
@@ -42,7 +43,7 @@ pub struct FleetSpec {
 pub struct Fleet(pub Arc<Env>);
 
 /// The deployment of one device: the fleet's, with the device's name, attributes and files.
-fn device_deployment(
+pub(super) fn device_deployment(
     d: &Deployment,
     name: &str,
     attributes: BTreeMap<String, String>,
@@ -257,7 +258,17 @@ impl Meta for Fleet {
     fn depends_on(&self) -> &[&'static str] {
         // Devices use the type, the policy and the group; in `down` they go before them. The
         // permission is only there to keep the fleet after the shared chain in the summary.
-        &[THING_TYPE, POLICY, PERMISSION, THING_GROUP, GROUP_POLICY]
+        // Bulk mode's role and bucket (absent otherwise) come before the devices and go after
+        // them.
+        &[
+            THING_TYPE,
+            POLICY,
+            PERMISSION,
+            THING_GROUP,
+            GROUP_POLICY,
+            BULK_ROLE,
+            BULK_BUCKET,
+        ]
     }
 }
 
@@ -280,9 +291,20 @@ impl Resource for Fleet {
             .filter(|n| !wanted.contains(n.as_str()))
             .cloned()
             .collect();
+        // Bulk mode registers the new devices server-side first; the rest (and any device
+        // it did not handle) go one at a time as below.
         let tally = Tally::new(devices.len());
+        let bulk = if self.0.d.bulk.enabled {
+            super::bulk::register(&self.0, cx, &devices, self.spec().concurrency).await?
+        } else {
+            Default::default()
+        };
+        for (name, result) in &bulk {
+            tally.record(cx, name, result.clone());
+        }
         let t = &tally;
         stream::iter(devices)
+            .filter(|dev| std::future::ready(!bulk.contains_key(&dev.thing_name)))
             .map(|dev| async move {
                 let result = if cx.cancelled() {
                     Err(StepError::Interrupted.to_string())

@@ -13,7 +13,9 @@ use aws_sdk_lambda::types::{
 };
 
 use super::sdk::{self, op};
-use super::{Env, ALERT_POLICY, FUNCTION, ROLE};
+use super::{
+    Deployment, Env, FunctionSpec, ALERT_POLICY, FUNCTION, HOOK_FUNCTION, HOOK_ROLE, ROLE,
+};
 use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
 use crate::plan::Fields;
 use crate::retry::Backoff;
@@ -24,21 +26,76 @@ const KIND: &str = "Lambda function";
 /// The field UpdateFunctionCode changes; every other field is UpdateFunctionConfiguration's.
 const CODE: &str = "code_sha256";
 
-pub struct Function(pub Arc<Env>);
+/// Which function: the data processor, or claim provisioning's pre-provisioning hook.
+pub struct Slot {
+    key: &'static str,
+    /// The key of its execution role's record (whose ARN it runs as).
+    role: &'static str,
+    check: &'static str,
+    spec: fn(&Deployment) -> Option<&FunctionSpec>,
+    depends_on: &'static [&'static str],
+}
+
+pub const PROCESSOR: Slot = Slot {
+    key: FUNCTION,
+    role: ROLE,
+    check: "function.configuration",
+    spec: |d| Some(&d.function),
+    // With monitoring on, the role may publish alerts before the function can run.
+    depends_on: &[ROLE, ALERT_POLICY],
+};
+
+pub const HOOK: Slot = Slot {
+    key: HOOK_FUNCTION,
+    role: HOOK_ROLE,
+    check: "provisioning.hook_function",
+    spec: |d| {
+        d.provisioning
+            .as_ref()
+            .and_then(|p| p.hook.as_ref())
+            .map(|h| &h.function)
+    },
+    depends_on: &[HOOK_ROLE],
+};
+
+pub struct Function(pub Arc<Env>, pub &'static Slot);
+
+impl Function {
+    pub fn processor(env: Arc<Env>) -> Function {
+        Function(env, &PROCESSOR)
+    }
+
+    /// The spec; a function the config no longer wants (a stray) is only ever deleted, by
+    /// its recorded name, so an empty spec stands in.
+    fn spec(&self) -> FunctionSpec {
+        (self.1.spec)(&self.0.d)
+            .cloned()
+            .unwrap_or_else(|| FunctionSpec {
+                name: String::new(),
+                description: String::new(),
+                runtime: String::new(),
+                memory_mb: 0,
+                timeout_s: 0,
+                handler: String::new(),
+                environment: Default::default(),
+                zip: vec![],
+                code_sha256: String::new(),
+            })
+    }
+}
 
 impl Meta for Function {
     fn key(&self) -> &str {
-        FUNCTION
+        self.1.key
     }
     fn kind(&self) -> &str {
         KIND
     }
     fn name(&self) -> String {
-        self.0.d.function.name.clone()
+        self.spec().name
     }
-    /// With monitoring on, the role may publish alerts before the function can run.
     fn depends_on(&self) -> &[&'static str] {
-        &[ROLE, ALERT_POLICY]
+        self.1.depends_on
     }
 }
 
@@ -48,31 +105,33 @@ impl Kind for Function {
     type Live = FunctionConfiguration;
 
     fn desired(&self, cx: &Ctx) -> Fields {
-        let d = &self.0.d;
-        let role = cx.record(ROLE).and_then(|r| r.arn).unwrap_or_default();
-        let variables = d
-            .function
+        let f = self.spec();
+        let role = cx
+            .record(self.1.role)
+            .and_then(|r| r.arn)
+            .unwrap_or_default();
+        let variables = f
             .environment
             .iter()
             .map(|(k, v)| (format!("environment.{k}"), v.clone().into()));
-        let mut f = Fields::from([
-            (CODE.to_string(), d.function.code_sha256.clone().into()),
-            (
-                "description".to_string(),
-                d.function.description.clone().into(),
-            ),
-            ("handler".to_string(), d.function.handler.clone().into()),
-            ("memory_mb".to_string(), d.function.memory_mb.into()),
+        let mut fields = Fields::from([
+            (CODE.to_string(), f.code_sha256.clone().into()),
+            ("description".to_string(), f.description.clone().into()),
+            ("handler".to_string(), f.handler.clone().into()),
+            ("memory_mb".to_string(), f.memory_mb.into()),
             ("role".to_string(), role.into()),
-            ("runtime".to_string(), d.function.runtime.clone().into()),
-            ("timeout_s".to_string(), d.function.timeout_s.into()),
+            ("runtime".to_string(), f.runtime.clone().into()),
+            ("timeout_s".to_string(), f.timeout_s.into()),
         ]);
-        f.extend(variables);
-        f
+        fields.extend(variables);
+        fields
     }
 
-    async fn read(&self, _cx: &Ctx) -> Result<Option<FunctionConfiguration>, StepError> {
-        let name = &self.0.d.function.name;
+    async fn read(&self, cx: &Ctx) -> Result<Option<FunctionConfiguration>, StepError> {
+        let name = &match (self.1.spec)(&self.0.d) {
+            Some(f) => f.name.clone(),
+            None => cx.record(self.1.key).map(|r| r.name).unwrap_or_default(),
+        };
         let out = sdk::find(
             op(KIND, name, "GetFunction"),
             self.0.aws.lambda.get_function().function_name(name).send(),
@@ -120,31 +179,33 @@ impl Kind for Function {
     ) -> Result<Outcome, StepError> {
         let lambda = &self.0.aws.lambda;
         let d = &self.0.d;
-        let name = &d.function.name;
+        let f = self.spec();
+        let key = self.1.key;
+        let name = &f.name;
         let role_arn = cx
-            .record(ROLE)
+            .record(self.1.role)
             .and_then(|r| r.arn)
             .ok_or_else(|| StepError::Failed("IAM role ARN missing from state".into()))?;
         let Some(live) = &step.live else {
-            let mut rec = cx.intent(Record::new(FUNCTION, KIND, Phase::Intent, name))?;
+            let mut rec = cx.intent(Record::new(key, KIND, Phase::Intent, name))?;
             let out = sdk::create(
                 op(KIND, name, "CreateFunction"),
                 create_with_propagation_retry(d.iam_retry, cx, || {
                     lambda
                         .create_function()
                         .function_name(name)
-                        .runtime(Runtime::from(d.function.runtime.as_str()))
+                        .runtime(Runtime::from(f.runtime.as_str()))
                         .role(&role_arn)
-                        .handler(&d.function.handler)
+                        .handler(&f.handler)
                         .code(
                             FunctionCode::builder()
-                                .zip_file(Blob::new(d.function.zip.clone()))
+                                .zip_file(Blob::new(f.zip.clone()))
                                 .build(),
                         )
-                        .description(&d.function.description)
-                        .timeout(d.function.timeout_s)
-                        .memory_size(d.function.memory_mb)
-                        .environment(environment(d))
+                        .description(&f.description)
+                        .timeout(f.timeout_s)
+                        .memory_size(f.memory_mb)
+                        .environment(environment(&f))
                         .send()
                 }),
                 |e| e.is_resource_conflict_exception(),
@@ -162,7 +223,7 @@ impl Kind for Function {
                 lambda
                     .update_function_code()
                     .function_name(name)
-                    .zip_file(Blob::new(d.function.zip.clone()))
+                    .zip_file(Blob::new(f.zip.clone()))
                     .send(),
             )
             .await?;
@@ -175,26 +236,26 @@ impl Kind for Function {
                 lambda
                     .update_function_configuration()
                     .function_name(name)
-                    .runtime(Runtime::from(d.function.runtime.as_str()))
+                    .runtime(Runtime::from(f.runtime.as_str()))
                     .role(&role_arn)
-                    .handler(&d.function.handler)
-                    .description(&d.function.description)
-                    .timeout(d.function.timeout_s)
-                    .memory_size(d.function.memory_mb)
-                    .environment(environment(d))
+                    .handler(&f.handler)
+                    .description(&f.description)
+                    .timeout(f.timeout_s)
+                    .memory_size(f.memory_mb)
+                    .environment(environment(&f))
                     .send(),
             )
             .await?;
         }
         let outcome = step.outcome((!step.plan.changes.is_empty()).then(|| step.summary()));
-        let mut rec = step.live_record(FUNCTION, KIND, name);
+        let mut rec = step.live_record(key, KIND, name);
         rec.arn = live.function_arn().map(str::to_string);
         cx.save(step.record.as_ref(), rec)?;
         Ok(outcome)
     }
 
     fn check_name(&self) -> &'static str {
-        "function.configuration"
+        self.1.check
     }
 
     /// The comparison, and whether the function can run: Active, its last update succeeded.
@@ -203,7 +264,7 @@ impl Kind for Function {
         let Some(cfg) = seen.live else {
             return vec![check];
         };
-        let d = &self.0.d;
+        let f = self.spec();
         let mut problems = Vec::new();
         let state = cfg.state().map(|s| s.as_str()).unwrap_or("unknown");
         if state != "Active" {
@@ -219,10 +280,7 @@ impl Kind for Function {
             if passed {
                 check.reason = format!(
                     "Active; {} {}, {} MB, {} s, code as deployed",
-                    d.function.runtime,
-                    d.function.handler,
-                    d.function.memory_mb,
-                    d.function.timeout_s
+                    f.runtime, f.handler, f.memory_mb, f.timeout_s
                 );
             }
             return vec![check];
@@ -237,7 +295,8 @@ impl Kind for Function {
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
-        let Some(rec) = cx.record(FUNCTION) else {
+        let key = self.1.key;
+        let Some(rec) = cx.record(key) else {
             return Ok(Outcome::Absent);
         };
         let name = &rec.name;
@@ -264,7 +323,7 @@ impl Kind for Function {
             |e| e.is_resource_not_found_exception(),
         )
         .await?;
-        cx.forget(FUNCTION)?;
+        cx.forget(key)?;
         Ok(Outcome::deleted_if(deleted.is_some()))
     }
 }
@@ -272,7 +331,7 @@ impl Kind for Function {
 impl Function {
     /// Polls GetFunction until LastUpdateStatus is no longer InProgress (bounded).
     async fn wait_until_updatable(&self, cx: &Ctx) -> Result<(), StepError> {
-        let name = &self.0.d.function.name;
+        let name = &self.spec().name;
         let mut delays = Backoff::IAM_PROPAGATION.delays();
         loop {
             let out = sdk::send(
@@ -300,9 +359,9 @@ impl Function {
 }
 
 /// The function's environment variables as configured.
-fn environment(d: &super::Deployment) -> Environment {
+fn environment(f: &FunctionSpec) -> Environment {
     Environment::builder()
-        .set_variables(Some(d.function.environment.clone().into_iter().collect()))
+        .set_variables(Some(f.environment.clone().into_iter().collect()))
         .build()
 }
 
@@ -448,7 +507,8 @@ mod tests {
     }
 
     async fn plan_then_ensure(h: &Harness) -> (Planned, Outcome) {
-        crate::resources::testing::plan_then_ensure(&Function(h.env.clone()), &h.cx).await
+        crate::resources::testing::plan_then_ensure(&Function::processor(h.env.clone()), &h.cx)
+            .await
     }
 
     fn fields(p: &Planned) -> Vec<&str> {
@@ -548,12 +608,12 @@ mod tests {
     #[tokio::test]
     async fn verify_judges_by_the_comparison_and_the_functions_state() {
         let (h, _get) = stack(|c| c, &[]);
-        let checks = Resource::check(&Function(h.env.clone()), &h.cx).await;
+        let checks = Resource::check(&Function::processor(h.env.clone()), &h.cx).await;
         assert_eq!(checks[0].status, CheckStatus::Pass, "{checks:?}");
         assert!(checks[0].reason.starts_with("Active; python3.12"));
 
         let (h, _get) = stack(|c| c.memory_size(1024).state(State::Pending), &[]);
-        let checks = Resource::check(&Function(h.env.clone()), &h.cx).await;
+        let checks = Resource::check(&Function::processor(h.env.clone()), &h.cx).await;
         assert_eq!(checks[0].status, CheckStatus::Fail);
         assert!(
             checks[0]
@@ -564,7 +624,7 @@ mod tests {
         );
 
         let (h, _get) = stack(|c| c.state(State::Failed), &[]);
-        let checks = Resource::check(&Function(h.env.clone()), &h.cx).await;
+        let checks = Resource::check(&Function::processor(h.env.clone()), &h.cx).await;
         assert_eq!(checks[0].reason, format!("{KIND} {NAME}: state is Failed"));
     }
 }

@@ -21,6 +21,9 @@ pub trait Target: Send + Sync {
     const KIND: &'static str;
     /// verify's check of it.
     const CHECK: &'static str;
+    /// The key of the certificate it attaches (the device's, or claim provisioning's claim
+    /// certificate).
+    const CERTIFICATE_KEY: &'static str = CERTIFICATE;
     fn name(&self) -> String;
     fn depends_on(&self) -> &'static [&'static str];
     /// Whether `cert` is attached (the list call; false when what it lists is gone).
@@ -62,7 +65,7 @@ impl<T: Target> Kind for CertificateLink<T> {
 
     /// Whether the recorded certificate is attached (None without one).
     async fn read(&self, cx: &Ctx) -> Result<Option<Attached>, StepError> {
-        let Ok(cert) = certificate_arn(cx) else {
+        let Ok(cert) = certificate_arn_of(cx, T::CERTIFICATE_KEY) else {
             return Ok(None);
         };
         Ok(self
@@ -104,7 +107,7 @@ impl<T: Target> Kind for CertificateLink<T> {
             return cx.keep(step.record.as_ref(), record(&live.certificate_arn));
         }
         // Create, or the replace of a rename (a link follows it): attach.
-        let cert = certificate_arn(cx)?;
+        let cert = certificate_arn_of(cx, T::CERTIFICATE_KEY)?;
         let rec = record(&cert);
         cx.intent(rec.clone())?;
         self.0.attach(&cert, &name).await?;
@@ -136,11 +139,11 @@ impl<T: Target> Kind for CertificateLink<T> {
     }
 }
 
-/// The recorded certificate's ARN, which both links attach.
-pub fn certificate_arn(cx: &Ctx) -> Result<String, StepError> {
-    cx.record(CERTIFICATE)
+/// The ARN of the certificate recorded under `key`, which its links attach.
+pub fn certificate_arn_of(cx: &Ctx, key: &str) -> Result<String, StepError> {
+    cx.record(key)
         .and_then(|r| r.arn)
-        .ok_or_else(|| StepError::Failed("certificate ARN missing from state".into()))
+        .ok_or_else(|| StepError::Failed(format!("{key} ARN missing from state")))
 }
 
 /// The tests every link passes, each run for both targets (see the `link_tests!` in their

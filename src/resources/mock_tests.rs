@@ -64,7 +64,7 @@ async fn create_function_waits_out_iam_propagation() {
         })
         .build();
     let h = harness(&[], &[], &[&get, &create], &[], vec![role_record()], |_| {});
-    let outcome = function::Function(h.env.clone())
+    let outcome = function::Function::processor(h.env.clone())
         .ensure(&h.cx)
         .await
         .unwrap();
@@ -87,7 +87,7 @@ async fn iam_propagation_retry_is_bounded() {
         .repeatedly()
         .build();
     let h = harness(&[], &[], &[&get, &create], &[], vec![role_record()], |_| {});
-    let err = function::Function(h.env.clone())
+    let err = function::Function::processor(h.env.clone())
         .ensure(&h.cx)
         .await
         .unwrap_err();
@@ -118,7 +118,7 @@ async fn other_invalid_parameters_are_not_retried() {
         )
     });
     let h = harness(&[], &[], &[&get, &create], &[], vec![role_record()], |_| {});
-    assert!(function::Function(h.env.clone())
+    assert!(function::Function::processor(h.env.clone())
         .ensure(&h.cx)
         .await
         .is_err());
@@ -347,11 +347,14 @@ async fn not_found_on_delete_means_already_done() {
         |_| {},
     );
     assert_eq!(
-        role::Role(h.env.clone()).destroy(&h.cx).await.unwrap(),
+        role::Role::lambda(h.env.clone())
+            .destroy(&h.cx)
+            .await
+            .unwrap(),
         Outcome::Absent
     );
     assert_eq!(
-        function::Function(h.env.clone())
+        function::Function::processor(h.env.clone())
             .destroy(&h.cx)
             .await
             .unwrap(),
@@ -389,7 +392,7 @@ async fn already_exists_on_create_keeps_the_intent_so_the_next_read_adopts() {
         )
     });
     let h = harness(&[&get, &create], &[], &[], &[], vec![], |_| {});
-    let err = policy::Policy(h.env.clone())
+    let err = policy::Policy::device(h.env.clone())
         .ensure(&h.cx)
         .await
         .unwrap_err();

@@ -14,7 +14,9 @@ pub mod alarm;
 pub mod alert_policy;
 pub mod alert_subscription;
 pub mod alert_topic;
+pub mod bulk;
 pub mod certificate;
+pub mod claim_certificate;
 pub mod dashboard;
 pub mod fleet;
 pub mod function;
@@ -23,6 +25,8 @@ pub mod monitoring;
 pub mod permission;
 pub mod policy;
 pub mod policy_attachment;
+pub mod provisioned;
+pub mod provisioning_template;
 pub mod role;
 pub mod rule;
 pub mod sdk;
@@ -58,8 +62,13 @@ pub struct Deployment {
     pub monitoring: monitoring::Monitoring,
     /// A fleet of devices instead of the recipe's one thing.
     pub fleet: Option<Arc<fleet::FleetSpec>>,
+    /// Bulk registration of the fleet's new devices (`fleet.mode = "bulk"`), its role and
+    /// bucket.
+    pub bulk: Arc<bulk::BulkSpec>,
     /// The static thing group every device joins (`fleet.group`).
     pub group: Option<thing_group::GroupSpec>,
+    /// Fleet provisioning by claim: devices register themselves (no device of the recipe's).
+    pub provisioning: Option<ProvisioningSpec>,
     pub iam_retry: crate::retry::Backoff,
     /// How long a timed-out call may still be running on the server (the attempt timeout).
     pub write_settle: std::time::Duration,
@@ -134,7 +143,34 @@ pub struct RuleSpec {
     pub enabled: bool,
 }
 
+/// Fleet provisioning by claim: the template, its role, the claim certificate and policy,
+/// and the pre-provisioning hook.
+#[derive(Debug, Clone)]
+pub struct ProvisioningSpec {
+    pub template_name: String,
+    pub description: String,
+    /// The template body (FLEET_PROVISIONING), as JSON.
+    pub body: serde_json::Value,
+    /// The role AWS IoT assumes to provision (trusted by iot.amazonaws.com).
+    pub role: RoleSpec,
+    pub claim_policy: PolicySpec,
+    /// The claim certificate's key, public key and certificate files (`claim-…`).
+    pub claim_files: KeyFiles,
+    pub hook: Option<HookSpec>,
+}
+
+/// The pre-provisioning hook: a function whose package carries the allowed serials, and its
+/// execution role.
+#[derive(Debug, Clone)]
+pub struct HookSpec {
+    pub role: RoleSpec,
+    pub function: FunctionSpec,
+}
+
 impl Deployment {
+    pub fn template_arn(&self, name: &str) -> String {
+        self.arn("iot", &format!("provisioningtemplate/{name}"))
+    }
     pub fn arn(&self, service: &str, resource: &str) -> String {
         format!(
             "arn:{}:{service}:{}:{}:{resource}",
@@ -172,6 +208,15 @@ pub const DASHBOARD: &str = "dashboard";
 pub const THING_GROUP: &str = "thing_group";
 pub const GROUP_MEMBERSHIP: &str = "group_membership";
 pub const GROUP_POLICY: &str = "group_policy";
+pub const PROVISIONING_ROLE: &str = "provisioning_role";
+pub const CLAIM_CERTIFICATE: &str = "claim_certificate";
+pub const CLAIM_POLICY: &str = "claim_policy";
+pub const CLAIM_POLICY_ATTACHMENT: &str = "claim_policy_attachment";
+pub const HOOK_ROLE: &str = "hook_role";
+pub const HOOK_FUNCTION: &str = "hook_function";
+pub const HOOK_PERMISSION: &str = "hook_permission";
+pub const PROVISIONING_TEMPLATE: &str = "provisioning_template";
+pub const PROVISIONED: &str = "provisioned_devices";
 
 /// Every resource kind in the recipe's order, with what decides whether the config wants it.
 /// The single-device stack, a fleet device's own stack, the monitoring stack and the strays
@@ -200,6 +245,14 @@ fn monitoring(d: &Deployment) -> bool {
     d.monitoring.enabled
 }
 
+fn claim(d: &Deployment) -> bool {
+    d.provisioning.is_some()
+}
+
+fn hook(d: &Deployment) -> bool {
+    d.provisioning.as_ref().is_some_and(|p| p.hook.is_some())
+}
+
 const REGISTRY: &[Entry] = &[
     Entry {
         device: false,
@@ -223,7 +276,7 @@ const REGISTRY: &[Entry] = &[
         device: false,
         wanted: always,
         stray: true,
-        make: |env| one(policy::Policy(env.clone())),
+        make: |env| one(policy::Policy::device(env.clone())),
     },
     Entry {
         device: false,
@@ -259,7 +312,19 @@ const REGISTRY: &[Entry] = &[
         device: false,
         wanted: always,
         stray: true,
-        make: |env| one(role::Role(env.clone())),
+        make: |env| one(role::Role::lambda(env.clone())),
+    },
+    Entry {
+        device: false,
+        wanted: bulk::wanted,
+        stray: true,
+        make: |env| one(role::Role(env.clone(), &role::BULK)),
+    },
+    Entry {
+        device: false,
+        wanted: bulk::wanted,
+        stray: true,
+        make: |env| one(bulk::BulkBucket(env.clone())),
     },
     Entry {
         device: false,
@@ -283,7 +348,7 @@ const REGISTRY: &[Entry] = &[
         device: false,
         wanted: always,
         stray: true,
-        make: |env| one(function::Function(env.clone())),
+        make: |env| one(function::Function::processor(env.clone())),
     },
     Entry {
         device: false,
@@ -295,13 +360,72 @@ const REGISTRY: &[Entry] = &[
         device: false,
         wanted: always,
         stray: true,
-        make: |env| one(permission::Permission(env.clone())),
+        make: |env| one(permission::Permission::rule(env.clone())),
     },
     Entry {
         device: false,
         wanted: |d| d.fleet.is_some(),
         stray: false,
         make: |env| one(fleet::Fleet(env.clone())),
+    },
+    Entry {
+        device: false,
+        wanted: claim,
+        stray: true,
+        make: |env| one(role::Role(env.clone(), &role::PROVISIONING)),
+    },
+    Entry {
+        device: false,
+        wanted: claim,
+        stray: true,
+        make: |env| one(claim_certificate::ClaimCertificate::new(env.clone())),
+    },
+    Entry {
+        device: false,
+        wanted: claim,
+        stray: true,
+        make: |env| one(policy::Policy(env.clone(), &policy::CLAIM)),
+    },
+    Entry {
+        device: false,
+        wanted: claim,
+        stray: true,
+        make: |env| one(claim_certificate::attachment(env.clone())),
+    },
+    Entry {
+        device: false,
+        wanted: hook,
+        stray: true,
+        make: |env| one(role::Role(env.clone(), &role::HOOK)),
+    },
+    Entry {
+        device: false,
+        wanted: hook,
+        stray: true,
+        make: |env| one(function::Function(env.clone(), &function::HOOK)),
+    },
+    Entry {
+        device: false,
+        wanted: hook,
+        stray: true,
+        make: |env| {
+            one(permission::Permission(
+                env.clone(),
+                &permission::HOOK_INVOKE,
+            ))
+        },
+    },
+    Entry {
+        device: false,
+        wanted: claim,
+        stray: true,
+        make: |env| one(provisioning_template::Template(env.clone())),
+    },
+    Entry {
+        device: false,
+        wanted: claim,
+        stray: true,
+        make: |env| one(provisioned::Provisioned(env.clone())),
     },
     Entry {
         device: true,
@@ -332,7 +456,8 @@ const REGISTRY: &[Entry] = &[
 /// certificate, attachments and shadow, or, for a fleet, the fleet step (each device's own
 /// resources, see [`device_plan`]).
 pub fn plan(env: &Arc<Env>) -> Vec<Box<dyn Resource>> {
-    let single = env.d.fleet.is_none();
+    // With claim provisioning the devices make their own things and certificates.
+    let single = env.d.fleet.is_none() && env.d.provisioning.is_none();
     REGISTRY
         .iter()
         .filter(|e| (e.wanted)(&env.d) && (single || !e.device))

@@ -1,12 +1,16 @@
-//! The function's resource policy statement letting IoT invoke it, scoped to the rule's ARN
-//! and this account.
+//! A function's resource policy statement letting IoT invoke it, scoped to one source ARN
+//! and this account: the data processor's, scoped to the rule, and the pre-provisioning
+//! hook's, scoped to the provisioning template. AWS's pre-provisioning hook page asks for the
+//! source ARN or account in the invoke permission (confused-deputy prevention); that IoT
+//! presents the template's ARN as the source when it calls a hook is our reading of it, not
+//! something the page spells out.
 
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::sdk::{self, op};
-use super::{Env, FUNCTION, PERMISSION, RULE};
+use super::{Deployment, Env, FUNCTION, HOOK_FUNCTION, HOOK_PERMISSION, PERMISSION, RULE};
 use crate::engine::{Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
 use crate::plan::Fields;
 use crate::state::{Phase, Record};
@@ -16,7 +20,64 @@ const KIND: &str = "invoke permission";
 pub const STATEMENT_ID: &str = "iot-lambda-permission";
 pub const PRINCIPAL: &str = "iot.amazonaws.com";
 
-pub struct Permission(pub Arc<Env>);
+/// Which permission: its key, statement id, function and the source it is scoped to.
+pub struct Slot {
+    key: &'static str,
+    sid: &'static str,
+    check: &'static str,
+    /// What may invoke: "the rule", "the provisioning template".
+    source: &'static str,
+    function: fn(&Deployment) -> String,
+    source_arn: fn(&Deployment) -> String,
+    depends_on: &'static [&'static str],
+}
+
+pub const RULE_INVOKE: Slot = Slot {
+    key: PERMISSION,
+    sid: STATEMENT_ID,
+    check: "permission.scoped",
+    source: "the rule",
+    function: |d| d.function.name.clone(),
+    source_arn: |d| d.rule_arn(),
+    depends_on: &[FUNCTION, RULE],
+};
+
+pub const HOOK_INVOKE: Slot = Slot {
+    key: HOOK_PERMISSION,
+    sid: "iot-provisioning-hook-permission",
+    check: "provisioning.hook_permission",
+    source: "the provisioning template",
+    function: |d| {
+        d.provisioning
+            .as_ref()
+            .and_then(|p| p.hook.as_ref())
+            .map(|h| h.function.name.clone())
+            .unwrap_or_default()
+    },
+    source_arn: |d| {
+        d.provisioning
+            .as_ref()
+            .map(|p| d.template_arn(&p.template_name))
+            .unwrap_or_default()
+    },
+    // The template depends on it (not the other way round): the permission is in place
+    // before the template names the hook, and removed only after the template is gone.
+    depends_on: &[HOOK_FUNCTION],
+};
+
+pub struct Permission(pub Arc<Env>, pub &'static Slot);
+
+impl Permission {
+    pub fn rule(env: Arc<Env>) -> Permission {
+        Permission(env, &RULE_INVOKE)
+    }
+    fn function(&self) -> String {
+        (self.1.function)(&self.0.d)
+    }
+    fn source_arn(&self) -> String {
+        (self.1.source_arn)(&self.0.d)
+    }
+}
 
 /// The live permission: our statement in the function's resource policy, and every statement
 /// there letting IoT invoke the function (ours included), which verify judges too.
@@ -27,16 +88,16 @@ pub struct LivePermission {
 
 impl Meta for Permission {
     fn key(&self) -> &str {
-        PERMISSION
+        self.1.key
     }
     fn kind(&self) -> &str {
         KIND
     }
     fn name(&self) -> String {
-        STATEMENT_ID.to_string()
+        self.1.sid.to_string()
     }
     fn depends_on(&self) -> &[&'static str] {
-        &[FUNCTION, RULE]
+        self.1.depends_on
     }
 }
 
@@ -56,9 +117,10 @@ impl Kind for Permission {
     }
 
     async fn read(&self, _cx: &Ctx) -> Result<Option<LivePermission>, StepError> {
-        let function = &self.0.d.function.name;
+        let sid = self.1.sid;
+        let function = &self.function();
         let policy = sdk::find(
-            op(KIND, STATEMENT_ID, "GetPolicy"),
+            op(KIND, sid, "GetPolicy"),
             self.0
                 .aws
                 .lambda
@@ -72,7 +134,7 @@ impl Kind for Permission {
             .and_then(|p| p.policy)
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default();
-        let Some(statement) = find_statement(&doc, STATEMENT_ID) else {
+        let Some(statement) = find_statement(&doc, sid) else {
             return Ok(None);
         };
         let iot_statements = doc["Statement"]
@@ -93,15 +155,16 @@ impl Kind for Permission {
     }
 
     fn identify(&self, _live: &LivePermission) -> String {
-        format!("{STATEMENT_ID} on {}", self.0.d.function.name)
+        format!("{} on {}", self.1.sid, self.function())
     }
 
     async fn apply(&self, cx: &Ctx, step: Step<LivePermission>) -> Result<Outcome, StepError> {
         let lambda = &self.0.aws.lambda;
         let d = &self.0.d;
-        let function = &d.function.name;
-        let rule_arn = d.rule_arn();
-        let mut rec = Record::new(PERMISSION, KIND, Phase::Created, STATEMENT_ID);
+        let (key, sid) = (self.1.key, self.1.sid);
+        let function = &self.function();
+        let rule_arn = self.source_arn();
+        let mut rec = Record::new(key, KIND, Phase::Created, sid);
         rec.data
             .insert("source_arn".into(), rule_arn.clone().into());
         rec.data.insert("function".into(), function.clone().into());
@@ -113,22 +176,26 @@ impl Kind for Permission {
             // Same statement id, wrong scope: replace it (AddPermission refuses duplicates).
             // Not found means a retried removal already did it.
             sdk::find(
-                op(KIND, STATEMENT_ID, "RemovePermission"),
+                op(KIND, sid, "RemovePermission"),
                 lambda
                     .remove_permission()
                     .function_name(function)
-                    .statement_id(STATEMENT_ID)
+                    .statement_id(sid)
                     .send(),
                 |e| e.is_resource_not_found_exception(),
             )
             .await?;
-            outcome = Outcome::Updated(format!("re-scoped to the rule: {}", step.summary()));
+            outcome = Outcome::Updated(format!(
+                "re-scoped to {}: {}",
+                self.1.source,
+                step.summary()
+            ));
         }
         cx.intent(rec.clone())?;
         let added = lambda
             .add_permission()
             .function_name(function)
-            .statement_id(STATEMENT_ID)
+            .statement_id(sid)
             .action("lambda:InvokeFunction")
             .principal(PRINCIPAL)
             .source_arn(&rule_arn)
@@ -144,36 +211,36 @@ impl Kind for Permission {
                     .is_some_and(|s| s.is_resource_conflict_exception()) =>
             {
                 let policy = sdk::send(
-                    op(KIND, STATEMENT_ID, "GetPolicy"),
+                    op(KIND, sid, "GetPolicy"),
                     lambda.get_policy().function_name(function).send(),
                 )
                 .await?;
                 let ours = policy
                     .policy()
-                    .and_then(|t| statement(t, STATEMENT_ID))
+                    .and_then(|t| statement(t, sid))
                     .is_some_and(|s| self.scoped(&s));
                 if !ours {
-                    return Err(crate::aws::failed(KIND, STATEMENT_ID, "AddPermission", e));
+                    return Err(crate::aws::failed(KIND, sid, "AddPermission", e));
                 }
             }
-            Err(e) => return Err(crate::aws::failed(KIND, STATEMENT_ID, "AddPermission", e)),
+            Err(e) => return Err(crate::aws::failed(KIND, sid, "AddPermission", e)),
         }
         cx.commit(rec)?;
         Ok(outcome)
     }
 
     fn check_name(&self) -> &'static str {
-        "permission.scoped"
+        self.1.check
     }
 
     /// The comparison of our statement, and of every other statement letting IoT invoke the
     /// function: one that any rule (or account) may use is a hole whoever added it.
     async fn checks(&self, _cx: &Ctx, seen: Seen<'_, LivePermission>) -> Vec<Check> {
         let name = self.check_name();
-        let d = &self.0.d;
-        let function = &d.function.name;
-        let res = format!("{KIND} {STATEMENT_ID} on {function}");
-        let rule_arn = d.rule_arn();
+        let function = &self.function();
+        let sid = self.1.sid;
+        let res = format!("{KIND} {sid} on {function}");
+        let rule_arn = self.source_arn();
         let Some(live) = seen.live else {
             return vec![Check::fail(
                 name,
@@ -193,7 +260,7 @@ impl Kind for Permission {
                 format!("{function} lets {PRINCIPAL} invoke it without being scoped to {rule_arn}");
             if !seen.changes.is_empty() {
                 reason = format!(
-                    "{reason}: {STATEMENT_ID} differs: {}",
+                    "{reason}: {sid} differs: {}",
                     crate::plan::describe(seen.changes)
                 );
             }
@@ -202,26 +269,27 @@ impl Kind for Permission {
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
-        let Some(rec) = cx.record(PERMISSION) else {
+        let (key, sid) = (self.1.key, self.1.sid);
+        let Some(rec) = cx.record(key) else {
             return Ok(Outcome::Absent);
         };
         let function = rec
             .data_str("function")
-            .unwrap_or(&self.0.d.function.name)
-            .to_string();
+            .map(str::to_string)
+            .unwrap_or_else(|| self.function());
         let removed = sdk::find(
-            op(KIND, STATEMENT_ID, "RemovePermission"),
+            op(KIND, sid, "RemovePermission"),
             self.0
                 .aws
                 .lambda
                 .remove_permission()
                 .function_name(&function)
-                .statement_id(STATEMENT_ID)
+                .statement_id(sid)
                 .send(),
             |e| e.is_resource_not_found_exception(),
         )
         .await?;
-        cx.forget(PERMISSION)?;
+        cx.forget(key)?;
         Ok(Outcome::deleted_if(removed.is_some()))
     }
 }
@@ -232,7 +300,7 @@ impl Permission {
         Fields::from([
             ("action".to_string(), "lambda:InvokeFunction".into()),
             ("principal".to_string(), PRINCIPAL.into()),
-            ("source_arn".to_string(), self.0.d.rule_arn().into()),
+            ("source_arn".to_string(), self.source_arn().into()),
         ])
     }
 
@@ -354,7 +422,7 @@ mod tests {
     }
 
     async fn plan_then_ensure(h: &Harness) -> (Planned, Outcome) {
-        crate::resources::testing::plan_then_ensure(&Permission(h.env.clone()), &h.cx).await
+        crate::resources::testing::plan_then_ensure(&Permission::rule(h.env.clone()), &h.cx).await
     }
 
     #[tokio::test]
@@ -438,7 +506,7 @@ mod tests {
             )
         });
         let h = stack(&[&get, &add], vec![]);
-        let outcome = Resource::ensure(&Permission(h.env.clone()), &h.cx)
+        let outcome = Resource::ensure(&Permission::rule(h.env.clone()), &h.cx)
             .await
             .unwrap();
         assert_eq!(outcome, Outcome::Created);
@@ -451,7 +519,7 @@ mod tests {
         let ours = stmt(STATEMENT_ID, RULE_ARN, Some("123456789012"));
         let get = get_policy(vec![ours.clone()]);
         let h = stack(&[&get], vec![record()]);
-        let checks = Resource::check(&Permission(h.env.clone()), &h.cx).await;
+        let checks = Resource::check(&Permission::rule(h.env.clone()), &h.cx).await;
         assert_eq!(checks[0].status, CheckStatus::Pass, "{checks:?}");
         assert_eq!(
             checks[0].reason,
@@ -461,13 +529,13 @@ mod tests {
         let any = stmt("anyone", "arn:aws:iot:us-east-1:123456789012:rule/*", None);
         let get = get_policy(vec![ours, any]);
         let h = stack(&[&get], vec![record()]);
-        let checks = Resource::check(&Permission(h.env.clone()), &h.cx).await;
+        let checks = Resource::check(&Permission::rule(h.env.clone()), &h.cx).await;
         assert_eq!(checks[0].status, CheckStatus::Fail);
         assert!(checks[0].reason.contains("without being scoped"));
 
         let get = mock!(aws_sdk_lambda::Client::get_policy).then_error(not_found);
         let h = stack(&[&get], vec![record()]);
-        let checks = Resource::check(&Permission(h.env.clone()), &h.cx).await;
+        let checks = Resource::check(&Permission::rule(h.env.clone()), &h.cx).await;
         assert_eq!(checks[0].status, CheckStatus::Fail);
         assert_eq!(
             checks[0].reason,

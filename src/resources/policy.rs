@@ -1,4 +1,5 @@
-//! The IoT policy. AWS keeps at most five versions; a changed document becomes a new default
+//! An IoT policy: the devices' policy, and in claim provisioning the claim certificate's
+//! policy (the provisioning topics only). AWS keeps at most five versions; a changed document becomes a new default
 //! version (the oldest non-default one is deleted first when five exist), and `down` deletes
 //! the non-default versions before the policy, as AWS requires.
 
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use aws_sdk_iot::operation::get_policy::GetPolicyOutput;
 
 use super::sdk::{self, op};
-use super::{Env, POLICY};
+use super::{Deployment, Env, PolicySpec, CLAIM_POLICY, POLICY};
 use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
 use crate::plan::Fields;
 use crate::state::{Phase, Record};
@@ -16,17 +17,51 @@ use crate::verify::{Check, CheckStatus};
 const KIND: &str = "IoT policy";
 const MAX_VERSIONS: usize = 5;
 
-pub struct Policy(pub Arc<Env>);
+/// Which policy: its key and where its spec lives.
+pub struct Slot {
+    key: &'static str,
+    check: &'static str,
+    spec: fn(&Deployment) -> Option<&PolicySpec>,
+}
+
+pub const DEVICE: Slot = Slot {
+    key: POLICY,
+    check: "policy.document",
+    spec: |d| Some(&d.policy),
+};
+
+pub const CLAIM: Slot = Slot {
+    key: CLAIM_POLICY,
+    check: "provisioning.claim_policy",
+    spec: |d| d.provisioning.as_ref().map(|p| &p.claim_policy),
+};
+
+pub struct Policy(pub Arc<Env>, pub &'static Slot);
+
+impl Policy {
+    pub fn device(env: Arc<Env>) -> Policy {
+        Policy(env, &DEVICE)
+    }
+    /// The spec; one the config no longer wants is only deleted, by its recorded name.
+    fn spec(&self) -> PolicySpec {
+        (self.1.spec)(&self.0.d).cloned().unwrap_or(PolicySpec {
+            name: String::new(),
+            document: serde_json::Value::Null,
+            origin: String::new(),
+            preset: None,
+        })
+    }
+}
 
 impl Meta for Policy {
     fn key(&self) -> &str {
-        POLICY
+        self.1.key
     }
     fn kind(&self) -> &str {
         KIND
     }
     fn name(&self) -> String {
-        self.0.d.policy.name.clone()
+        self.spec().name
     }
     fn depends_on(&self) -> &[&'static str] {
         &[]
@@ -38,11 +73,14 @@ impl Kind for Policy {
     type Live = GetPolicyOutput;
 
     fn desired(&self, _cx: &Ctx) -> Fields {
-        Fields::from([("document".to_string(), self.0.d.policy.document.clone())])
+        Fields::from([("document".to_string(), self.spec().document)])
     }
 
-    async fn read(&self, _cx: &Ctx) -> Result<Option<GetPolicyOutput>, StepError> {
-        let name = &self.0.d.policy.name;
+    async fn read(&self, cx: &Ctx) -> Result<Option<GetPolicyOutput>, StepError> {
+        let name = &match (self.1.spec)(&self.0.d) {
+            Some(p) => p.name.clone(),
+            None => cx.record(self.1.key).map(|r| r.name).unwrap_or_default(),
+        };
         sdk::find(
             op(KIND, name, "GetPolicy"),
             self.0.aws.iot.get_policy().policy_name(name).send(),
@@ -63,9 +101,10 @@ impl Kind for Policy {
     }
 
     async fn apply(&self, cx: &Ctx, step: Step<GetPolicyOutput>) -> Result<Outcome, StepError> {
-        let name = &self.0.d.policy.name;
+        let spec = self.spec();
+        let name = &spec.name;
         let Some(live) = &step.live else {
-            let mut rec = cx.intent(Record::new(POLICY, KIND, Phase::Intent, name))?;
+            let mut rec = cx.intent(Record::new(self.1.key, KIND, Phase::Intent, name))?;
             let out = sdk::create(
                 op(KIND, name, "CreatePolicy"),
                 self.0
@@ -73,7 +112,7 @@ impl Kind for Policy {
                     .iot
                     .create_policy()
                     .policy_name(name)
-                    .policy_document(self.0.d.policy.document.to_string())
+                    .policy_document(spec.document.to_string())
                     .send(),
                 |e| e.is_resource_already_exists_exception(),
             )
@@ -90,14 +129,14 @@ impl Kind for Policy {
             None
         };
         let outcome = step.outcome(updated);
-        let mut rec = step.live_record(POLICY, KIND, name);
+        let mut rec = step.live_record(self.1.key, KIND, name);
         rec.arn = live.policy_arn().map(str::to_string);
         cx.save(step.record.as_ref(), rec)?;
         Ok(outcome)
     }
 
     fn check_name(&self) -> &'static str {
-        "policy.document"
+        self.1.check
     }
 
     async fn checks(&self, _cx: &Ctx, seen: Seen<'_, GetPolicyOutput>) -> Vec<Check> {
@@ -105,7 +144,7 @@ impl Kind for Policy {
         if let Some(live) = seen.live {
             let version = live.default_version_id().unwrap_or("?");
             let res = &seen.resource;
-            let origin = &self.0.d.policy.origin;
+            let origin = &self.spec().origin;
             check.reason = if check.status == CheckStatus::Pass {
                 format!("default version {version} equals {origin}")
             } else {
@@ -116,7 +155,8 @@ impl Kind for Policy {
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
-        let Some(rec) = cx.record(POLICY) else {
+        let key = self.1.key;
+        let Some(rec) = cx.record(key) else {
             return Ok(Outcome::Absent);
         };
         let iot = &self.0.aws.iot;
@@ -128,7 +168,7 @@ impl Kind for Policy {
         )
         .await?
         else {
-            cx.forget(POLICY)?;
+            cx.forget(key)?;
             return Ok(Outcome::Absent);
         };
         // Our certificate was detached already; anything still attached would block deletion.
@@ -149,7 +189,7 @@ impl Kind for Policy {
             |e| e.is_resource_not_found_exception(),
         )
         .await?;
-        cx.forget(POLICY)?;
+        cx.forget(key)?;
         Ok(Outcome::deleted_if(deleted.is_some()))
     }
 }
@@ -164,7 +204,7 @@ impl Policy {
             op(KIND, name, "CreatePolicyVersion"),
             iot.create_policy_version()
                 .policy_name(name)
-                .policy_document(self.0.d.policy.document.to_string())
+                .policy_document(self.spec().document.to_string())
                 .set_as_default(true)
                 .send(),
         )
@@ -240,7 +280,7 @@ mod tests {
         // The harness's rendered document, as AWS returns it (other spacing: compared as JSON).
         let read = live(r#"{ "Version": "2012-10-17", "Statement": [] }"#);
         let h = harness(&[&read], &[], &[], &[], vec![recorded()], |_| {});
-        let policy = Policy(h.env.clone());
+        let policy = Policy::device(h.env.clone());
         assert_eq!(
             policy.plan(&h.cx, true).await.unwrap().action,
             Action::NoChange
@@ -272,7 +312,7 @@ mod tests {
             vec![recorded()],
             |_| {},
         );
-        let policy = Policy(h.env.clone());
+        let policy = Policy::device(h.env.clone());
         let plan = policy.plan(&h.cx, true).await.unwrap();
         assert_eq!(plan.action, Action::Update);
         assert_eq!(plan.changes[0].field, "document");

@@ -1,11 +1,16 @@
-//! The Lambda execution role, trusted by lambda.amazonaws.com, with its managed policies.
+//! An IAM role trusted by one AWS service, with its managed policies. Three roles are this
+//! one kind: the Lambda execution role of the data processor, the provisioning role AWS IoT
+//! assumes to register devices through the fleet provisioning template (trusted by
+//! iot.amazonaws.com, with AWS's managed `AWSIoTThingsRegistration`), and the execution role of
+//! the pre-provisioning hook. Each is a [`Slot`]: its key in the state, where its spec lives in
+//! the deployment, and the service that must be able to assume it.
 
 use std::sync::Arc;
 
 use aws_sdk_iam::types::Role as IamRole;
 
 use super::sdk::{self, op};
-use super::{Env, ROLE};
+use super::{Deployment, Env, RoleSpec, HOOK_ROLE, PROVISIONING_ROLE, ROLE};
 use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
 use crate::plan::{Change, Fields};
 use crate::state::{Phase, Record};
@@ -15,7 +20,80 @@ const KIND: &str = "IAM role";
 const TRUST: &str = "trust_policy";
 const MANAGED: &str = "managed_policies";
 
-pub struct Role(pub Arc<Env>);
+/// Which role: everything that tells the three apart.
+pub struct Slot {
+    key: &'static str,
+    /// The service the trust policy must let assume the role (what verify insists on).
+    service: &'static str,
+    description: &'static str,
+    check: &'static str,
+    /// The role's spec; None when the deployment has no such role (then it is only ever a
+    /// recorded one to delete).
+    spec: fn(&Deployment) -> Option<&RoleSpec>,
+    depends_on: &'static [&'static str],
+}
+
+pub const LAMBDA: Slot = Slot {
+    key: ROLE,
+    service: "lambda.amazonaws.com",
+    description: "Execution role for the iotreg IoT data processor",
+    check: "role.trust",
+    spec: |d| Some(&d.role),
+    depends_on: &[],
+};
+
+pub const PROVISIONING: Slot = Slot {
+    key: PROVISIONING_ROLE,
+    service: "iot.amazonaws.com",
+    description:
+        "Role AWS IoT assumes to register devices through the iotreg provisioning template",
+    check: "provisioning.role",
+    spec: |d| d.provisioning.as_ref().map(|p| &p.role),
+    depends_on: &[],
+};
+
+pub const HOOK: Slot = Slot {
+    key: HOOK_ROLE,
+    service: "lambda.amazonaws.com",
+    description: "Execution role for the iotreg pre-provisioning hook",
+    check: "provisioning.hook_role",
+    spec: |d| {
+        d.provisioning
+            .as_ref()
+            .and_then(|p| p.hook.as_ref())
+            .map(|h| &h.role)
+    },
+    depends_on: &[],
+};
+
+/// The role StartThingRegistrationTask hands to AWS IoT to read bulk registration's input
+/// (`fleet.mode = "bulk"`).
+pub const BULK: Slot = Slot {
+    key: super::bulk::BULK_ROLE,
+    service: "iot.amazonaws.com",
+    description: "Lets AWS IoT read iotreg's bulk registration input",
+    check: "bulk.role_trust",
+    spec: |d| super::bulk::wanted(d).then_some(&d.bulk.role),
+    depends_on: &[],
+};
+
+pub struct Role(pub Arc<Env>, pub &'static Slot);
+
+impl Role {
+    /// The data processor's execution role.
+    pub fn lambda(env: Arc<Env>) -> Role {
+        Role(env, &LAMBDA)
+    }
+
+    /// The spec; a role the deployment does not configure is named by its record (a stray).
+    fn spec(&self) -> RoleSpec {
+        (self.1.spec)(&self.0.d).cloned().unwrap_or(RoleSpec {
+            name: String::new(),
+            trust_policy: serde_json::Value::Null,
+            managed_policies: vec![],
+        })
+    }
+}
 
 /// The live role: GetRole's answer and the ARNs of the managed policies attached to it.
 pub struct LiveRole {
@@ -23,18 +101,30 @@ pub struct LiveRole {
     pub attached: Vec<String>,
 }
 
+/// A trust policy letting `service` assume a role.
+pub fn trust_policy(service: &str) -> serde_json::Value {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Service": service},
+            "Action": "sts:AssumeRole"
+        }]
+    })
+}
+
 impl Meta for Role {
     fn key(&self) -> &str {
-        ROLE
+        self.1.key
     }
     fn kind(&self) -> &str {
         KIND
     }
     fn name(&self) -> String {
-        self.0.d.role.name.clone()
+        self.spec().name
     }
     fn depends_on(&self) -> &[&'static str] {
-        &[]
+        self.1.depends_on
     }
 }
 
@@ -43,17 +133,21 @@ impl Kind for Role {
     type Live = LiveRole;
 
     fn desired(&self, _cx: &Ctx) -> Fields {
-        let d = &self.0.d;
-        let mut policies = d.role.managed_policies.clone();
+        let spec = self.spec();
+        let mut policies = spec.managed_policies.clone();
         policies.sort();
         Fields::from([
             (MANAGED.to_string(), policies.into()),
-            (TRUST.to_string(), d.role.trust_policy.clone()),
+            (TRUST.to_string(), spec.trust_policy.clone()),
         ])
     }
 
-    async fn read(&self, _cx: &Ctx) -> Result<Option<LiveRole>, StepError> {
-        let name = &self.0.d.role.name;
+    async fn read(&self, cx: &Ctx) -> Result<Option<LiveRole>, StepError> {
+        // A role the config no longer wants is read by its recorded name.
+        let name = &match (self.1.spec)(&self.0.d) {
+            Some(spec) => spec.name.clone(),
+            None => cx.record(self.1.key).map(|r| r.name).unwrap_or_default(),
+        };
         let role = sdk::find(
             op(KIND, name, "GetRole"),
             self.0.aws.iam.get_role().role_name(name).send(),
@@ -88,28 +182,29 @@ impl Kind for Role {
 
     async fn apply(&self, cx: &Ctx, step: Step<LiveRole>) -> Result<Outcome, StepError> {
         let iam = &self.0.aws.iam;
-        let d = &self.0.d;
-        let name = &d.role.name;
+        let spec = self.spec();
+        let key = self.1.key;
+        let name = &spec.name;
         let Some(live) = &step.live else {
-            let mut rec = cx.intent(Record::new(ROLE, KIND, Phase::Intent, name))?;
+            let mut rec = cx.intent(Record::new(key, KIND, Phase::Intent, name))?;
             let out = sdk::create(
                 op(KIND, name, "CreateRole"),
                 iam.create_role()
                     .role_name(name)
-                    .assume_role_policy_document(d.role.trust_policy.to_string())
-                    .description("Execution role for the iotreg IoT data processor")
+                    .assume_role_policy_document(spec.trust_policy.to_string())
+                    .description(self.1.description)
                     .send(),
                 |e| e.is_entity_already_exists_exception(),
             )
             .await?;
             // A new role has no managed policies yet.
-            for arn in &d.role.managed_policies {
+            for arn in &spec.managed_policies {
                 self.attach(arn).await?;
             }
             rec.phase = Phase::Created;
             rec.arn = out.role.map(|r| r.arn);
             rec.data
-                .insert(MANAGED.into(), serde_json::json!(d.role.managed_policies));
+                .insert(MANAGED.into(), serde_json::json!(spec.managed_policies));
             cx.commit(rec)?;
             return Ok(Outcome::Created);
         };
@@ -119,7 +214,7 @@ impl Kind for Role {
                 op(KIND, name, "UpdateAssumeRolePolicy"),
                 iam.update_assume_role_policy()
                     .role_name(name)
-                    .policy_document(d.role.trust_policy.to_string())
+                    .policy_document(spec.trust_policy.to_string())
                     .send(),
             )
             .await?;
@@ -148,20 +243,20 @@ impl Kind for Role {
             done.push(format!("{MANAGED}: {}", moved.join(", ")));
         }
         let outcome = step.outcome((!done.is_empty()).then(|| done.join(", ")));
-        let mut rec = step.live_record(ROLE, KIND, name);
+        let mut rec = step.live_record(key, KIND, name);
         rec.arn = Some(live.role.arn().to_string());
         rec.data
-            .insert(MANAGED.into(), serde_json::json!(d.role.managed_policies));
+            .insert(MANAGED.into(), serde_json::json!(spec.managed_policies));
         cx.save(step.record.as_ref(), rec)?;
         Ok(outcome)
     }
 
     fn check_name(&self) -> &'static str {
-        "role.trust"
+        self.1.check
     }
 
     /// The comparison, worded as the role's purpose: whoever wrote the trust template, the
-    /// role must let Lambda assume it.
+    /// role must let its service (Lambda, or IoT for the provisioning role) assume it.
     async fn checks(&self, _cx: &Ctx, seen: Seen<'_, LiveRole>) -> Vec<Check> {
         let name = self.check_name();
         let res = &seen.resource;
@@ -169,15 +264,16 @@ impl Kind for Role {
         let Some(live) = seen.live else {
             return vec![check];
         };
-        if !trusts_lambda(&self.fields(live)[TRUST]) {
+        let service = self.1.service;
+        if !trusts(&self.fields(live)[TRUST], service) {
             return vec![Check::fail(
                 name,
                 res,
-                format!("{res} is not trusted by lambda.amazonaws.com"),
+                format!("{res} is not trusted by {service}"),
             )];
         }
         if check.status == CheckStatus::Pass {
-            check.reason = "trusted by lambda.amazonaws.com, managed policies attached".into();
+            check.reason = format!("trusted by {service}, managed policies attached");
         } else {
             check.reason = format!("{res} differs: {}", describe(seen.changes));
         }
@@ -185,7 +281,8 @@ impl Kind for Role {
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
-        let Some(rec) = cx.record(ROLE) else {
+        let key = self.1.key;
+        let Some(rec) = cx.record(key) else {
             return Ok(Outcome::Absent);
         };
         let iam = &self.0.aws.iam;
@@ -198,7 +295,7 @@ impl Kind for Role {
         )
         .await?
         else {
-            cx.forget(ROLE)?;
+            cx.forget(key)?;
             return Ok(Outcome::Absent);
         };
         for p in attached.attached_policies() {
@@ -235,7 +332,7 @@ impl Kind for Role {
             |e| e.is_no_such_entity_exception(),
         )
         .await?;
-        cx.forget(ROLE)?;
+        cx.forget(key)?;
         Ok(Outcome::deleted_if(deleted.is_some()))
     }
 }
@@ -265,7 +362,7 @@ impl Role {
     }
 
     async fn attach(&self, arn: &str) -> Result<(), StepError> {
-        let name = &self.0.d.role.name;
+        let name = &self.spec().name;
         sdk::send(
             op(KIND, name, "AttachRolePolicy"),
             self.0
@@ -319,13 +416,12 @@ fn describe(changes: &[Change]) -> String {
         .join(", ")
 }
 
-/// Whether a trust policy lets Lambda assume the role.
-fn trusts_lambda(trust: &serde_json::Value) -> bool {
+/// Whether a trust policy lets `service` assume the role.
+fn trusts(trust: &serde_json::Value, service: &str) -> bool {
     trust["Statement"].as_array().is_some_and(|stmts| {
         stmts.iter().any(|s| {
             s["Effect"] == "Allow"
-                && s.pointer("/Principal/Service")
-                    == Some(&serde_json::json!("lambda.amazonaws.com"))
+                && s.pointer("/Principal/Service") == Some(&serde_json::json!(service))
                 && s["Action"] == "sts:AssumeRole"
         })
     })
@@ -456,7 +552,7 @@ mod tests {
 
     /// What `plan` says, then what `ensure` does, on the same live role.
     async fn plan_then_ensure(h: &Harness) -> (Planned, Outcome) {
-        crate::resources::testing::plan_then_ensure(&Role(h.env.clone()), &h.cx).await
+        crate::resources::testing::plan_then_ensure(&Role::lambda(h.env.clone()), &h.cx).await
     }
 
     fn fields(p: &Planned) -> Vec<&str> {
@@ -547,7 +643,7 @@ mod tests {
     async fn verify_judges_by_the_same_comparison() {
         let (get, list) = (get_role(trust("lambda.amazonaws.com")), attached(&[BASIC]));
         let h = stack(&[&get, &list], vec![record()]);
-        let checks = Resource::check(&Role(h.env.clone()), &h.cx).await;
+        let checks = Resource::check(&Role::lambda(h.env.clone()), &h.cx).await;
         assert_eq!(checks[0].status, CheckStatus::Pass, "{checks:?}");
         assert_eq!(
             checks[0].reason,
@@ -556,7 +652,7 @@ mod tests {
 
         let (get, list) = (get_role(trust("lambda.amazonaws.com")), attached(&[XRAY]));
         let h = stack(&[&get, &list], vec![record()]);
-        let checks = Resource::check(&Role(h.env.clone()), &h.cx).await;
+        let checks = Resource::check(&Role::lambda(h.env.clone()), &h.cx).await;
         assert_eq!(checks[0].status, CheckStatus::Fail);
         assert!(
             checks[0].reason.contains(&format!("lacks {BASIC}"))
@@ -567,7 +663,7 @@ mod tests {
 
         let (get, list) = (get_role(trust("ec2.amazonaws.com")), attached(&[BASIC]));
         let h = stack(&[&get, &list], vec![record()]);
-        let checks = Resource::check(&Role(h.env.clone()), &h.cx).await;
+        let checks = Resource::check(&Role::lambda(h.env.clone()), &h.cx).await;
         assert!(
             checks[0]
                 .reason

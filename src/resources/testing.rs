@@ -76,7 +76,16 @@ pub fn deployment(dir: &std::path::Path) -> Deployment {
             zip,
         },
         fleet: None,
+        bulk: Arc::new(crate::resources::bulk::BulkSpec::new(
+            false,
+            None,
+            "abc123",
+            "us-east-1",
+            "123456789012",
+            "aws",
+        )),
         group: None,
+        provisioning: None,
         rule: RuleSpec {
             name: "sensor_data_rule_abc123".into(),
             description: "d".into(),

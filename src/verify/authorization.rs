@@ -114,6 +114,137 @@ pub async fn check(
 ) -> Check {
     let resource = format!("policy {} for {thing}", d.policy.name);
     let wanted = expectations(d, thing, other);
+    let wrong = match evaluate(iot, &d.policy.name, certificate_arn, &wanted).await {
+        Ok(w) => w,
+        Err(e) => return Check::fail(DEVICE_AUTHORIZATION, &resource, e),
+    };
+    let allowed = wanted.iter().filter(|e| e.allowed).count();
+    if wrong.is_empty() {
+        Check::pass(
+            DEVICE_AUTHORIZATION,
+            &resource,
+            format!(
+                "TestAuthorization: {allowed} intended actions allowed ({}), acting as {other} denied",
+                d.policy.origin
+            ),
+        )
+    } else {
+        Check::fail(
+            DEVICE_AUTHORIZATION,
+            &resource,
+            format!("TestAuthorization: {}", wrong.join("; ")),
+        )
+    }
+}
+
+/// verify's check of the claim policy.
+pub const CLAIM_AUTHORIZATION: &str = "provisioning.claim_authorization";
+
+/// What the claim certificate must be allowed (connect; the certificate and this template's
+/// provisioning topics) and refused (a device's topic and shadow, another template).
+pub fn claim_expectations(d: &Deployment, template: &str) -> Vec<Expectation> {
+    let arn = |kind: &str, rest: &str| {
+        format!(
+            "arn:{}:iot:{}:{}:{kind}/{rest}",
+            d.partition, d.region, d.account
+        )
+    };
+    let client = "SN-verify-claim";
+    let e = |action, resource: String, allowed| Expectation {
+        action,
+        resource,
+        client_id: client.to_string(),
+        allowed,
+    };
+    let csr = "$aws/certificates/create-from-csr/json";
+    let provision = format!("$aws/provisioning-templates/{template}/provision/json");
+    vec![
+        e(Action::Connect, arn("client", client), true),
+        e(Action::Publish, arn("topic", csr), true),
+        e(
+            Action::Subscribe,
+            arn("topicfilter", &format!("{csr}/accepted")),
+            true,
+        ),
+        e(
+            Action::Receive,
+            arn("topic", &format!("{csr}/accepted")),
+            true,
+        ),
+        e(Action::Publish, arn("topic", &provision), true),
+        e(
+            Action::Subscribe,
+            arn("topicfilter", &format!("{provision}/rejected")),
+            true,
+        ),
+        e(
+            Action::Receive,
+            arn("topic", &format!("{provision}/accepted")),
+            true,
+        ),
+        e(
+            Action::Publish,
+            arn("topic", "sensor/temperature/any-device"),
+            false,
+        ),
+        e(
+            Action::Subscribe,
+            arn("topicfilter", "$aws/things/any-device/shadow/update/delta"),
+            false,
+        ),
+        e(
+            Action::Publish,
+            arn(
+                "topic",
+                "$aws/provisioning-templates/another-template/provision/json",
+            ),
+            false,
+        ),
+    ]
+}
+
+/// The claim policy through TestAuthorization for the claim certificate.
+pub async fn claim_check(
+    iot: &aws_sdk_iot::Client,
+    d: &Deployment,
+    certificate_arn: &str,
+) -> Check {
+    let Some(p) = &d.provisioning else {
+        return Check::fail(
+            CLAIM_AUTHORIZATION,
+            "claim policy",
+            "claim provisioning is not configured",
+        );
+    };
+    let resource = format!("policy {} for the claim certificate", p.claim_policy.name);
+    let wanted = claim_expectations(d, &p.template_name);
+    match evaluate(iot, &p.claim_policy.name, certificate_arn, &wanted).await {
+        Err(e) => Check::fail(CLAIM_AUTHORIZATION, &resource, e),
+        Ok(wrong) if wrong.is_empty() => Check::pass(
+            CLAIM_AUTHORIZATION,
+            &resource,
+            format!(
+                "TestAuthorization: the provisioning topics of {} allowed ({} actions); a device topic, the shadow and another template denied",
+                p.template_name,
+                wanted.iter().filter(|e| e.allowed).count()
+            ),
+        ),
+        Ok(wrong) => Check::fail(
+            CLAIM_AUTHORIZATION,
+            &resource,
+            format!("TestAuthorization: {}", wrong.join("; ")),
+        ),
+    }
+}
+
+/// Asks TestAuthorization about each expectation for the certificate: what does not hold,
+/// each as one phrase, or the call's failure.
+async fn evaluate(
+    iot: &aws_sdk_iot::Client,
+    policy: &str,
+    certificate_arn: &str,
+    wanted: &[Expectation],
+) -> Result<Vec<String>, String> {
     let mut wrong = Vec::new();
     // One call per client id (thing variables resolve from it); AWS takes 10 requests a call.
     let mut client_ids: Vec<&str> = wanted.iter().map(|e| e.client_id.as_str()).collect();
@@ -132,21 +263,16 @@ pub async fn check(
                     .build();
                 match info {
                     Ok(info) => call = call.auth_infos(info),
-                    Err(e) => return Check::fail(DEVICE_AUTHORIZATION, &resource, e.to_string()),
+                    Err(e) => return Err(e.to_string()),
                 }
             }
             let answer = match call.send().await {
                 Ok(a) => a,
                 Err(e) => {
-                    let failure =
-                        crate::aws::failed("policy", &d.policy.name, "TestAuthorization", e);
-                    return Check::fail(
-                        DEVICE_AUTHORIZATION,
-                        &resource,
-                        format!(
-                            "{failure} (an endpoint without TestAuthorization, such as plain moto, cannot check the device's side: --skip-device)"
-                        ),
-                    );
+                    let failure = crate::aws::failed("policy", policy, "TestAuthorization", e);
+                    return Err(format!(
+                        "{failure} (an endpoint without TestAuthorization, such as plain moto, cannot check the device's side: --skip-device)"
+                    ));
                 }
             };
             let results = answer.auth_results();
@@ -167,23 +293,7 @@ pub async fn check(
             }
         }
     }
-    let allowed = wanted.iter().filter(|e| e.allowed).count();
-    if wrong.is_empty() {
-        Check::pass(
-            DEVICE_AUTHORIZATION,
-            &resource,
-            format!(
-                "TestAuthorization: {allowed} intended actions allowed ({}), acting as {other} denied",
-                d.policy.origin
-            ),
-        )
-    } else {
-        Check::fail(
-            DEVICE_AUTHORIZATION,
-            &resource,
-            format!("TestAuthorization: {}", wrong.join("; ")),
-        )
-    }
+    Ok(wrong)
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@
 mod support;
 
 mod bad_input;
+mod bulk;
+mod claim;
 mod converge;
 mod crash;
 mod device;

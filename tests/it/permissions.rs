@@ -481,6 +481,54 @@ async fn every_call_of_every_command_is_in_the_documented_policy() {
     seen.run(&emu, &w, UP, &["up", "--fleet", "devices.csv"], 0);
     seen.run(&emu, &w, DOWN, &["down"], 0);
 
+    // Claim provisioning: the template, the claim certificate and the hook; two devices
+    // provisioning themselves (as devices: no AWS API call) and one refused; a changed
+    // allow-list (a new hook package); down retiring the provisioned devices.
+    let w = emu.workdir();
+    let claim = format!(
+        "{NO_LIMITS}[provisioning]\nmode = \"claim\"\n[fleet]\nmanifest = \"devices.csv\"\n"
+    );
+    config(&w, &claim);
+    std::fs::write(
+        w.path().join("devices.csv"),
+        "thing_name,serial_number\nclaim-01,SN-01\nclaim-02,SN-02\n",
+    )
+    .unwrap();
+    seen.run(&emu, &w, PLAN_AND_STATUS, &["plan"], 0);
+    seen.run(&emu, &w, UP, &["up"], 0);
+    seen.run(
+        &emu,
+        &w,
+        DEVICE,
+        &["device", "provision", "--claim", "--serial", "SN-01"],
+        0,
+    );
+    std::fs::write(w.path().join("serials.txt"), "SN-02\nROGUE\n").unwrap();
+    seen.run(
+        &emu,
+        &w,
+        DEVICE,
+        &[
+            "device",
+            "simulate",
+            "--claim",
+            "--count",
+            "2",
+            "--serials",
+            "serials.txt",
+        ],
+        0,
+    );
+    seen.run(&emu, &w, PLAN_AND_STATUS, &["status"], 0);
+    seen.run(&emu, &w, VERIFY, &["verify", "--skip-e2e"], 0);
+    std::fs::write(
+        w.path().join("devices.csv"),
+        "thing_name,serial_number\nclaim-01,SN-01\nclaim-02,SN-02\nclaim-03,SN-03\n",
+    )
+    .unwrap();
+    seen.run(&emu, &w, UP, &["up"], 0);
+    seen.run(&emu, &w, DOWN, &["down"], 0);
+
     // Every action seen in a command is allowed by its section.
     let mut missing = Vec::new();
     for (section, actions) in &seen.actions {
@@ -518,6 +566,9 @@ async fn every_call_of_every_command_is_in_the_documented_policy() {
         (UP, "lambda:RemovePermission"),
         (DOWN, "sns:Unsubscribe"),
         (DOWN, "cloudwatch:DeleteDashboards"),
+        (UP, "iot:CreateProvisioningTemplate"),
+        (DOWN, "iot:DeleteProvisioningTemplate"),
+        (DOWN, "iot:ListThings"),
     ] {
         assert!(seen.saw(section, action), "{section}: never saw {action}");
     }

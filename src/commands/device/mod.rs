@@ -6,6 +6,7 @@
 //! HTTPS need no AWS credentials at all, as on a device.
 
 pub mod bundle;
+pub mod provision;
 pub mod publish;
 pub mod simulate;
 
@@ -43,7 +44,13 @@ pub async fn run(
             )
             .await
         }
+        DeviceAction::Simulate(options) if options.claim => {
+            provision::simulate(settings, progress, options).await
+        }
         DeviceAction::Simulate(options) => simulate::simulate(settings, progress, options).await,
+        DeviceAction::Provision { serial, thing } => {
+            provision::provision(settings, progress, serial, thing.as_deref()).await
+        }
     }
 }
 

@@ -93,12 +93,18 @@ impl Drop for PlainMoto {
 
 impl Emulator {
     pub fn start() -> Emulator {
+        Emulator::start_with(&[])
+    }
+
+    /// An emulator with these environment variables (e.g. a bulk registration task's pace).
+    pub fn start_with(env: &[(&str, &str)]) -> Emulator {
         let dir = tempfile::tempdir().unwrap();
         let request_log = dir.path().join("requests.jsonl");
         let mut child = Command::new(python())
             .arg(repo().join("emulator/server.py"))
             .args(["--host", "127.0.0.1", "--port", "0", "--request-log"])
             .arg(&request_log)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
