@@ -33,6 +33,18 @@ attached policies (the device policy, or none with the group), and a shadow with
 reported state. `check-empty`: no manifest thing, no certificate, no group and no
 `device-policy-*` policy left. Prints `CHECK ... ok` or the problems; exit 1 on a problem.
 
+    provisioning.py bulk-task --endpoint-url http://127.0.0.1:PORT [--json FILE]
+    provisioning.py check-claim --endpoint-url http://127.0.0.1:PORT --expect N [--sample 50]
+
+`bulk-task`: the account's bulk registration tasks as the emulator recorded them
+(ListThingRegistrationTasks, DescribeThingRegistrationTask): status, success and failure counts,
+`creationDate` and `lastModifiedDate`, whose difference is how long the task ran on the server
+side. Prints `TASK id=... status=... success=... failure=... server_s=...` per task.
+
+`check-claim`: after `device simulate --claim`, the things the template made (ListThings with
+the attribute `provisioned_by`, which the template sets) number exactly `--expect`; for a
+sample of them: exactly one certificate principal, ACTIVE, and the `SerialNumber` attribute set.
+
 Every AWS call goes to `http://127.0.0.1:PORT` only (anything else is refused, exit 2), with
 fake credentials (bench/local_aws.py).
 """
@@ -193,6 +205,20 @@ def report(timeline: str, n: int, rates_path: str, json_out: str | None) -> int:
                                                if any(not 200 <= s < 300 for s in status[(svc, op)]) else "")
             for svc, op in once))
     result["once"] = {f"{svc}:{op}": len(by_op[(svc, op)]) for svc, op in once}
+    # Bulk registration: when the task was started, last polled, and its reports read (seconds
+    # from the start of the run, to within the watcher's 0.2 s).
+    if ("iot", "StartThingRegistrationTask") in by_op:
+        first = lambda op: by_op[("iot", op)][0] if ("iot", op) in by_op else float("nan")
+        last = lambda op: by_op[("iot", op)][-1] if ("iot", op) in by_op else float("nan")
+        marks = {
+            "start_at": first("StartThingRegistrationTask"),
+            "last_poll_at": last("DescribeThingRegistrationTask"),
+            "polls": len(by_op.get(("iot", "DescribeThingRegistrationTask"), [])),
+            "reports_at": first("ListThingRegistrationTaskReports"),
+            "end_at": rows[-1][0],
+        }
+        print("BULK " + " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in marks.items()))
+        result["bulk"] = marks
     throttled = sum(c for k in status for s, c in status[k].items() if s == 429)
     print(f"throttling answers (429): {throttled}")
     if bound:
@@ -346,6 +372,42 @@ def check_empty(iot, devices, group: str) -> list[str]:
     return bad
 
 
+def bulk_tasks(iot) -> list[dict]:
+    ids = paged(iot.list_thing_registration_tasks, "taskIds", "nextToken", "nextToken", maxResults=250)
+    out = []
+    for tid in ids:
+        t = iot.describe_thing_registration_task(taskId=tid)
+        created, modified = t.get("creationDate"), t.get("lastModifiedDate")
+        server_s = (modified - created).total_seconds() if created and modified else float("nan")
+        out.append({"id": tid, "status": t.get("status"), "success": t.get("successCount"),
+                    "failure": t.get("failureCount"), "server_s": round(server_s, 2)})
+    return out
+
+
+def check_claim(iot, expect: int, sample: int) -> list[str]:
+    # Filtered here: ListThings filters on a name and value together, and the value is the
+    # template's name.
+    things = [t for t in paged(iot.list_things, "things", "nextToken", "nextToken", maxResults=250)
+              if "provisioned_by" in t.get("attributes", {})]
+    bad = []
+    if len(things) != expect:
+        bad.append(f"{len(things)} things provisioned by the template, expected {expect}")
+    names = sorted(t["thingName"] for t in things)
+    for t in (sample_of([(n, None) for n in names], sample) if names else []):
+        name = t[0]
+        attrs = iot.describe_thing(thingName=name).get("attributes", {})
+        if not attrs.get("SerialNumber"):
+            bad.append(f"{name}: no SerialNumber attribute ({attrs})")
+        arns = [p for p in iot.list_thing_principals(thingName=name)["principals"] if ":cert/" in p]
+        if len(arns) != 1:
+            bad.append(f"{name}: {len(arns)} certificate principals")
+            continue
+        st = iot.describe_certificate(certificateId=arns[0].rsplit("/", 1)[1])["certificateDescription"]["status"]
+        if st != "ACTIVE":
+            bad.append(f"{name}: certificate {st}")
+    return bad
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -367,6 +429,13 @@ def main() -> int:
             c.add_argument("--attach", choices=("certificate", "group"), required=True)
             c.add_argument("--sample", type=int, default=200)
             c.add_argument("--threads", type=int, default=8)
+    b = sub.add_parser("bulk-task")
+    b.add_argument("--endpoint-url", required=True)
+    b.add_argument("--json")
+    cc = sub.add_parser("check-claim")
+    cc.add_argument("--endpoint-url", required=True)
+    cc.add_argument("--expect", type=int, required=True)
+    cc.add_argument("--sample", type=int, default=50)
     a = ap.parse_args()
     if a.cmd == "watch":
         return watch(a.log, a.timeline)
@@ -375,6 +444,22 @@ def main() -> int:
             ap.error("--devices must be at least 1")
         return report(a.timeline, a.devices, a.rates, a.json)
     iot, iotdata = clients(a.endpoint_url)
+    if a.cmd == "bulk-task":
+        tasks = bulk_tasks(iot)
+        for t in tasks:
+            print("TASK " + " ".join(f"{k}={v}" for k, v in t.items()))
+        if a.json:
+            with open(a.json, "w", encoding="utf-8") as f:
+                json.dump(tasks, f, indent=1)
+        return 0 if tasks and all(t["status"] == "Completed" for t in tasks) else 1
+    if a.cmd == "check-claim":
+        t0 = time.monotonic()
+        problems = check_claim(iot, a.expect, a.sample)
+        for p in problems[:10]:
+            print(f"CHECK claim: {p}", file=sys.stderr)
+        print(f"CHECK claim {'FAILED' if problems else 'ok'}: {a.expect} devices expected "
+              f"({time.monotonic() - t0:.1f} s)")
+        return 1 if problems else 0
     devices = read_manifest(a.manifest)
     t0 = time.monotonic()
     if a.cmd == "check":
