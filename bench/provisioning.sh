@@ -167,7 +167,7 @@ start_emulator() {
     EMU_PID=$!
     URL=""
     for _ in $(seq 300); do
-        URL=$(sed -n 's|^iotreg-emulator listening on \(http://127\.0\.0\.1:[0-9][0-9]*\)$|\1|p' "$dir/emulator.out")
+        URL=$(sed -n 's|^iotreg-emulator listening on \(http://127\.0\.0\.1:[0-9][0-9]*\)$|\1|p' "$dir/emulator.out" 2>/dev/null)
         [[ -n "$URL" ]] && break
         kill -0 "$EMU_PID" 2>/dev/null || break
         sleep 0.1
