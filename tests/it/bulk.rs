@@ -261,7 +261,7 @@ async fn up_killed_while_the_task_starts_resumes_it_without_a_second_one() {
     let emu = Emulator::start();
     let w = emu.workdir();
     std::fs::write(w.path().join("iotreg.toml"), CONFIG).unwrap();
-    manifest(&w, 300);
+    manifest(&w, 100);
     // The task is started, its answer (the task id) never reaches iotreg.
     let mut child = emu.start_held(
         &w,
@@ -271,7 +271,7 @@ async fn up_killed_while_the_task_starts_resumes_it_without_a_second_one() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
-    let keys_before: Vec<String> = (0..300)
+    let keys_before: Vec<String> = (0..100)
         .map(|i| {
             std::fs::read_to_string(
                 w.path()
@@ -311,7 +311,7 @@ async fn up_killed_while_the_task_starts_resumes_it_without_a_second_one() {
         .unwrap();
         assert_eq!(&now, key, "sensor-{i:04}: the key made before the kill");
     }
-    assert_registered(&c, &w, 300).await;
+    assert_registered(&c, &w, 100).await;
     w.ok(&["verify", "--skip-e2e"]);
     w.ok(&["down"]);
     assert_eq!(leftovers(&c).await, Vec::<String>::new());
@@ -444,7 +444,7 @@ async fn devices_with_their_own_csrs_are_registered_with_no_private_key_on_this_
     std::fs::create_dir(w.path().join("csrs")).unwrap();
     let mut keys = Vec::new();
     let mut text = String::from("thing_name,serial,line,csr\n");
-    for i in 0..300 {
+    for i in 0..100 {
         let name = format!("sensor-{i:04}");
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
