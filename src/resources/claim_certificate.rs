@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::certificate::Certificate;
 use super::link::{CertificateLink, Target};
-use super::sdk::{self, op};
+use super::policy_attachment;
 use super::{Env, CERTIFICATE, CLAIM_CERTIFICATE, CLAIM_POLICY, CLAIM_POLICY_ATTACHMENT};
 use crate::config::CertificateMode;
 use crate::engine::{Ctx, Meta, Outcome, Resource, StepError};
@@ -153,50 +153,18 @@ impl Target for ToClaimPolicy {
     }
 
     async fn attached(&self, cert: &str, name: &str) -> Result<bool, StepError> {
-        let attached = sdk::find(
-            op(ATTACHMENT_KIND, name, "ListAttachedPolicies"),
-            self.0.aws.iot.list_attached_policies().target(cert).send(),
-            |e| e.is_resource_not_found_exception(),
-        )
-        .await?;
         let policy = self.policy(name);
-        Ok(attached.is_some_and(|a| {
-            a.policies()
-                .iter()
-                .any(|p| p.policy_name() == Some(policy.as_str()))
-        }))
+        policy_attachment::is_attached(&self.0.aws.iot, ATTACHMENT_KIND, name, &policy, cert).await
     }
 
     async fn attach(&self, cert: &str, name: &str) -> Result<(), StepError> {
-        sdk::send(
-            op(ATTACHMENT_KIND, name, "AttachPolicy"),
-            self.0
-                .aws
-                .iot
-                .attach_policy()
-                .policy_name(self.policy(name))
-                .target(cert)
-                .send(),
-        )
-        .await?;
-        Ok(())
+        let policy = self.policy(name);
+        policy_attachment::attach(&self.0.aws.iot, ATTACHMENT_KIND, name, &policy, cert).await
     }
 
     async fn detach(&self, cert: &str, name: &str) -> Result<bool, StepError> {
-        // DetachPolicy has no typed not-found error; AWS answers with the code.
-        let detached = sdk::find_by_code(
-            op(ATTACHMENT_KIND, name, "DetachPolicy"),
-            self.0
-                .aws
-                .iot
-                .detach_policy()
-                .policy_name(self.policy(name))
-                .target(cert)
-                .send(),
-            "ResourceNotFoundException",
-        )
-        .await?;
-        Ok(detached.is_some())
+        let policy = self.policy(name);
+        policy_attachment::detach(&self.0.aws.iot, ATTACHMENT_KIND, name, &policy, cert).await
     }
 
     fn says(&self, attached: bool) -> String {

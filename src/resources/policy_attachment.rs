@@ -32,46 +32,15 @@ impl Target for ToPolicy {
     }
 
     async fn attached(&self, cert: &str, name: &str) -> Result<bool, StepError> {
-        let attached = sdk::find(
-            op(KIND, name, "ListAttachedPolicies"),
-            self.0.aws.iot.list_attached_policies().target(cert).send(),
-            |e| e.is_resource_not_found_exception(),
-        )
-        .await?;
-        let policy = self.0.d.policy.name.as_str();
-        Ok(attached.is_some_and(|a| a.policies().iter().any(|p| p.policy_name() == Some(policy))))
+        is_attached(&self.0.aws.iot, KIND, name, &self.0.d.policy.name, cert).await
     }
 
     async fn attach(&self, cert: &str, name: &str) -> Result<(), StepError> {
-        sdk::send(
-            op(KIND, name, "AttachPolicy"),
-            self.0
-                .aws
-                .iot
-                .attach_policy()
-                .policy_name(&self.0.d.policy.name)
-                .target(cert)
-                .send(),
-        )
-        .await?;
-        Ok(())
+        attach(&self.0.aws.iot, KIND, name, &self.0.d.policy.name, cert).await
     }
 
     async fn detach(&self, cert: &str, name: &str) -> Result<bool, StepError> {
-        // DetachPolicy has no typed not-found error; AWS answers with the code.
-        let detached = sdk::find_by_code(
-            op(KIND, name, "DetachPolicy"),
-            self.0
-                .aws
-                .iot
-                .detach_policy()
-                .policy_name(&self.0.d.policy.name)
-                .target(cert)
-                .send(),
-            "ResourceNotFoundException",
-        )
-        .await?;
-        Ok(detached.is_some())
+        detach(&self.0.aws.iot, KIND, name, &self.0.d.policy.name, cert).await
     }
 
     fn says(&self, attached: bool) -> String {
@@ -82,6 +51,65 @@ impl Target for ToPolicy {
             format!("{policy} is not attached to the certificate")
         }
     }
+}
+
+/// Whether `policy` is attached to `target` (a certificate's or a thing group's ARN); false
+/// when the target is gone. The device policy on a certificate or on the fleet's group, and
+/// the claim policy on the claim certificate, are all this one call.
+pub async fn is_attached(
+    iot: &aws_sdk_iot::Client,
+    kind: &str,
+    name: &str,
+    policy: &str,
+    target: &str,
+) -> Result<bool, StepError> {
+    let attached = sdk::find(
+        op(kind, name, "ListAttachedPolicies"),
+        iot.list_attached_policies().target(target).send(),
+        |e| e.is_resource_not_found_exception(),
+    )
+    .await?;
+    Ok(attached.is_some_and(|a| a.policies().iter().any(|p| p.policy_name() == Some(policy))))
+}
+
+/// Attaches `policy` to `target` (idempotent on AWS).
+pub async fn attach(
+    iot: &aws_sdk_iot::Client,
+    kind: &str,
+    name: &str,
+    policy: &str,
+    target: &str,
+) -> Result<(), StepError> {
+    sdk::send(
+        op(kind, name, "AttachPolicy"),
+        iot.attach_policy()
+            .policy_name(policy)
+            .target(target)
+            .send(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Detaches `policy` from `target`; false when it was not attached any more.
+pub async fn detach(
+    iot: &aws_sdk_iot::Client,
+    kind: &str,
+    name: &str,
+    policy: &str,
+    target: &str,
+) -> Result<bool, StepError> {
+    // DetachPolicy has no typed not-found error; AWS answers with the code.
+    let detached = sdk::find_by_code(
+        op(kind, name, "DetachPolicy"),
+        iot.detach_policy()
+            .policy_name(policy)
+            .target(target)
+            .send(),
+        "ResourceNotFoundException",
+    )
+    .await?;
+    Ok(detached.is_some())
 }
 
 #[cfg(test)]

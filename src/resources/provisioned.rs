@@ -13,14 +13,12 @@
 
 use std::sync::Arc;
 
-use aws_sdk_iot::types::CertificateStatus;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use super::sdk::{self, op};
 use super::{Env, POLICY, PROVISIONED, PROVISIONING_TEMPLATE, THING_TYPE};
 use crate::engine::{Ctx, Meta, Outcome, Resource, StepError};
 use crate::plan::{Action, Planned};
-use crate::retry::Backoff;
 use crate::state::{Phase, Record};
 use crate::verify::Check;
 
@@ -76,78 +74,10 @@ impl Provisioned {
         )
         .await?;
         for arn in principals.iter().flat_map(|p| p.principals()) {
+            // Detached from this thing (and any other), deactivated, deleted: as iotreg
+            // retires any certificate of its own.
             let id = arn.rsplit('/').next().unwrap_or(arn);
-            let policies = sdk::send(
-                op("certificate", id, "ListAttachedPolicies"),
-                iot.list_attached_policies().target(arn).send(),
-            )
-            .await?;
-            for p in policies.policies() {
-                // DetachPolicy has no typed not-found error; AWS answers with the code.
-                sdk::find_by_code(
-                    op("certificate", id, "DetachPolicy"),
-                    iot.detach_policy()
-                        .policy_name(p.policy_name().unwrap_or_default())
-                        .target(arn)
-                        .send(),
-                    "ResourceNotFoundException",
-                )
-                .await?;
-            }
-            sdk::find(
-                op("certificate", id, "DetachThingPrincipal"),
-                iot.detach_thing_principal()
-                    .thing_name(thing)
-                    .principal(arn)
-                    .send(),
-                |e| e.is_resource_not_found_exception(),
-            )
-            .await?;
-            sdk::find(
-                op("certificate", id, "UpdateCertificate"),
-                iot.update_certificate()
-                    .certificate_id(id)
-                    .new_status(CertificateStatus::Inactive)
-                    .send(),
-                |e| e.is_resource_not_found_exception(),
-            )
-            .await?;
-            let mut delays = Backoff::DETACH_PROPAGATION.delays();
-            loop {
-                crate::ratelimit::acquire("DeleteCertificate").await;
-                match iot.delete_certificate().certificate_id(id).send().await {
-                    Ok(_) => break,
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|s| s.is_resource_not_found_exception()) =>
-                    {
-                        break
-                    }
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|s| s.is_delete_conflict_exception()) =>
-                    {
-                        let Some(delay) = delays.next() else {
-                            return Err(crate::aws::failed(
-                                "certificate",
-                                id,
-                                "DeleteCertificate",
-                                e,
-                            ));
-                        };
-                        cx.progress("waiting for AWS to propagate the detachment");
-                        tokio::time::sleep(delay).await;
-                    }
-                    Err(e) => {
-                        return Err(crate::aws::failed(
-                            "certificate",
-                            id,
-                            "DeleteCertificate",
-                            e,
-                        ))
-                    }
-                }
-            }
+            super::certificate::delete(iot, id, arn, cx).await?;
         }
         let data = self.0.aws.data().await?;
         sdk::find(
@@ -251,6 +181,7 @@ mod tests {
     use aws_sdk_iot::operation::detach_policy::DetachPolicyOutput;
     use aws_sdk_iot::operation::detach_thing_principal::DetachThingPrincipalOutput;
     use aws_sdk_iot::operation::list_attached_policies::ListAttachedPoliciesOutput;
+    use aws_sdk_iot::operation::list_principal_things::ListPrincipalThingsOutput;
     use aws_sdk_iot::operation::list_thing_principals::ListThingPrincipalsOutput;
     use aws_sdk_iot::operation::list_things::ListThingsOutput;
     use aws_sdk_iot::operation::update_certificate::UpdateCertificateOutput;
@@ -349,6 +280,13 @@ mod tests {
                 )
                 .build()
         });
+        let principal_things = mock!(aws_sdk_iot::Client::list_principal_things)
+            .match_requests(|r| r.principal() == Some("arn:aws:iot:us-east-1:123456789012:cert/c1"))
+            .then_output(|| {
+                ListPrincipalThingsOutput::builder()
+                    .things("sensor-000x")
+                    .build()
+            });
         let detach = mock!(aws_sdk_iot::Client::detach_policy)
             .then_output(|| DetachPolicyOutput::builder().build());
         let unthing = mock!(aws_sdk_iot::Client::detach_thing_principal)
@@ -373,6 +311,7 @@ mod tests {
             &[
                 &pages,
                 &principals,
+                &principal_things,
                 &policies,
                 &detach,
                 &unthing,

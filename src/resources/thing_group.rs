@@ -9,6 +9,7 @@ use std::sync::Arc;
 use aws_sdk_iot::operation::describe_thing_group::DescribeThingGroupOutput;
 use aws_sdk_iot::types::ThingGroupProperties;
 
+use super::policy_attachment;
 use super::sdk::{self, op};
 use super::{Env, GROUP_MEMBERSHIP, GROUP_POLICY, POLICY, THING, THING_GROUP};
 use crate::engine::{Ctx, Kind, Meta, Outcome, Step, StepError};
@@ -345,16 +346,16 @@ impl Kind for GroupPolicy {
         let Ok(arn) = group_arn(cx) else {
             return Ok(None);
         };
-        let attached = sdk::find(
-            op(POLICY_KIND, &self.name(), "ListAttachedPolicies"),
-            self.0.aws.iot.list_attached_policies().target(&arn).send(),
-            |e| e.is_resource_not_found_exception(),
+        let policy = &self.0.d.policy.name;
+        let attached = policy_attachment::is_attached(
+            &self.0.aws.iot,
+            POLICY_KIND,
+            &self.name(),
+            policy,
+            &arn,
         )
         .await?;
-        let policy = self.0.d.policy.name.as_str();
-        Ok(attached
-            .is_some_and(|a| a.policies().iter().any(|p| p.policy_name() == Some(policy)))
-            .then_some(()))
+        Ok(attached.then_some(()))
     }
 
     fn fields(&self, _live: &()) -> Fields {
@@ -373,17 +374,9 @@ impl Kind for GroupPolicy {
         let created = step.live.is_none();
         if created {
             let arn = group_arn(cx)?;
-            sdk::send(
-                op(POLICY_KIND, &self.name(), "AttachPolicy"),
-                self.0
-                    .aws
-                    .iot
-                    .attach_policy()
-                    .policy_name(&self.0.d.policy.name)
-                    .target(&arn)
-                    .send(),
-            )
-            .await?;
+            let policy = &self.0.d.policy.name;
+            policy_attachment::attach(&self.0.aws.iot, POLICY_KIND, &self.name(), policy, &arn)
+                .await?;
         }
         let mut rec = Record::new(GROUP_POLICY, POLICY_KIND, Phase::Created, self.name());
         // The group's ARN and the policy, for `down` after the config dropped them.
@@ -413,21 +406,11 @@ impl Kind for GroupPolicy {
             .id
             .clone()
             .unwrap_or_else(|| self.0.d.policy.name.clone());
-        // DetachPolicy has no typed not-found error; AWS answers with the code.
-        let detached = sdk::find_by_code(
-            op(POLICY_KIND, &self.name(), "DetachPolicy"),
-            self.0
-                .aws
-                .iot
-                .detach_policy()
-                .policy_name(&policy)
-                .target(&arn)
-                .send(),
-            "ResourceNotFoundException",
-        )
-        .await?;
+        let detached =
+            policy_attachment::detach(&self.0.aws.iot, POLICY_KIND, &self.name(), &policy, &arn)
+                .await?;
         cx.forget(GROUP_POLICY)?;
-        Ok(Outcome::deleted_if(detached.is_some()))
+        Ok(Outcome::deleted_if(detached))
     }
 }
 

@@ -524,78 +524,7 @@ impl Certificate {
 
     /// Deactivate, detach from every thing and policy, delete. Returns false if already gone.
     async fn delete(&self, id: &str, arn: &str, cx: &Ctx) -> Result<bool, StepError> {
-        let iot = &self.0.aws.iot;
-        let deactivated = sdk::find(
-            op(KIND, id, "UpdateCertificate"),
-            iot.update_certificate()
-                .certificate_id(id)
-                .new_status(CertificateStatus::Inactive)
-                .send(),
-            |e| e.is_resource_not_found_exception(),
-        )
-        .await?;
-        if deactivated.is_none() {
-            return Ok(false);
-        }
-        let things = sdk::send(
-            op(KIND, id, "ListPrincipalThings"),
-            iot.list_principal_things().principal(arn).send(),
-        )
-        .await?;
-        for thing in things.things() {
-            sdk::find(
-                op(KIND, id, "DetachThingPrincipal"),
-                iot.detach_thing_principal()
-                    .thing_name(thing)
-                    .principal(arn)
-                    .send(),
-                |e| e.is_resource_not_found_exception(),
-            )
-            .await?;
-        }
-        let policies = sdk::send(
-            op(KIND, id, "ListAttachedPolicies"),
-            iot.list_attached_policies().target(arn).send(),
-        )
-        .await?;
-        for p in policies.policies() {
-            // DetachPolicy has no typed not-found error; AWS answers with the code.
-            sdk::find_by_code(
-                op(KIND, id, "DetachPolicy"),
-                iot.detach_policy()
-                    .policy_name(p.policy_name().unwrap_or_default())
-                    .target(arn)
-                    .send(),
-                "ResourceNotFoundException",
-            )
-            .await?;
-        }
-        // Detaching a thing is asynchronous on AWS: DeleteCertificate answers
-        // DeleteConflictException until it has propagated. Retry that, bounded.
-        let mut delays = Backoff::DETACH_PROPAGATION.delays();
-        loop {
-            crate::ratelimit::acquire("DeleteCertificate").await;
-            match iot.delete_certificate().certificate_id(id).send().await {
-                Ok(_) => return Ok(true),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_resource_not_found_exception()) =>
-                {
-                    return Ok(false)
-                }
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_delete_conflict_exception()) =>
-                {
-                    let Some(delay) = delays.next() else {
-                        return Err(crate::aws::failed(KIND, id, "DeleteCertificate", e));
-                    };
-                    cx.progress("waiting for AWS to propagate the detachment");
-                    tokio::time::sleep(delay).await;
-                }
-                Err(e) => return Err(crate::aws::failed(KIND, id, "DeleteCertificate", e)),
-            }
-        }
+        delete(&self.0.aws.iot, id, arn, cx).await
     }
 
     /// The local certificate file is the registered certificate, and the local private key
@@ -693,6 +622,88 @@ impl Certificate {
             keys::write_private(path, pem, 0o644).map_err(key_err)?;
         }
         Ok(())
+    }
+}
+
+/// Deactivates certificate `id` (ARN `arn`), detaches it from every thing and policy, deletes it.
+/// Returns false if it was already gone. The device's certificate, a duplicate of it, and each
+/// certificate of a device provisioned by claim are retired this one way.
+pub async fn delete(
+    iot: &aws_sdk_iot::Client,
+    id: &str,
+    arn: &str,
+    cx: &Ctx,
+) -> Result<bool, StepError> {
+    let deactivated = sdk::find(
+        op(KIND, id, "UpdateCertificate"),
+        iot.update_certificate()
+            .certificate_id(id)
+            .new_status(CertificateStatus::Inactive)
+            .send(),
+        |e| e.is_resource_not_found_exception(),
+    )
+    .await?;
+    if deactivated.is_none() {
+        return Ok(false);
+    }
+    let things = sdk::send(
+        op(KIND, id, "ListPrincipalThings"),
+        iot.list_principal_things().principal(arn).send(),
+    )
+    .await?;
+    for thing in things.things() {
+        sdk::find(
+            op(KIND, id, "DetachThingPrincipal"),
+            iot.detach_thing_principal()
+                .thing_name(thing)
+                .principal(arn)
+                .send(),
+            |e| e.is_resource_not_found_exception(),
+        )
+        .await?;
+    }
+    let policies = sdk::send(
+        op(KIND, id, "ListAttachedPolicies"),
+        iot.list_attached_policies().target(arn).send(),
+    )
+    .await?;
+    for p in policies.policies() {
+        // DetachPolicy has no typed not-found error; AWS answers with the code.
+        sdk::find_by_code(
+            op(KIND, id, "DetachPolicy"),
+            iot.detach_policy()
+                .policy_name(p.policy_name().unwrap_or_default())
+                .target(arn)
+                .send(),
+            "ResourceNotFoundException",
+        )
+        .await?;
+    }
+    // Detaching a thing is asynchronous on AWS: DeleteCertificate answers
+    // DeleteConflictException until it has propagated. Retry that, bounded.
+    let mut delays = Backoff::DETACH_PROPAGATION.delays();
+    loop {
+        crate::ratelimit::acquire("DeleteCertificate").await;
+        match iot.delete_certificate().certificate_id(id).send().await {
+            Ok(_) => return Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                return Ok(false)
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_delete_conflict_exception()) =>
+            {
+                let Some(delay) = delays.next() else {
+                    return Err(crate::aws::failed(KIND, id, "DeleteCertificate", e));
+                };
+                cx.progress("waiting for AWS to propagate the detachment");
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => return Err(crate::aws::failed(KIND, id, "DeleteCertificate", e)),
+        }
     }
 }
 
