@@ -421,20 +421,6 @@ async fn bad_bulk_settings_exit_2_before_any_request() {
     }
 }
 
-/// Every file under `dir` whose text holds a private key.
-fn private_keys_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            found.extend(private_keys_under(&path));
-        } else if std::fs::read_to_string(&path).is_ok_and(|t| t.contains("PRIVATE KEY")) {
-            found.push(path);
-        }
-    }
-    found
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn devices_with_their_own_csrs_are_registered_with_no_private_key_on_this_disk() {
     let emu = Emulator::start();

@@ -41,20 +41,6 @@ const P256: &[&str] = &[
     "ec_paramgen_curve:P-256",
 ];
 
-/// Every file under `dir` whose text holds a private key.
-fn private_keys_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            found.extend(private_keys_under(&path));
-        } else if std::fs::read_to_string(&path).is_ok_and(|t| t.contains("PRIVATE KEY")) {
-            found.push(path);
-        }
-    }
-    found
-}
-
 /// One QoS 1 publish with mosquitto_pub as the device: its certificate, its key, its client id.
 fn mosquitto_pub(
     gw: &Gateway,

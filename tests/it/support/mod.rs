@@ -751,3 +751,18 @@ pub async fn inventory(c: &Clients) -> Inventory {
         .len();
     inv
 }
+
+/// Every file under `dir` whose text holds a private key: what must stay empty when devices keep
+/// their own keys.
+pub fn private_keys_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(private_keys_under(&path));
+        } else if std::fs::read_to_string(&path).is_ok_and(|t| t.contains("PRIVATE KEY")) {
+            found.push(path);
+        }
+    }
+    found
+}
