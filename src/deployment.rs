@@ -121,6 +121,7 @@ pub fn deployment(
                 .iter()
                 .map(|arn| arn.replacen("arn:aws:", &format!("arn:{}:", aws::partition(region)), 1))
                 .collect(),
+            inline_policy: None,
         },
         function: FunctionSpec {
             name: function_name,
@@ -210,6 +211,7 @@ fn provisioning(
                 name: settings::name(&p.hook_role_name, suffix),
                 trust_policy: resources::role::trust_policy("lambda.amazonaws.com"),
                 managed_policies: vec![in_partition(crate::config::LAMBDA_BASIC_EXECUTION)],
+                inline_policy: None,
             },
             function: FunctionSpec {
                 name: settings::name(&p.hook_function_name, suffix),
@@ -240,6 +242,7 @@ fn provisioning(
             name: settings::name(&p.role_name, suffix),
             trust_policy: resources::role::trust_policy("iot.amazonaws.com"),
             managed_policies: vec![in_partition(THINGS_REGISTRATION)],
+            inline_policy: None,
         },
         claim_policy: PolicySpec {
             name: settings::name(&p.claim_policy_name, suffix),

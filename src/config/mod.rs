@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod jobs;
+
 /// A configuration problem: always "bad input" (exit 2), always naming the file and the field.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -49,6 +51,8 @@ pub struct Config {
     pub device: DeviceConfig,
     pub state: StateConfig,
     pub provisioning: ProvisioningConfig,
+    pub jobs: jobs::JobsConfig,
+    pub job_templates: Vec<jobs::JobTemplateConfig>,
 }
 
 /// Where the state lives (`--state` wins). Without this section: the local file.
@@ -745,6 +749,14 @@ impl Config {
             check_name(&sample_name(group, suffix), &THING_NAME, false)
                 .map_err(|m| invalid("fleet.group", m))?;
         }
+        jobs::validate(&self.jobs, &self.job_templates, suffix)
+            .map_err(|(field, m)| invalid(&field, m))?;
+        check_name(
+            &sample_name(&self.jobs.presign_role_name, suffix),
+            &ROLE_NAME,
+            false,
+        )
+        .map_err(|m| invalid("jobs.presign_role_name", m))?;
         if self.policy.attach_to == AttachTo::Group && self.fleet.group.is_none() {
             return Err(invalid(
                 "policy.attach_to",
@@ -985,6 +997,10 @@ impl Config {
         fix(&mut self.fleet.manifest);
         fix(&mut self.monitoring.dashboard_template);
         fix(&mut self.device.ca_file);
+        for t in &mut self.job_templates {
+            fix(&mut t.firmware);
+            fix(&mut t.document);
+        }
         self
     }
 }

@@ -14,6 +14,7 @@ pub mod alarm;
 pub mod alert_policy;
 pub mod alert_subscription;
 pub mod alert_topic;
+pub mod bucket;
 pub mod bulk;
 pub mod certificate;
 pub mod claim_certificate;
@@ -119,6 +120,14 @@ pub struct RoleSpec {
     pub name: String,
     pub trust_policy: serde_json::Value,
     pub managed_policies: Vec<String>,
+    /// An inline policy of the role's own (name, document).
+    pub inline_policy: Option<InlinePolicy>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InlinePolicy {
+    pub name: String,
+    pub document: serde_json::Value,
 }
 
 #[derive(Debug, Clone)]
@@ -324,7 +333,7 @@ const REGISTRY: &[Entry] = &[
         device: false,
         wanted: bulk::wanted,
         stray: true,
-        make: |env| one(bulk::BulkBucket(env.clone())),
+        make: |env| one(bucket::Bucket(env.clone(), &bulk::BUCKET)),
     },
     Entry {
         device: false,

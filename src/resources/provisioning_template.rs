@@ -466,6 +466,7 @@ mod tests {
             name: "r".into(),
             trust_policy: Value::Null,
             managed_policies: vec![],
+            inline_policy: None,
         };
         d.provisioning = Some(ProvisioningSpec {
             template_name: NAME.into(),

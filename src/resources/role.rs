@@ -19,6 +19,7 @@ use crate::verify::{Check, CheckStatus};
 const KIND: &str = "IAM role";
 const TRUST: &str = "trust_policy";
 const MANAGED: &str = "managed_policies";
+const INLINE: &str = "inline_policy";
 
 /// Which role: everything that tells the three apart.
 pub struct Slot {
@@ -91,6 +92,7 @@ impl Role {
             name: String::new(),
             trust_policy: serde_json::Value::Null,
             managed_policies: vec![],
+            inline_policy: None,
         })
     }
 }
@@ -99,6 +101,8 @@ impl Role {
 pub struct LiveRole {
     pub role: IamRole,
     pub attached: Vec<String>,
+    /// The inline policy the spec names, as a document (None: the role has no such policy).
+    pub inline: Option<serde_json::Value>,
 }
 
 /// A trust policy letting `service` assume a role.
@@ -136,10 +140,15 @@ impl Kind for Role {
         let spec = self.spec();
         let mut policies = spec.managed_policies.clone();
         policies.sort();
-        Fields::from([
+        let mut f = Fields::from([
             (MANAGED.to_string(), policies.into()),
             (TRUST.to_string(), spec.trust_policy.clone()),
-        ])
+        ]);
+        // Only roles that have one compare it: the others' plans stay as they were.
+        if let Some(p) = &spec.inline_policy {
+            f.insert(INLINE.into(), serde_json::json!({ &p.name: p.document }));
+        }
+        f
     }
 
     async fn read(&self, cx: &Ctx) -> Result<Option<LiveRole>, StepError> {
@@ -158,7 +167,30 @@ impl Kind for Role {
             return Ok(None);
         };
         let attached = self.attached(name).await?;
-        Ok(Some(LiveRole { role, attached }))
+        let inline = match &(self.1.spec)(&self.0.d).and_then(|s| s.inline_policy.clone()) {
+            Some(p) => sdk::find(
+                op(KIND, name, "GetRolePolicy"),
+                self.0
+                    .aws
+                    .iam
+                    .get_role_policy()
+                    .role_name(name)
+                    .policy_name(&p.name)
+                    .send(),
+                |e| e.is_no_such_entity_exception(),
+            )
+            .await?
+            .map(|o| {
+                let text = percent_decode(o.policy_document());
+                serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+            }),
+            None => None,
+        };
+        Ok(Some(LiveRole {
+            role,
+            attached,
+            inline,
+        }))
     }
 
     fn fields(&self, live: &LiveRole) -> Fields {
@@ -170,10 +202,17 @@ impl Kind for Role {
             .unwrap_or_default();
         let mut policies = live.attached.clone();
         policies.sort();
-        Fields::from([
+        let mut f = Fields::from([
             (MANAGED.to_string(), policies.into()),
             (TRUST.to_string(), trust),
-        ])
+        ]);
+        if let Some(p) = &self.spec().inline_policy {
+            f.insert(
+                INLINE.into(),
+                serde_json::json!({ &p.name: live.inline.clone().unwrap_or_default() }),
+            );
+        }
+        f
     }
 
     fn identify(&self, live: &LiveRole) -> String {
@@ -201,6 +240,7 @@ impl Kind for Role {
             for arn in &spec.managed_policies {
                 self.attach(arn).await?;
             }
+            self.put_inline().await?;
             rec.phase = Phase::Created;
             rec.arn = out.role.map(|r| r.arn);
             rec.data
@@ -219,6 +259,10 @@ impl Kind for Role {
             )
             .await?;
             done.push(format!("{TRUST} changed"));
+        }
+        if step.changes(INLINE) {
+            self.put_inline().await?;
+            done.push(format!("{INLINE} changed"));
         }
         if let Some(change) = step.plan.changes.iter().find(|c| c.field == MANAGED) {
             let (missing, extra) = policy_moves(change);
@@ -359,6 +403,27 @@ impl Role {
             );
         }
         Ok(out)
+    }
+
+    /// Writes the spec's inline policy (PutRolePolicy creates or replaces it).
+    async fn put_inline(&self) -> Result<(), StepError> {
+        let spec = self.spec();
+        let Some(p) = &spec.inline_policy else {
+            return Ok(());
+        };
+        sdk::send(
+            op(KIND, &spec.name, "PutRolePolicy"),
+            self.0
+                .aws
+                .iam
+                .put_role_policy()
+                .role_name(&spec.name)
+                .policy_name(&p.name)
+                .policy_document(p.document.to_string())
+                .send(),
+        )
+        .await?;
+        Ok(())
     }
 
     async fn attach(&self, arn: &str) -> Result<(), StepError> {

@@ -63,6 +63,7 @@ pub fn deployment(dir: &std::path::Path) -> Deployment {
             name: "iot-lambda-role-abc123".into(),
             trust_policy: serde_json::json!({}),
             managed_policies: vec![],
+            inline_policy: None,
         },
         function: FunctionSpec {
             name: "iot-data-processor-abc123".into(),

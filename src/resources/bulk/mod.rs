@@ -72,12 +72,21 @@ use crate::manifest::Device;
 use crate::plan::Fields;
 use crate::state::{Phase, Record};
 
-mod bucket;
 pub mod report;
 #[cfg(test)]
 mod tests;
 
-pub use bucket::BulkBucket;
+/// The bulk input's bucket.
+pub const BUCKET: crate::resources::bucket::Slot = crate::resources::bucket::Slot {
+    key: BULK_BUCKET,
+    check: "bulk.bucket",
+    field: "fleet.bulk_bucket",
+    delete_note: "fleet.mode is no longer \"bulk\"",
+    expiry_field: "expire_input_after_days",
+    rule_id: "iotreg-bulk-input-expiry",
+    forget_with: &[BULK_TASK],
+    spec: |d| &d.bulk.store,
+};
 
 pub const BULK_ROLE: &str = "bulk_role";
 pub const BULK_BUCKET: &str = "bulk_bucket";
@@ -102,12 +111,8 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct BulkSpec {
     /// `fleet.mode = "bulk"`.
     pub enabled: bool,
-    pub bucket: String,
-    /// iotreg names, creates and deletes the bucket (`fleet.bulk_bucket` unset).
-    pub own_bucket: bool,
-    /// Where this deployment's objects go in the bucket.
-    pub prefix: String,
-    pub expire_days: i32,
+    /// The input's bucket (`fleet.bulk_bucket`, or iotreg's own).
+    pub store: crate::resources::bucket::BucketSpec,
     pub role: RoleSpec,
     /// The first wait between two DescribeThingRegistrationTask calls (doubling to 10 s).
     pub poll: Duration,
@@ -124,13 +129,15 @@ impl BulkSpec {
     ) -> BulkSpec {
         BulkSpec {
             enabled,
-            // At most 9 + 12 + 1 + 14 + 1 + 6 = 43 characters, within S3's 63.
-            bucket: bucket
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("iotreg-{account}-{region}-{suffix}")),
-            own_bucket: bucket.is_none(),
-            prefix: format!("iotreg-bulk/{suffix}/"),
-            expire_days: EXPIRE_DAYS,
+            store: crate::resources::bucket::BucketSpec {
+                // At most 9 + 12 + 1 + 14 + 1 + 6 = 43 characters, within S3's 63.
+                name: bucket
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("iotreg-{account}-{region}-{suffix}")),
+                own: bucket.is_none(),
+                prefix: format!("iotreg-bulk/{suffix}/"),
+                expire_days: Some(EXPIRE_DAYS),
+            },
             role: RoleSpec {
                 name: format!("iotreg-bulk-registration-{suffix}"),
                 trust_policy: json!({
@@ -144,6 +151,7 @@ impl BulkSpec {
                 managed_policies: vec![format!(
                     "arn:{partition}:iam::aws:policy/service-role/AWSIoTThingsRegistration"
                 )],
+                inline_policy: None,
             },
             poll: Duration::from_millis(500),
         }
@@ -268,7 +276,7 @@ impl Run<'_> {
     /// Stops (an error, nothing started) when a task in progress is not one of ours.
     async fn refuse_foreign(&self, ours: &[String]) -> Result<(), StepError> {
         let iot = &self.env.aws.iot;
-        let bucket = &self.d().bulk.bucket;
+        let bucket = &self.d().bulk.store.name;
         let mut next: Option<String> = None;
         loop {
             let page = sdk::send(
@@ -332,7 +340,7 @@ impl Run<'_> {
             return Ok(Some(id.clone()));
         }
         let iot = &self.env.aws.iot;
-        let bucket = &self.d().bulk.bucket;
+        let bucket = &self.d().bulk.store.name;
         let mut next: Option<String> = None;
         loop {
             let page = sdk::send(
@@ -368,7 +376,7 @@ impl Run<'_> {
         let d = self.d();
         let input_key = format!(
             "{}{}-{}/input.jsonl",
-            d.bulk.prefix,
+            d.bulk.store.prefix,
             crate::state::now_ms(),
             crate::deployment::generate_suffix()
         );
@@ -410,7 +418,7 @@ impl Run<'_> {
                 .aws
                 .s3
                 .put_object()
-                .bucket(&d.bulk.bucket)
+                .bucket(&d.bulk.store.name)
                 .key(&input_key)
                 .content_type("application/x-ndjson")
                 .body(lines.into_bytes().into())
@@ -561,7 +569,7 @@ impl Run<'_> {
     /// The input's thing names in line order (a report's `offset`), or None when the object
     /// is not there.
     async fn input_names(&self, key: &str) -> Result<Option<Vec<String>>, StepError> {
-        let bucket = &self.d().bulk.bucket;
+        let bucket = &self.d().bulk.store.name;
         let got = sdk::find(
             op(KIND, key, "GetObject"),
             self.env.aws.s3.get_object().bucket(bucket).key(key).send(),
@@ -607,7 +615,7 @@ impl Run<'_> {
                 .iot
                 .start_thing_registration_task()
                 .template_body(&p.template)
-                .input_file_bucket(&d.bulk.bucket)
+                .input_file_bucket(&d.bulk.store.name)
                 .input_file_key(&p.input_key)
                 .role_arn(&role_arn)
                 .send()

@@ -23,6 +23,7 @@ use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
+use crate::resources::bucket::Bucket;
 use crate::resources::testing::*;
 use crate::resources::{GROUP_MEMBERSHIP, POLICY_ATTACHMENT, THING_PRINCIPAL};
 
@@ -492,11 +493,11 @@ fn the_template_names_the_type_policy_csr_and_each_attribute() {
 #[test]
 fn the_bucket_is_named_from_account_region_and_suffix_unless_given() {
     let own = BulkSpec::new(true, None, "abc123", "eu-central-1", "123456789012", "aws");
-    assert_eq!(own.bucket, "iotreg-123456789012-eu-central-1-abc123");
-    assert!(own.own_bucket);
-    assert!(crate::config::check_bucket_name(&own.bucket).is_ok());
+    assert_eq!(own.store.name, "iotreg-123456789012-eu-central-1-abc123");
+    assert!(own.store.own);
+    assert!(crate::config::check_bucket_name(&own.store.name).is_ok());
     let given = BulkSpec::new(true, Some("mine"), "abc123", "us-east-1", "1", "aws-cn");
-    assert_eq!((given.bucket.as_str(), given.own_bucket), ("mine", false));
+    assert_eq!((given.store.name.as_str(), given.store.own), ("mine", false));
     assert_eq!(
         given.role.managed_policies,
         ["arn:aws-cn:iam::aws:policy/service-role/AWSIoTThingsRegistration"]
@@ -527,7 +528,7 @@ async fn an_own_bucket_is_created_with_its_expiry_rule() {
         })
         .then_output(|| PutBucketLifecycleConfigurationOutput::builder().build());
     let h = bulk_harness(&[], &[&head, &create, &lifecycle], vec![]);
-    let outcome = BulkBucket(h.env.clone()).ensure(&h.cx).await.unwrap();
+    let outcome = Bucket(h.env.clone(), &super::BUCKET).ensure(&h.cx).await.unwrap();
     assert_eq!(outcome, Outcome::Created);
     assert_eq!((create.num_calls(), lifecycle.num_calls()), (1, 1));
     let rec = h.cx.record(BULK_BUCKET).unwrap();
@@ -541,10 +542,10 @@ async fn a_given_bucket_that_does_not_exist_is_an_error_not_a_create() {
     let mut h = bulk_harness(&[], &[&head], vec![]);
     let env = Arc::get_mut(&mut h.env).unwrap();
     let mut b = (*env.d.bulk).clone();
-    b.bucket = "their-bucket".into();
-    b.own_bucket = false;
+    b.store.name = "their-bucket".into();
+    b.store.own = false;
     env.d.bulk = Arc::new(b);
-    let e = BulkBucket(h.env.clone())
+    let e = Bucket(h.env.clone(), &super::BUCKET)
         .ensure(&h.cx)
         .await
         .unwrap_err()
@@ -587,7 +588,7 @@ async fn down_empties_and_deletes_an_own_bucket_and_forgets_the_runs() {
         .insert("prefix".into(), "iotreg-bulk/abc123/".into());
     let run = Record::new(BULK_TASK, KIND, Phase::Intent, "runs in flight");
     let h = bulk_harness(&[], &[&list, &delete, &gone], vec![rec, run]);
-    let outcome = Resource::destroy(&BulkBucket(h.env.clone()), &h.cx)
+    let outcome = Resource::destroy(&Bucket(h.env.clone(), &super::BUCKET), &h.cx)
         .await
         .unwrap();
     assert_eq!(outcome, Outcome::Deleted);

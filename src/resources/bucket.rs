@@ -1,15 +1,16 @@
-//! The bucket a bulk registration's input goes to. Without `fleet.bulk_bucket`, iotreg creates
-//! one named from the account, region and suffix, with a lifecycle rule that expires the
-//! input objects (see [`super::EXPIRE_DAYS`]), and deletes it on `down`. A bucket named in
-//! the config is the user's: iotreg only checks that it exists, and `down` removes only the
-//! objects under this deployment's prefix.
+//! A bucket of the deployment's: the bulk registration's input (`fleet.bulk_bucket`) and the
+//! jobs' firmware (`jobs.bucket`). Unnamed in the config, iotreg creates one named from the
+//! account, region and suffix (the bulk input's with a lifecycle rule that expires its objects,
+//! see [`super::bulk::EXPIRE_DAYS`]) and deletes it on `down`. A bucket named in the config is
+//! the user's: iotreg only checks that it exists, and `down` removes only the objects under
+//! this deployment's prefix.
 //!
 //! AWS (S3 API reference): CreateBucket outside us-east-1 needs a LocationConstraint naming the
 //! region (us-east-1 refuses one); DeleteBucket refuses a bucket that still holds objects
-//! (BucketNotEmpty), so the objects go first (ListObjectsV2, then DeleteObjects, up to 1,000
-//! keys a call); a bucket without a lifecycle configuration answers
-//! GetBucketLifecycleConfiguration with NoSuchLifecycleConfiguration; a rule's `Expiration`
-//! in `Days` deletes objects that many days after their creation.
+//! (BucketNotEmpty), so the objects go first (ListObjectsV2, then DeleteObject); a bucket
+//! without a lifecycle configuration answers GetBucketLifecycleConfiguration with
+//! NoSuchLifecycleConfiguration; a rule's `Expiration` in `Days` deletes objects that many days
+//! after their creation.
 
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use aws_sdk_s3::types::{
     ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
 };
 
-use super::{BulkSpec, BULK_BUCKET, BULK_TASK};
+use super::Deployment;
 use crate::engine::{Ctx, Kind, Meta, Outcome, Step, StepError};
 use crate::plan::Fields;
 use crate::resources::sdk::{self, op};
@@ -26,58 +27,89 @@ use crate::resources::Env;
 use crate::state::{Phase, Record};
 
 const KIND: &str = "S3 bucket";
-const EXPIRY: &str = "expire_input_after_days";
-/// The lifecycle rule's id: iotreg's own rule, told apart from any other on a bucket.
-const RULE_ID: &str = "iotreg-bulk-input-expiry";
 /// Recorded when iotreg created the bucket (and so deletes it).
 const OWNED: &str = "created_by_iotreg";
 
-pub struct BulkBucket(pub Arc<Env>);
+/// What a bucket is for: its key in the state, its check, the config field that names a
+/// user's bucket, and its lifecycle rule.
+pub struct Slot {
+    pub key: &'static str,
+    pub check: &'static str,
+    /// The config field naming the user's own bucket.
+    pub field: &'static str,
+    pub delete_note: &'static str,
+    /// The field of the plan showing the expiry, and the lifecycle rule's id (iotreg's own
+    /// rule, told apart from any other on the bucket).
+    pub expiry_field: &'static str,
+    pub rule_id: &'static str,
+    /// Records that name objects in the bucket, forgotten with it.
+    pub forget_with: &'static [&'static str],
+    pub spec: fn(&Deployment) -> &BucketSpec,
+}
+
+/// A bucket as the deployment wants it.
+#[derive(Debug, Clone)]
+pub struct BucketSpec {
+    pub name: String,
+    /// iotreg names, creates and deletes the bucket (the config names none).
+    pub own: bool,
+    /// Where this deployment's objects go in the bucket.
+    pub prefix: String,
+    /// A bucket of iotreg's own expires the objects under the prefix after this many days.
+    pub expire_days: Option<i32>,
+}
+
+pub struct Bucket(pub Arc<Env>, pub &'static Slot);
 
 /// The live bucket: it exists, with its lifecycle rule's expiry (None: no such rule).
 pub struct LiveBucket {
     expiry_days: Option<i32>,
 }
 
-impl BulkBucket {
-    fn spec(&self) -> &BulkSpec {
-        &self.0.d.bulk
+impl Bucket {
+    fn spec(&self) -> &BucketSpec {
+        (self.1.spec)(&self.0.d)
+    }
+    /// The expiry the lifecycle rule should have: only on a bucket of iotreg's own.
+    fn expiry(&self) -> Option<i32> {
+        let spec = self.spec();
+        spec.expire_days.filter(|_| spec.own)
     }
 }
 
-impl Meta for BulkBucket {
+impl Meta for Bucket {
     fn key(&self) -> &str {
-        BULK_BUCKET
+        self.1.key
     }
     fn kind(&self) -> &str {
         KIND
     }
     fn name(&self) -> String {
-        self.spec().bucket.clone()
+        self.spec().name.clone()
     }
     fn depends_on(&self) -> &[&'static str] {
         &[]
     }
     fn delete_note(&self) -> String {
-        "fleet.mode is no longer \"bulk\"".into()
+        self.1.delete_note.into()
     }
 }
 
 #[async_trait::async_trait]
-impl Kind for BulkBucket {
+impl Kind for Bucket {
     type Live = LiveBucket;
 
     fn desired(&self, _cx: &Ctx) -> Fields {
         let mut f = Fields::new();
-        if self.spec().own_bucket {
-            f.insert(EXPIRY.into(), self.spec().expire_days.into());
+        if let Some(days) = self.expiry() {
+            f.insert(self.1.expiry_field.into(), days.into());
         }
         f
     }
 
     async fn read(&self, _cx: &Ctx) -> Result<Option<LiveBucket>, StepError> {
         let s3 = &self.0.aws.s3;
-        let name = &self.spec().bucket;
+        let name = &self.spec().name;
         let head = sdk::find(
             op(KIND, name, "HeadBucket"),
             s3.head_bucket().bucket(name).send(),
@@ -87,7 +119,7 @@ impl Kind for BulkBucket {
         if head.is_none() {
             return Ok(None);
         }
-        if !self.spec().own_bucket {
+        if self.expiry().is_none() {
             return Ok(Some(LiveBucket { expiry_days: None }));
         }
         let lifecycle = sdk::find_by_code(
@@ -99,7 +131,9 @@ impl Kind for BulkBucket {
         let expiry_days = lifecycle.and_then(|l| {
             l.rules()
                 .iter()
-                .find(|r| r.id() == Some(RULE_ID) && r.status() == &ExpirationStatus::Enabled)
+                .find(|r| {
+                    r.id() == Some(self.1.rule_id) && r.status() == &ExpirationStatus::Enabled
+                })
                 .and_then(|r| r.expiration())
                 .and_then(|e| e.days())
         });
@@ -108,9 +142,9 @@ impl Kind for BulkBucket {
 
     fn fields(&self, live: &LiveBucket) -> Fields {
         let mut f = Fields::new();
-        if self.spec().own_bucket {
+        if self.expiry().is_some() {
             f.insert(
-                EXPIRY.into(),
+                self.1.expiry_field.into(),
                 live.expiry_days
                     .map(serde_json::Value::from)
                     .unwrap_or_default(),
@@ -120,33 +154,35 @@ impl Kind for BulkBucket {
     }
 
     fn identify(&self, _live: &LiveBucket) -> String {
-        format!("s3://{}", self.spec().bucket)
+        format!("s3://{}", self.spec().name)
     }
 
     /// A bucket named in the config is the user's: found, it is used, never owned.
     fn adopts_unowned(&self) -> bool {
-        !self.spec().own_bucket
+        !self.spec().own
     }
 
     fn shared(&self) -> bool {
-        !self.spec().own_bucket
+        !self.spec().own
     }
 
     async fn apply(&self, cx: &Ctx, step: Step<LiveBucket>) -> Result<Outcome, StepError> {
         let s3 = &self.0.aws.s3;
         let spec = self.spec();
-        let name = &spec.bucket;
+        let name = &spec.name;
+        let key = self.1.key;
         let record = |owned: bool| {
-            let mut rec = Record::new(BULK_BUCKET, KIND, Phase::Created, name);
+            let mut rec = Record::new(key, KIND, Phase::Created, name);
             rec.arn = Some(format!("arn:{}:s3:::{name}", self.0.d.partition));
             rec.data.insert(OWNED.into(), owned.into());
             rec.data.insert("prefix".into(), spec.prefix.clone().into());
             rec
         };
         let Some(live) = &step.live else {
-            if !spec.own_bucket {
+            if !spec.own {
+                let field = self.1.field;
                 return Err(StepError::Failed(format!(
-                    "{KIND} {name:?} (fleet.bulk_bucket) does not exist: create it, or leave fleet.bulk_bucket unset for iotreg to make one"
+                    "{KIND} {name:?} ({field}) does not exist: create it, or leave {field} unset for iotreg to make one"
                 )));
             }
             let mut rec = cx.intent(record(true))?;
@@ -176,26 +212,29 @@ impl Kind for BulkBucket {
             cx.commit(rec)?;
             return Ok(Outcome::Created);
         };
-        let updated = if spec.own_bucket && live.expiry_days != Some(spec.expire_days) {
+        let updated = if self.expiry().is_some() && live.expiry_days != self.expiry() {
             self.put_lifecycle().await?;
             Some(step.summary())
         } else {
             None
         };
         let outcome = step.outcome(updated);
-        let mut rec = record(spec.own_bucket);
+        let mut rec = record(spec.own);
         rec.intent_at_ms = step.record.as_ref().and_then(|r| r.intent_at_ms);
         cx.save(step.record.as_ref(), rec)?;
         Ok(outcome)
     }
 
     fn check_name(&self) -> &'static str {
-        "bulk.bucket"
+        self.1.check
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
-        let Some(rec) = cx.record(BULK_BUCKET) else {
-            cx.forget(BULK_TASK)?;
+        let key = self.1.key;
+        let Some(rec) = cx.record(key) else {
+            for k in self.1.forget_with {
+                cx.forget(k)?;
+            }
             return Ok(Outcome::Absent);
         };
         let owned = rec.data.get(OWNED).and_then(|v| v.as_bool()) == Some(true);
@@ -223,24 +262,27 @@ impl Kind for BulkBucket {
         } else {
             Outcome::Absent
         };
-        // The bulk run's record names objects in this bucket: nothing to resume any more.
-        cx.forget(BULK_TASK)?;
-        cx.forget(BULK_BUCKET)?;
+        // Records naming objects in this bucket (the bulk run's): nothing to resume any more.
+        for k in self.1.forget_with {
+            cx.forget(k)?;
+        }
+        cx.forget(key)?;
         Ok(outcome)
     }
 }
 
-impl BulkBucket {
+impl Bucket {
     async fn put_lifecycle(&self) -> Result<(), StepError> {
         let spec = self.spec();
+        let Some(days) = self.expiry() else {
+            return Ok(());
+        };
         let rule = LifecycleRule::builder()
-            .id(RULE_ID)
+            .id(self.1.rule_id)
             .filter(LifecycleRuleFilter::builder().prefix(&spec.prefix).build())
             .status(ExpirationStatus::Enabled)
             .expiration(
-                LifecycleExpiration::builder()
-                    .days(spec.expire_days)
-                    .build(),
+                LifecycleExpiration::builder().days(days).build(),
             )
             .build()
             .map_err(|e| StepError::Failed(format!("{KIND}: lifecycle rule: {e}")))?;
@@ -249,12 +291,12 @@ impl BulkBucket {
             .build()
             .map_err(|e| StepError::Failed(format!("{KIND}: lifecycle configuration: {e}")))?;
         sdk::send(
-            op(KIND, &spec.bucket, "PutBucketLifecycleConfiguration"),
+            op(KIND, &spec.name, "PutBucketLifecycleConfiguration"),
             self.0
                 .aws
                 .s3
                 .put_bucket_lifecycle_configuration()
-                .bucket(&spec.bucket)
+                .bucket(&spec.name)
                 .lifecycle_configuration(config)
                 .send(),
         )
@@ -263,7 +305,7 @@ impl BulkBucket {
     }
 
     /// Deletes every object (under `prefix`); false when the bucket does not exist.
-    async fn delete_objects(&self, bucket: &str, prefix: Option<&str>) -> Result<bool, StepError> {
+    pub async fn delete_objects(&self, bucket: &str, prefix: Option<&str>) -> Result<bool, StepError> {
         let s3 = &self.0.aws.s3;
         loop {
             let page = sdk::find(
@@ -282,7 +324,7 @@ impl BulkBucket {
                 return Ok(true);
             }
             // One object at a time: DeleteObjects needs a Content-MD5 some S3-compatible
-            // endpoints do not check the same way, and a bulk run leaves a handful of objects.
+            // endpoints do not check the same way, and a bulk run or a jobs deployment leaves a handful of objects.
             for o in page.contents() {
                 let Some(key) = o.key() else { continue };
                 sdk::send(
