@@ -271,7 +271,7 @@ pub fn certificate_key_fingerprint(cert_pem: &str) -> Result<String, KeyError> {
     )))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

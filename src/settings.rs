@@ -229,6 +229,32 @@ impl Settings {
         vars: &BTreeMap<&str, String>,
     ) -> Result<serde_json::Value, crate::templates::TemplateError> {
         let mut doc = self.templates.policy.render_json(vars)?;
+        let arn = |kind: &str, rest: &str| {
+            format!(
+                "arn:{}:iot:{}:{}:{kind}/{rest}",
+                vars.get("partition").map(String::as_str).unwrap_or("aws"),
+                vars.get("region").map(String::as_str).unwrap_or_default(),
+                vars.get("account").map(String::as_str).unwrap_or_default(),
+            )
+        };
+        // Devices that take jobs: the jobs MQTT API on the thing's own topics only (AWS IoT
+        // developer guide, "Jobs device MQTT API operations": requests are published to and
+        // answered on $aws/things/<thing>/jobs/…). A policy template is the user's to write.
+        if !self.config.job_templates.is_empty() && self.config.policy.template.is_none() {
+            let jobs = "$aws/things/${iot:Connection.Thing.ThingName}/jobs/*";
+            if let Some(statements) = doc["Statement"].as_array_mut() {
+                statements.push(serde_json::json!({
+                    "Effect": "Allow",
+                    "Action": ["iot:Publish", "iot:Receive"],
+                    "Resource": [arn("topic", jobs)],
+                }));
+                statements.push(serde_json::json!({
+                    "Effect": "Allow",
+                    "Action": ["iot:Subscribe"],
+                    "Resource": [arn("topicfilter", jobs)],
+                }));
+            }
+        }
         let https = self.device.protocols.contains(&Protocol::Https);
         if https
             && self.config.policy.template.is_none()
@@ -238,11 +264,9 @@ impl Settings {
                 statements.push(serde_json::json!({
                     "Effect": "Allow",
                     "Action": ["iot:Publish"],
-                    "Resource": [format!(
-                        "arn:{}:iot:{}:{}:topic/sensor/temperature/${{iot:Certificate.Subject.CommonName}}",
-                        vars.get("partition").map(String::as_str).unwrap_or("aws"),
-                        vars.get("region").map(String::as_str).unwrap_or_default(),
-                        vars.get("account").map(String::as_str).unwrap_or_default(),
+                    "Resource": [arn(
+                        "topic",
+                        "sensor/temperature/${iot:Certificate.Subject.CommonName}",
                     )],
                 }));
             }

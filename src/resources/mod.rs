@@ -21,6 +21,7 @@ pub mod claim_certificate;
 pub mod dashboard;
 pub mod fleet;
 pub mod function;
+pub mod jobs;
 pub mod link;
 pub mod monitoring;
 pub mod permission;
@@ -66,6 +67,8 @@ pub struct Deployment {
     /// Bulk registration of the fleet's new devices (`fleet.mode = "bulk"`), its role and
     /// bucket.
     pub bulk: Arc<bulk::BulkSpec>,
+    /// Job templates, their firmware bucket and pre-signing role (`[[job_templates]]`).
+    pub jobs: Arc<jobs::JobsSpec>,
     /// The static thing group every device joins (`fleet.group`).
     pub group: Option<thing_group::GroupSpec>,
     /// Fleet provisioning by claim: devices register themselves (no device of the recipe's).
@@ -437,6 +440,30 @@ const REGISTRY: &[Entry] = &[
         make: |env| one(provisioned::Provisioned(env.clone())),
     },
     Entry {
+        device: false,
+        wanted: jobs::firmware_wanted,
+        stray: true,
+        make: |env| one(bucket::Bucket(env.clone(), &jobs::BUCKET)),
+    },
+    Entry {
+        device: false,
+        wanted: jobs::presign_wanted,
+        stray: true,
+        make: |env| one(role::Role(env.clone(), &role::JOBS)),
+    },
+    Entry {
+        device: false,
+        wanted: jobs::wanted,
+        // A template dropped from the config is found by its record (see `strays`).
+        stray: false,
+        make: |env| {
+            jobs::JobTemplate::all(env)
+                .into_iter()
+                .map(|t| Box::new(t) as Box<dyn Resource>)
+                .collect()
+        },
+    },
+    Entry {
         device: true,
         wanted: |d| d.shadow.is_some(),
         stray: true,
@@ -518,6 +545,14 @@ pub fn strays(env: &Arc<Env>, state: &crate::state::State) -> Vec<Box<dyn Resour
             &rec.name,
         )));
     }
+    // Job templates the config no longer has, by their records.
+    for rec in &state.resources {
+        if let Some(name) = rec.key.strip_prefix(jobs::TEMPLATE_PREFIX) {
+            if env.d.jobs.template(name).is_none() {
+                out.push(Box::new(jobs::RetiredTemplate::new(env.clone(), name)));
+            }
+        }
+    }
     out
 }
 
@@ -525,6 +560,14 @@ pub fn strays(env: &Arc<Env>, state: &crate::state::State) -> Vec<Box<dyn Resour
 pub fn everything(env: &Arc<Env>, state: &crate::state::State) -> Vec<Box<dyn Resource>> {
     let mut all = plan(env);
     all.extend(strays(env, state));
+    // Jobs `iotreg job start` started: only `down` retires them (`up` never touches jobs).
+    if state
+        .resources
+        .iter()
+        .any(|r| r.key.starts_with(jobs::JOB_PREFIX))
+    {
+        all.push(Box::new(jobs::Started(env.clone())));
+    }
     all
 }
 

@@ -78,6 +78,16 @@ pub const BULK: Slot = Slot {
     depends_on: &[],
 };
 
+/// The role AWS IoT assumes to pre-sign the download links of the jobs' firmware.
+pub const JOBS: Slot = Slot {
+    key: super::jobs::PRESIGN_ROLE,
+    service: "iot.amazonaws.com",
+    description: "Lets AWS IoT sign download links for iotreg's job firmware",
+    check: "jobs.presign_role",
+    spec: |d| super::jobs::presign_wanted(d).then_some(&d.jobs.presign_role),
+    depends_on: &[],
+};
+
 pub struct Role(pub Arc<Env>, pub &'static Slot);
 
 impl Role {

@@ -86,6 +86,22 @@ pub fn deployment(dir: &std::path::Path) -> Deployment {
             "aws",
         )),
         group: None,
+        jobs: Arc::new(crate::resources::jobs::JobsSpec {
+            store: crate::resources::bucket::BucketSpec {
+                name: "iotreg-jobs-123456789012-us-east-1-abc123".into(),
+                own: true,
+                prefix: "iotreg-jobs/abc123/".into(),
+                expire_days: None,
+            },
+            presign_role: RoleSpec {
+                name: "iot-jobs-presign-abc123".into(),
+                trust_policy: serde_json::json!({}),
+                managed_policies: vec![],
+                inline_policy: None,
+            },
+            url_expires_s: 3600,
+            templates: vec![],
+        }),
         provisioning: None,
         rule: RuleSpec {
             name: "sensor_data_rule_abc123".into(),
