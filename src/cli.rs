@@ -157,6 +157,12 @@ pub enum Command {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// Run jobs on the devices: start one from a job template or a configuration change,
+    /// follow its rollout, cancel it, list them.
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
+    },
     /// Read and repair the state: list, show, pull, push, rm, migrate.
     State {
         #[command(subcommand)]
@@ -170,6 +176,55 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
+}
+
+/// What `iotreg job` does.
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Start a job from a job template of the config, or a configuration change (--set).
+    /// Prints the job's id.
+    Start {
+        /// The template's name in the config (`[[job_templates]]` name).
+        #[arg(required_unless_present = "set")]
+        template: Option<String>,
+        /// `group` (the fleet's thing group) and/or thing names. Default: the group when
+        /// fleet.group is set, else every device the state records (at most 10 things).
+        #[arg(long, num_args = 1.., value_name = "group|THING")]
+        targets: Vec<String>,
+        /// A configuration change instead of a template: KEY=VALUE, repeatable. Devices apply
+        /// it and report it in their shadow (`reported.config`).
+        #[arg(long = "set", value_name = "KEY=VALUE", conflicts_with = "template")]
+        set: Vec<String>,
+        /// Keep running on devices that join the target group later (CONTINUOUS).
+        #[arg(long)]
+        continuous: bool,
+        /// The job's id (default: the template's name, or `config`, and the UTC time).
+        #[arg(long, value_name = "ID")]
+        job_id: Option<String>,
+    },
+    /// A job's executions counted by status, its progress and abort state, and how many
+    /// devices report its firmware version or settings in their shadow.
+    Status {
+        id: String,
+        /// Follow the job with a live line until it is done; exit 1 if it was cancelled or
+        /// any execution failed, timed out or was rejected.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between two looks with --watch.
+        #[arg(long, value_name = "S", default_value = "2", value_parser = positive_seconds)]
+        interval: f64,
+        /// Skip reading the target devices' shadows.
+        #[arg(long)]
+        no_reported: bool,
+    },
+    /// Cancel a job: queued executions are cancelled; with --force, executions in progress too.
+    Cancel {
+        id: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// The jobs this deployment started, with their status.
+    List,
 }
 
 /// What `iotreg state` does. Addresses are a stack resource's key (`thing`, `certificate`,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::aws::Remote;
-use crate::cli::{Cli, Command, DeviceCommand, FleetArgs, OutputFormat, StateCommand};
+use crate::cli::{Cli, Command, DeviceCommand, FleetArgs, JobCommand, OutputFormat, StateCommand};
 use crate::config::{self, Config, SUFFIX_PLACEHOLDER};
 use crate::device::{Ca, Endpoint, Protocol};
 use crate::state::Location;
@@ -22,6 +22,7 @@ pub enum Action {
     Status,
     Verify(VerifyOptions),
     Device(DeviceAction),
+    Job(JobAction),
     State(StateAction),
     ForceUnlock { lock_id: String, yes: bool },
 }
@@ -36,6 +37,9 @@ impl Action {
             Action::Status => "status",
             Action::Verify(_) => "verify",
             Action::Device(_) => "device",
+            Action::Job(JobAction::Start { .. }) => "job start",
+            Action::Job(JobAction::Cancel { .. }) => "job cancel",
+            Action::Job(_) => "job",
             Action::State(StateAction::Push { .. }) => "state push",
             Action::State(StateAction::Rm { .. }) => "state rm",
             Action::State(StateAction::Migrate { .. }) => "state migrate",
@@ -43,6 +47,30 @@ impl Action {
             Action::ForceUnlock { .. } => "force-unlock",
         }
     }
+}
+
+/// `iotreg job …`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobAction {
+    Start {
+        /// A template's name, or None for a configuration change.
+        template: Option<String>,
+        targets: Vec<String>,
+        set: Vec<(String, serde_json::Value)>,
+        continuous: bool,
+        job_id: Option<String>,
+    },
+    Status {
+        id: String,
+        watch: bool,
+        interval: std::time::Duration,
+        reported: bool,
+    },
+    Cancel {
+        id: String,
+        force: bool,
+    },
+    List,
 }
 
 /// `iotreg state …`.
@@ -535,6 +563,7 @@ impl Settings {
                     })
                 }
                 Command::Device { command } => Action::Device(device_action(command, &device)?),
+                Command::Job { command } => Action::Job(job_action(command, &config)?),
                 Command::State { command } => Action::State(state_action(command)?),
                 Command::ForceUnlock { lock_id, yes } => Action::ForceUnlock { lock_id, yes },
             },
@@ -556,6 +585,64 @@ impl Settings {
             csr,
         })
     }
+}
+
+fn job_action(command: JobCommand, config: &config::Config) -> Result<JobAction, BadInput> {
+    Ok(match command {
+        JobCommand::Start {
+            template,
+            targets,
+            set,
+            continuous,
+            job_id,
+        } => {
+            if let Some(t) = &template {
+                if !config.job_templates.iter().any(|c| &c.name == t) {
+                    let known: Vec<&str> = config
+                        .job_templates
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect();
+                    return Err(BadInput(format!(
+                        "job start: no job template {t:?} in the config (it has: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    )));
+                }
+            }
+            if let Some(id) = &job_id {
+                config::jobs::check_job_id(id).map_err(|m| BadInput(format!("--job-id: {m}")))?;
+            }
+            let set = set
+                .iter()
+                .map(|s| crate::resources::jobs::parse_setting(s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|m| BadInput(format!("--set: {m}")))?;
+            JobAction::Start {
+                template,
+                targets,
+                set,
+                continuous,
+                job_id,
+            }
+        }
+        JobCommand::Status {
+            id,
+            watch,
+            interval,
+            no_reported,
+        } => JobAction::Status {
+            id,
+            watch,
+            interval: std::time::Duration::from_secs_f64(interval),
+            reported: !no_reported,
+        },
+        JobCommand::Cancel { id, force } => JobAction::Cancel { id, force },
+        JobCommand::List => JobAction::List,
+    })
 }
 
 fn state_action(command: StateCommand) -> Result<StateAction, BadInput> {

@@ -4,6 +4,7 @@
 
 pub mod device;
 pub mod down;
+pub mod job;
 pub mod plan;
 pub mod state;
 pub mod status;
@@ -105,6 +106,7 @@ pub async fn run(settings: Settings, cancel: Arc<AtomicBool>) -> Result<ExitStat
         Action::Status => status::status(&settings, &progress).await,
         Action::Verify(ref options) => verify::verify(&settings, &progress, options).await,
         Action::Device(ref action) => device::run(&settings, &progress, action).await,
+        Action::Job(ref action) => job::run(&settings, progress.clone(), action).await,
         Action::State(ref action) => state::run(&settings, &progress, action).await,
         Action::ForceUnlock { ref lock_id, yes } => {
             state::force_unlock(&settings, lock_id, yes).await

@@ -178,7 +178,10 @@ pub fn validate(
                 return err("version", "required with firmware".into())
             }
             (None, Some(_)) if t.version.is_some() => {
-                return err("version", "only with firmware (the document is yours)".into())
+                return err(
+                    "version",
+                    "only with firmware (the document is yours)".into(),
+                )
             }
             _ => {}
         }
@@ -204,7 +207,10 @@ pub fn validate(
             if a.min_executed_things < 1 {
                 return err(
                     &f("min_executed_things"),
-                    format!("{} is out of range; AWS needs at least 1", a.min_executed_things),
+                    format!(
+                        "{} is out of range; AWS needs at least 1",
+                        a.min_executed_things
+                    ),
                 );
             }
         }
@@ -388,6 +394,9 @@ mod tests {
             url_expires_s: 30,
             ..Default::default()
         };
-        assert_eq!(validate(&jobs, &[], None).unwrap_err().0, "jobs.url_expires_s");
+        assert_eq!(
+            validate(&jobs, &[], None).unwrap_err().0,
+            "jobs.url_expires_s"
+        );
     }
 }

@@ -281,9 +281,7 @@ impl Bucket {
             .id(self.1.rule_id)
             .filter(LifecycleRuleFilter::builder().prefix(&spec.prefix).build())
             .status(ExpirationStatus::Enabled)
-            .expiration(
-                LifecycleExpiration::builder().days(days).build(),
-            )
+            .expiration(LifecycleExpiration::builder().days(days).build())
             .build()
             .map_err(|e| StepError::Failed(format!("{KIND}: lifecycle rule: {e}")))?;
         let config = BucketLifecycleConfiguration::builder()
@@ -305,7 +303,11 @@ impl Bucket {
     }
 
     /// Deletes every object (under `prefix`); false when the bucket does not exist.
-    pub async fn delete_objects(&self, bucket: &str, prefix: Option<&str>) -> Result<bool, StepError> {
+    pub async fn delete_objects(
+        &self,
+        bucket: &str,
+        prefix: Option<&str>,
+    ) -> Result<bool, StepError> {
         let s3 = &self.0.aws.s3;
         loop {
             let page = sdk::find(

@@ -497,7 +497,10 @@ fn the_bucket_is_named_from_account_region_and_suffix_unless_given() {
     assert!(own.store.own);
     assert!(crate::config::check_bucket_name(&own.store.name).is_ok());
     let given = BulkSpec::new(true, Some("mine"), "abc123", "us-east-1", "1", "aws-cn");
-    assert_eq!((given.store.name.as_str(), given.store.own), ("mine", false));
+    assert_eq!(
+        (given.store.name.as_str(), given.store.own),
+        ("mine", false)
+    );
     assert_eq!(
         given.role.managed_policies,
         ["arn:aws-cn:iam::aws:policy/service-role/AWSIoTThingsRegistration"]
@@ -528,7 +531,10 @@ async fn an_own_bucket_is_created_with_its_expiry_rule() {
         })
         .then_output(|| PutBucketLifecycleConfigurationOutput::builder().build());
     let h = bulk_harness(&[], &[&head, &create, &lifecycle], vec![]);
-    let outcome = Bucket(h.env.clone(), &super::BUCKET).ensure(&h.cx).await.unwrap();
+    let outcome = Bucket(h.env.clone(), &super::BUCKET)
+        .ensure(&h.cx)
+        .await
+        .unwrap();
     assert_eq!(outcome, Outcome::Created);
     assert_eq!((create.num_calls(), lifecycle.num_calls()), (1, 1));
     let rec = h.cx.record(BULK_BUCKET).unwrap();

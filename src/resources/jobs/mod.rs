@@ -201,15 +201,24 @@ fn template_spec(
             let firmware = Firmware {
                 path: path.clone(),
                 version: t.version.clone().unwrap_or_default(),
-                key: format!("{}firmware/{}/{}/{file}", store.prefix, t.name, &sha256[..16]),
+                key: format!(
+                    "{}firmware/{}/{}/{file}",
+                    store.prefix,
+                    t.name,
+                    &sha256[..16]
+                ),
                 file,
                 size,
                 sha256,
             };
-            (firmware_document(&firmware, region, &store.name), Some(firmware))
+            (
+                firmware_document(&firmware, region, &store.name),
+                Some(firmware),
+            )
         }
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e.to_string()))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|e| file_error(path, e.to_string()))?;
             if text.len() > MAX_DOCUMENT {
                 return Err(file_error(
                     path,
@@ -219,7 +228,10 @@ fn template_spec(
             let doc: Value = serde_json::from_str(&text)
                 .map_err(|e| file_error(path, format!("not JSON: {e}")))?;
             if !doc.is_object() {
-                return Err(file_error(path, "a job document must be a JSON object".into()));
+                return Err(file_error(
+                    path,
+                    "a job document must be a JSON object".into(),
+                ));
             }
             (doc, None)
         }
@@ -302,7 +314,11 @@ pub fn parse_setting(s: &str) -> Result<(String, Value), String> {
         .split_once('=')
         .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
     let k = k.trim();
-    if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if k.is_empty()
+        || !k
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         return Err(format!(
             "{k:?}: a setting's name is letters, digits, '_' and '-'"
         ));
@@ -417,7 +433,10 @@ mod tests {
         assert_eq!(f.file, "sensor_fw.bin");
         assert_eq!(
             f.key,
-            format!("iotreg-jobs/abc123/firmware/fw/{}/sensor_fw.bin", &want[..16])
+            format!(
+                "iotreg-jobs/abc123/firmware/fw/{}/sensor_fw.bin",
+                &want[..16]
+            )
         );
         assert_eq!(
             t.document["firmware"]["url"],
@@ -428,7 +447,10 @@ mod tests {
             t.rollout.as_ref().unwrap()["exponentialRate"]["rateIncreaseCriteria"],
             json!({"numberOfSucceededThings": 5})
         );
-        assert_eq!(t.abort.as_ref().unwrap()["criteriaList"][0]["action"], "CANCEL");
+        assert_eq!(
+            t.abort.as_ref().unwrap()["criteriaList"][0]["action"],
+            "CANCEL"
+        );
         let policy = &jobs.presign_role.inline_policy.as_ref().unwrap().document;
         assert_eq!(
             policy["Statement"][0]["Resource"],

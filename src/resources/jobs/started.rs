@@ -48,11 +48,7 @@ impl Started {
         )
         .await?;
         let existed = job.is_some();
-        if let Some(status) = job
-            .as_ref()
-            .and_then(|j| j.job())
-            .and_then(|j| j.status())
-        {
+        if let Some(status) = job.as_ref().and_then(|j| j.job()).and_then(|j| j.status()) {
             use aws_sdk_iot::types::JobStatus;
             if matches!(status, JobStatus::InProgress | JobStatus::Scheduled) {
                 let cancelled = iot
@@ -84,7 +80,12 @@ impl Started {
         if let Some(alarm) = rec.data_str(ALARM) {
             sdk::send(
                 op("CloudWatch alarm", alarm, "DeleteAlarms"),
-                self.0.aws.cloudwatch.delete_alarms().alarm_names(alarm).send(),
+                self.0
+                    .aws
+                    .cloudwatch
+                    .delete_alarms()
+                    .alarm_names(alarm)
+                    .send(),
             )
             .await?;
         }

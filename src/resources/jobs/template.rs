@@ -8,12 +8,12 @@
 
 use std::sync::Arc;
 
+use aws_sdk_iot::operation::describe_job_template::DescribeJobTemplateOutput;
 use aws_sdk_iot::types::{
     AbortAction, AbortConfig, AbortCriteria, ExponentialRolloutRate, JobExecutionFailureType,
-    JobExecutionsRetryConfig, JobExecutionsRolloutConfig, PresignedUrlConfig,
-    RateIncreaseCriteria, RetryCriteria, RetryableFailureType, TimeoutConfig,
+    JobExecutionsRetryConfig, JobExecutionsRolloutConfig, PresignedUrlConfig, RateIncreaseCriteria,
+    RetryCriteria, RetryableFailureType, TimeoutConfig,
 };
-use aws_sdk_iot::operation::describe_job_template::DescribeJobTemplateOutput;
 use serde_json::{json, Value};
 
 use super::{TemplateSpec, JOBS_BUCKET, PRESIGN_ROLE, TEMPLATE_PREFIX};
@@ -34,7 +34,15 @@ const PRESIGNED: &str = "presigned_url";
 /// The firmware object's key when it is in the bucket (the one field an update can mend).
 const FIRMWARE: &str = "firmware_object";
 /// Everything AWS cannot change in place.
-const IMMUTABLE: &[&str] = &[DOCUMENT, DESCRIPTION, ROLLOUT, ABORT, TIMEOUT, RETRY, PRESIGNED];
+const IMMUTABLE: &[&str] = &[
+    DOCUMENT,
+    DESCRIPTION,
+    ROLLOUT,
+    ABORT,
+    TIMEOUT,
+    RETRY,
+    PRESIGNED,
+];
 
 /// A template of the config, or one the state records and the config dropped (then only
 /// `down` and `up`'s stray removal touch it).
@@ -214,7 +222,10 @@ impl Kind for JobTemplate {
     }
 
     fn identify(&self, live: &Live) -> String {
-        live.template.job_template_arn().unwrap_or_default().to_string()
+        live.template
+            .job_template_arn()
+            .unwrap_or_default()
+            .to_string()
     }
 
     fn immutable(&self) -> &'static [&'static str] {
@@ -246,8 +257,10 @@ impl Kind for JobTemplate {
             rec.arn = Some(self.env.d.arn("iot", &format!("jobtemplate/{}", t.id)));
             rec.data.insert("name".into(), t.name.clone().into());
             if let Some(fw) = &t.firmware {
-                rec.data.insert("firmware_key".into(), fw.key.clone().into());
-                rec.data.insert("firmware_version".into(), fw.version.clone().into());
+                rec.data
+                    .insert("firmware_key".into(), fw.key.clone().into());
+                rec.data
+                    .insert("firmware_version".into(), fw.version.clone().into());
             }
             rec
         };
@@ -457,7 +470,7 @@ fn abort_sdk(v: &Value) -> AbortConfig {
                 .action(AbortAction::Cancel)
                 .threshold_percentage(c["thresholdPercentage"].as_f64().unwrap_or_default())
                 .min_number_of_executed_things(
-                    c["minNumberOfExecutedThings"].as_i64().unwrap_or(1) as i32,
+                    c["minNumberOfExecutedThings"].as_i64().unwrap_or(1) as i32
                 )
                 .build()
                 .ok()
@@ -547,7 +560,8 @@ mod tests {
             "minNumberOfExecutedThings": 10,
         }]});
         assert_eq!(abort_json(&abort_sdk(&abort)), abort);
-        let retry = json!({ "criteriaList": [{ "failureType": "TIMED_OUT", "numberOfRetries": 2 }]});
+        let retry =
+            json!({ "criteriaList": [{ "failureType": "TIMED_OUT", "numberOfRetries": 2 }]});
         assert_eq!(retry_json(&retry_sdk(&retry)), retry);
     }
 }
