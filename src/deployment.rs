@@ -151,17 +151,15 @@ pub fn deployment(
         write_settle: std::time::Duration::from_secs_f64(c.aws.attempt_timeout_s),
         wait_for_thing_type,
         fleet: None,
-        jobs: Arc::new(
-            resources::jobs::spec(
-                &c.jobs,
-                &c.job_templates,
-                suffix,
-                region,
-                account,
-                aws::partition(region),
-            )
-            .map_err(|e| BadInput(e.to_string()))?,
-        ),
+        jobs: Arc::new(resources::jobs::spec(
+            &c.jobs,
+            &c.job_templates,
+            settings.job_files.as_deref(),
+            suffix,
+            region,
+            account,
+            aws::partition(region),
+        )),
         bulk: Arc::new(resources::bulk::BulkSpec::new(
             c.fleet.mode == crate::config::FleetMode::Bulk,
             c.fleet.bulk_bucket.as_deref(),

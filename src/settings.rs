@@ -228,6 +228,9 @@ pub struct Settings {
     pub device: DeviceSettings,
     /// `certificate.csr_file`, read and checked (up, plan, verify); None: a key is made here.
     pub csr: Option<crate::keys::Csr>,
+    /// The job templates' files, read and checked (up, plan, verify, job start); None for the
+    /// commands that need only names (`down` works without the files).
+    pub job_files: Option<std::sync::Arc<crate::resources::jobs::JobFiles>>,
 }
 
 #[derive(Debug, Clone)]
@@ -478,6 +481,21 @@ impl Settings {
             }
             _ => None,
         };
+        let job_files = if matches!(
+            cli.command,
+            Command::Up { .. }
+                | Command::Plan { .. }
+                | Command::Verify { .. }
+                | Command::Job {
+                    command: JobCommand::Start { .. }
+                }
+        ) {
+            Some(std::sync::Arc::new(
+                crate::resources::jobs::read_files(&config.job_templates).map_err(|e| bad(&e))?,
+            ))
+        } else {
+            None
+        };
         if claim && config.provisioning.hook && !is_down {
             // Bad input, found before any call: the hook cannot be built without its list.
             match &manifest {
@@ -583,6 +601,7 @@ impl Settings {
             fleet,
             device,
             csr,
+            job_files,
         })
     }
 }

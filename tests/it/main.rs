@@ -21,6 +21,7 @@ mod faults;
 mod first_run;
 mod fleet;
 mod hardening;
+mod jobs;
 mod monitoring;
 mod permissions;
 mod plan;

@@ -137,14 +137,72 @@ pub fn has_presigned_placeholder(document: &str) -> bool {
         || document.contains("${aws:iot:s3-presigned-url-v2:")
 }
 
+/// A template's files, read and checked before any call: its job document, or its
+/// firmware's size and SHA-256.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TemplateFiles {
+    Document(Value),
+    Firmware { size: u64, sha256: String },
+}
+
+/// Every template's files, by template name.
+pub type JobFiles = std::collections::BTreeMap<String, TemplateFiles>;
+
+/// Reads every template's file: a document must be a JSON object within AWS's size, a
+/// firmware file must be readable and not empty.
+pub fn read_files(templates: &[JobTemplateConfig]) -> Result<JobFiles, SpecError> {
+    templates
+        .iter()
+        .map(|t| {
+            let file_error = |path: &Path, message: String| SpecError::File {
+                name: t.name.clone(),
+                path: path.to_path_buf(),
+                message,
+            };
+            let files = match (&t.firmware, &t.document) {
+                (Some(path), _) => {
+                    let (size, sha256) = hash_file(path).map_err(|e| file_error(path, e))?;
+                    TemplateFiles::Firmware { size, sha256 }
+                }
+                (None, Some(path)) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| file_error(path, e.to_string()))?;
+                    if text.len() > MAX_DOCUMENT {
+                        return Err(file_error(
+                            path,
+                            format!("{} bytes; AWS allows at most {MAX_DOCUMENT}", text.len()),
+                        ));
+                    }
+                    let doc: Value = serde_json::from_str(&text)
+                        .map_err(|e| file_error(path, format!("not JSON: {e}")))?;
+                    if !doc.is_object() {
+                        return Err(file_error(
+                            path,
+                            "a job document must be a JSON object".into(),
+                        ));
+                    }
+                    TemplateFiles::Document(doc)
+                }
+                (None, None) => {
+                    unreachable!("the config's validation requires firmware or document")
+                }
+            };
+            Ok((t.name.clone(), files))
+        })
+        .collect()
+}
+
+/// The jobs part of the deployment. Without the files (`down`, `status`, which need only the
+/// names) the templates have no document: their records say what to delete.
 pub fn spec(
     jobs: &JobsConfig,
     templates: &[JobTemplateConfig],
+    files: Option<&JobFiles>,
     suffix: &str,
     region: &str,
     account: &str,
     partition: &str,
-) -> Result<JobsSpec, SpecError> {
+) -> JobsSpec {
     let bucket = jobs.bucket.clone();
     let store = BucketSpec {
         // At most 12 + 12 + 1 + 14 + 1 + 6 = 46 characters, within S3's 63.
@@ -173,30 +231,33 @@ pub fn spec(
     };
     let templates = templates
         .iter()
-        .map(|t| template_spec(t, suffix, region, &store))
-        .collect::<Result<_, _>>()?;
-    Ok(JobsSpec {
+        .map(|t| {
+            template_spec(
+                t,
+                files.and_then(|f| f.get(&t.name)),
+                suffix,
+                region,
+                &store,
+            )
+        })
+        .collect();
+    JobsSpec {
         store,
         presign_role,
         url_expires_s: jobs.url_expires_s,
         templates,
-    })
+    }
 }
 
 fn template_spec(
     t: &JobTemplateConfig,
+    files: Option<&TemplateFiles>,
     suffix: &str,
     region: &str,
     store: &BucketSpec,
-) -> Result<TemplateSpec, SpecError> {
-    let file_error = |path: &Path, message: String| SpecError::File {
-        name: t.name.clone(),
-        path: path.to_path_buf(),
-        message,
-    };
-    let (document, firmware) = match (&t.firmware, &t.document) {
-        (Some(path), _) => {
-            let (size, sha256) = hash_file(path).map_err(|e| file_error(path, e))?;
+) -> TemplateSpec {
+    let (document, firmware) = match (files, &t.firmware) {
+        (Some(TemplateFiles::Firmware { size, sha256 }), Some(path)) => {
             let file = object_file_name(path);
             let firmware = Firmware {
                 path: path.clone(),
@@ -208,34 +269,16 @@ fn template_spec(
                     &sha256[..16]
                 ),
                 file,
-                size,
-                sha256,
+                size: *size,
+                sha256: sha256.clone(),
             };
             (
                 firmware_document(&firmware, region, &store.name),
                 Some(firmware),
             )
         }
-        (None, Some(path)) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| file_error(path, e.to_string()))?;
-            if text.len() > MAX_DOCUMENT {
-                return Err(file_error(
-                    path,
-                    format!("{} bytes; AWS allows at most {MAX_DOCUMENT}", text.len()),
-                ));
-            }
-            let doc: Value = serde_json::from_str(&text)
-                .map_err(|e| file_error(path, format!("not JSON: {e}")))?;
-            if !doc.is_object() {
-                return Err(file_error(
-                    path,
-                    "a job document must be a JSON object".into(),
-                ));
-            }
-            (doc, None)
-        }
-        (None, None) => unreachable!("the config's validation requires firmware or document"),
+        (Some(TemplateFiles::Document(doc)), _) => (doc.clone(), None),
+        _ => (Value::Null, None),
     };
     let text = document.to_string();
     let rollout = t.rollout.as_ref().map(|r| match r.maximum_per_minute {
@@ -266,7 +309,7 @@ fn template_spec(
             "numberOfRetries": r.retries,
         })).collect::<Vec<_>>() })
     });
-    Ok(TemplateSpec {
+    TemplateSpec {
         id: crate::config::jobs::template_id(&t.name, suffix),
         name: t.name.clone(),
         description: t.description.clone().unwrap_or_else(|| match &firmware {
@@ -282,7 +325,7 @@ fn template_spec(
             .timeout_minutes
             .map(|m| json!({ "inProgressTimeoutInMinutes": m })),
         retry,
-    })
+    }
 }
 
 /// The firmware job document devices act on (`operation = firmware_update`).
@@ -415,15 +458,16 @@ mod tests {
             }],
             ..Default::default()
         };
+        let files = read_files(std::slice::from_ref(&t)).unwrap();
         let jobs = spec(
             &JobsConfig::default(),
             &[t],
+            Some(&files),
             "abc123",
             "eu-west-1",
             "123456789012",
             "aws",
-        )
-        .unwrap();
+        );
         let t = &jobs.templates[0];
         assert_eq!(t.id, "fw-abc123");
         let f = t.firmware.as_ref().unwrap();
@@ -468,7 +512,7 @@ mod tests {
             document: Some(doc),
             ..Default::default()
         };
-        let e = spec(&JobsConfig::default(), &[t], "a", "us-east-1", "1", "aws").unwrap_err();
+        let e = read_files(&[t]).unwrap_err();
         assert!(e.to_string().contains("not JSON"), "{e}");
         let t = JobTemplateConfig {
             name: "fw".into(),
@@ -476,7 +520,7 @@ mod tests {
             version: Some("1".into()),
             ..Default::default()
         };
-        let e = spec(&JobsConfig::default(), &[t], "a", "us-east-1", "1", "aws").unwrap_err();
+        let e = read_files(&[t]).unwrap_err();
         assert!(e.to_string().contains("missing.bin"), "{e}");
     }
 }
