@@ -971,6 +971,8 @@ class Engine:
             return
         now = self.clock.monotonic()
         for job in list(self.jobs.values()):
+            if job.status == "COMPLETED":
+                continue  # every execution is terminal: no timer, nothing to roll out
             if job.status == "DELETION_IN_PROGRESS":
                 # The executions went at DeleteJob; the job itself disappears a moment later.
                 if job.deleting_since is not None and now - job.deleting_since >= TICK:
