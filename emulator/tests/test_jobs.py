@@ -796,3 +796,46 @@ def test_reset_clears_jobs():
         assert iot.describe_job(jobId="j1")["job"]["jobProcessDetails"]["numberOfQueuedThings"] == 1
     finally:
         server.stop()
+
+
+def test_answers_go_to_the_requester_only_subscribed_or_not(aws, gateway, make_device, clients, devices):
+    from test_gateway import OBSERVER_POLICY
+
+    (device,) = devices(1)
+    observer = clients(gateway, make_device(policy=OBSERVER_POLICY))
+    assert observer.connect(gateway["ports"]["mqtt"]) == 0
+    observer.subscribe(f"{device.base}/#")
+    # a second connection of another thing, not subscribed to anything, asks about its own jobs
+    silent_device = make_device(policy=JOBS_POLICY)
+    silent = clients(gateway, silent_device)
+    assert silent.connect(gateway["ports"]["mqtt"]) == 0
+    job_id = create_job(aws, [thing_arn(device.thing), thing_arn(silent_device.thing)])
+    silent.publish(f"$aws/things/{silent_device.thing}/jobs/get", {"clientToken": "unsubscribed"})
+    answer = json.loads(silent.expect(f"$aws/things/{silent_device.thing}/jobs/get/accepted"))
+    assert ([j["jobId"] for j in answer["queuedJobs"]], answer["clientToken"]) == ([job_id], "unsubscribed")
+    # notifications reach every subscriber; answers only the requester
+    assert json.loads(observer.expect(f"{device.base}/notify-next"))["execution"]["jobId"] == job_id
+    assert device.request("get")[0] == "accepted"
+    observer.nothing_on(f"{device.base}/get")
+    observer.nothing_on(f"{device.base}/get/accepted")
+
+
+def test_thing_provisioned_into_the_group_joins_a_continuous_job(aws):
+    name, arn = group(aws, [])
+    job_id = create_job(aws, [arn], targetSelection="CONTINUOUS")
+    bucket = unique("bulk")
+    aws("s3").create_bucket(Bucket=bucket)
+    thing = unique("bulkthing")
+    aws("s3").put_object(Bucket=bucket, Key="input.json", Body=json.dumps({"ThingName": thing}).encode())
+    role = aws("iam").create_role(RoleName=unique("reg"), AssumeRolePolicyDocument=IOT_TRUST)["Role"]["Arn"]
+    template = {"Parameters": {"ThingName": {"Type": "String"}}, "Resources": {"thing": {
+        "Type": "AWS::IoT::Thing", "Properties": {"ThingName": {"Ref": "ThingName"}, "ThingGroups": [name]}}}}
+    task = aws("iot").start_thing_registration_task(templateBody=json.dumps(template), inputFileBucket=bucket,
+                                                    inputFileKey="input.json", roleArn=role)["taskId"]
+
+    def joined() -> None:
+        status = aws("iot").describe_thing_registration_task(taskId=task)["status"]
+        assert status == "Completed", status
+        assert execution(aws, job_id, thing)["status"] == "QUEUED"
+
+    eventually(joined)
