@@ -14,7 +14,8 @@ const UP: &str = "up";
 const DOWN: &str = "down";
 const VERIFY: &str = "verify";
 const DEVICE: &str = "device";
-const SECTIONS: [&str; 5] = [PLAN_AND_STATUS, UP, DOWN, VERIFY, DEVICE];
+const JOB: &str = "job";
+const SECTIONS: [&str; 6] = [PLAN_AND_STATUS, UP, DOWN, VERIFY, DEVICE, JOB];
 
 /// No client-side rate limits: the local AWS has no quotas.
 const NO_LIMITS: &str = "[aws.rate_limits]\n\"*\" = 0\n";
@@ -118,6 +119,8 @@ fn iam_action(service: &str, operation: &str) -> Option<String> {
         "logs" => "logs",
         "sns" => "sns",
         "cloudwatch" | "monitoring" => "cloudwatch",
+        // The jobs' firmware bucket (the shared state in S3 has a test of its own).
+        "s3" => return Some(s3_action(operation)),
         // "You don't need any permissions to perform this operation" (STS API reference).
         "sts" if operation == "GetCallerIdentity" => return None,
         other => return Some(format!("unknown service {other:?}: {operation}")),
@@ -529,6 +532,54 @@ async fn every_call_of_every_command_is_in_the_documented_policy() {
     seen.run(&emu, &w, UP, &["up"], 0);
     seen.run(&emu, &w, DOWN, &["down"], 0);
 
+    // Fleet operations: job templates with firmware, jobs started, followed, cancelled,
+    // listed, a template replaced, and down retiring a running job.
+    let w = emu.workdir();
+    std::fs::write(w.path().join("fw.bin"), b"firmware v2").unwrap();
+    manifest(&w, 0..3);
+    let jobs_config = |version: &str| {
+        format!(
+            "{NO_LIMITS}[fleet]\nmanifest = \"devices.csv\"\ngroup = \"perm-{{{{suffix}}}}\"\n[[job_templates]]\nname = \"fw\"\nfirmware = \"fw.bin\"\nversion = \"{version}\"\n[job_templates.rollout]\nmaximum_per_minute = 100\n"
+        )
+    };
+    config(&w, &jobs_config("2.0.0"));
+    seen.run(&emu, &w, PLAN_AND_STATUS, &["plan"], 0);
+    seen.run(&emu, &w, UP, &["up"], 0);
+    seen.run(&emu, &w, PLAN_AND_STATUS, &["plan"], 0);
+    seen.run(&emu, &w, PLAN_AND_STATUS, &["status"], 0);
+    seen.run(
+        &emu,
+        &w,
+        VERIFY,
+        &["verify", "--skip-e2e", "--skip-device"],
+        0,
+    );
+    let before = emu.requests().len();
+    let started = w.ok(&["job", "start", "fw", "--output", "json"]);
+    seen.since(&emu, before, JOB, "job start fw");
+    let id = started.json()["job_id"].as_str().unwrap().to_string();
+    seen.run(&emu, &w, JOB, &["job", "status", &id], 0);
+    seen.run(&emu, &w, JOB, &["job", "list"], 0);
+    seen.run(&emu, &w, JOB, &["job", "cancel", &id], 0);
+    seen.run(
+        &emu,
+        &w,
+        JOB,
+        &[
+            "job",
+            "start",
+            "--set",
+            "reporting_interval=30",
+            "--job-id",
+            "perm-config",
+        ],
+        0,
+    );
+    config(&w, &jobs_config("2.0.1"));
+    seen.run(&emu, &w, UP, &["up"], 0);
+    seen.run(&emu, &w, JOB, &["job", "start", "fw"], 0);
+    seen.run(&emu, &w, DOWN, &["down"], 0);
+
     // Every action seen in a command is allowed by its section.
     let mut missing = Vec::new();
     for (section, actions) in &seen.actions {
@@ -569,6 +620,15 @@ async fn every_call_of_every_command_is_in_the_documented_policy() {
         (UP, "iot:CreateProvisioningTemplate"),
         (DOWN, "iot:DeleteProvisioningTemplate"),
         (DOWN, "iot:ListThings"),
+        (UP, "iot:CreateJobTemplate"),
+        (UP, "iot:DeleteJobTemplate"),
+        (UP, "s3:PutObject"),
+        (JOB, "iot:CreateJob"),
+        (JOB, "iot:GetThingShadow"),
+        (JOB, "iot:CancelJob"),
+        (DOWN, "iot:CancelJob"),
+        (DOWN, "iot:DeleteJob"),
+        (DOWN, "s3:DeleteBucket"),
     ] {
         assert!(seen.saw(section, action), "{section}: never saw {action}");
     }
@@ -596,6 +656,8 @@ async fn every_call_of_every_command_is_in_the_documented_policy() {
         (DEVICE, "iot:DescribeEndpoint"),
         (DEVICE, "iot:Connect"),
         (DEVICE, "iot:Receive"),
+        // CreateJob from a template with a pre-signing role hands AWS IoT that role.
+        (JOB, "iam:PassRole"),
     ] {
         assert!(
             allows(&doc[section], action),
@@ -638,7 +700,8 @@ fn documented_s3() -> (Vec<String>, Vec<String>) {
 /// The IAM action an S3 operation needs (S3's actions are not all named after operations).
 fn s3_action(operation: &str) -> String {
     match operation {
-        "ListObjectsV2" | "ListObjects" => "s3:ListBucket".into(),
+        // HeadBucket is authorized as s3:ListBucket (S3 API reference, HeadBucket).
+        "ListObjectsV2" | "ListObjects" | "HeadBucket" => "s3:ListBucket".into(),
         "HeadObject" => "s3:GetObject".into(),
         "DeleteObjects" => "s3:DeleteObject".into(),
         "GetPublicAccessBlock" => "s3:GetBucketPublicAccessBlock".into(),

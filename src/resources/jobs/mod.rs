@@ -61,7 +61,7 @@ pub struct JobsSpec {
 impl JobsSpec {
     /// Whether any template has firmware (then the bucket and the role are wanted).
     pub fn has_firmware(&self) -> bool {
-        self.templates.iter().any(|t| t.firmware.is_some())
+        self.templates.iter().any(|t| t.firmware_file)
     }
     pub fn template(&self, name: &str) -> Option<&TemplateSpec> {
         self.templates.iter().find(|t| t.name == name)
@@ -96,6 +96,9 @@ pub struct TemplateSpec {
     pub id: String,
     pub description: String,
     pub document: Value,
+    /// The config gives a firmware file (known without reading it, as `down` does).
+    pub firmware_file: bool,
+    /// The firmware, hashed (None when the files were not read).
     pub firmware: Option<Firmware>,
     /// The document has a pre-signed URL placeholder: the template needs the role.
     pub presigned: bool,
@@ -316,7 +319,9 @@ fn template_spec(
             Some(f) => format!("iotreg firmware {} ({})", f.version, f.file),
             None => "iotreg job template".into(),
         }),
-        presigned: has_presigned_placeholder(&text),
+        // A firmware document always links its file; `down` knows that without the file.
+        presigned: t.firmware.is_some() || has_presigned_placeholder(&text),
+        firmware_file: t.firmware.is_some(),
         document,
         firmware,
         rollout,

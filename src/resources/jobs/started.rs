@@ -50,7 +50,11 @@ impl Started {
         let existed = job.is_some();
         if let Some(status) = job.as_ref().and_then(|j| j.job()).and_then(|j| j.status()) {
             use aws_sdk_iot::types::JobStatus;
-            if matches!(status, JobStatus::InProgress | JobStatus::Scheduled) {
+            // Anything not finished may still reach devices: cancel it first.
+            if !matches!(
+                status,
+                JobStatus::Completed | JobStatus::Canceled | JobStatus::DeletionInProgress
+            ) {
                 let cancelled = iot
                     .cancel_job()
                     .job_id(id)
@@ -103,9 +107,16 @@ impl Meta for Started {
     fn name(&self) -> String {
         "started jobs".into()
     }
-    /// Destroyed before the bucket and the role its jobs' documents rely on.
+    /// Destroyed first: before the devices its jobs run on (a deleted thing's execution is
+    /// REMOVED, which would end the job unseen) and the bucket and role its documents rely on.
     fn depends_on(&self) -> &[&'static str] {
-        &[JOBS_BUCKET, PRESIGN_ROLE]
+        &[
+            JOBS_BUCKET,
+            PRESIGN_ROLE,
+            crate::resources::THING,
+            crate::resources::FLEET,
+            crate::resources::THING_GROUP,
+        ]
     }
     fn delete_note(&self) -> String {
         "jobs started by `iotreg job start`".into()
