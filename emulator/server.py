@@ -17,6 +17,9 @@ Once the socket is listening, exactly one line is written to stdout:
 after which stdout is redirected to stderr, so nothing else ever appears on
 stdout.  SIGTERM / SIGINT shut the server down and the process exits 0.
 
+``--jobs-minute SECONDS`` (or $IOTREG_EMULATOR_JOBS_MINUTE, default 60) is how
+many real seconds one AWS minute lasts for the jobs engine (emulator/jobs/).
+
 ``--request-log FILE`` (or $IOTREG_EMULATOR_REQUEST_LOG) appends one JSON line
 per AWS API request to FILE; see emulator/request_log.py.
 
@@ -78,6 +81,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "default: $IOTREG_EMULATOR_REQUEST_LOG, unset = no log)",
     )
     parser.add_argument(
+        "--jobs-minute",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="real seconds one AWS minute lasts for the jobs engine: rollout rates, "
+        "in-progress and step timeouts (default: $IOTREG_EMULATOR_JOBS_MINUTE or 60)",
+    )
+    parser.add_argument(
         "--no-gateway",
         action="store_true",
         help="do not start the device gateway (MQTT / HTTPS / WebSockets data endpoint)",
@@ -92,6 +103,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.request_log = os.environ.get("IOTREG_EMULATOR_REQUEST_LOG") or None
     if args.request_log == "":
         parser.error("--request-log needs a file name")
+    if args.jobs_minute is not None and not args.jobs_minute > 0:
+        parser.error("--jobs-minute must be a positive number of seconds")
     return args
 
 
@@ -123,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["IOTREG_EMULATOR_THING_TYPE_DELETE_DELAY"] = str(
             args.thing_type_delete_delay
         )
+    if args.jobs_minute is not None:
+        # Read by the jobs engine (emulator/jobs/clock.py) whenever it needs the minute.
+        os.environ["IOTREG_EMULATOR_JOBS_MINUTE"] = repr(args.jobs_minute)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     logging.getLogger("werkzeug").setLevel(
         logging.INFO if args.verbose else logging.WARNING

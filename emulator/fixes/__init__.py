@@ -15,6 +15,7 @@ from . import (
     iot_concurrency,
     iot_csr,
     iot_endpoint,
+    iot_jobs,
     iot_list_certificates,
     iot_provisioning_templates,
     iot_registration_tasks,
@@ -48,6 +49,7 @@ FIXES = [
     iot_provisioning_templates,  # provisioning templates and versions (fleet provisioning)
     iot_registration_tasks,  # bulk registration: StartThingRegistrationTask and friends
     iot_thing_group_policies,  # group policy attachments: recursive listing, dropped with the group
+    iot_jobs,  # AWS IoT Jobs' control plane on the emulator's jobs engine (after the group/thing fixes it hooks)
     iot_concurrency,  # after every iot_* fix: locks the handlers they installed
     iotdata_shadow,
     lambda_permissions,

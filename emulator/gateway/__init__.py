@@ -14,7 +14,8 @@ its own thread, two listeners on 127.0.0.1 (free ports):
 The MQTT protocol itself is amqtt's broker (broker.py); TLS and the client
 certificate checks are tls.py; authorization (certificate status, IoT
 policies evaluated by ``emulator/iotpolicy``) is authz.py; the shadow topics
-are shadow.py; fleet provisioning's MQTT API is provisioning.py.  Every message, whichever way it arrives (MQTT, HTTPS
+are shadow.py; fleet provisioning's MQTT API is provisioning.py; the Jobs device API
+(and the jobs notifications) is jobs.py.  Every message, whichever way it arrives (MQTT, HTTPS
 publish, iot-data Publish on the emulator's HTTP port), goes through
 ``Gateway.ingest``: the rules engine (datapath/rules.py), the shadow service
 for shadow request topics, and the MQTT subscribers.
@@ -36,7 +37,7 @@ from urllib.parse import parse_qs, unquote
 
 from .authz import Authorizer, Principal, note
 from .broker import Connection, GatewayBroker, GatewayStreamReader, GatewayStreamWriter, quiet_amqtt
-from . import provisioning, shadow, sigv4
+from . import jobs, provisioning, shadow, sigv4
 from .tls import start_tls_server
 
 DEFAULT_ACCOUNT = "123456789012"
@@ -70,6 +71,8 @@ class Gateway:
         self.authorizer = Authorizer(account, region)
         # Fleet provisioning's MQTT API ($aws/certificates/..., $aws/provisioning-templates/...).
         self.provisioning = provisioning.FleetProvisioning(self)
+        # AWS IoT Jobs' device API ($aws/things/<thing>/jobs/...) and its notifications.
+        self.jobs = jobs.JobsService(self)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.broker: GatewayBroker | None = None
         self.tls = None
@@ -192,6 +195,9 @@ class Gateway:
         from moto.iotdata.models import IoTDataPlaneBackend
 
         iotdata_shadow.add_listener(self._on_shadow_event)
+        import jobs as jobs_engine
+
+        jobs_engine.add_listener(self._on_jobs_notification)
         previous = IoTDataPlaneBackend.publish
         gateway = self
 
@@ -205,6 +211,7 @@ class Gateway:
 
         def unpatch() -> None:
             iotdata_shadow.remove_listener(self._on_shadow_event)
+            jobs_engine.remove_listener(self._on_jobs_notification)
             if IoTDataPlaneBackend.publish is publish:
                 IoTDataPlaneBackend.publish = previous
 
@@ -240,6 +247,21 @@ class Gateway:
         if loop is not None and not loop.is_closed():
             try:
                 loop.call_soon_threadsafe(self._broadcast_many, messages)
+            except RuntimeError:
+                pass
+
+    def _on_jobs_notification(self, account: str, region: str, topic: str, payload: bytes) -> None:
+        """Called by the jobs engine (any thread, under its lock): notify / notify-next.
+
+        Published like any message: to the rules engine and to every subscriber
+        whose policy allows iot:Receive (nothing here may block)."""
+        if account != self.account or region != self.region:
+            return
+        self._to_rules(topic, payload)
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._broadcast_many, [(topic, payload)])
             except RuntimeError:
                 pass
 
@@ -294,6 +316,11 @@ class Gateway:
             # publishing connection only (none for an iot-data Publish, which has no session).
             if session is not None:
                 self._spawn(self.provisioning.handle(topic, payload, session))
+            return
+        if jobs.parse_request_topic(topic) is not None:
+            # A request to the Jobs service: consumed by it; the answer goes to the requesting
+            # connection only (an iot-data Publish has none: carried out, not answered).
+            self._spawn(self.jobs.handle(topic, payload, session))
             return
         if to_rules:
             self._to_rules(topic, payload)

@@ -14,8 +14,8 @@ changes what AWS IoT does differently from a plain broker:
   connection is closed (AWS drops it too).
 * PUBLISH (checked when the packet arrives, before any PUBACK):
   ``iot:Publish`` on ``topic/<topic>``; denied, QoS 2 (AWS IoT has no QoS 2),
-  a wildcard in the topic, or a ``$`` topic other than the shadow and fleet
-  provisioning request topics -> the connection is closed, no PUBACK.
+  a wildcard in the topic, or a ``$`` topic other than the shadow, fleet
+  provisioning and Jobs request topics -> the connection is closed, no PUBACK.
 * SUBSCRIBE: ``iot:Subscribe`` on ``topicfilter/<filter>`` for every filter;
   one denied -> the connection is closed, no SUBACK.  Granted QoS is at most 1.
 * delivery: ``iot:Receive`` on ``topic/<topic>`` per message and subscriber
@@ -112,10 +112,15 @@ def is_shadow_request(topic: str) -> bool:
 
 
 def is_served_request(topic: str) -> bool:
-    """A reserved topic a client may publish to: the shadow or fleet provisioning requests."""
+    """A reserved topic a client may publish to: the shadow, fleet provisioning or Jobs requests."""
+    from . import jobs
     from .provisioning import parse_request_topic
 
-    return is_shadow_request(topic) or parse_request_topic(topic) is not None
+    return (
+        is_shadow_request(topic)
+        or parse_request_topic(topic) is not None
+        or jobs.parse_request_topic(topic) is not None
+    )
 
 
 class GatewayHandler(BrokerProtocolHandler):
