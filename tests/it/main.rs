@@ -21,6 +21,7 @@ mod faults;
 mod first_run;
 mod fleet;
 mod hardening;
+mod jobs_device;
 mod monitoring;
 mod permissions;
 mod plan;
