@@ -424,3 +424,115 @@ async fn a_rolled_out_config_change_with_devices_going_offline_and_an_unknown_op
     assert_eq!(status, JobExecutionStatus::Rejected);
     assert_eq!(details["reason"], "unknown operation \"reboot\"");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_download_and_work_left_at_max_duration_fail_the_run_by_name() {
+    let f = fleet().await;
+    let (w, c) = (&f.w, &f.c);
+
+    // A policy without the jobs topics is refused before any connection (exit 2), naming
+    // what is missing: the same deployment seen through a config with the built-in policy.
+    std::fs::write(
+        w.path().join("plain.toml"),
+        "[aws.rate_limits]\n\"*\" = 0\n",
+    )
+    .unwrap();
+    let r = w.run(&[
+        "--config",
+        "plain.toml",
+        "device",
+        "simulate",
+        "jobdev-0",
+        "--jobs",
+    ]);
+    assert_eq!(r.code(), 2, "{}", r.all());
+    assert!(
+        r.stderr()
+            .contains("iot:Publish on topic/$aws/things/jobdev-0/jobs/start-next"),
+        "{}",
+        r.all()
+    );
+
+    // A firmware URL that answers 404 (no such bucket on the local S3): the device reports
+    // FAILED with the reason, as a device would, and the run fails naming it.
+    let gone = format!("{}/no-such-firmware-bucket/fw.bin", f.emu.url);
+    let doc = serde_json::json!({"operation": "firmware_update", "firmware": {"version": "3.0.0",
+        "size": 10, "sha256": "0".repeat(64), "url": gone}});
+    c.iot
+        .create_job()
+        .job_id("fw-gone")
+        .set_targets(Some(thing_arns(c, &["jobdev-1"]).await))
+        .document(doc.to_string())
+        .send()
+        .await
+        .unwrap();
+    let r = w.run(&[
+        "device", "simulate", "jobdev-1", "--jobs", "--linger", "1", "--output", "json",
+    ]);
+    assert_eq!(r.code(), 1, "{}", r.all());
+    let j = r.json();
+    assert_eq!(j["failed"], 1, "{j}");
+    assert_eq!(j["simulated_failures"], serde_json::json!([]), "{j}");
+    assert_eq!(j["failures"][0]["thing"], "jobdev-1", "{j}");
+    let error = j["failures"][0]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("job fw-gone: firmware download failed: GET "),
+        "{error}"
+    );
+    assert!(error.contains("HTTP 404"), "{error}");
+    let (status, details) = execution(c, "fw-gone", "jobdev-1").await;
+    assert_eq!(status, JobExecutionStatus::Failed);
+    assert!(details["reason"].contains("HTTP 404"), "{details:?}");
+
+    // A firmware server that never answers, and a run bounded at 3 s: the device is cut off
+    // mid-execution, which fails the run naming the job; the execution stays IN_PROGRESS.
+    let stall = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = stall.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = stall.accept().await {
+            open.push(s);
+        }
+    });
+    let doc = serde_json::json!({"operation": "firmware_update", "firmware": {"version": "3.0.0",
+        "size": 10, "sha256": "0".repeat(64), "url": format!("http://127.0.0.1:{port}/fw.bin")}});
+    c.iot
+        .create_job()
+        .job_id("fw-stall")
+        .set_targets(Some(thing_arns(c, &["jobdev-2"]).await))
+        .document(doc.to_string())
+        .send()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let r = w.run(&[
+        "device",
+        "simulate",
+        "jobdev-2",
+        "--jobs",
+        "--max-duration",
+        "3",
+        "--output",
+        "json",
+    ]);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    held.abort();
+    assert_eq!(r.code(), 1, "{}", r.all());
+    let j = r.json();
+    assert_eq!(j["max_duration_reached"], true, "{j}");
+    assert_eq!(
+        j["failures"][0]["error"], "--max-duration reached with job fw-stall not finished",
+        "{j}"
+    );
+    assert_eq!(
+        j["per_device"][0]["jobs"][0]["status"], "IN_PROGRESS",
+        "{j}"
+    );
+    let (status, details) = execution(c, "fw-stall", "jobdev-2").await;
+    assert_eq!(status, JobExecutionStatus::InProgress);
+    assert_eq!(details["step"], "downloading");
+}
