@@ -321,6 +321,8 @@ def _create_job_template(self):
         value = self._get_param(name)
         return from_job if value is None and base is not None else value
 
+    if given("description", base.description if base else None) is None:
+        raise _invalid("description is required")  # CreateJobTemplate's model requires it
     document, source = self._get_param("document"), self._get_param("documentSource")
     if document is None and source is None and base is not None:
         document, source = (base.document, None) if base.document_source is None else (None, base.document_source)

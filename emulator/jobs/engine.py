@@ -874,7 +874,6 @@ class Engine:
     def _after_terminal(self, job: Job, execution: Execution) -> None:
         if execution.status == "SUCCEEDED":
             job.succeeded_since += 1
-            self._maybe_increase(job)
         if job.status == "IN_PROGRESS" and execution.status in EXECUTED:
             self._check_abort(job)
         if job.status == "IN_PROGRESS" and execution.status in ("FAILED", "TIMED_OUT"):
@@ -940,17 +939,19 @@ class Engine:
             return
         window = int((self.clock.monotonic() - job.rollout_start) // self.clock.minute)
         if window != job.window:
+            if job.window >= 0:
+                self._maybe_increase(job)
             job.window, job.window_quota, job.window_used = window, job.rate, 0
         while job.pending and job.window_used < job.window_quota and job.status == "IN_PROGRESS":
             name, arn = job.pending.pop(0)
             job.window_used += 1
             job.notified_since += 1
             self._new_execution(job, name, arn)
-            self._maybe_increase(job)
 
     def _maybe_increase(self, job: Job) -> None:
-        """Exponential rollout: the rate grows by incrementFactor whenever the notified or succeeded
-        things since the last increase reach rateIncreaseCriteria (applies from the next window)."""
+        """Exponential rollout, at the start of each window: the rate grows by incrementFactor when
+        the things notified, or succeeded, since the last increase reached rateIncreaseCriteria
+        (at most one increase per window: AWS's rates are per minute)."""
         exponential = (job.rollout or {}).get("exponentialRate")
         if not exponential or not job.pending:
             return
@@ -970,6 +971,8 @@ class Engine:
             return
         now = self.clock.monotonic()
         for job in list(self.jobs.values()):
+            if job.status == "COMPLETED":
+                continue  # every execution is terminal: no timer, nothing to roll out
             if job.status == "DELETION_IN_PROGRESS":
                 # The executions went at DeleteJob; the job itself disappears a moment later.
                 if job.deleting_since is not None and now - job.deleting_since >= TICK:
