@@ -382,16 +382,13 @@ impl Player {
         }
         // The shadow says what the device now runs before the job says it succeeded.
         session.shadow_update_reported(op.reported()).await?;
-        self.finish_with(
-            session,
-            client,
-            &execution,
-            "SUCCEEDED",
-            &op.succeeded_details(),
-            None,
-            run,
-        )
-        .await?;
+        let end = End {
+            status: "SUCCEEDED",
+            details: op.succeeded_details(),
+            reason: None,
+        };
+        self.finish_with(session, client, &execution, end, run)
+            .await?;
         Ok(Next::Continue)
     }
 
@@ -405,38 +402,33 @@ impl Player {
         reason: &str,
         run: &mut DeviceRun,
     ) -> Result<(), DeviceError> {
-        let details = jobs::reason_details(reason);
-        self.finish_with(
-            session,
-            client,
-            execution,
+        let end = End {
             status,
-            &details,
-            Some(reason),
-            run,
-        )
-        .await
+            details: jobs::reason_details(reason),
+            reason: Some(jobs::detail_value(reason)),
+        };
+        self.finish_with(session, client, execution, end, run).await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn finish_with(
         &self,
         session: &mut Session,
         client: &mut JobsClient,
         execution: &Execution,
-        status: &str,
-        details: &Value,
-        reason: Option<&str>,
+        end: End<'_>,
         run: &mut DeviceRun,
     ) -> Result<(), DeviceError> {
-        let updated = client.update(session, execution, status, details).await?;
+        let status = end.status;
+        let updated = client
+            .update(session, execution, status, &end.details)
+            .await?;
         let last = run.last();
         match updated {
             Updated::Accepted { version } => {
                 if let Some(last) = last {
                     last.status = status.into();
                     last.version = version;
-                    last.reason = reason.map(jobs::detail_value);
+                    last.reason = end.reason;
                 }
                 Ok(())
             }
@@ -456,6 +448,14 @@ impl Player {
             },
         }
     }
+}
+
+/// How the device ends an execution: the status, its statusDetails, and the reason the
+/// summary shows.
+struct End<'a> {
+    status: &'a str,
+    details: Value,
+    reason: Option<String>,
 }
 
 fn rejected(job: &str, status: &str, r: &jobs::Rejection) -> DeviceError {
