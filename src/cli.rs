@@ -331,6 +331,32 @@ pub enum DeviceCommand {
         /// Leave the shadow alone: connect and publish only.
         #[arg(long)]
         no_shadow: bool,
+        /// Take jobs instead of publishing readings: every device stays connected, takes its
+        /// pending and newly notified job executions over the AWS IoT Jobs MQTT API (a
+        /// firmware update downloaded and checked, or a configuration change), reports the
+        /// result in its shadow and to the job, and disconnects after --linger seconds with
+        /// nothing new.
+        #[arg(long, conflicts_with_all = ["claim", "no_shadow", "count", "interval"])]
+        jobs: bool,
+        /// With --jobs: the probability (0 to 1) that a device fails an execution, drawn
+        /// from the thing, the job id and --seed (the same inputs always draw the same).
+        #[arg(long, value_name = "P", requires = "jobs", value_parser = rate)]
+        fail_rate: Option<f64>,
+        /// With --jobs: the probability (0 to 1) that a device takes an execution and then
+        /// drops its connection for the rest of the run, drawn like --fail-rate.
+        #[arg(long, value_name = "P", requires = "jobs", value_parser = rate)]
+        offline_rate: Option<f64>,
+        /// With --jobs: the seed of the --fail-rate and --offline-rate draws [default: 0].
+        #[arg(long, value_name = "N", requires = "jobs")]
+        seed: Option<u64>,
+        /// With --jobs: seconds a device with no pending job waits for a new one before it
+        /// disconnects [default: 10].
+        #[arg(long, value_name = "S", requires = "jobs", value_parser = interval_seconds)]
+        linger: Option<f64>,
+        /// With --jobs: seconds the whole run may take; reached with a job still being
+        /// executed, it fails (exit 1) [default: 600].
+        #[arg(long, value_name = "S", requires = "jobs", value_parser = run_seconds)]
+        max_duration: Option<f64>,
     },
 }
 
@@ -342,6 +368,22 @@ fn interval_seconds(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && (0.0..=3600.0).contains(&v) => Ok(v),
         _ => Err(format!("{s:?} is not a number of seconds from 0 to 3600")),
+    }
+}
+
+fn rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a probability from 0 to 1")),
+    }
+}
+
+fn run_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a positive number of seconds (at most 86400)"
+        )),
     }
 }
 

@@ -119,6 +119,28 @@ pub struct SimulateOptions {
     pub claim: bool,
     /// With `claim`: the serials file (else the manifest's).
     pub serials: Option<PathBuf>,
+    /// `--jobs`: take jobs instead of publishing readings.
+    pub jobs: Option<JobsOptions>,
+}
+
+/// `device simulate --jobs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobsOptions {
+    /// The probability that a device fails an execution (0 to 1).
+    pub fail_rate: f64,
+    /// The probability that a device takes an execution and goes offline (0 to 1).
+    pub offline_rate: f64,
+    /// The seed of both draws.
+    pub seed: u64,
+    /// How long a device with nothing pending waits for a new job.
+    pub linger: std::time::Duration,
+    /// The bound on the whole run.
+    pub max_duration: std::time::Duration,
+}
+
+impl JobsOptions {
+    pub const DEFAULT_LINGER_S: f64 = 10.0;
+    pub const DEFAULT_MAX_DURATION_S: f64 = 600.0;
 }
 
 /// How the device side reaches the gateway: `[device]` with the `IOTREG_DEVICE_*` variables
@@ -713,17 +735,41 @@ fn device_action(
             protocol,
             concurrency,
             no_shadow,
-        } => DeviceAction::Simulate(SimulateOptions {
-            thing,
-            fleet,
-            count,
-            interval: std::time::Duration::from_secs_f64(interval),
-            protocol: protocol.unwrap_or(device.default_protocol()),
-            concurrency: concurrency as usize,
-            no_shadow,
-            claim,
-            serials,
-        }),
+            jobs,
+            fail_rate,
+            offline_rate,
+            seed,
+            linger,
+            max_duration,
+        } => {
+            let protocol = protocol.unwrap_or(device.default_protocol());
+            if jobs && protocol == Protocol::Https {
+                return Err(BadInput(
+                    "--jobs needs MQTT (--protocol mqtt, mqtt-443 or wss): over https a device cannot subscribe to its jobs' notifications and answers".into(),
+                ));
+            }
+            let seconds = std::time::Duration::from_secs_f64;
+            DeviceAction::Simulate(SimulateOptions {
+                thing,
+                fleet,
+                count,
+                interval: seconds(interval),
+                protocol,
+                concurrency: concurrency as usize,
+                no_shadow,
+                claim,
+                serials,
+                jobs: jobs.then(|| JobsOptions {
+                    fail_rate: fail_rate.unwrap_or(0.0),
+                    offline_rate: offline_rate.unwrap_or(0.0),
+                    seed: seed.unwrap_or(0),
+                    linger: seconds(linger.unwrap_or(JobsOptions::DEFAULT_LINGER_S)),
+                    max_duration: seconds(
+                        max_duration.unwrap_or(JobsOptions::DEFAULT_MAX_DURATION_S),
+                    ),
+                }),
+            })
+        }
         DeviceCommand::Provision {
             claim: _,
             serial,
@@ -836,6 +882,80 @@ mod tests {
         let mut argv = vec!["iotreg", "--config", file.to_str().unwrap()];
         argv.extend_from_slice(args);
         Settings::resolve(Cli::parse_from(argv))
+    }
+
+    #[test]
+    fn simulate_jobs_options_are_resolved_and_bad_values_refused() {
+        use clap::Parser;
+        let jobs = |args: &[&str]| match with_args("", args).unwrap().action {
+            Action::Device(DeviceAction::Simulate(o)) => o.jobs,
+            other => panic!("{other:?}"),
+        };
+        let sim = ["device", "simulate", "--fleet"];
+        assert_eq!(jobs(&sim), None);
+        let d = jobs(&[&sim[..], &["--jobs"]].concat()).unwrap();
+        assert_eq!(
+            d,
+            JobsOptions {
+                fail_rate: 0.0,
+                offline_rate: 0.0,
+                seed: 0,
+                linger: std::time::Duration::from_secs(10),
+                max_duration: std::time::Duration::from_secs(600),
+            }
+        );
+        let j = jobs(
+            &[
+                &sim[..],
+                &[
+                    "--jobs",
+                    "--fail-rate",
+                    "0.4",
+                    "--offline-rate",
+                    "1",
+                    "--seed",
+                    "7",
+                    "--linger",
+                    "2.5",
+                    "--max-duration",
+                    "30",
+                ],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        assert_eq!((j.fail_rate, j.offline_rate, j.seed), (0.4, 1.0, 7));
+        assert_eq!(j.linger, std::time::Duration::from_millis(2500));
+        assert_eq!(j.max_duration, std::time::Duration::from_secs(30));
+        // Over https a device hears nothing: bad input.
+        let e =
+            with_args("", &[&sim[..], &["--jobs", "--protocol", "https"]].concat()).unwrap_err();
+        assert!(e.0.contains("--jobs needs MQTT"), "{e}");
+        // Out of range, or without --jobs, or with what only readings use: clap's usage
+        // errors (exit 2).
+        for bad in [
+            &["--jobs", "--fail-rate", "1.5"][..],
+            &["--jobs", "--offline-rate", "-0.1"],
+            &["--jobs", "--fail-rate", "x"],
+            &["--fail-rate", "0.5"],
+            &["--seed", "3"],
+            &["--jobs", "--linger", "-1"],
+            &["--jobs", "--max-duration", "0"],
+            &["--jobs", "--count", "3"],
+            &["--jobs", "--no-shadow"],
+        ] {
+            let argv = [&["iotreg"][..], &sim[..], bad].concat();
+            let e = Cli::try_parse_from(&argv).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{argv:?}: {e}");
+        }
+        // Without --fleet, which --claim conflicts with anyway.
+        let e =
+            Cli::try_parse_from(["iotreg", "device", "simulate", "--jobs", "--claim"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("'--jobs' cannot be used with '--claim'"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub mod bundle;
 pub mod claim;
 pub mod https;
+pub mod jobs;
 pub mod mqtt;
 pub mod policy;
 pub mod sigv4;

@@ -305,6 +305,33 @@ impl Session {
         }
     }
 
+    /// The first message (oldest first) that `wanted` picks, waiting for it until
+    /// `deadline`; the others stay for whoever asks for them. A timeout names `awaited`.
+    pub async fn wait_for(
+        &mut self,
+        wanted: impl Fn(&Message) -> bool,
+        deadline: Instant,
+        awaited: &str,
+    ) -> Result<Message, DeviceError> {
+        loop {
+            if let Some(m) = self.take(&wanted) {
+                return Ok(m);
+            }
+            self.next(deadline, awaited, Stage::After(awaited)).await?;
+        }
+    }
+
+    /// Drops the received messages `unwanted` picks (notifications that are stale, answers
+    /// nobody waits for), so that a long-lived session's inbox stays small.
+    pub fn discard(&mut self, unwanted: impl Fn(&Message) -> bool) {
+        self.inbox.retain(|m| !unwanted(m));
+    }
+
+    /// How long one operation may take (the connect timeout, `device.connect_timeout_s`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Keeps the connection alive (pings, incoming messages kept) for `wait`.
     pub async fn idle(&mut self, wait: Duration) -> Result<(), DeviceError> {
         self.usable()?;

@@ -133,6 +133,30 @@ pub fn shadow_gaps(doc: &Value, thing: &str) -> Vec<String> {
     gaps
 }
 
+/// What the jobs MQTT API needs that the policy does not allow (empty: all of it is): publish
+/// the requests, subscribe to and receive the answers and the next-execution notification.
+pub fn jobs_gaps(doc: &Value, thing: &str) -> Vec<String> {
+    let topics = super::jobs::Topics::new(thing);
+    let mut gaps = Vec::new();
+    // A job id stands for every job's update topic.
+    for t in topics.requests("any-job") {
+        if !allows(doc, "iot:Publish", "topic", &t, thing) {
+            gaps.push(format!("iot:Publish on topic/{t}"));
+        }
+    }
+    for filter in topics.subscriptions() {
+        if !allows(doc, "iot:Subscribe", "topicfilter", &filter, thing) {
+            gaps.push(format!("iot:Subscribe on topicfilter/{filter}"));
+        }
+        // What arrives on the `+` filter: one job's answer.
+        let topic = filter.replace('+', "any-job");
+        if !allows(doc, "iot:Receive", "topic", &topic, thing) {
+            gaps.push(format!("iot:Receive on topic/{topic}"));
+        }
+    }
+    gaps
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +254,30 @@ mod tests {
             publish_topics(&doc, "t1"),
             vec!["$aws/things/t1/shadow/*".to_string()]
         );
+    }
+
+    #[test]
+    fn the_jobs_statements_allow_the_jobs_api_for_the_thing_alone() {
+        // The statements iotreg adds when jobs are configured.
+        let doc = serde_json::json!({"Statement": [
+            {"Effect": "Allow", "Action": "iot:Publish",
+             "Resource": "arn:aws:iot:us-east-1:1:topic/$aws/things/${iot:Connection.Thing.ThingName}/jobs/*"},
+            {"Effect": "Allow", "Action": "iot:Subscribe",
+             "Resource": "arn:aws:iot:us-east-1:1:topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/jobs/*"},
+            {"Effect": "Allow", "Action": "iot:Receive",
+             "Resource": "arn:aws:iot:us-east-1:1:topic/$aws/things/${iot:Connection.Thing.ThingName}/jobs/*"}
+        ]});
+        assert_eq!(jobs_gaps(&doc, "t1"), Vec::<String>::new());
+        // The default policy has none of it: every request, filter and answer is named.
+        let gaps = jobs_gaps(&rendered(crate::templates::DEVICE_POLICY), "t1");
+        assert_eq!(gaps.len(), 3 + 7 * 2, "{gaps:?}");
+        assert!(gaps.contains(&"iot:Publish on topic/$aws/things/t1/jobs/start-next".to_string()));
+        assert!(gaps.contains(
+            &"iot:Subscribe on topicfilter/$aws/things/t1/jobs/+/update/accepted".to_string()
+        ));
+        assert!(gaps.contains(
+            &"iot:Receive on topic/$aws/things/t1/jobs/any-job/update/rejected".to_string()
+        ));
     }
 
     #[test]

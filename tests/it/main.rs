@@ -22,6 +22,7 @@ mod first_run;
 mod fleet;
 mod hardening;
 mod jobs;
+mod jobs_device;
 mod monitoring;
 mod permissions;
 mod plan;

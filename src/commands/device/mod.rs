@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod provision;
 pub mod publish;
 pub mod simulate;
+pub mod simulate_jobs;
 
 use anyhow::Result;
 use aws_credential_types::provider::ProvideCredentials;
@@ -47,7 +48,10 @@ pub async fn run(
         DeviceAction::Simulate(options) if options.claim => {
             provision::simulate(settings, progress, options).await
         }
-        DeviceAction::Simulate(options) => simulate::simulate(settings, progress, options).await,
+        DeviceAction::Simulate(options) => match &options.jobs {
+            Some(jobs) => simulate_jobs::simulate(settings, progress, options, jobs).await,
+            None => simulate::simulate(settings, progress, options).await,
+        },
         DeviceAction::Provision { serial, thing } => {
             provision::provision(settings, progress, serial, thing.as_deref()).await
         }

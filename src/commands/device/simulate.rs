@@ -30,18 +30,7 @@ pub async fn simulate(
     o: &SimulateOptions,
 ) -> Result<ExitStatus> {
     let deployed = Deployed::load(settings).await?;
-    let things: Vec<String> = if o.fleet {
-        if deployed.roster.fleet.is_empty() {
-            return Err(BadInput(format!(
-                "--fleet: {} records no fleet device",
-                settings.state
-            ))
-            .into());
-        }
-        deployed.roster.fleet.clone()
-    } else {
-        vec![deployed.device(o.thing.as_deref())?.thing]
-    };
+    let things = devices(settings, &deployed, o)?;
     let policy = deployed.policy()?;
     let endpoint = deployed.endpoint(progress).await?;
     let signer = deployed.signer(o.protocol).await?;
@@ -81,7 +70,28 @@ pub async fn simulate(
     Ok(report(settings, &summary))
 }
 
-fn progress_bar(verbosity: i8, total: usize) -> indicatif::ProgressBar {
+/// The devices a simulation plays: every fleet device with `--fleet`, else the one named (or
+/// the only one).
+pub(super) fn devices(
+    settings: &Settings,
+    deployed: &Deployed<'_>,
+    o: &SimulateOptions,
+) -> Result<Vec<String>> {
+    if o.fleet {
+        if deployed.roster.fleet.is_empty() {
+            return Err(BadInput(format!(
+                "--fleet: {} records no fleet device",
+                settings.state
+            ))
+            .into());
+        }
+        Ok(deployed.roster.fleet.clone())
+    } else {
+        Ok(vec![deployed.device(o.thing.as_deref())?.thing])
+    }
+}
+
+pub(super) fn progress_bar(verbosity: i8, total: usize) -> indicatif::ProgressBar {
     if verbosity < 0 || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
