@@ -37,7 +37,10 @@ pub fn broad_policy(doc: &serde_json::Value) -> Vec<String> {
             }
         }
         for r in &resources {
-            if r == "*" || r.ends_with(":*") || r.ends_with("/*") {
+            // A wildcard under the connection's own thing (its jobs topics, say) stays
+            // within that device's namespace.
+            let own = r.contains(THING_VAR);
+            if r == "*" || (!own && (r.ends_with(":*") || r.ends_with("/*"))) {
                 problems.push(format!("statement {i} applies to every resource ({r:?})"));
             }
         }
@@ -58,6 +61,22 @@ pub fn broad_policy(doc: &serde_json::Value) -> Vec<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_wildcard_under_the_things_own_topics_is_not_broad() {
+        let doc = |r: &str| json!({"Statement": [{"Effect": "Allow", "Action": "iot:Publish", "Resource": r}]});
+        let own =
+            "arn:aws:iot:us-east-1:1:topic/$aws/things/${iot:Connection.Thing.ThingName}/jobs/*";
+        assert!(broad_policy(&doc(own)).is_empty());
+        assert_eq!(
+            broad_policy(&doc("arn:aws:iot:us-east-1:1:topic/*")).len(),
+            1
+        );
+        assert_eq!(
+            broad_policy(&doc("arn:aws:iot:us-east-1:1:topic/$aws/things/*")).len(),
+            1
+        );
+    }
 
     #[test]
     fn both_built_in_policies_pass() {

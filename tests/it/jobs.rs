@@ -55,7 +55,10 @@ fn start(w: &Workdir, args: &[&str]) -> String {
 }
 
 fn simulate(w: &Workdir, args: &[&str]) -> Run {
-    let mut all = vec!["device", "simulate", "--fleet", "--jobs", "--linger", "3"];
+    let mut all = vec!["device", "simulate", "--fleet", "--jobs"];
+    if !args.contains(&"--linger") {
+        all.extend_from_slice(&["--linger", "3"]);
+    }
     all.extend_from_slice(args);
     all.extend_from_slice(&["--output", "json"]);
     w.run(&all)
@@ -261,15 +264,44 @@ async fn an_execution_a_device_abandons_times_out_and_is_retried() {
     );
     let id = start(&w, &["fw-v2", "--targets", "sensor-0001"]);
     // The device takes the job and drops off: the execution times out after a (one-second)
-    // minute, is retried once, and the device, gone, times out again.
+    // minute and is queued again (the one retry), where it waits for the device.
+    let sim = simulate(&w, &["--offline-rate", "1", "--linger", "1"]);
+    assert_eq!(sim.code(), 0, "{}", sim.all());
+    let mut waited = 0;
+    while executions(&c, &id).await["sensor-0001"] != ("QUEUED".to_string(), 2) {
+        waited += 1;
+        assert!(waited < 100, "no retry: {:?}", executions(&c, &id).await);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let first = c
+        .iot
+        .describe_job_execution()
+        .job_id(&id)
+        .thing_name("sensor-0001")
+        .execution_number(1)
+        .send()
+        .await
+        .unwrap()
+        .execution
+        .unwrap();
+    assert_eq!(first.status().unwrap().as_str(), "TIMED_OUT");
+    // Back, the device takes the retry and drops off again: no retry is left, the job ends.
     let sim = simulate(&w, &["--offline-rate", "1", "--linger", "1"]);
     assert_eq!(sim.code(), 0, "{}", sim.all());
     let st = status(&w, &id, true);
-    assert_eq!(st.code(), 1, "{}", st.all());
+    assert_eq!(
+        st.code(),
+        1,
+        "a timed-out execution fails --watch: {}",
+        st.all()
+    );
     let report = st.json();
+    assert_eq!(report["status"], "COMPLETED", "{report}");
     assert_eq!(count(&report, "TIMED_OUT"), 1, "{report}");
-    let ex = executions(&c, &id).await;
-    assert_eq!(ex["sensor-0001"].0, "TIMED_OUT", "{ex:?}");
+    assert_eq!(
+        executions(&c, &id).await["sensor-0001"],
+        ("TIMED_OUT".to_string(), 2)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
