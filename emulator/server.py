@@ -34,6 +34,10 @@ The device gateway (emulator/gateway/: MQTT 3.1.1 over TLS with client
 certificates, HTTPS publish, MQTT over SigV4 WebSockets, device shadow
 topics) runs in the same process on two more ports of 127.0.0.1;
 ``GET /iotreg-test/gateway`` reports them.  ``--no-gateway`` leaves it out.
+
+The gateway and the rules engine publish AWS IoT's CloudWatch metrics
+(Connect.Success, PublishIn.Success, TopicMatch, ...) into the emulator's
+CloudWatch through emulator/metrics.py, about once a second.
 """
 
 from __future__ import annotations
@@ -112,9 +116,12 @@ def build_app():
     """moto's multi-service WSGI app, with the emulator's fixes applied."""
     import datapath
     import fixes
+    import metrics
 
     fixes.apply_all()
     datapath.apply()  # rules engine -> Lambda (python) -> CloudWatch Logs
+    metrics.apply()  # AWS/IoT metrics into CloudWatch; /moto-api/reset drops unflushed ones
+    metrics.start()
 
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
@@ -180,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     # The device gateway (emulated AWS IoT data endpoint: MQTT over TLS,
     # HTTPS publish, MQTT over WebSockets) is listening before the line below
     # is printed; GET /iotreg-test/gateway reports its ports and CA file.
+    import metrics
+
     device_gateway = None
     if not args.no_gateway:
         import gateway
@@ -217,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             if device_gateway is not None:
                 device_gateway.stop()
             datapath.shutdown()
+            metrics.stop()
             return 1
     if device_gateway is not None:
         device_gateway.stop()  # closes client connections, removes the CA file
@@ -224,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     server.server_close()
     worker.join(timeout=5)
     datapath.shutdown()  # kill handlers still running, remove unpacked code
+    metrics.stop()  # the last values recorded go into CloudWatch; the flusher ends
     if request_log is not None:
         request_log.close()
     return 0

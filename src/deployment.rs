@@ -49,12 +49,14 @@ pub fn deployment(
     let rule_name = settings::name(&c.rule.name, suffix);
     let m = &c.monitoring;
     let topic_name = settings::name(&m.topic_name, suffix);
+    let topic_arn = format!(
+        "arn:{}:sns:{region}:{account}:{topic_name}",
+        aws::partition(region)
+    );
     let monitoring = Monitoring {
         enabled: m.enabled,
-        topic_arn: format!(
-            "arn:{}:sns:{region}:{account}:{topic_name}",
-            aws::partition(region)
-        ),
+        alarms: resources::monitoring::alarms(&function_name, &rule_name, suffix, &topic_arn),
+        topic_arn,
         topic_name,
         alert_email: m.alert_email.clone(),
         policy_name: resources::monitoring::POLICY_NAME.into(),
@@ -64,7 +66,6 @@ pub fn deployment(
         } else {
             serde_json::Value::Null
         },
-        alarms: resources::monitoring::alarms(&function_name, &rule_name),
     };
     let mut environment = c.function.environment.clone();
     if monitoring.enabled {

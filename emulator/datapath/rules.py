@@ -29,6 +29,14 @@ dispatcher handles the message, so a permission removed before a Publish is
 honoured for that message. The function is then invoked asynchronously
 (as AWS IoT does: invocation type Event) by lambda_runtime.py; its result is
 discarded and a failed invocation is not retried.
+
+Metrics (emulator/metrics.py, AWS/IoT, the emulator's account and region
+only): ``TopicMatch`` (RuleName) for every enabled rule whose topic filter
+matches, whatever WHERE then selects; the lambda action's ``Success`` or
+``Failure`` (RuleName, ActionType ``Lambda``): invoked, or not invoked because
+the function is missing, not Active or does not allow the rule.  iot-data
+Publish counts ``PublishIn.Success`` (Protocol ``HTTP``), the message broker's
+HTTP publish.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ import threading
 import time
 import traceback
 from typing import Any
+
+import metrics
 
 from . import iotsql, lambda_runtime, topics
 from .lambda_runtime import note
@@ -92,6 +102,8 @@ def route(account_id: str, region: str, topic: str, payload: Any, timestamp_ms: 
         return 0
     decoded = iotsql.decode_payload(payload)
     started = 0
+    # The emulator's CloudWatch metrics are those of its one account and region.
+    counted = (account_id, region) == (metrics.ACCOUNT, metrics.REGION)
     for rule in rules:
         if getattr(rule, "rule_disabled", False):
             continue
@@ -113,6 +125,10 @@ def route(account_id: str, region: str, topic: str, payload: Any, timestamp_ms: 
             continue
         if not topics.matches(stmt.topic_filter, topic):
             continue
+        # "The number of incoming messages published on a topic on which a rule is
+        # listening": counted before WHERE selects anything.
+        if counted:
+            metrics.record("TopicMatch", dimensions={"RuleName": rule.rule_name})
         try:
             selected = iotsql.evaluate(stmt, iotsql.Message(topic, decoded, timestamp_ms))
         except Exception as error:  # noqa: BLE001 - a bug here must not stop other rules
@@ -125,7 +141,11 @@ def route(account_id: str, region: str, topic: str, payload: Any, timestamp_ms: 
                 continue
             for kind, config in action.items():
                 if kind == "lambda":
-                    started += _lambda_action(rule, config or {}, selected)
+                    ok = _lambda_action(rule, config or {}, selected)
+                    if ok is not None:
+                        if counted:
+                            action_metric(rule.rule_name, "Lambda", bool(ok))
+                        started += ok
                 else:
                     note_once(
                         (rule.arn, "action", kind),
@@ -141,7 +161,21 @@ _FUNCTION_ARN = re.compile(
 )
 
 
-def _lambda_action(rule: Any, config: dict, event: dict) -> int:
+def action_metric(rule_name: str, action_type: str, succeeded: bool) -> None:
+    """AWS IoT's rule action metric: Success or Failure, per RuleName and ActionType.
+
+    ``ActionType`` is ``Lambda`` for the lambda action, the value iotreg's rule alarm and
+    dashboard use (docs/decisions.md, "Monitoring")."""
+    metrics.record(
+        "Success" if succeeded else "Failure",
+        dimensions={"RuleName": rule_name, "ActionType": action_type},
+    )
+
+
+def _lambda_action(rule: Any, config: dict, event: dict) -> int | None:
+    """1: invoked (the action succeeded); 0: not invoked, as AWS's action would fail (the
+    function is missing, not active or does not allow the rule); None: not invoked because
+    the emulator does not run that function (no action metric: AWS would have invoked it)."""
     arn = str(config.get("functionArn") or "")
     match = _FUNCTION_ARN.match(arn)
     if not match:
@@ -166,7 +200,7 @@ def _lambda_action(rule: Any, config: dict, event: dict) -> int:
         return 0
     if not lambda_runtime.handles(fn):
         note(f"rule {rule.rule_name}: function {arn} (runtime {fn.run_time}) is not run by the emulator")
-        return 0
+        return None
     lambda_runtime.submit(fn, event, arn)
     return 1
 
@@ -284,6 +318,10 @@ def apply() -> None:
 
     def publish(self, topic: str, payload: Any) -> None:
         current(self, topic, payload)
+        # iot-data Publish is the message broker's HTTP publish (Protocol HTTP), like a
+        # device's HTTPS publish on the gateway (counted there).
+        if (self.account_id, self.region_name) == (metrics.ACCOUNT, metrics.REGION):
+            metrics.record("PublishIn.Success", dimensions={"Protocol": "HTTP"})
         enqueue(self.account_id, self.region_name, topic, payload)
 
     publish._iotreg_datapath = True

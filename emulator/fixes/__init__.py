@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from . import (
     cloudwatch_cbor,
+    cloudwatch_metrics,
     iot_certificate_id,
     iot_certificate_issuer,
     iot_concurrency,
@@ -55,6 +56,7 @@ FIXES = [
     lambda_permissions,
     sns_email_pending,  # email/email-json subscriptions stay pending confirmation
     cloudwatch_cbor,  # CloudWatch over RPC v2 CBOR (aws-sdk-cloudwatch for Rust)
+    cloudwatch_metrics,  # GetMetricData/GetMetricStatistics/ListMetrics: exact metric identity
     s3_bucket_defaults,  # new buckets: SSE-S3 default encryption, Block Public Access on
     s3_bucket_versioning,  # GetBucketVersioning's root element (aws-sdk-s3 for Rust)
     s3_conditional,  # atomic conditional PutObject/DeleteObject; DeleteObject If-Match: *

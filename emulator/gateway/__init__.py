@@ -22,6 +22,11 @@ for shadow request topics, and the MQTT subscribers.
 
 ``GET /iotreg-test/gateway`` on the emulator's HTTP port reports
 ``Gateway.info()``.  See emulator/README.md, "Device gateway".
+
+What happens is counted as AWS IoT's message broker metrics (broker.py's
+``count``, into the emulator's CloudWatch): a certificate refused in the TLS
+handshake is ``Connection.AuthNError``; HTTPS publish counts
+``PublishIn.Success`` / ``AuthError`` / ``ClientError`` with Protocol ``HTTP``.
 """
 
 from __future__ import annotations
@@ -36,7 +41,16 @@ from functools import partial
 from urllib.parse import parse_qs, unquote
 
 from .authz import Authorizer, Principal, note
-from .broker import Connection, GatewayBroker, GatewayStreamReader, GatewayStreamWriter, quiet_amqtt
+from .broker import (
+    HTTP,
+    MQTT,
+    Connection,
+    GatewayBroker,
+    GatewayStreamReader,
+    GatewayStreamWriter,
+    count,
+    quiet_amqtt,
+)
 from . import jobs, provisioning, shadow, sigv4
 from .tls import start_tls_server
 
@@ -373,6 +387,11 @@ class Gateway:
         except (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError) as error:
             reason = getattr(error, "verify_message", None) or getattr(error, "reason", None) or type(error).__name__
             note(f"TLS handshake on port {listener} from {peer} failed: {reason}")
+            if refused_client_certificate(error):
+                # AWS: Connection.AuthNError, "connection attempts that AWS IoT Core rejects
+                # due to authentication failures" (the connection never gets to CONNECT).
+                mqtt = listener == "mqtt" or getattr(error, "iotreg_alpn", None) == ALPN_MQTT
+                count("Connection.AuthNError", MQTT if mqtt else HTTP)
             transport.abort()
             return
         protocol.connection_made(tls_transport)
@@ -404,6 +423,8 @@ class Gateway:
     async def _run_mqtt(self, conn: Connection, reader_adapter, writer_adapter) -> None:
         ok, reason = self.authorizer.certificate_status(conn.principal)
         if not ok:
+            # Deactivated between the handshake and now: refused like a CONNECT not authorized.
+            count("Connect.AuthError", conn.protocol)
             conn.kill(reason)
             return
         self.connections.add(conn)
@@ -472,18 +493,23 @@ class Gateway:
 
     async def _https_publish(self, principal, topic: str, query: str, body: bytes, peer) -> tuple[int, dict]:
         if principal is None:
+            count("PublishIn.AuthError", HTTP)
             note(f"HTTPS publish to {topic!r} from {peer} without a client certificate: 403")
             return 403, {"message": "Forbidden"}
         qos_values = parse_qs(query).get("qos", ["0"])
         if qos_values[0] not in ("0", "1"):
+            count("PublishIn.ClientError", HTTP)
             return 400, {"message": "Invalid QoS value. Valid values are 0 and 1."}
         if not topic or "#" in topic or "+" in topic:
+            count("PublishIn.ClientError", HTTP)
             return 400, {"message": "Invalid topic name"}
         conn = Connection(principal, None, "https", peer)
         allowed, reason = self.authorize(conn, "iot:Publish", "topic", topic)
         if not allowed or (topic.startswith("$") and shadow.parse_request_topic(topic) is None):
+            count("PublishIn.AuthError", HTTP)
             note(f"HTTPS publish to {topic!r} ({principal.label}) refused, 403: {reason if not allowed else 'reserved topic'}")
             return 403, {"message": "Forbidden"}
+        count("PublishIn.Success", HTTP)
         await self.ingest(topic, body, int(qos_values[0]), False, None)
         return 200, {"message": "OK"}
 
@@ -536,6 +562,14 @@ class Gateway:
             return
         conn = Connection(Principal("iam"), writer.transport, "wss", peer)
         await self._run_mqtt(conn, WebSocketReader(reader, writer, protocol, conn), WebSocketWriter(writer, protocol, conn))
+
+
+def refused_client_certificate(error: BaseException) -> bool:
+    """Whether a failed handshake refused the client's certificate (or its lack of one)."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return True  # another CA's, or revoked by the CRL (not registered, not ACTIVE)
+    reason = getattr(error, "reason", None) if isinstance(error, ssl.SSLError) else None
+    return reason in ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "CERTIFICATE_REQUIRED")
 
 
 class _Accepting(asyncio.Protocol):

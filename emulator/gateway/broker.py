@@ -25,6 +25,10 @@ changes what AWS IoT does differently from a plain broker:
 * the will message needs ``iot:Publish`` too and also reaches the rules engine.
 * a message a client publishes goes to ``Gateway.ingest`` (shadow service,
   MQTT subscribers, rules engine) instead of straight to subscribers.
+* each outcome is counted as AWS IoT's message broker metric (emulator/metrics.py,
+  namespace AWS/IoT, dimension ``Protocol`` = ``MQTT``): Connect.Success /
+  AuthError / ClientError, PublishIn.Success / AuthError / ClientError,
+  Subscribe.Success / AuthError.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 from amqtt.utils import format_client_message, gen_client_id
 
+import metrics
+
 from .authz import Principal, note
 
 if TYPE_CHECKING:
@@ -49,6 +55,16 @@ if TYPE_CHECKING:
 
 CONN_KEY = "iotreg.connection"
 SHADOW_REQUEST_SUFFIXES = ("/update", "/get", "/delete")
+
+# The Protocol dimension of AWS IoT's message broker metrics: "Valid values are: MQTT or
+# HTTP" (developer guide, "AWS IoT metrics and dimensions"). MQTT over WebSockets is MQTT.
+MQTT = "MQTT"
+HTTP = "HTTP"
+
+
+def count(metric: str, protocol: str) -> None:
+    """One message broker metric (Connect.Success, PublishIn.AuthError, ...) of AWS/IoT."""
+    metrics.record(metric, dimensions={"Protocol": protocol})
 
 
 class Connection:
@@ -62,6 +78,11 @@ class Connection:
         self.client_id: str | None = None
         self.killed = False
         self.done = asyncio.Event()
+
+    @property
+    def protocol(self) -> str:
+        """The Protocol dimension of this connection's metrics."""
+        return HTTP if self.listener == "https" else MQTT
 
     def kill(self, why: str) -> None:
         """Close the connection at once (AWS: the server closes the TCP connection)."""
@@ -141,18 +162,23 @@ class GatewayHandler(BrokerProtocolHandler):
         # Synchronous checks: no await before the message is queued, so the
         # client's messages keep their order.
         if publish_packet.qos == 2:
+            count("PublishIn.ClientError", conn.protocol)
             conn.kill(f"PUBLISH with QoS 2 on {topic!r} (AWS IoT supports QoS 0 and 1 only)")
             return
         if not topic or "#" in topic or "+" in topic:
+            count("PublishIn.ClientError", conn.protocol)
             conn.kill(f"PUBLISH to invalid topic {topic!r}")
             return
         if topic.startswith("$") and not is_served_request(topic):
+            # The emulator's limit, not the client's error: no metric (AWS serves more topics).
             conn.kill(f"PUBLISH to reserved topic {topic!r} is not supported")
             return
         allowed, reason = self.gateway.authorize(conn, "iot:Publish", "topic", topic)
         if not allowed:
+            count("PublishIn.AuthError", conn.protocol)
             conn.kill(f"iot:Publish on topic {topic!r} denied: {reason}")
             return
+        count("PublishIn.Success", conn.protocol)
         await super().handle_publish(publish_packet)
 
     def handle_read_timeout(self) -> None:
@@ -170,8 +196,11 @@ class GatewayHandler(BrokerProtocolHandler):
         for topic_filter, _qos in topics:
             allowed, reason = self.gateway.authorize(conn, "iot:Subscribe", "topicfilter", topic_filter)
             if not allowed:
+                count("Subscribe.AuthError", conn.protocol)
                 conn.kill(f"iot:Subscribe on topic filter {topic_filter!r} denied: {reason}")
                 return
+        # One per SUBSCRIBE request, whatever the number of filters in it.
+        count("Subscribe.Success", conn.protocol)
         await super().handle_subscribe(subscribe)
 
 
@@ -192,6 +221,9 @@ class GatewayBroker(Broker):
         except AMQTTError as exc:
             raise AMQTTError(exc) from exc
         except MQTTError as exc:
+            # A CONNECT that is not MQTT 3.1.1 as AWS IoT takes it (another protocol name or
+            # level, a will flag without a will, ...): refused, like AWS's Connect.ClientError.
+            count("Connect.ClientError", conn.protocol)
             await writer.close()
             raise MQTTError(exc) from exc
         except NoDataError as exc:
@@ -203,6 +235,7 @@ class GatewayBroker(Broker):
         conn.client_id = client_id
         allowed, reason = self.gateway.authorize(conn, "iot:Connect", "client", client_id)
         if not allowed:
+            count("Connect.AuthError", conn.protocol)
             note(f"CONNECT of client {client_id!r} ({conn.principal.label}) refused, CONNACK 5: {reason}")
             try:
                 await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
@@ -211,6 +244,7 @@ class GatewayBroker(Broker):
             await writer.close()
             raise MQTTError(f"client {client_id!r} not authorized to connect")
 
+        count("Connect.Success", conn.protocol)
         client_session.attributes[CONN_KEY] = conn
         if client_id:
             old = self.live.get(client_id)
@@ -338,7 +372,10 @@ def quiet_amqtt(verbose: bool) -> None:
 
 
 __all__ = [
+    "HTTP",
+    "MQTT",
     "Connection",
+    "count",
     "GatewayBroker",
     "GatewayStreamReader",
     "GatewayStreamWriter",

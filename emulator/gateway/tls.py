@@ -100,7 +100,15 @@ try:
         error without writing what OpenSSL queued, so the client would see a
         bare close instead of ``certificate revoked`` / ``unknown ca``."""
 
+        alpn = None  # the ALPN protocol the server chose, also when the handshake failed
+
         def _on_handshake_complete(self, handshake_exc):
+            try:
+                # Chosen from the ClientHello, before the client's certificate is checked:
+                # which protocol a refused client meant to speak (its metrics' Protocol).
+                self.alpn = self._sslobj.selected_alpn_protocol()
+            except Exception:  # noqa: BLE001 - best effort
+                pass
             if handshake_exc is not None:
                 try:
                     self._process_outgoing()
@@ -127,9 +135,13 @@ async def start_tls_server(loop, transport, protocol, context: ssl.SSLContext, t
     resumed = loop.call_soon(transport.resume_reading)
     try:
         await waiter
-    except BaseException:
+    except BaseException as error:
         transport.close()
         made.cancel()
         resumed.cancel()
+        try:
+            error.iotreg_alpn = ssl_protocol.alpn
+        except Exception:  # noqa: BLE001 - an exception type without attributes
+            pass
         raise
     return ssl_protocol._app_transport

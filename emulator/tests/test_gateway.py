@@ -150,6 +150,9 @@ class Client:
             client_id=client_id if client_id is not None else device.thing,
             transport="websockets" if ws_path else "tcp",
             protocol=mqtt.MQTTv311,
+            # A connection the server closes stays closed: paho's own reconnect would undo
+            # the disconnect() in _on_disconnect (it marks the connection lost afterwards).
+            reconnect_on_failure=False,
         )
         context = ssl.create_default_context(cafile=gateway["ca_file"])
         if device is not None:

@@ -1,6 +1,10 @@
 //! A CloudWatch alarm notifying the alert topic (one resource per alarm of
 //! [`super::monitoring::alarms`]). PutMetricAlarm creates or replaces, so an update is the
 //! same call as a create.
+//!
+//! [`put_alarm`] and [`delete_alarm`] are the two calls, usable outside the engine too: a job's
+//! failure alarm ([`super::monitoring::job_failure_alarm`]) is made and removed by the job
+//! commands, not by `up`.
 
 use std::sync::Arc;
 
@@ -69,7 +73,7 @@ impl Kind for Alarm {
                 s.threshold,
             ),
             s.treat_missing_data.clone(),
-            vec![self.env.d.monitoring.topic_arn.clone()],
+            sorted(s.actions.clone()),
         )
     }
 
@@ -92,8 +96,7 @@ impl Kind for Alarm {
     }
 
     fn fields(&self, a: &MetricAlarm) -> Fields {
-        let mut actions: Vec<String> = a.alarm_actions().to_vec();
-        actions.sort();
+        let actions = sorted(a.alarm_actions().to_vec());
         fields(
             a.alarm_description().unwrap_or_default().to_string(),
             format!(
@@ -134,13 +137,13 @@ impl Kind for Alarm {
             if step.plan.changes.is_empty() {
                 return cx.keep(step.record.as_ref(), rec);
             }
-            self.put().await?;
+            put_alarm(&self.env.aws.cloudwatch, &self.spec).await?;
             cx.commit(rec)?;
             let fields: Vec<&str> = step.plan.changes.iter().map(|c| c.field.as_str()).collect();
             return Ok(Outcome::Updated(fields.join(", ")));
         }
         cx.intent(rec.clone())?;
-        self.put().await?;
+        put_alarm(&self.env.aws.cloudwatch, &self.spec).await?;
         rec.arn = Some(
             self.env
                 .d
@@ -185,51 +188,59 @@ impl Kind for Alarm {
         let Some(rec) = cx.record(key) else {
             return Ok(Outcome::Absent);
         };
-        let cw = &self.env.aws.cloudwatch;
-        // DeleteAlarms of a missing alarm is ResourceNotFound on AWS and success in moto.
-        let deleted = sdk::find(
-            op(KIND, &rec.name, "DeleteAlarms"),
-            cw.delete_alarms().alarm_names(&rec.name).send(),
-            |e| e.is_resource_not_found(),
-        )
-        .await?;
+        let deleted = delete_alarm(&self.env.aws.cloudwatch, &rec.name).await?;
         cx.forget(key)?;
-        Ok(Outcome::deleted_if(deleted.is_some()))
+        Ok(Outcome::deleted_if(deleted))
     }
 }
 
-impl Alarm {
-    async fn put(&self) -> Result<(), StepError> {
-        let s = &self.spec;
-        let dims = s
-            .dimensions
-            .iter()
-            .map(|(k, v)| Dimension::builder().name(k).value(v).build())
-            .collect();
-        sdk::send(
-            op(KIND, &s.name, "PutMetricAlarm"),
-            self.env
-                .aws
-                .cloudwatch
-                .put_metric_alarm()
-                .alarm_name(&s.name)
-                .alarm_description(&s.description)
-                .namespace(&s.namespace)
-                .metric_name(&s.metric)
-                .set_dimensions(Some(dims))
-                .statistic(Statistic::from(s.statistic.as_str()))
-                .period(s.period_s)
-                .evaluation_periods(s.evaluation_periods)
-                .threshold(s.threshold)
-                .comparison_operator(ComparisonOperator::from(s.comparison.as_str()))
-                .treat_missing_data(&s.treat_missing_data)
-                .actions_enabled(true)
-                .alarm_actions(&self.env.d.monitoring.topic_arn)
-                .send(),
-        )
-        .await?;
-        Ok(())
-    }
+/// Creates the alarm `spec` describes, or replaces the one of that name with it: one
+/// PutMetricAlarm (rate-limited; an error names the alarm and the call).
+pub async fn put_alarm(cw: &aws_sdk_cloudwatch::Client, spec: &AlarmSpec) -> Result<(), StepError> {
+    let s = spec;
+    let dims = s
+        .dimensions
+        .iter()
+        .map(|(k, v)| Dimension::builder().name(k).value(v).build())
+        .collect();
+    sdk::send(
+        op(KIND, &s.name, "PutMetricAlarm"),
+        cw.put_metric_alarm()
+            .alarm_name(&s.name)
+            .alarm_description(&s.description)
+            .namespace(&s.namespace)
+            .metric_name(&s.metric)
+            .set_dimensions(Some(dims))
+            .statistic(Statistic::from(s.statistic.as_str()))
+            .period(s.period_s)
+            .evaluation_periods(s.evaluation_periods)
+            .threshold(s.threshold)
+            .comparison_operator(ComparisonOperator::from(s.comparison.as_str()))
+            .treat_missing_data(&s.treat_missing_data)
+            .actions_enabled(true)
+            .set_alarm_actions(Some(s.actions.clone()))
+            .send(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Deletes the alarm `name`: true when it was deleted, false when it was already gone.
+pub async fn delete_alarm(cw: &aws_sdk_cloudwatch::Client, name: &str) -> Result<bool, StepError> {
+    // DeleteAlarms of a missing alarm is ResourceNotFound on AWS and success in moto.
+    let deleted = sdk::find(
+        op(KIND, name, "DeleteAlarms"),
+        cw.delete_alarms().alarm_names(name).send(),
+        |e| e.is_resource_not_found(),
+    )
+    .await?;
+    Ok(deleted.is_some())
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    // CloudWatch does not promise to return the actions in the order they were put.
+    v.sort();
+    v
 }
 
 /// When the alarm fires, as one comparable text.
@@ -335,6 +346,88 @@ mod tests {
             Action::NoChange
         );
         assert_eq!(alarm.ensure(&h.cx).await.unwrap(), Outcome::Unchanged);
+    }
+
+    #[tokio::test]
+    async fn the_connect_failure_alarm_is_one_more_alarm_of_the_deployment() {
+        let h = monitoring_harness(&[], &[], vec![]);
+        let alarms = Alarm::all(&h.env);
+        let connect = alarms
+            .iter()
+            .find(|a| a.key() == "alarm_connect_auth_errors")
+            .expect("the connect-failure alarm is deployed with the others");
+        assert_eq!(connect.check_name(), "alarm.connect_auth_errors");
+        let desired = connect.desired(&h.cx);
+        assert_eq!(
+            desired["metric"],
+            serde_json::json!("AWS/IoT Connect.AuthError")
+        );
+        assert_eq!(desired["dimensions"], serde_json::json!("Protocol=MQTT"));
+        assert_eq!(
+            desired["condition"],
+            serde_json::json!("Sum over 300 s, 1 period(s), GreaterThanOrEqualToThreshold 5")
+        );
+        assert_eq!(desired["actions"], serde_json::json!([TOPIC]));
+    }
+
+    #[tokio::test]
+    async fn put_alarm_sends_the_whole_spec_in_one_call() {
+        let h = monitoring_harness(&[], &[], vec![]);
+        let spec = crate::resources::monitoring::job_failure_alarm(&h.env.d, "fw-1").unwrap();
+        let put = mock!(aws_sdk_cloudwatch::Client::put_metric_alarm)
+            .match_requests(|r| {
+                r.alarm_name() == Some("iot-job-failures-abc123-fw-1")
+                    && r.namespace() == Some("AWS/IoT")
+                    && r.metric_name() == Some("FailedJobExecutionTotalCount")
+                    && r.dimensions().len() == 1
+                    && r.dimensions()[0].name() == Some("JobId")
+                    && r.dimensions()[0].value() == Some("fw-1")
+                    && r.statistic() == Some(&Statistic::Maximum)
+                    && r.period() == Some(300)
+                    && r.evaluation_periods() == Some(1)
+                    && r.threshold() == Some(1.0)
+                    && r.comparison_operator()
+                        == Some(&ComparisonOperator::GreaterThanOrEqualToThreshold)
+                    && r.treat_missing_data() == Some("notBreaching")
+                    && r.actions_enabled() == Some(true)
+                    && r.alarm_actions() == [TOPIC]
+            })
+            .then_output(|| PutMetricAlarmOutput::builder().build());
+        let cw = aws_smithy_mocks::mock_client!(aws_sdk_cloudwatch, [&put]);
+        put_alarm(&cw, &spec).await.unwrap();
+        assert_eq!(put.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn delete_alarm_says_whether_there_was_one() {
+        use aws_sdk_cloudwatch::operation::delete_alarms::{DeleteAlarmsError, DeleteAlarmsOutput};
+        let gone = mock!(aws_sdk_cloudwatch::Client::delete_alarms)
+            .match_requests(|r| r.alarm_names() == ["gone"])
+            .then_error(|| {
+                DeleteAlarmsError::ResourceNotFound(
+                    aws_sdk_cloudwatch::types::error::ResourceNotFound::builder().build(),
+                )
+            });
+        let there = mock!(aws_sdk_cloudwatch::Client::delete_alarms)
+            .match_requests(|r| r.alarm_names() == ["there"])
+            .then_output(|| DeleteAlarmsOutput::builder().build());
+        let refused = mock!(aws_sdk_cloudwatch::Client::delete_alarms)
+            .match_requests(|r| r.alarm_names() == ["refused"])
+            .then_error(|| {
+                DeleteAlarmsError::generic(crate::resources::testing::meta(
+                    "AccessDenied",
+                    "not allowed",
+                ))
+            });
+        let cw = aws_smithy_mocks::mock_client!(
+            aws_sdk_cloudwatch,
+            aws_smithy_mocks::RuleMode::MatchAny,
+            [&gone, &there, &refused]
+        );
+        assert!(!delete_alarm(&cw, "gone").await.unwrap());
+        assert!(delete_alarm(&cw, "there").await.unwrap());
+        let e = delete_alarm(&cw, "refused").await.unwrap_err().to_string();
+        assert!(e.contains("DeleteAlarms") && e.contains("refused"), "{e}");
     }
 
     #[tokio::test]

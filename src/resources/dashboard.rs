@@ -1,6 +1,7 @@
 //! The CloudWatch dashboard of the stack: the function's invocations, errors and duration, the
-//! rule's matched messages and failed actions, and the alerts published. PutDashboard creates
-//! or replaces the whole body.
+//! rule's matched messages and failed actions, the alerts published, the devices' connections
+//! and messages, and each job's executions (templates/dashboard.json). PutDashboard creates or
+//! replaces the whole body.
 
 use std::sync::Arc;
 

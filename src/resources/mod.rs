@@ -690,6 +690,7 @@ mod tests {
                 "alarm_function_errors",
                 "alarm_function_throttles",
                 "alarm_rule_failures",
+                "alarm_connect_auth_errors",
                 "dashboard"
             ]
         );

@@ -130,6 +130,8 @@ pub fn deployment(dir: &std::path::Path) -> Deployment {
             alarms: crate::resources::monitoring::alarms(
                 "iot-data-processor-abc123",
                 "sensor_data_rule_abc123",
+                "abc123",
+                "arn:aws:sns:us-east-1:123456789012:iot-temperature-alerts-abc123",
             ),
         },
     }

@@ -36,7 +36,7 @@ fn sorted(ops: &[String]) -> Vec<&str> {
     s
 }
 
-/// Every write a clean `up` of the default stack makes, one per operation (the three alarms are
+/// Every write a clean `up` of the default stack makes, one per operation (the four alarms are
 /// one PutMetricAlarm each: the kill follows the first), sorted.
 const UP_WRITES: &[&str] = &[
     "cloudwatch:PutDashboard",

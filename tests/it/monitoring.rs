@@ -1,6 +1,9 @@
 //! Monitoring end to end on the local AWS (issue 7): the alert topic, the role's publish
 //! policy, the alarms and the dashboard, seen from outside; a HIGH reading's alert reaching an
 //! SQS queue subscribed to the topic; `verify`'s checks; `down`; and monitoring turned off.
+//! The device side (issue 16): a device and refused connections (mosquitto_pub) counted in the
+//! local AWS's CloudWatch, read as the dashboard's widgets read them, and the connect-failure
+//! alarm's condition met.
 
 use std::time::{Duration, Instant};
 
@@ -226,7 +229,7 @@ async fn the_role_may_publish_to_the_topic_and_nothing_else() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn three_alarms_each_notify_the_topic() {
+async fn four_alarms_each_notify_the_topic() {
     let d = monitored().await;
     let (c, s, topic) = (&d.c, &d.s, &d.topic);
     let alarms = c.cloudwatch.describe_alarms().send().await.unwrap();
@@ -235,7 +238,14 @@ async fn three_alarms_each_notify_the_topic() {
         .iter()
         .map(|a| {
             assert_eq!(a.alarm_actions(), std::slice::from_ref(topic), "{a:?}");
-            assert_eq!(a.threshold(), Some(1.0));
+            // Refused connections: 5 in 5 minutes; every other alarm: 1.
+            let threshold = if a.metric_name() == Some("Connect.AuthError") {
+                5.0
+            } else {
+                1.0
+            };
+            assert_eq!(a.threshold(), Some(threshold), "{a:?}");
+            assert_eq!(a.statistic().map(|s| s.as_str()), Some("Sum"), "{a:?}");
             assert_eq!(a.period(), Some(300));
             assert_eq!(
                 a.comparison_operator().map(|c| c.as_str()),
@@ -261,6 +271,11 @@ async fn three_alarms_each_notify_the_topic() {
         [
             (
                 "AWS/IoT".to_string(),
+                "Connect.AuthError".to_string(),
+                vec!["Protocol=MQTT".to_string()]
+            ),
+            (
+                "AWS/IoT".to_string(),
                 "Failure".to_string(),
                 vec![
                     "ActionType=Lambda".to_string(),
@@ -281,10 +296,8 @@ async fn three_alarms_each_notify_the_topic() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_dashboard_shows_the_function_the_rule_and_the_alerts() {
-    let d = monitored().await;
-    let (c, s) = (&d.c, &d.s);
+/// The deployment's dashboard body, as CloudWatch returns it.
+async fn dashboard_body(c: &Clients, s: &str) -> serde_json::Value {
     let dashboard = c
         .cloudwatch
         .get_dashboard()
@@ -292,24 +305,103 @@ async fn the_dashboard_shows_the_function_the_rule_and_the_alerts() {
         .send()
         .await
         .unwrap();
-    let body: serde_json::Value =
-        serde_json::from_str(dashboard.dashboard_body().unwrap()).unwrap();
-    let metrics: Vec<String> = body["widgets"]
+    serde_json::from_str(dashboard.dashboard_body().unwrap()).unwrap()
+}
+
+/// One metric a dashboard widget graphs: what a GetMetricData `MetricStat` needs.
+#[derive(Debug, Clone, PartialEq)]
+struct Graphed {
+    namespace: String,
+    metric: String,
+    dimensions: Vec<(String, String)>,
+    stat: String,
+    period: i32,
+}
+
+/// Every plain metric of the dashboard's metric widgets, with the stat and period each is
+/// drawn with (its own options, else its widget's), as the console would query them.
+/// Expressions (`[{"expression": ...}]`) are left out.
+fn graphed(body: &serde_json::Value) -> Vec<Graphed> {
+    let mut out = Vec::new();
+    for w in body["widgets"].as_array().unwrap() {
+        let props = &w["properties"];
+        for m in props["metrics"].as_array().into_iter().flatten() {
+            let items = m.as_array().unwrap();
+            let Some(namespace) = items[0].as_str() else {
+                continue;
+            };
+            let options = items.last().filter(|o| o.is_object());
+            let names: Vec<&str> = items[2..]
+                .iter()
+                .take_while(|v| v.is_string())
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            let option = |k: &str| options.and_then(|o| o.get(k)).or(props.get(k)).cloned();
+            out.push(Graphed {
+                namespace: namespace.to_string(),
+                metric: items[1].as_str().unwrap().to_string(),
+                dimensions: names
+                    .chunks(2)
+                    .map(|p| (p[0].to_string(), p[1].to_string()))
+                    .collect(),
+                stat: option("stat")
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_else(|| "Average".into()),
+                period: option("period").and_then(|v| v.as_i64()).unwrap_or(300) as i32,
+            });
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_shows_the_function_the_rule_the_alerts_the_devices_and_the_jobs() {
+    let d = monitored().await;
+    let (c, s) = (&d.c, &d.s);
+    let body = dashboard_body(c, s).await;
+    let metrics: Vec<String> = graphed(&body)
+        .iter()
+        .map(|g| {
+            let dims: Vec<String> = g
+                .dimensions
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            format!("{} {} {}", g.namespace, g.metric, dims.join(","))
+        })
+        .collect();
+    for want in [
+        format!("AWS/Lambda Invocations FunctionName=iot-data-processor-{s}"),
+        format!("AWS/Lambda Errors FunctionName=iot-data-processor-{s}"),
+        format!("AWS/Lambda Duration FunctionName=iot-data-processor-{s}"),
+        format!("AWS/IoT TopicMatch RuleName=sensor_data_rule_{s}"),
+        format!("AWS/IoT Failure RuleName=sensor_data_rule_{s},ActionType=Lambda"),
+        format!("AWS/SNS NumberOfMessagesPublished TopicName=iot-temperature-alerts-{s}"),
+        "AWS/IoT Connect.Success Protocol=MQTT".to_string(),
+        "AWS/IoT Connect.AuthError Protocol=MQTT".to_string(),
+        "AWS/IoT Connection.AuthNError Protocol=MQTT".to_string(),
+        "AWS/IoT PublishIn.Success Protocol=MQTT".to_string(),
+        "AWS/IoT PublishIn.Success Protocol=HTTP".to_string(),
+    ] {
+        assert!(metrics.contains(&want), "{want} not in {metrics:?}");
+    }
+    // The jobs' execution counts: one SEARCH per status, so every job (JobId) shows without
+    // saving the dashboard again.
+    let expressions: Vec<&str> = body["widgets"]
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|w| w["properties"]["metrics"].as_array().unwrap().clone())
-        .map(|m| format!("{} {} {}", m[0], m[1], m[3]))
+        .flat_map(|w| w["properties"]["metrics"].as_array().unwrap())
+        .filter_map(|m| m[0]["expression"].as_str())
         .collect();
-    for want in [
-        format!("\"AWS/Lambda\" \"Invocations\" \"iot-data-processor-{s}\""),
-        format!("\"AWS/Lambda\" \"Errors\" \"iot-data-processor-{s}\""),
-        format!("\"AWS/Lambda\" \"Duration\" \"iot-data-processor-{s}\""),
-        format!("\"AWS/IoT\" \"TopicMatch\" \"sensor_data_rule_{s}\""),
-        format!("\"AWS/IoT\" \"Failure\" \"sensor_data_rule_{s}\""),
-        format!("\"AWS/SNS\" \"NumberOfMessagesPublished\" \"iot-temperature-alerts-{s}\""),
-    ] {
-        assert!(metrics.contains(&want), "{want} not in {metrics:?}");
+    for status in ["Queued", "InProgress", "Succeded", "Failed", "Canceled"] {
+        let want = format!(
+            "SEARCH('{{AWS/IoT,JobId}} MetricName=\"{status}JobExecutionTotalCount\"', 'Maximum', 300)"
+        );
+        assert!(
+            expressions.contains(&want.as_str()),
+            "{want} not in {expressions:?}"
+        );
     }
 }
 
@@ -351,6 +443,7 @@ async fn verify_checks_each_piece_and_its_alert_reaches_the_topic() {
         "alarm.function_errors",
         "alarm.function_throttles",
         "alarm.rule_failures",
+        "alarm.connect_auth_errors",
         "dashboard.body",
         "e2e.alert",
     ] {
@@ -622,4 +715,239 @@ async fn monitoring_turned_off_is_removed_by_up() {
     w.ok(&["verify"]);
     w.ok(&["down"]);
     assert_eq!(inventory(c).await, Inventory::default());
+}
+
+/// The sum of `g` as GetMetricData draws it, over the last half hour.
+async fn drawn(c: &Clients, g: &Graphed) -> f64 {
+    let now = std::time::SystemTime::now();
+    drawn_from(c, g, now - Duration::from_secs(1800))
+        .await
+        .iter()
+        .sum()
+}
+
+/// `g`'s values, one per period from `start` (rounded down to the minute) until now, oldest
+/// first.
+async fn drawn_from(c: &Clients, g: &Graphed, start: std::time::SystemTime) -> Vec<f64> {
+    use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, ScanBy};
+    let now = std::time::SystemTime::now();
+    let metric = Metric::builder()
+        .namespace(&g.namespace)
+        .metric_name(&g.metric)
+        .set_dimensions(Some(
+            g.dimensions
+                .iter()
+                .map(|(k, v)| Dimension::builder().name(k).value(v).build())
+                .collect(),
+        ))
+        .build();
+    let out = c
+        .cloudwatch
+        .get_metric_data()
+        .metric_data_queries(
+            MetricDataQuery::builder()
+                .id("q")
+                .metric_stat(
+                    MetricStat::builder()
+                        .metric(metric)
+                        .period(g.period)
+                        .stat(&g.stat)
+                        .build(),
+                )
+                .build(),
+        )
+        .start_time(start.into())
+        .end_time((now + Duration::from_secs(120)).into())
+        .scan_by(ScanBy::TimestampAscending)
+        .send()
+        .await
+        .unwrap();
+    out.metric_data_results()
+        .iter()
+        .flat_map(|r| r.values())
+        .copied()
+        .collect()
+}
+
+/// Runs a shell command in `dir`; whether it succeeded, and its stderr.
+fn sh(dir: &std::path::Path, command: &str) -> (bool, String) {
+    let out = std::process::Command::new("sh")
+        .args(["-c", command])
+        .current_dir(dir)
+        .output()
+        .expect("mosquitto_pub (Debian's mosquitto-clients; scripts/clients.sh installs it)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn devices_and_refused_connections_show_on_the_dashboard_and_meet_the_alarm() {
+    let d = monitored().await;
+    let (w, c, s) = (&d.w, &d.c, &d.s);
+    let thing = format!("temperature-sensor-{s}");
+    w.ok(&["device", "bundle", "--out", "bundle"]);
+    let bundle = w.path().join("bundle");
+    let readme = std::fs::read_to_string(bundle.join("README.txt")).unwrap();
+    let publish = readme
+        .lines()
+        .find(|l| l.starts_with("mosquitto_pub ") && !l.contains("--tls-alpn"))
+        .expect("the bundle's mosquitto_pub command")
+        .to_string();
+
+    // 1. The device, as its README says: connects, publishes one reading the rule selects.
+    let (ok, err) = sh(&bundle, &publish);
+    assert!(ok, "{publish}: {err}");
+
+    // 2. Five connections refused as not authorized: a certificate of the account that is not
+    //    the device's (no policy, not attached to the thing), with the device's client id.
+    let refusals_from = std::time::SystemTime::now();
+    let wrong = c
+        .iot
+        .create_keys_and_certificate()
+        .set_as_active(true)
+        .send()
+        .await
+        .unwrap();
+    std::fs::write(
+        bundle.join("wrong.pem.crt"),
+        wrong.certificate_pem().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        bundle.join("wrong.pem.key"),
+        wrong.key_pair().unwrap().private_key().unwrap(),
+    )
+    .unwrap();
+    let refused = publish
+        .replace("certificate.pem.crt", "wrong.pem.crt")
+        .replace("private.pem.key", "wrong.pem.key");
+    assert_ne!(refused, publish);
+    for _ in 0..5 {
+        let (ok, err) = sh(&bundle, &refused);
+        assert!(!ok, "{refused} was let in");
+        assert!(err.contains("not authori"), "{refused}: {err}");
+    }
+    // 3. One refused in the TLS handshake: a certificate of another CA. It never gets to
+    //    CONNECT, so AWS counts it as Connection.AuthNError, not Connect.AuthError.
+    let foreign = rcgen::generate_simple_self_signed(vec!["not-from-aws".to_string()]).unwrap();
+    std::fs::write(bundle.join("foreign.pem.crt"), foreign.cert.pem()).unwrap();
+    std::fs::write(
+        bundle.join("foreign.pem.key"),
+        foreign.key_pair.serialize_pem(),
+    )
+    .unwrap();
+    let foreign_cmd = publish
+        .replace("certificate.pem.crt", "foreign.pem.crt")
+        .replace("private.pem.key", "foreign.pem.key");
+    let (ok, _) = sh(&bundle, &foreign_cmd);
+    assert!(!ok, "{foreign_cmd} was let in");
+
+    // 4. What the dashboard's widgets draw, read from the local AWS's CloudWatch with
+    //    GetMetricData as the console would: exactly what happened (this emulator saw nothing
+    //    else), once the gateway's counts are flushed (about a second).
+    let body = dashboard_body(c, s).await;
+    let graphs = graphed(&body);
+    let find = |metric: &str, dims: &[(&str, &str)]| -> Graphed {
+        graphs
+            .iter()
+            .find(|g| {
+                g.namespace == "AWS/IoT"
+                    && g.metric == metric
+                    && g.dimensions
+                        == dims
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect::<Vec<_>>()
+            })
+            .unwrap_or_else(|| panic!("the dashboard does not draw {metric} {dims:?}"))
+            .clone()
+    };
+    let rule = format!("sensor_data_rule_{s}");
+    let want = [
+        (find("Connect.Success", &[("Protocol", "MQTT")]), 1.0),
+        (find("PublishIn.Success", &[("Protocol", "MQTT")]), 1.0),
+        (find("TopicMatch", &[("RuleName", rule.as_str())]), 1.0),
+        (find("Connect.AuthError", &[("Protocol", "MQTT")]), 5.0),
+        (find("Connection.AuthNError", &[("Protocol", "MQTT")]), 1.0),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut seen = Vec::new();
+    loop {
+        seen.clear();
+        for (g, _) in &want {
+            seen.push(drawn(c, g).await);
+        }
+        let expected: Vec<f64> = want.iter().map(|(_, v)| *v).collect();
+        if seen == expected {
+            // One more flush: nothing else arrives.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let mut again = Vec::new();
+            for (g, _) in &want {
+                again.push(drawn(c, g).await);
+            }
+            assert_eq!(again, expected, "{want:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{thing}: the dashboard's metrics are {seen:?}, want {expected:?} ({want:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // 5. The connect-failure alarm, as DescribeAlarms defines it: its metric reaches its
+    //    threshold within one of its periods, so on AWS it goes to ALARM and notifies the
+    //    topic. The local AWS stores alarms but never evaluates them (emulator/README.md), so
+    //    its state is not looked at here.
+    let alarms = c
+        .cloudwatch
+        .describe_alarms()
+        .alarm_names(format!("iot-connect-auth-errors-{s}"))
+        .send()
+        .await
+        .unwrap();
+    let alarm = &alarms.metric_alarms()[0];
+    assert_eq!(alarm.alarm_actions(), std::slice::from_ref(&d.topic));
+    let as_defined = Graphed {
+        namespace: alarm.namespace().unwrap().to_string(),
+        metric: alarm.metric_name().unwrap().to_string(),
+        dimensions: alarm
+            .dimensions()
+            .iter()
+            .map(|d| {
+                (
+                    d.name().unwrap().to_string(),
+                    d.value().unwrap().to_string(),
+                )
+            })
+            .collect(),
+        stat: alarm.statistic().unwrap().as_str().to_string(),
+        period: alarm.period().unwrap(),
+    };
+    // The first period from the minute the refusals began holds all five of them.
+    let periods = drawn_from(c, &as_defined, refusals_from).await;
+    assert!(
+        periods.first().copied().unwrap_or(0.0) >= alarm.threshold().unwrap(),
+        "{as_defined:?}: {periods:?} does not reach {:?}",
+        alarm.threshold()
+    );
+    assert_eq!(
+        alarm.comparison_operator().map(|o| o.as_str()),
+        Some("GreaterThanOrEqualToThreshold")
+    );
+
+    // 6. verify checks the new alarm like the others.
+    let r = w.ok(&["verify", "--skip-e2e", "--output", "json"]);
+    let report = r.json();
+    let check = check(&report, "alarm.connect_auth_errors");
+    assert_eq!(check["status"], "pass", "{report:#}");
+    assert!(
+        check["reason"]
+            .as_str()
+            .unwrap()
+            .contains("AWS/IoT Connect.AuthError"),
+        "{check}"
+    );
 }

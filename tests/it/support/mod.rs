@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 pub const ACCOUNT: &str = "123456789012";
 pub const REGION: &str = "us-east-1";
 /// Steps of a default deployment: the recipe's 11 resources, plus monitoring's topic, publish
-/// policy, three alarms and dashboard.
-pub const STEPS: usize = 17;
+/// policy, four alarms and dashboard.
+pub const STEPS: usize = 18;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -611,12 +611,12 @@ impl Inventory {
             permissions: 1,
             shadows: 1,
             log_groups: 0,
-            // Monitoring, on by default: the alert topic, the role's publish policy, three
+            // Monitoring, on by default: the alert topic, the role's publish policy, four
             // alarms and the dashboard (no subscription without monitoring.alert_email).
             topics: 1,
             subscriptions: 0,
             role_policies: 1,
-            alarms: 3,
+            alarms: 4,
             dashboards: 1,
         }
     }
