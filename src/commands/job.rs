@@ -274,6 +274,13 @@ async fn start(
         .insert("template".into(), template.map(str::to_string).into());
     rec.data.insert("targets".into(), arns.clone().into());
     rec.data.insert("continuous".into(), continuous.into());
+    // With monitoring on, an alarm on the job's failed executions: named in the record before
+    // anything is made, so `down` deletes it with the job whatever happens after.
+    let alarm = resources::monitoring::job_failure_alarm(d, &id);
+    if let Some(a) = &alarm {
+        rec.data
+            .insert(started::ALARM.into(), a.name.clone().into());
+    }
     let mut rec = cx.intent(rec)?;
     let selection = if continuous {
         TargetSelection::Continuous
@@ -325,6 +332,11 @@ async fn start(
     }
     cx.commit(rec.clone())?;
     store.flush()?;
+    if let Some(a) = &alarm {
+        resources::alarm::put_alarm(&dep.clients.cloudwatch, a)
+            .await
+            .map_err(|e| anyhow::anyhow!("job {id} started, but its alarm was not made: {e}"))?;
+    }
     progress.line(&format!(
         "iotreg job start: {id} on {} target(s){}",
         arns.len(),

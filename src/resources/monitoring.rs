@@ -57,7 +57,6 @@ pub const CONNECT_AUTH_ERROR_THRESHOLD: f64 = 5.0;
 /// The key and check a job's failure alarm would have: it is made and removed by the job
 /// commands, never recorded in the state.
 // Its callers, `iotreg job start` and `job cancel` (issue 16), are built on another branch.
-#[allow(dead_code)]
 pub const ALARM_JOB_FAILURES: &str = "alarm_job_failures";
 
 /// The name of the role's inline policy that lets the function publish alerts.
@@ -155,9 +154,8 @@ pub fn alarms(
 /// per job: an alarm cannot use a SEARCH expression). Its Maximum over 5 minutes at 1 or more
 /// raises it, and it stays in ALARM while AWS reports the failures; no data (a job with no
 /// failure, or one AWS no longer reports) is not an alarm. It notifies the alert topic, so
-/// there is none while monitoring is off. Named after the deployment and the job, so a
-/// deployment's job alarms share the prefix [`job_alarm_prefix`].
-#[allow(dead_code)] // called by `iotreg job start` (issue 16), built on another branch
+/// there is none while monitoring is off. Named after the deployment and the job; `iotreg job
+/// start` records its name with the job, and `down` deletes it with the job.
 pub fn job_failure_alarm(d: &super::Deployment, job_id: &str) -> Option<AlarmSpec> {
     let m = &d.monitoring;
     if !m.enabled {
@@ -167,19 +165,13 @@ pub fn job_failure_alarm(d: &super::Deployment, job_id: &str) -> Option<AlarmSpe
         statistic: "Maximum".into(),
         ..five_minutes(
             (ALARM_JOB_FAILURES, "alarm.job_failures"),
-            format!("{}{job_id}", job_alarm_prefix(d)),
+            format!("iot-job-failures-{}-{job_id}", d.suffix),
             format!("Job {job_id}: at least one of its executions FAILED"),
             ("AWS/IoT", "FailedJobExecutionTotalCount"),
             vec![("JobId".to_string(), job_id.to_string())],
             &m.topic_arn,
         )
     })
-}
-
-/// The start of the name of every job failure alarm of the deployment.
-#[allow(dead_code)] // for the job commands (issue 16), built on another branch
-pub fn job_alarm_prefix(d: &super::Deployment) -> String {
-    format!("iot-job-failures-{}-", d.suffix)
 }
 
 /// The inline policy document: publish to the alert topic, nothing else.
@@ -252,7 +244,9 @@ mod tests {
         d.monitoring.enabled = true;
         let a = job_failure_alarm(&d, "fw-2-0-0").unwrap();
         assert_eq!(a.name, "iot-job-failures-abc123-fw-2-0-0");
-        assert!(a.name.starts_with(&job_alarm_prefix(&d)));
+        assert!(a
+            .name
+            .starts_with(&format!("iot-job-failures-{}-", d.suffix)));
         assert_eq!(
             (a.namespace.as_str(), a.metric.as_str()),
             ("AWS/IoT", "FailedJobExecutionTotalCount")

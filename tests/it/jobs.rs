@@ -17,6 +17,10 @@ const NO_LIMITS: &str = "[aws.rate_limits]\n\"*\" = 0\n";
 /// A fleet of `devices` in a thing group, with monitoring off, and `templates` (TOML) after
 /// it; `fw.bin` is written beside the config.
 fn fleet(emu: &Emulator, devices: usize, templates: &str) -> Workdir {
+    fleet_with(emu, devices, templates, false)
+}
+
+fn fleet_with(emu: &Emulator, devices: usize, templates: &str, monitoring: bool) -> Workdir {
     let w = emu.workdir();
     std::fs::write(w.path().join("fw.bin"), firmware_bytes()).unwrap();
     let mut csv = String::from("thing_name,serial_number\n");
@@ -27,7 +31,7 @@ fn fleet(emu: &Emulator, devices: usize, templates: &str) -> Workdir {
     std::fs::write(
         w.path().join("iotreg.toml"),
         format!(
-            "{NO_LIMITS}[fleet]\nmanifest = \"devices.csv\"\nconcurrency = 32\ngroup = \"sensors-{{{{suffix}}}}\"\n[monitoring]\nenabled = false\n{templates}"
+            "{NO_LIMITS}[fleet]\nmanifest = \"devices.csv\"\nconcurrency = 32\ngroup = \"sensors-{{{{suffix}}}}\"\n[monitoring]\nenabled = {monitoring}\n{templates}"
         ),
     )
     .unwrap();
@@ -308,9 +312,21 @@ async fn an_execution_a_device_abandons_times_out_and_is_retried() {
 async fn a_cancelled_job_reaches_no_device_and_down_removes_jobs_templates_firmware_and_role() {
     let emu = Emulator::start_with(&[("IOTREG_EMULATOR_JOBS_MINUTE", "2")]);
     let c = emu.clients().await;
-    let w = fleet(&emu, 5, FIRMWARE);
+    // With monitoring on: each job gets an alarm on its failed executions.
+    let w = fleet_with(&emu, 5, FIRMWARE, true);
     let s = w.suffix();
     let id = start(&w, &["fw-v2"]);
+    let alarm = format!("iot-job-failures-{s}-{id}");
+    let alarms = c
+        .cloudwatch
+        .describe_alarms()
+        .alarm_names(&alarm)
+        .send()
+        .await
+        .unwrap();
+    let a = &alarms.metric_alarms()[0];
+    assert_eq!(a.metric_name(), Some("FailedJobExecutionTotalCount"));
+    assert_eq!(a.dimensions()[0].value(), Some(id.as_str()));
     let cancel = w.run(&["job", "cancel", &id, "--output", "json"]);
     assert_eq!(cancel.code(), 0, "{}", cancel.all());
     assert_eq!(cancel.json()["status"], "CANCELED");
@@ -348,6 +364,14 @@ async fn a_cancelled_job_reaches_no_device_and_down_removes_jobs_templates_firmw
     }
     let templates = c.iot.list_job_templates().send().await.unwrap();
     assert!(templates.job_templates().is_empty());
+    let alarms = c
+        .cloudwatch
+        .describe_alarms()
+        .alarm_name_prefix(format!("iot-job-failures-{s}-"))
+        .send()
+        .await
+        .unwrap();
+    assert!(alarms.metric_alarms().is_empty(), "{alarms:?}");
     let bucket = format!("iotreg-jobs-123456789012-us-east-1-{s}");
     assert!(
         c.s3.head_bucket().bucket(&bucket).send().await.is_err(),

@@ -82,16 +82,7 @@ impl Started {
             .await?;
         }
         if let Some(alarm) = rec.data_str(ALARM) {
-            sdk::send(
-                op("CloudWatch alarm", alarm, "DeleteAlarms"),
-                self.0
-                    .aws
-                    .cloudwatch
-                    .delete_alarms()
-                    .alarm_names(alarm)
-                    .send(),
-            )
-            .await?;
+            crate::resources::alarm::delete_alarm(&self.0.aws.cloudwatch, alarm).await?;
         }
         Ok(existed)
     }
