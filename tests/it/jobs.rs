@@ -334,11 +334,58 @@ async fn a_cancelled_job_reaches_no_device_and_down_removes_jobs_templates_firmw
     assert_eq!(sim.code(), 0, "{}", sim.all());
     let ex = executions(&c, &id).await;
     assert!(ex.values().all(|(st, _)| st == "CANCELED"), "{ex:?}");
+    // Still the version the recipe's shadow document starts with.
     let r = reported(&c, "sensor-0001").await;
-    assert!(r["firmware_version"].is_null(), "{r}");
+    assert_eq!(r["firmware_version"], "1.0.0", "{r}");
     let list = w.ok(&["job", "list", "--output", "json"]).json();
     assert_eq!(list["jobs"][0]["job_id"], id.as_str());
     assert_eq!(list["jobs"][0]["status"], "CANCELED");
+
+    // A new firmware version: AWS cannot update a template, so plan says replace and up
+    // deletes and creates it; the job already started keeps its document.
+    let config = std::fs::read_to_string(w.path().join("iotreg.toml")).unwrap();
+    std::fs::write(
+        w.path().join("iotreg.toml"),
+        config.replace("version = \"2.0.0\"", "version = \"2.0.1\""),
+    )
+    .unwrap();
+    let plan = w.run(&["plan", "--detailed-exitcode", "--output", "json"]);
+    assert_eq!(plan.code(), 3, "{}", plan.all());
+    let planned = plan.json();
+    let step = planned["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "job_template/fw-v2")
+        .unwrap_or_else(|| panic!("{planned}"))
+        .clone();
+    assert_eq!(step["action"], "replace", "{step}");
+    let before = emu.requests().len();
+    w.ok(&["up"]);
+    let ops: Vec<String> = emu.requests()[before..]
+        .iter()
+        .map(|(_, op)| op.clone())
+        .filter(|op| op.contains("JobTemplate"))
+        .collect();
+    assert!(
+        ops.ends_with(&[
+            "DeleteJobTemplate".to_string(),
+            "CreateJobTemplate".to_string()
+        ]),
+        "{ops:?}"
+    );
+    let t = c
+        .iot
+        .describe_job_template()
+        .job_template_id(format!("fw-v2-{s}"))
+        .send()
+        .await
+        .unwrap();
+    let doc: Value = serde_json::from_str(t.document().unwrap()).unwrap();
+    assert_eq!(doc["firmware"]["version"], "2.0.1");
+    let old = c.iot.get_job_document().job_id(&id).send().await.unwrap();
+    assert!(old.document().unwrap().contains("2.0.0"));
+    assert_eq!(w.run(&["plan", "--detailed-exitcode"]).code(), 0);
 
     // A second job left running: down cancels it, then deletes it.
     let running = start(&w, &["fw-v2"]);
@@ -348,11 +395,11 @@ async fn a_cancelled_job_reaches_no_device_and_down_removes_jobs_templates_firmw
         .iter()
         .map(|(_, op)| op.clone())
         .collect();
-    let pos = |op: &str| ops.iter().position(|o| o == op);
-    assert!(
-        pos("CancelJob").unwrap() < pos("DeleteJob").unwrap(),
-        "{ops:?}"
-    );
+    // The cancelled job is only deleted; the running one is cancelled, then deleted.
+    let n = |op: &str| ops.iter().filter(|o| *o == op).count();
+    assert_eq!((n("CancelJob"), n("DeleteJob")), (1, 2), "{ops:?}");
+    let cancel = ops.iter().position(|o| o == "CancelJob").unwrap();
+    assert!(ops[cancel..].iter().any(|o| o == "DeleteJob"), "{ops:?}");
     for job in [&id, &running] {
         let gone = c.iot.describe_job().job_id(job.as_str()).send().await;
         assert!(
