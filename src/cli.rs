@@ -213,6 +213,9 @@ pub enum JobCommand {
         /// Seconds between two looks with --watch.
         #[arg(long, value_name = "S", default_value = "2", value_parser = positive_seconds)]
         interval: f64,
+        /// With --watch: give up after S seconds with the job still running (exit 1).
+        #[arg(long, value_name = "S", requires = "watch", value_parser = watch_seconds)]
+        timeout: Option<f64>,
         /// Skip reading the target devices' shadows.
         #[arg(long)]
         no_reported: bool,
@@ -383,6 +386,15 @@ fn run_seconds(s: &str) -> Result<f64, String> {
         Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
         _ => Err(format!(
             "{s:?} is not a positive number of seconds (at most 86400)"
+        )),
+    }
+}
+
+fn watch_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 7.0 * 86400.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a positive number of seconds (at most 7 days)"
         )),
     }
 }

@@ -64,6 +64,8 @@ pub enum JobAction {
         id: String,
         watch: bool,
         interval: std::time::Duration,
+        /// With --watch: give up (exit 1) after this long.
+        timeout: Option<std::time::Duration>,
         reported: bool,
     },
     Cancel {
@@ -250,8 +252,8 @@ pub struct Settings {
     pub device: DeviceSettings,
     /// `certificate.csr_file`, read and checked (up, plan, verify); None: a key is made here.
     pub csr: Option<crate::keys::Csr>,
-    /// The job templates' files, read and checked (up, plan, verify, job start); None for the
-    /// commands that need only names (`down` works without the files).
+    /// The job templates' files, read and checked (up, plan, verify); None for the commands
+    /// that need only names (`down` and `job start` work without the files).
     pub job_files: Option<std::sync::Arc<crate::resources::jobs::JobFiles>>,
 }
 
@@ -505,12 +507,7 @@ impl Settings {
         };
         let job_files = if matches!(
             cli.command,
-            Command::Up { .. }
-                | Command::Plan { .. }
-                | Command::Verify { .. }
-                | Command::Job {
-                    command: JobCommand::Start { .. }
-                }
+            Command::Up { .. } | Command::Plan { .. } | Command::Verify { .. }
         ) {
             Some(std::sync::Arc::new(
                 crate::resources::jobs::read_files(&config.job_templates).map_err(|e| bad(&e))?,
@@ -674,11 +671,13 @@ fn job_action(command: JobCommand, config: &config::Config) -> Result<JobAction,
             id,
             watch,
             interval,
+            timeout,
             no_reported,
         } => JobAction::Status {
             id,
             watch,
             interval: std::time::Duration::from_secs_f64(interval),
+            timeout: timeout.map(std::time::Duration::from_secs_f64),
             reported: !no_reported,
         },
         JobCommand::Cancel { id, force } => JobAction::Cancel { id, force },

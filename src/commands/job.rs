@@ -65,8 +65,15 @@ pub async fn run(
             id,
             watch,
             interval,
+            timeout,
             reported,
-        } => status(settings, &progress, id, *watch, *interval, *reported).await,
+        } => {
+            let watch = watch.then_some(Watch {
+                interval: *interval,
+                timeout: *timeout,
+            });
+            status(settings, &progress, id, watch, *reported).await
+        }
         JobAction::Cancel { id, force } => cancel(settings, &progress, id, *force).await,
         JobAction::List => list(settings, &progress).await,
     }
@@ -130,8 +137,7 @@ fn target_arns(d: &Deployment, state: &State, targets: &[String]) -> Result<Vec<
     let thing_arn = |t: &str| -> Result<String, BadInput> {
         if !known.iter().any(|k| k == t) {
             return Err(BadInput(format!(
-                "--targets: {t:?} is not a device of this deployment ({} records {} device(s))",
-                "the state",
+                "--targets: {t:?} is not a device of this deployment (the state records {} device(s))",
                 known.len()
             )));
         }
@@ -375,8 +381,13 @@ pub struct JobReport {
     /// Executions by AWS's status names.
     pub executions: BTreeMap<&'static str, i64>,
     pub total: i64,
+    /// The things the job's targets name (a group's members counted), when read: the rollout
+    /// creates executions over time, so `total` grows towards it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub targeted: Option<i64>,
     /// Executions in a final status.
     pub done: i64,
+    /// `done` over `targeted` (or over `total` when the targets were not counted).
     pub progress_percent: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason_code: Option<String>,
@@ -390,6 +401,9 @@ pub struct JobReport {
     pub reported: Option<Reported>,
     #[serde(skip)]
     watched: bool,
+    /// --watch gave up (its --timeout) with the job still running.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub gave_up: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -442,6 +456,7 @@ impl JobReport {
             },
             executions,
             total,
+            targeted: None,
             done,
             reason_code: job.reason_code().map(str::to_string),
             comment: job.comment().map(str::to_string),
@@ -464,6 +479,7 @@ impl JobReport {
                 .unwrap_or_default(),
             reported: None,
             watched: false,
+            gave_up: false,
         }
     }
 
@@ -478,6 +494,17 @@ impl JobReport {
                     && self.executions["QUEUED"] + self.executions["IN_PROGRESS"] == 0
             }
         }
+    }
+
+    /// Counts the targeted things; the progress is then over them.
+    fn set_targeted(&mut self, targeted: i64) {
+        self.targeted = Some(targeted);
+        let of = targeted.max(self.total);
+        self.progress_percent = if of == 0 {
+            0.0
+        } else {
+            (self.done as f64 * 1000.0 / of as f64).round() / 10.0
+        };
     }
 
     fn failures(&self) -> i64 {
@@ -496,7 +523,7 @@ impl JobReport {
             self.job_id,
             self.status,
             self.done,
-            self.total,
+            self.targeted.unwrap_or(self.total).max(self.total),
             self.progress_percent,
             if counts.is_empty() { "" } else { " · " },
             counts.join(" · ")
@@ -508,11 +535,18 @@ impl fmt::Display for JobReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "job {} ({})", self.job_id, self.target_selection)?;
         writeln!(f, "  status:     {}", self.status)?;
-        writeln!(
-            f,
-            "  progress:   {} of {} executions done ({}%)",
-            self.done, self.total, self.progress_percent
-        )?;
+        match self.targeted {
+            Some(t) if t > self.total => writeln!(
+                f,
+                "  progress:   {} of {t} targeted devices done ({}%); {} executions so far",
+                self.done, self.progress_percent, self.total
+            )?,
+            _ => writeln!(
+                f,
+                "  progress:   {} of {} executions done ({}%)",
+                self.done, self.total, self.progress_percent
+            )?,
+        }
         for s in STATUSES {
             if self.executions[s] > 0 {
                 writeln!(f, "  {s:<11} {}", self.executions[s])?;
@@ -547,6 +581,12 @@ impl fmt::Display for JobReport {
                 r.matching, r.devices, r.what
             )?;
         }
+        if self.gave_up {
+            writeln!(
+                f,
+                "  watch:      gave up (--timeout) with the job still running"
+            )?;
+        }
         Ok(())
     }
 }
@@ -556,7 +596,8 @@ impl Summary for JobReport {
     /// execution succeeded is.
     fn verdict(&self) -> Verdict {
         Verdict {
-            ok: !self.watched || (self.status != "CANCELED" && self.failures() == 0),
+            ok: !self.watched
+                || (!self.gave_up && self.status != "CANCELED" && self.failures() == 0),
             interrupted: false,
             changes_pending: false,
         }
@@ -586,18 +627,29 @@ async fn describe(clients: &Clients, id: &str) -> Result<Job> {
         .ok_or_else(|| anyhow::anyhow!("DescribeJob {id}: the answer has no job"))
 }
 
+/// How `job status --watch` follows a job.
+#[derive(Debug, Clone, Copy)]
+struct Watch {
+    interval: Duration,
+    /// Give up with the job still running after this long.
+    timeout: Option<Duration>,
+}
+
 async fn status(
     settings: &Settings,
     progress: &Progress,
     id: &str,
-    watch: bool,
-    interval: Duration,
+    watch: Option<Watch>,
     reported: bool,
 ) -> Result<ExitStatus> {
     let dep = deployed(settings, progress, false).await?;
     let clients = &dep.clients;
-    let mut job = JobReport::from_job(&describe(clients, id).await?);
-    if watch {
+    let first = describe(clients, id).await?;
+    let targeted = count_targets(clients, first.targets()).await?;
+    let mut job = JobReport::from_job(&first);
+    job.set_targeted(targeted);
+    if let Some(w) = watch {
+        let deadline = w.timeout.map(|t| std::time::Instant::now() + t);
         let tty = std::io::stderr().is_terminal() && settings.verbosity >= 0;
         let bar = if tty {
             let bar = indicatif::ProgressBar::new_spinner();
@@ -619,8 +671,13 @@ async fn status(
             if job.settled() {
                 break;
             }
-            tokio::time::sleep(interval).await;
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                job.gave_up = true;
+                break;
+            }
+            tokio::time::sleep(w.interval).await;
             job = JobReport::from_job(&describe(clients, id).await?);
+            job.set_targeted(targeted);
         }
         bar.finish_and_clear();
         job.watched = true;
@@ -629,6 +686,32 @@ async fn status(
         job.reported = read_reported(clients, id).await?;
     }
     Ok(report(settings, &job))
+}
+
+/// The things `targets` name: a thing ARN is one, a group its members (its child groups'
+/// too, as AWS targets them), read when the status is first asked.
+async fn count_targets(clients: &Clients, targets: &[String]) -> Result<i64> {
+    let mut n = 0i64;
+    for arn in targets {
+        let Some(group) = arn.split_once(":thinggroup/").map(|(_, g)| g) else {
+            n += 1;
+            continue;
+        };
+        let mut pages = clients
+            .iot
+            .list_things_in_thing_group()
+            .thing_group_name(group)
+            .recursive(true)
+            .max_results(250)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| aws::failed("thing group", group, "ListThingsInThingGroup", e))?;
+            n += page.things().len() as i64;
+        }
+    }
+    Ok(n)
 }
 
 /// What the job's document asks devices to report, and how many of its executions' devices

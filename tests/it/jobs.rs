@@ -289,6 +289,22 @@ async fn an_execution_a_device_abandons_times_out_and_is_retried() {
         .execution
         .unwrap();
     assert_eq!(first.status().unwrap().as_str(), "TIMED_OUT");
+    // The retry waits for a device that is gone: --watch gives up at its --timeout.
+    let st = w.run(&[
+        "job",
+        "status",
+        &id,
+        "--watch",
+        "--interval",
+        "0.2",
+        "--timeout",
+        "1",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(st.code(), 1, "{}", st.all());
+    assert_eq!(st.json()["gave_up"], true, "{}", st.all());
+    assert_eq!(st.json()["status"], "IN_PROGRESS", "{}", st.all());
     // Back, the device takes the retry and drops off again: no retry is left, the job ends.
     let sim = simulate(&w, &["--offline-rate", "1", "--linger", "1"]);
     assert_eq!(sim.code(), 0, "{}", sim.all());
