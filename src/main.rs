@@ -8,6 +8,7 @@ mod deployment;
 mod device;
 mod engine;
 mod fsutil;
+mod http_get;
 mod keys;
 mod lint;
 mod manifest;

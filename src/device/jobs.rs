@@ -13,11 +13,9 @@
 //! and "Jobs notifications"
 //! (<https://docs.aws.amazon.com/iot/latest/developerguide/jobs-comm-notifications.html>).
 
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
+use http_body_util::BodyExt;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -480,10 +478,7 @@ pub struct Download {
     pub result: Result<(), String>,
 }
 
-/// A URL without its query (a presigned URL's signature), for messages.
-pub fn redact(url: &str) -> &str {
-    url.split('?').next().unwrap_or(url)
-}
+pub use crate::http_get::redact;
 
 /// GETs the firmware at its URL (`http://`, or `https://` checked against the system's root
 /// certificates) and checks its size and SHA-256 while it streams. The connection and the
@@ -505,46 +500,8 @@ async fn fetch(url: &str, timeout: Duration, check: &mut Check) -> Result<(), St
         // AWS replaces the placeholder only for a job with a presignedUrlConfig.
         return Err(fail(&"the presigned-URL placeholder was not replaced (does the job have a presignedUrlConfig?)"));
     }
-    let uri: hyper::Uri = url.parse().map_err(|e| fail(&e))?;
-    let https = match uri.scheme_str() {
-        Some("https") => true,
-        Some("http") => false,
-        _ => return Err(fail(&"not an http(s) URL")),
-    };
-    let host = uri.host().ok_or_else(|| fail(&"no host"))?.to_string();
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let authority = uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .unwrap_or_else(|| host.clone());
-    let path = uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let request = hyper::Request::get(path)
-        .header(hyper::header::HOST, authority)
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| fail(&e))?;
     let deadline = Instant::now() + timeout;
-    let head = async {
-        // An IPv6 literal comes bracketed in the URL's host.
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let tcp = tokio::net::TcpStream::connect((bare, port))
-            .await
-            .map_err(|e| fail(&e))?;
-        if https {
-            let name =
-                rustls::pki_types::ServerName::try_from(bare.to_string()).map_err(|e| fail(&e))?;
-            let tls = tokio_rustls::TlsConnector::from(system_roots())
-                .connect(name, tcp)
-                .await
-                .map_err(|e| fail(&e))?;
-            send(hyper_util::rt::TokioIo::new(tls), request).await
-        } else {
-            send(hyper_util::rt::TokioIo::new(tcp), request).await
-        }
-        .map_err(|e| fail(&e))
-    };
+    let head = crate::http_get::get(url);
     let response = tokio::time::timeout_at(deadline.into(), head)
         .await
         .map_err(|_| fail(&format!("no answer within {}s", timeout.as_secs_f64())))??;
@@ -588,40 +545,6 @@ async fn fetch(url: &str, timeout: Duration, check: &mut Check) -> Result<(), St
             }
         }
     }
-}
-
-async fn send<S>(
-    io: S,
-    request: hyper::Request<Empty<Bytes>>,
-) -> Result<hyper::Response<hyper::body::Incoming>, Box<dyn std::error::Error + Send + Sync>>
-where
-    S: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
-    // The connection task ends with the connection (after the body, or on failure).
-    tokio::spawn(connection);
-    Ok(sender.send_request(request).await?)
-}
-
-/// The system's root certificates, loaded once: a thousand devices downloading at once
-/// share one client configuration.
-fn system_roots() -> Arc<rustls::ClientConfig> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls_native_certs::load_native_certs().certs {
-                // A certificate the store cannot take is skipped, as every TLS client does.
-                let _ = roots.add(cert);
-            }
-            let config = rustls::ClientConfig::builder_with_provider(super::tls::provider())
-                .with_safe_default_protocol_versions()
-                .expect("aws-lc-rs supports the default protocol versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            Arc::new(config)
-        })
-        .clone()
 }
 
 /// The jobs exchange of one device on its MQTT session: each request carries its own
@@ -1100,6 +1023,6 @@ mod tests {
             .await
             .result
             .unwrap_err()
-            .contains("not an http(s) URL"));
+            .contains("not an http(s) link"));
     }
 }

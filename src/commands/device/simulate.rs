@@ -237,10 +237,22 @@ impl Run<'_> {
     }
 }
 
-#[derive(Serialize)]
-struct Failure {
-    thing: String,
-    error: String,
+/// A device that met something a healthy device would not, as the summaries list it.
+#[derive(Debug, Serialize)]
+pub(super) struct Failure {
+    pub thing: String,
+    pub error: String,
+}
+
+/// The first failures, one a line, and how many more there are.
+pub(super) fn list_failures(f: &mut fmt::Formatter<'_>, failures: &[Failure]) -> fmt::Result {
+    for x in failures.iter().take(LISTED) {
+        writeln!(f, "  ✗ {}: {}", x.thing, x.error)?;
+    }
+    if failures.len() > LISTED {
+        writeln!(f, "  … and {} more", failures.len() - LISTED)?;
+    }
+    Ok(())
 }
 
 #[derive(Serialize)]
@@ -335,13 +347,7 @@ impl fmt::Display for SimulateSummary {
                 self.shadow_updates, self.deltas_answered
             )?,
         }
-        for x in self.failures.iter().take(LISTED) {
-            writeln!(f, "  ✗ {}: {}", x.thing, x.error)?;
-        }
-        if self.failures.len() > LISTED {
-            writeln!(f, "  … and {} more", self.failures.len() - LISTED)?;
-        }
-        Ok(())
+        list_failures(f, &self.failures)
     }
 }
 

@@ -20,7 +20,7 @@ use anyhow::Result;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::simulate::{devices, progress_bar};
+use super::simulate::{devices, list_failures, progress_bar, Failure};
 use super::Deployed;
 use crate::commands::{report, ExitStatus, Summary, Verdict};
 use crate::device::jobs::{self, Execution, JobsClient, Operation, Updated};
@@ -463,12 +463,6 @@ fn rejected(job: &str, status: &str, r: &jobs::Rejection) -> DeviceError {
 }
 
 #[derive(Debug, Serialize)]
-struct Failure {
-    thing: String,
-    error: String,
-}
-
-#[derive(Debug, Serialize)]
 struct Picked {
     thing: String,
     job_id: String,
@@ -662,13 +656,7 @@ impl fmt::Display for JobsSummary {
                 self.max_duration.as_secs_f64()
             )?;
         }
-        for x in self.failures.iter().take(LISTED) {
-            writeln!(f, "  ✗ {}: {}", x.thing, x.error)?;
-        }
-        if self.failures.len() > LISTED {
-            writeln!(f, "  … and {} more", self.failures.len() - LISTED)?;
-        }
-        Ok(())
+        list_failures(f, &self.failures)
     }
 }
 

@@ -10,11 +10,11 @@
 //! the first letter, with or without `response`), and a device is named by its thing ARN or,
 //! failing that, by its input line.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
+use http_body_util::BodyExt;
+
+use crate::http_get::redact;
 use serde_json::Value;
 
 /// A device the RESULTS report says was registered.
@@ -139,61 +139,16 @@ pub async fn fetch(url: &str, timeout: Duration) -> Result<String, String> {
         .map_err(|_| format!("GET {}: no answer in {timeout:?}", redact(url)))?
 }
 
-/// A link without its query (a pre-signed URL's signature), for messages.
-fn redact(url: &str) -> &str {
-    url.split('?').next().unwrap_or(url)
-}
-
 async fn fetch_unbounded(url: &str) -> Result<String, String> {
-    let shown = redact(url);
-    let fail = |e: &dyn std::fmt::Display| format!("GET {shown}: {e}");
-    let uri: hyper::Uri = url.parse().map_err(|e| fail(&e))?;
-    let https = match uri.scheme_str() {
-        Some("https") => true,
-        Some("http") => false,
-        _ => return Err(fail(&"not an http(s) link")),
-    };
-    let host = uri.host().ok_or_else(|| fail(&"no host"))?.to_string();
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let authority = uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .unwrap_or_else(|| host.clone());
-    let path = uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+    let fail = |e: &dyn std::fmt::Display| format!("GET {}: {e}", redact(url));
+    let response = crate::http_get::get(url).await?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
         .await
-        .map_err(|e| fail(&e))?;
-    let request = hyper::Request::get(path)
-        .header(hyper::header::HOST, authority)
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| fail(&e))?;
-    let response = if https {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            // A certificate the store cannot take is skipped, as every TLS client does.
-            let _ = roots.add(cert);
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
         .map_err(|e| fail(&e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| fail(&e))?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .map_err(|e| fail(&e))?;
-        send(hyper_util::rt::TokioIo::new(tls), request).await
-    } else {
-        send(hyper_util::rt::TokioIo::new(tcp), request).await
-    }
-    .map_err(|e| fail(&e))?;
-    let (status, body) = response;
+        .to_bytes();
     let body = String::from_utf8_lossy(&body).into_owned();
     if status != 200 {
         return Err(fail(&format!(
@@ -202,22 +157,6 @@ async fn fetch_unbounded(url: &str) -> Result<String, String> {
         )));
     }
     Ok(body)
-}
-
-async fn send<S>(
-    io: S,
-    request: hyper::Request<Empty<Bytes>>,
-) -> Result<(u16, Bytes), Box<dyn std::error::Error + Send + Sync>>
-where
-    S: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
-    // The connection task ends with the connection.
-    tokio::spawn(connection);
-    let response = sender.send_request(request).await?;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, body))
 }
 
 #[cfg(test)]
