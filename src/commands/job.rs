@@ -293,6 +293,10 @@ async fn start(
     } else {
         TargetSelection::Snapshot
     };
+    let description = match template {
+        Some(t) => format!("iotreg {}: {t}", state.suffix),
+        None => format!("iotreg {}: configuration change", state.suffix),
+    };
     let mut call = dep
         .clients
         .iot
@@ -300,41 +304,47 @@ async fn start(
         .job_id(&id)
         .set_targets(Some(arns.clone()))
         .target_selection(selection.clone())
-        .description(match template {
-            Some(t) => format!("iotreg {}: {t}", state.suffix),
-            None => format!("iotreg {}: configuration change", state.suffix),
-        });
+        .description(&description);
     call = match (spec, &document) {
         (Some(spec), _) => call.job_template_arn(d.arn("iot", &format!("jobtemplate/{}", spec.id))),
         (None, Some(doc)) => call.document(doc.to_string()),
         (None, None) => unreachable!("a configuration change has its document"),
     };
     crate::ratelimit::acquire("CreateJob").await;
-    let out = call.send().await.map_err(|e| {
-        let bad = e.as_service_error().is_some_and(|s| {
-            s.is_invalid_request_exception() || s.is_resource_already_exists_exception()
-        });
-        let failed = aws::failed(started::KIND, &id, "CreateJob", e);
-        if bad {
-            anyhow::Error::new(BadInput(failed.to_string()))
-        } else {
-            anyhow::Error::new(failed)
-        }
-    });
-    let out = match out {
-        Ok(out) => out,
+    let job_arn = match call.send().await {
+        Ok(out) => out.job_arn().map(str::to_string),
         Err(e) => {
-            // Refused: nothing was made, so nothing is left for `down` to look for.
-            if e.downcast_ref::<BadInput>().is_some() {
+            let service = e.as_service_error();
+            let exists = service.is_some_and(|s| s.is_resource_already_exists_exception());
+            let invalid = service.is_some_and(|s| s.is_invalid_request_exception());
+            let failed = aws::failed(started::KIND, &id, "CreateJob", e);
+            if exists {
+                // Our own create whose answer was lost (the SDK retried it) is the job with
+                // this run's description: it is this run's. Anyone else's is bad input.
+                let found = describe(&dep.clients, &id).await?;
+                if found.description() != Some(description.as_str()) {
+                    cx.forget(&key)?;
+                    store.flush()?;
+                    return Err(BadInput(format!(
+                        "{failed}: another job has the id {id:?}; pick another --job-id"
+                    ))
+                    .into());
+                }
+                found.job_arn().map(str::to_string)
+            } else if invalid {
+                // Refused: nothing was made, so nothing is left for `down` to look for.
                 cx.forget(&key)?;
                 store.flush()?;
+                return Err(BadInput(failed.to_string()).into());
+            } else {
+                // The job may exist (an answer lost for good): the intent stays for `down`.
+                return Err(failed.into());
             }
-            return Err(e);
         }
     };
     rec.phase = Phase::Created;
-    if let Some(arn) = out.job_arn() {
-        rec.arn = Some(arn.to_string());
+    if let Some(arn) = job_arn {
+        rec.arn = Some(arn);
     }
     cx.commit(rec.clone())?;
     store.flush()?;

@@ -548,3 +548,61 @@ async fn bad_job_templates_are_refused_before_any_call() {
     assert_eq!(run.code(), 2, "{}", run.all());
     assert_eq!(emu.requests().len(), before, "no request");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_start_killed_after_create_job_landed_is_found_and_retired_by_down() {
+    let emu = Emulator::start_with(&[("IOTREG_EMULATOR_JOBS_MINUTE", "2")]);
+    let c = emu.clients().await;
+    let w = fleet(&emu, 3, FIRMWARE);
+    let s = w.suffix();
+    // CreateJob lands, its answer is held, and iotreg is killed meanwhile: only the intent,
+    // written before the call, says the job may exist.
+    let mut child = emu.start_held(
+        &w,
+        &["job", "start", "fw-v2", "--job-id", "killed-start"],
+        "CreateJob",
+        20,
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let job = c
+        .iot
+        .describe_job()
+        .job_id("killed-start")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(job.job.unwrap().status().unwrap().as_str(), "IN_PROGRESS");
+    let state = w.state().unwrap();
+    let rec = state["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "job/killed-start")
+        .unwrap_or_else(|| panic!("{state}"))
+        .clone();
+    assert_eq!(rec["phase"], "intent", "{rec}");
+    let list = w.ok(&["job", "list", "--output", "json"]).json();
+    assert_eq!(list["jobs"][0]["status"], "IN_PROGRESS", "{list}");
+    let before = emu.requests().len();
+    w.ok(&["down"]);
+    let ops: Vec<String> = emu.requests()[before..]
+        .iter()
+        .map(|(_, op)| op.clone())
+        .collect();
+    assert!(ops.contains(&"CancelJob".to_string()), "{ops:?}");
+    let gone = c.iot.describe_job().job_id("killed-start").send().await;
+    assert!(
+        gone.is_err()
+            || gone.unwrap().job.unwrap().status().map(|s| s.as_str())
+                == Some("DELETION_IN_PROGRESS"),
+        "the job is still there"
+    );
+    assert!(c
+        .iot
+        .describe_job_template()
+        .job_template_id(format!("fw-v2-{s}"))
+        .send()
+        .await
+        .is_err());
+}
