@@ -157,8 +157,7 @@ pub enum Command {
         #[command(subcommand)]
         command: DeviceCommand,
     },
-    /// Run jobs on the devices: start one from a job template or a configuration change,
-    /// follow its rollout, cancel it, list them.
+    /// Jobs on the devices: start, follow, cancel and list rollouts and configuration changes
     Job {
         #[command(subcommand)]
         command: JobCommand,
