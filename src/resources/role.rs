@@ -327,7 +327,11 @@ impl Kind for Role {
             )];
         }
         if check.status == CheckStatus::Pass {
-            check.reason = format!("trusted by {service}, managed policies attached");
+            check.reason = if self.spec().inline_policy.is_some() {
+                format!("trusted by {service}, its policies as configured")
+            } else {
+                format!("trusted by {service}, managed policies attached")
+            };
         } else {
             check.reason = format!("{res} differs: {}", describe(seen.changes));
         }

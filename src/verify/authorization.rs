@@ -89,6 +89,31 @@ pub fn expectations(d: &Deployment, thing: &str, other: &str) -> Vec<Expectation
             true,
         ));
     }
+    // With job templates the built-in policy lets the device use the jobs MQTT API on its own
+    // topics, and only there.
+    if d.policy.preset.is_some() && !d.jobs.templates.is_empty() {
+        let jobs = format!("$aws/things/{thing}/jobs");
+        out.push(mine(
+            Action::Publish,
+            arn("topic", &format!("{jobs}/start-next")),
+            true,
+        ));
+        out.push(mine(
+            Action::Subscribe,
+            arn("topicfilter", &format!("{jobs}/notify-next")),
+            true,
+        ));
+        out.push(mine(
+            Action::Receive,
+            arn("topic", &format!("{jobs}/notify-next")),
+            true,
+        ));
+        out.push(mine(
+            Action::Publish,
+            arn("topic", &format!("$aws/things/{other}/jobs/start-next")),
+            false,
+        ));
+    }
     out.push(mine(
         Action::Publish,
         arn("topic", &format!("sensor/temperature/{other}")),
@@ -340,6 +365,59 @@ mod tests {
         assert!(denied
             .iter()
             .any(|e| e.action == Action::Publish && e.client_id == "t1"));
+    }
+
+    #[test]
+    fn with_job_templates_the_device_is_held_to_its_own_jobs_topics() {
+        let mut d = deployment(Some(PolicyPreset::MqttShadow));
+        let mut jobs = (*d.jobs).clone();
+        jobs.templates = crate::resources::jobs::spec(
+            &Default::default(),
+            &[crate::config::jobs::JobTemplateConfig {
+                name: "fw".into(),
+                firmware: Some("fw.bin".into()),
+                version: Some("1".into()),
+                ..Default::default()
+            }],
+            None,
+            "abc123",
+            "us-east-1",
+            "123456789012",
+            "aws",
+        )
+        .templates;
+        d.jobs = std::sync::Arc::new(jobs);
+        let e = expectations(&d, "t1", "t2");
+        let jobs: Vec<_> = e
+            .iter()
+            .filter(|e| e.resource.contains("/jobs/"))
+            .map(|e| (e.action, e.allowed, e.resource.rsplit(':').next().unwrap()))
+            .collect();
+        assert_eq!(
+            jobs,
+            [
+                (
+                    Action::Publish,
+                    true,
+                    "topic/$aws/things/t1/jobs/start-next"
+                ),
+                (
+                    Action::Subscribe,
+                    true,
+                    "topicfilter/$aws/things/t1/jobs/notify-next"
+                ),
+                (
+                    Action::Receive,
+                    true,
+                    "topic/$aws/things/t1/jobs/notify-next"
+                ),
+                (
+                    Action::Publish,
+                    false,
+                    "topic/$aws/things/t2/jobs/start-next"
+                ),
+            ]
+        );
     }
 
     #[test]
