@@ -32,8 +32,9 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
 cd "$REPO_DIR"
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "fleet.sh: $*"; exit 2; }
+BENCH_NAME=fleet.sh
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 
 N="${N:-1000}"
 ROUNDS="${ROUNDS:-1}"
@@ -76,11 +77,7 @@ esac
 BIN_STAMP=$(stat -c '%Y %s' "$IOTREG_BIN")
 
 # ----------------------------------------------------------------- no real AWS
-export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
-export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
-unset AWS_SESSION_TOKEN AWS_PROFILE AWS_DEFAULT_PROFILE AWS_ENDPOINT_URL
-export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
-export AWS_EC2_METADATA_DISABLED=true AWS_PAGER=""
+local_aws_env
 
 # ------------------------------------------------------------------- work dir
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/iotreg-fleet.XXXXXX")
@@ -89,39 +86,6 @@ URL=""
 FAILURES=0
 RES=""
 CHILD_PID=""
-# Runs "$@" in the background and waits for it, so that a signal to this script
-# is handled at once (bash defers traps while a foreground child runs); the
-# EXIT trap stops the child. Returns the child's status.
-run_child() {
-    local rc=0
-    "$@" &
-    CHILD_PID=$!
-    wait "$CHILD_PID" || rc=$?
-    CHILD_PID=""
-    return $rc
-}
-stop_child() {
-    if [[ -n "$CHILD_PID" ]] && kill -0 "$CHILD_PID" 2>/dev/null; then
-        # The child is `timeout` itself or /usr/bin/time running `timeout`:
-        # TERM to `timeout` reaches its process group (iotreg / python), and
-        # it sends SIGKILL 10 s later if that has not ended them (-k 10).
-        local p
-        for p in "$CHILD_PID" $(pgrep -P "$CHILD_PID" 2>/dev/null || true); do
-            [[ "$(ps -o comm= -p "$p" 2>/dev/null)" == timeout ]] && kill -TERM "$p" 2>/dev/null || true
-        done
-        wait "$CHILD_PID" 2>/dev/null || true
-    fi
-    CHILD_PID=""
-}
-stop_emulator() {
-    if [[ -n "$EMU_PID" ]] && kill -0 "$EMU_PID" 2>/dev/null; then
-        kill -TERM "$EMU_PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$EMU_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$EMU_PID" 2>/dev/null && kill -KILL "$EMU_PID" 2>/dev/null || true
-        wait "$EMU_PID" 2>/dev/null || true
-    fi
-    EMU_PID="" URL=""
-}
 on_exit() {
     local rc=$?
     stop_child
@@ -144,36 +108,11 @@ start_emulator() {
     local name=$1 out="$WORK/$1.emulator.out" err="$WORK/$1.emulator.err"
     "$PY" emulator/server.py --host 127.0.0.1 --port 0 >"$out" 2>"$err" &
     EMU_PID=$!
-    URL=""
-    for _ in $(seq 300); do
-        URL=$(sed -n 's|^iotreg-emulator listening on \(http://127\.0\.0\.1:[0-9][0-9]*\)$|\1|p' "$out")
-        [[ -n "$URL" ]] && break
-        kill -0 "$EMU_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    if [[ -z "$URL" ]]; then
-        log "fleet.sh: the emulator did not start; its stderr:"; tail -20 "$err" >&2
-        exit 1
-    fi
-    case "$URL" in http://127.0.0.1:*) ;; *) log "fleet.sh: refusing non-local endpoint $URL"; exit 1 ;; esac
+    await_emulator "$out" "$err"
     # Untimed warm-up: the emulator loads the AWS-managed IAM policies on its
     # first IAM call (~1 s); the ceiling makes no IAM call, so neither side pays it.
-    "$PY" -c 'import sys, boto3
-boto3.client("iam", endpoint_url=sys.argv[1], region_name="us-east-1").get_policy(
-    PolicyArn="arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole")' "$URL" >/dev/null 2>&1 \
-        || log "fleet.sh: emulator warm-up call failed (continuing)"
+    warm_up_iam
 }
-# The emulator's peak RSS in MB (VmHWM), for the log.
-emulator_hwm() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$EMU_PID/status" 2>/dev/null || echo "?"; }
-
-since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'; }
-rate() { awk -v n="$1" -v s="$2" 'BEGIN { if (s == "nan" || s <= 0) print "nan"; else printf "%.1f", n / s }'; }
-median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit } if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan" || b <= 0) print "nan"; else printf "%.2f", a / b }'; }
-# user + system CPU seconds from a /usr/bin/time -v file
-cpu_s() { awk -F': ' '/User time|System time/ { s += $2 } END { printf "%.1f", s }' "$1"; }
-# "Maximum resident set size (kbytes): K" from a /usr/bin/time -v file -> MB
-peak_mb() { awk -F': ' '/Maximum resident set size/ { printf "%.1f", $2 / 1024 }' "$1"; }
 check() { [[ "$CHECK" == 1 ]] || return 0; "$PY" bench/fleet_ceiling.py --endpoint-url "$URL" --manifest "$MANIFEST" --threads 8 --check "$1" >>"$2" 2>&1; }
 
 # ------------------------------------------------------------------- manifest
@@ -212,14 +151,6 @@ iotreg_in() {
     # RSS time reports is the largest of timeout and iotreg, i.e. iotreg's.
     cd "$dir" && AWS_ENDPOINT_URL="$URL" exec /usr/bin/time -v -o "$dir/$tf" timeout -k 10 "$TIMEOUT" \
         "$IOTREG_BIN" "${cfg[@]}" "$@" >>"$dir/log" 2>&1
-}
-
-# Why a child failed, from its exit status.
-why() {
-    case "$1" in
-        124 | 137 | 143) echo "timed out after ${TIMEOUT} s (TIMEOUT), killed: hung?" ;;
-        *) echo "exit status $1" ;;
-    esac
 }
 
 # One iotreg `up --fleet` then `down` on a fresh emulator, in a fresh working

@@ -46,8 +46,9 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
 cd "$REPO_DIR"
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "provisioning.sh: $*"; exit 2; }
+BENCH_NAME=provisioning.sh SINCE_FMT=%.1f RATE_FMT=%.2f
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 
 PARTS="${PARTS:-api}"
 N="${N:-10000}"
@@ -93,34 +94,11 @@ case "$IOTREG_BIN" in */release/*) PROFILE=release ;; */debug/*) PROFILE=debug ;
 BIN_STAMP=$(stat -c '%Y %s' "$IOTREG_BIN")
 
 # ----------------------------------------------------------------- no real AWS
-export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
-export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
-unset AWS_SESSION_TOKEN AWS_PROFILE AWS_DEFAULT_PROFILE AWS_ENDPOINT_URL
-export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
-export AWS_EC2_METADATA_DISABLED=true AWS_PAGER=""
+local_aws_env
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/iotreg-provisioning.XXXXXX")
 EMU_PID="" URL="" WATCH_PID="" CHILD_PID="" FAILURES=0
 
-run_child() {
-    local rc=0
-    "$@" &
-    CHILD_PID=$!
-    wait "$CHILD_PID" || rc=$?
-    CHILD_PID=""
-    return $rc
-}
-stop_child() {
-    if [[ -n "$CHILD_PID" ]] && kill -0 "$CHILD_PID" 2>/dev/null; then
-        # The child is /usr/bin/time running timeout(1): TERM to timeout reaches iotreg (-k 10: KILL later).
-        local p
-        for p in "$CHILD_PID" $(pgrep -P "$CHILD_PID" 2>/dev/null || true); do
-            [[ "$(ps -o comm= -p "$p" 2>/dev/null)" == timeout ]] && kill -TERM "$p" 2>/dev/null || true
-        done
-        wait "$CHILD_PID" 2>/dev/null || true
-    fi
-    CHILD_PID=""
-}
 stop_watch() {
     if [[ -n "$WATCH_PID" ]]; then
         touch "$1.stop" 2>/dev/null || true
@@ -129,15 +107,6 @@ stop_watch() {
         wait "$WATCH_PID" 2>/dev/null || true
     fi
     WATCH_PID=""
-}
-stop_emulator() {
-    if [[ -n "$EMU_PID" ]] && kill -0 "$EMU_PID" 2>/dev/null; then
-        kill -TERM "$EMU_PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$EMU_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$EMU_PID" 2>/dev/null && kill -KILL "$EMU_PID" 2>/dev/null || true
-        wait "$EMU_PID" 2>/dev/null || true
-    fi
-    EMU_PID="" URL=""
 }
 on_exit() {
     local rc=$?
@@ -165,38 +134,12 @@ start_emulator() {
     env -u IOTREG_EMULATOR_REGISTRATION_RATE nice -n "$NICE" "$PY" emulator/server.py --host 127.0.0.1 --port 0 $gw \
         --request-log "$reqlog" >"$dir/emulator.out" 2>"$dir/emulator.err" &
     EMU_PID=$!
-    URL=""
-    for _ in $(seq 300); do
-        URL=$(sed -n 's|^iotreg-emulator listening on \(http://127\.0\.0\.1:[0-9][0-9]*\)$|\1|p' "$dir/emulator.out" 2>/dev/null)
-        [[ -n "$URL" ]] && break
-        kill -0 "$EMU_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    if [[ -z "$URL" ]]; then
-        log "provisioning.sh: the emulator did not start; its stderr:"; tail -20 "$dir/emulator.err" >&2
-        exit 1
-    fi
-    case "$URL" in http://127.0.0.1:*) ;; *) log "provisioning.sh: refusing non-local endpoint $URL"; exit 1 ;; esac
+    await_emulator "$dir/emulator.out" "$dir/emulator.err"
 }
-emulator_hwm() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$EMU_PID/status" 2>/dev/null || echo "?"; }
-
-since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
-rate() { awk -v n="$1" -v s="$2" 'BEGIN { if (s == "nan" || s <= 0) print "nan"; else printf "%.2f", n / s }'; }
-cpu_s() { awk -F': ' '/User time|System time/ { s += $2 } END { printf "%.1f", s }' "$1"; }
-peak_mb() { awk -F': ' '/Maximum resident set size/ { printf "%.1f", $2 / 1024 }' "$1"; }
 fleet_phase_s() {
     sed -n 's/.*created[[:space:]]*fleet [0-9]* devices (\([0-9.]*\)\(m*s\)).*/\1 \2/p' "$1" | tail -1 |
         awk 'NF == 2 { printf "%.1f", ($2 == "ms") ? $1 / 1000 : $1; found = 1 } END { if (!found) print "nan" }'
 }
-# What else the machine was doing: load average and the five busiest processes over one second
-# (top's second frame; its first one averages over each process's whole life).
-machine_load() {
-    echo "load $(cut -d' ' -f1-3 /proc/loadavg); busiest over 1 s:" \
-        "$(top -b -n 2 -d 1 -o %CPU -w 200 2>/dev/null |
-            awk '/^top -/ { f++ } f == 2 && $1 ~ /^[0-9]+$/ && n < 5 { printf "%s %s%%, ", $12, $9; n++ }')"
-}
-why() { case "$1" in 124 | 137 | 143) echo "timed out after ${TIMEOUT} s (TIMEOUT), killed: hung?" ;; *) echo "exit status $1" ;; esac; }
-
 iotreg_in() {
     local dir=$1 tf=$2 cfgfile=$3; shift 3
     cd "$dir" && AWS_ENDPOINT_URL="$URL" exec /usr/bin/time -v -o "$dir/$tf" nice -n "$NICE" timeout -k 10 "$TIMEOUT" \

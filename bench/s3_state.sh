@@ -30,8 +30,9 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
 cd "$REPO_DIR"
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "s3_state.sh: $*"; exit 2; }
+BENCH_NAME=s3_state.sh CPU_FMT=%.2f HWM_NONE=nan
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 
 PARTS="${PARTS:-stack fleet}"
 ROUNDS="${ROUNDS:-3}"
@@ -75,43 +76,12 @@ STACK_KEY=stack/state.json
 FLEET_KEY=fleet/state.json
 
 # ----------------------------------------------------------------- no real AWS
-export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
-export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
-unset AWS_SESSION_TOKEN AWS_PROFILE AWS_DEFAULT_PROFILE AWS_ENDPOINT_URL
-export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
-export AWS_EC2_METADATA_DISABLED=true AWS_PAGER=""
+local_aws_env
 
 # ------------------------------------------------------------------- work dir
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/iotreg-s3state.XXXXXX")
 EMU_PID="" URL="" REQLOG="" CHILD_PID=""
 FAILURES=0
-run_child() {
-    local rc=0
-    "$@" &
-    CHILD_PID=$!
-    wait "$CHILD_PID" || rc=$?
-    CHILD_PID=""
-    return $rc
-}
-stop_child() {
-    if [[ -n "$CHILD_PID" ]] && kill -0 "$CHILD_PID" 2>/dev/null; then
-        local p
-        for p in "$CHILD_PID" $(pgrep -P "$CHILD_PID" 2>/dev/null || true); do
-            [[ "$(ps -o comm= -p "$p" 2>/dev/null)" == timeout ]] && kill -TERM "$p" 2>/dev/null || true
-        done
-        wait "$CHILD_PID" 2>/dev/null || true
-    fi
-    CHILD_PID=""
-}
-stop_emulator() {
-    if [[ -n "$EMU_PID" ]] && kill -0 "$EMU_PID" 2>/dev/null; then
-        kill -TERM "$EMU_PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$EMU_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$EMU_PID" 2>/dev/null && kill -KILL "$EMU_PID" 2>/dev/null || true
-        wait "$EMU_PID" 2>/dev/null || true
-    fi
-    EMU_PID="" URL=""
-}
 on_exit() {
     local rc=$?
     stop_child
@@ -136,22 +106,8 @@ start_emulator() {
     REQLOG="$WORK/$1.requests.jsonl"
     "$PY" emulator/server.py --host 127.0.0.1 --port 0 --no-gateway --request-log "$REQLOG" >"$out" 2>"$err" &
     EMU_PID=$!
-    URL=""
-    for _ in $(seq 300); do
-        URL=$(sed -n 's|^iotreg-emulator listening on \(http://127\.0\.0\.1:[0-9][0-9]*\)$|\1|p' "$out")
-        [[ -n "$URL" ]] && break
-        kill -0 "$EMU_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    if [[ -z "$URL" ]]; then
-        log "s3_state.sh: the emulator did not start; its stderr:"; tail -20 "$err" >&2
-        exit 1
-    fi
-    case "$URL" in http://127.0.0.1:*) ;; *) log "s3_state.sh: refusing non-local endpoint $URL"; exit 1 ;; esac
-    "$PY" -c 'import sys, boto3
-boto3.client("iam", endpoint_url=sys.argv[1], region_name="us-east-1").get_policy(
-    PolicyArn="arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole")' "$URL" >/dev/null 2>&1 \
-        || log "s3_state.sh: emulator warm-up call failed (continuing)"
+    await_emulator "$out" "$err"
+    warm_up_iam
     setup_bucket
 }
 setup_bucket() { "$PY" bench/s3_state.py setup --endpoint-url "$URL" --bucket "$BUCKET" >>"$WORK/setup.log" 2>&1 || { log "s3_state.sh: bucket set-up failed"; exit 1; }; }
@@ -161,28 +117,20 @@ reset_emulator() {
     setup_bucket
 }
 
-since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'; }
 add() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a + b }'; }
-median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit } if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 # median to 2 decimals
 m2() { median | awk '{ if ($1 == "nan") print "nan"; else printf "%.2f\n", $1 }'; }
 # verdict RATIO: met / MISSED against the 1.2x goal
 verdict() { awk -v r="$1" 'BEGIN { if (r == "nan") print "?"; else if (r <= 1.2) print "met"; else print "MISSED" }'; }
-# The emulator's peak RSS in MB (VmHWM), while it runs.
-emulator_hwm() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$EMU_PID/status" 2>/dev/null || echo nan; }
 # median of counts, printed without trailing zeros (41, 40.5)
 mcount() { median | awk '{ printf "%g\n", $1 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan" || b <= 0) print "nan"; else printf "%.2f", a / b }'; }
 # calc EXPR FORMAT: awk arithmetic; "nan" when EXPR holds a value that was not measured
 calc() { if [[ "$1" == *nan* || "$1" == *"/ 0"* ]]; then echo nan; else awk "BEGIN { x = $1; printf \"$2\", x }"; fi; }
-peak_mb() { awk -F': ' '/Maximum resident set size/ { printf "%.1f", $2 / 1024 }' "$1"; }
-cpu_s() { awk -F': ' '/User time|System time/ { s += $2 } END { printf "%.2f", s }' "$1"; }
 logsize() { stat -c %s "$REQLOG" 2>/dev/null || echo 0; }
 # requests KEY FROM_BYTE: the REQ line (S3 and other requests since FROM_BYTE of the log)
 requests() { "$PY" bench/s3_state.py requests --log "$REQLOG" --from-byte "$2" --bucket "$BUCKET" --key "$1"; }
 # field NAME LINE: the value of NAME=… in a `KEY k=v …` line
 field() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"; }
-why() { case "$1" in 124 | 137 | 143) echo "timed out after ${TIMEOUT} s (TIMEOUT), killed" ;; *) echo "exit status $1" ;; esac; }
 
 # iotreg_in DIR TIMEFILE CONFIG STATE ARGS...: iotreg in DIR against the emulator under GNU
 # time (peak RSS to DIR/TIMEFILE), output appended to DIR/log.

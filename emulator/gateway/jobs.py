@@ -268,9 +268,7 @@ class JobsService:
 
         broker = self.gateway.broker
         qos = 0
-        for topic_filter, subscriptions in list(broker._subscriptions.items()):
-            if not broker._matches(topic, topic_filter):
-                continue
+        for _filter, subscriptions in broker.subscriptions_matching(topic):
             for target, sub_qos in subscriptions:
                 if target is session or (session.client_id and target.client_id == session.client_id):
                     qos = max(qos, min(sub_qos or 0, 1))
