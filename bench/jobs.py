@@ -71,7 +71,7 @@ def wait(args) -> int:
         polls += 1
         now = time.time() - args.t0
         d = job.get("jobProcessDetails", {})
-        counts = {s: d.get(f"number{s}Things", 0) for s in STATUSES}
+        counts = {s: d.get(f"numberOf{s}Things", 0) for s in STATUSES}
         line = " ".join(f"{s.lower()}={counts[s]}" for s in STATUSES if counts[s] or s in ("Queued", "Succeeded"))
         if line != last:
             print(f"t={now:.1f} status={job.get('status')} {line}", flush=True)

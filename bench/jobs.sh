@@ -121,6 +121,8 @@ start_emulator() {
     EMU_PID=$!
     await_emulator "$dir/emulator.out" "$dir/emulator.err"
     warm_up_iam
+    # The devices' side (simulate) connects to the emulator's device gateway.
+    eval "$("$PY" scripts/gateway_env.py "$URL")"
 }
 logsize() { stat -c %s "$REQLOG" 2>/dev/null || echo 0; }
 
@@ -227,6 +229,11 @@ run_one() {
     sim_s=$(since "$t1")
     emu1=$(proc_cpu_s "$EMU_PID")
     local wrc=0
+    if [[ $rc -ne 0 ]]; then
+        # simulate gave up: executions it left will not succeed; the waiter gets 10 s.
+        for _ in $(seq 100); do kill -0 "$WAIT_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -TERM "$WAIT_PID" 2>/dev/null || true
+    fi
     wait "$WAIT_PID" || wrc=$?
     WAIT_PID=""
     echo "$(date -u +%H:%M:%S) end: $(machine_load)" >>"$dir/machine"
@@ -240,7 +247,9 @@ print(g("devices"), g("connects_ok"), g("connects_failed"), g("succeeded"), g("f
     local all_s; all_s=$(sed -n 's/^ALL_SUCCEEDED t=\([0-9.]*\) .*/\1/p' "$dir/wait.log")
     if [[ $rc -ne 0 || $wrc -ne 0 || -z "$all_s" ]]; then
         log "  $name: the rollout FAILED (simulate $(why $rc), wait exit $wrc): $(tail -1 "$dir/wait.log")"
-        tail -5 "$dir/log" >&2
+        "$PY" -c 'import json, sys
+f = json.load(open(sys.argv[1])).get("failures") or []
+print(f"{len(f)} device failures; first: {f[:3]}")' "$dir/sim.json" >&2 2>/dev/null || tail -5 "$dir/log" >&2
         stop_emulator; return 1
     fi
     local rollout_req; rollout_req=$("$PY" bench/jobs.py requests "$REQLOG" --from-byte "$req0")
@@ -254,7 +263,7 @@ print(g("devices"), g("connects_ok"), g("connects_failed"), g("succeeded"), g("f
     st_nr_med=$(median <<<"$ST_TIMES"); st_nr_req=$ST_REQ
     local reported; reported=$("$PY" -c 'import json, sys
 r = json.load(open(sys.argv[1])).get("reported") or {}
-print(f"{r.get(\"matching\", \"?\")} of {r.get(\"devices\", \"?\")} report {r.get(\"what\", \"?\")}")' "$dir/status-reported-1.json" 2>>"$dir/log") || reported="?"
+print("%s of %s devices report %s" % (r.get("matching", "?"), r.get("devices", "?"), r.get("what", "?")))' "$dir/status-reported-1.json" 2>>"$dir/log") || reported="?"
     log "  $name: job status ${st_med} s (median of $STATUS_REPS; $reported; $st_req)"
     log "  $name: job status --no-reported ${st_nr_med} s ($st_nr_req)"
 

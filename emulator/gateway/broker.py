@@ -119,6 +119,11 @@ class Subscriptions(dict):
         self._odd: set[str] = set()  # a wildcard inside a level, '#' not last: tested one by one
         self._by_client: dict[str, set[str]] = {}
 
+    def __repr__(self) -> str:
+        # amqtt logs repr(self._subscriptions) at debug level after every SUBSCRIBE, built
+        # whether or not debug is on: every filter and session, O(all subscriptions) each time.
+        return f"<Subscriptions: {len(self)} filters>"
+
     # -- the dict, with the tree kept in step -----------------------------------------------
     def __setitem__(self, key: str, value) -> None:
         if key not in self:

@@ -56,6 +56,7 @@ share ("IAM JSON policy elements: Condition operators"):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
@@ -186,6 +187,18 @@ def _pieces(text: str, context: Context) -> list[tuple[bool, str]]:
 
 
 def _pattern(pieces: list[tuple[bool, str]], wildcards: bool, ignore_case: bool = False):
+    key = tuple(pieces)
+    try:
+        return _compiled(key, wildcards, ignore_case)
+    except TypeError:  # a value that cannot be a cache key
+        return _compiled.__wrapped__(key, wildcards, ignore_case)
+
+
+@functools.lru_cache(maxsize=16384)
+def _compiled(pieces: tuple[tuple[bool, str], ...], wildcards: bool, ignore_case: bool):
+    """The regex of a resolved pattern, cached: the same policy is evaluated for every message
+    of every device, each with its own thing name, more patterns than ``re``'s own cache keeps
+    (512), so without this each check escaped and compiled its patterns again."""
     regex = []
     for literal, chunk in pieces:
         if literal or not wildcards:
