@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/jobs.sh — a firmware rollout to a fleet (issue 16): DEVICES simulated devices (default
+# bench/jobs.sh — a firmware rollout to a fleet: DEVICES simulated devices (default
 # 1000) taking ONE firmware job at the maximum rollout rate (maximum_per_minute = 1000) on the
 # local AWS, whose jobs engine keeps its normal 60-second minute. Per run:
 #   1. `iotreg up` (untimed for the figures): the fleet in a thing group, one [[job_templates]]

@@ -54,9 +54,8 @@ pub const ALARM_CONNECT_AUTH_ERRORS: &str = "alarm_connect_auth_errors";
 /// alarms' thresholds (docs/decisions.md).
 pub const CONNECT_AUTH_ERROR_THRESHOLD: f64 = 5.0;
 
-/// The key and check a job's failure alarm would have: it is made and removed by the job
-/// commands, never recorded in the state.
-// Its callers, `iotreg job start` and `job cancel` (issue 16), are built on another branch.
+/// The key and check a job's failure alarm has: `iotreg job start` makes it and records its
+/// name with the job (not under this key), and `down` deletes it with the job.
 pub const ALARM_JOB_FAILURES: &str = "alarm_job_failures";
 
 /// The name of the role's inline policy that lets the function publish alerts.

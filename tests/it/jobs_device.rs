@@ -20,8 +20,8 @@ use crate::support::*;
 /// One scaled minute of the jobs engine, in seconds: rollout rates and timeouts pass quickly.
 const JOBS_MINUTE: &str = "2";
 
-/// The default device policy plus the statements iotreg adds for jobs (issue 16's shared
-/// decisions): Publish, Subscribe and Receive on the thing's own `$aws/things/<thing>/jobs/*`.
+/// The default device policy plus the statements iotreg adds for jobs (the built-in
+/// policy's, with job templates): Publish, Subscribe and Receive on the thing's own `$aws/things/<thing>/jobs/*`.
 const POLICY: &str = r#"{
   "Version": "2012-10-17",
   "Statement": [

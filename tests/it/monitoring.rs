@@ -1,7 +1,7 @@
 //! Monitoring end to end on the local AWS (issue 7): the alert topic, the role's publish
 //! policy, the alarms and the dashboard, seen from outside; a HIGH reading's alert reaching an
 //! SQS queue subscribed to the topic; `verify`'s checks; `down`; and monitoring turned off.
-//! The device side (issue 16): a device and refused connections (mosquitto_pub) counted in the
+//! The device side: a device and refused connections (mosquitto_pub) counted in the
 //! local AWS's CloudWatch, read as the dashboard's widgets read them, and the connect-failure
 //! alarm's condition met.
 
