@@ -145,8 +145,8 @@ def emulator():
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def aws(emulator):
+def clients_of(emulator):
+    """A boto3 client per service on `emulator`, each made once (the `aws` fixtures)."""
     cache: dict[str, object] = {}
 
     def get(service: str):
@@ -155,6 +155,11 @@ def aws(emulator):
         return cache[service]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def aws(emulator):
+    return clients_of(emulator)
 
 
 @pytest.fixture

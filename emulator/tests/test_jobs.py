@@ -16,7 +16,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import error_code, http_status, start_emulator
+from conftest import clients_of, error_code, http_status, start_emulator
 from test_gateway import (  # noqa: F401 (fixtures)
     ARN,
     THING,
@@ -57,14 +57,7 @@ def emulator():
 
 @pytest.fixture(scope="module")
 def aws(emulator):
-    cache: dict[str, object] = {}
-
-    def get(service: str):
-        if service not in cache:
-            cache[service] = emulator.client(service)
-        return cache[service]
-
-    return get
+    return clients_of(emulator)
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from urllib.parse import quote
 import paho.mqtt.client as mqtt
 import pytest
 
-from conftest import start_emulator
+from conftest import clients_of, start_emulator
 from test_datapath import ECHO, allow, create_rule, publish, wait_for
 from test_fix_cloudwatch_cbor import cbor_cw  # noqa: F401 (fixture)
 from test_gateway import (  # noqa: F401 (fixtures)
@@ -71,14 +71,7 @@ def emulator():
 
 @pytest.fixture(scope="module")
 def aws(emulator):
-    cache: dict[str, object] = {}
-
-    def get(service: str):
-        if service not in cache:
-            cache[service] = emulator.client(service)
-        return cache[service]
-
-    return get
+    return clients_of(emulator)
 
 
 def _window() -> tuple[datetime.datetime, datetime.datetime]:

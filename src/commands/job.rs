@@ -216,8 +216,7 @@ impl Summary for Started {
     fn verdict(&self) -> Verdict {
         Verdict {
             ok: true,
-            interrupted: false,
-            changes_pending: false,
+            ..Verdict::default()
         }
     }
 }
@@ -608,8 +607,7 @@ impl Summary for JobReport {
         Verdict {
             ok: !self.watched
                 || (!self.gave_up && self.status != "CANCELED" && self.failures() == 0),
-            interrupted: false,
-            changes_pending: false,
+            ..Verdict::default()
         }
     }
 }
@@ -927,8 +925,7 @@ impl Summary for JobList {
     fn verdict(&self) -> Verdict {
         Verdict {
             ok: true,
-            interrupted: false,
-            changes_pending: false,
+            ..Verdict::default()
         }
     }
 }

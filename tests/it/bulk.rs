@@ -322,18 +322,7 @@ async fn someone_elses_task_in_progress_is_refused_and_nothing_is_started() {
     // Their task runs at 5 lines a second: in progress for the whole test.
     let emu = Emulator::start_with(&[("IOTREG_EMULATOR_REGISTRATION_RATE", "5")]);
     let c = emu.clients().await;
-    let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
-        "Principal": {"Service": "iot.amazonaws.com"}, "Action": "sts:AssumeRole"}]});
-    let role = c
-        .iam
-        .create_role()
-        .role_name("their-registration-role")
-        .assume_role_policy_document(trust.to_string())
-        .send()
-        .await
-        .unwrap()
-        .role
-        .unwrap();
+    let role = iot_role(&c, "their-registration-role").await;
     let bucket = Bucket::create(&c.s3, "their-inputs", false).await;
     let lines: String = (0..1000)
         .map(|i| format!("{{\"ThingName\": \"theirs-{i}\"}}\n"))

@@ -168,18 +168,7 @@ async fn a_fleet_takes_a_firmware_job_and_exactly_the_predicted_devices_fail() {
         .collect();
     let bucket = Bucket::create(&c.s3, "firmware-updates", false).await;
     bucket.put("sensor/fw-2.0.0.bin", firmware.clone()).await;
-    let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
-        "Principal": {"Service": "iot.amazonaws.com"}, "Action": "sts:AssumeRole"}]});
-    let role = c
-        .iam
-        .create_role()
-        .role_name("iot-firmware-presign")
-        .assume_role_policy_document(trust.to_string())
-        .send()
-        .await
-        .unwrap()
-        .role
-        .unwrap();
+    let role = iot_role(c, "iot-firmware-presign").await;
     let document = serde_json::json!({"operation": "firmware_update", "firmware": {
         "version": "2.0.0", "file": "fw-2.0.0.bin", "size": firmware.len(), "sha256": sha,
         "url": format!("${{aws:iot:s3-presigned-url-v2:https://s3.{REGION}.amazonaws.com/firmware-updates/sensor/fw-2.0.0.bin}}")}});

@@ -374,6 +374,22 @@ pub struct Clients {
     pub s3: aws_sdk_s3::Client,
 }
 
+/// A role AWS IoT may assume (a bulk registration's, a job's pre-signing role), made outside
+/// iotreg.
+pub async fn iot_role(c: &Clients, name: &str) -> aws_sdk_iam::types::Role {
+    let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"Service": "iot.amazonaws.com"}, "Action": "sts:AssumeRole"}]});
+    c.iam
+        .create_role()
+        .role_name(name)
+        .assume_role_policy_document(trust.to_string())
+        .send()
+        .await
+        .unwrap()
+        .role
+        .unwrap()
+}
+
 /// S3 on the emulator: path-style, as an endpoint URL has no bucket subdomains.
 pub fn s3_client(c: &aws_types::SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(
