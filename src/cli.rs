@@ -85,6 +85,21 @@ pub struct FleetArgs {
     /// Fleet devices in flight at once (default: fleet.concurrency in the config, 16).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub concurrency: Option<u32>,
+    #[command(flatten)]
+    pub reads: ReadArgs,
+}
+
+/// How much of a fleet is read device by device (what no paged call returns).
+#[derive(Debug, Default, Clone, Copy, Args)]
+pub struct ReadArgs {
+    /// For a fleet: read N devices chosen at random one by one, besides the pages that cover
+    /// every device (default: fleet.sample in the config, 100).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub sample: Option<u64>,
+    /// For a fleet: read every device one by one (slow on a large fleet: AWS allows some of
+    /// those calls 10 times a second).
+    #[arg(long, conflicts_with = "sample")]
+    pub full: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -148,9 +163,12 @@ pub enum Command {
         /// Seconds to wait for the test reading to show in the function's log.
         #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = positive_seconds)]
         timeout: f64,
-        /// For a fleet: check N devices chosen at random instead of every one.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-        sample: Option<u64>,
+        #[command(flatten)]
+        reads: ReadArgs,
+        /// For a fleet with the index's connectivity: count devices connected within this many
+        /// hours.
+        #[arg(long, value_name = "HOURS", default_value = "24", value_parser = positive_hours)]
+        connected_within: f64,
     },
     /// Act as a device: a connection bundle, one publish, or a simulated device or fleet.
     Device {
@@ -394,6 +412,15 @@ fn watch_seconds(s: &str) -> Result<f64, String> {
         Ok(v) if v.is_finite() && v > 0.0 && v <= 7.0 * 86400.0 => Ok(v),
         _ => Err(format!(
             "{s:?} is not a positive number of seconds (at most 7 days)"
+        )),
+    }
+}
+
+fn positive_hours(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 8760.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a positive number of hours (at most 8760, a year)"
         )),
     }
 }

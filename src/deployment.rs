@@ -152,6 +152,7 @@ pub fn deployment(
         write_settle: std::time::Duration::from_secs_f64(c.aws.attempt_timeout_s),
         wait_for_thing_type,
         fleet: None,
+        indexing: settings.config.fleet.indexing,
         jobs: Arc::new(resources::jobs::spec(
             &c.jobs,
             &c.job_templates,
@@ -330,7 +331,6 @@ pub fn with_fleet(
     d: &mut Deployment,
     state: &State,
     needs_manifest: bool,
-    sample: Option<usize>,
 ) -> Result<()> {
     let f = &settings.fleet;
     if settings.config.provisioning.mode == crate::config::ProvisioningMode::Claim {
@@ -367,7 +367,8 @@ pub fn with_fleet(
         devices,
         concurrency: f.concurrency,
         prune: f.prune,
-        sample,
+        per_device: f.per_device,
+        connected_within: f.connected_within,
     }));
     Ok(())
 }

@@ -107,7 +107,21 @@ pub struct Planned {
     /// False when `up` cannot carry the action out by itself (the note says what to do).
     #[serde(skip_serializing_if = "is_true")]
     pub applicable: bool,
+    /// A fleet's devices that differ, each with its planned steps (all of them; the text
+    /// shows the first few).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DevicePlan>,
 }
+
+/// One fleet device's planned steps (only those that change something).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DevicePlan {
+    pub thing: String,
+    pub steps: Vec<Planned>,
+}
+
+/// Devices listed in a fleet's text plan before "and N more".
+pub const DEVICE_LINES: usize = 20;
 
 fn is_true(b: &bool) -> bool {
     *b
@@ -123,6 +137,7 @@ impl Planned {
             changes: Vec::new(),
             note: None,
             applicable: true,
+            devices: Vec::new(),
         }
     }
     pub fn with_note(mut self, note: impl Into<String>) -> Planned {
@@ -272,8 +287,45 @@ pub fn render(plan: &[Planned]) -> String {
         if let Some(note) = &p.note {
             out.push_str(&format!("      {note}\n"));
         }
+        render_devices(&p.devices, &mut out);
     }
     out
+}
+
+/// A fleet's differing devices: the first [`DEVICE_LINES`], each step on a line.
+fn render_devices(devices: &[DevicePlan], out: &mut String) {
+    for dev in devices.iter().take(DEVICE_LINES) {
+        out.push_str(&format!("      {}:\n", dev.thing));
+        for step in &dev.steps {
+            let what = if step.changes.is_empty() {
+                step.action.label().to_string()
+            } else {
+                describe(&step.changes)
+            };
+            let why = step
+                .changes
+                .first()
+                .map(|c| c.origin.label().to_string())
+                .or_else(|| step.note.clone())
+                .unwrap_or_default();
+            let why = if why.is_empty() {
+                why
+            } else {
+                format!("   [{why}]")
+            };
+            out.push_str(&format!(
+                "        {} {}: {what}{why}\n",
+                step.action.symbol(),
+                step.kind
+            ));
+        }
+    }
+    if devices.len() > DEVICE_LINES {
+        out.push_str(&format!(
+            "      … and {} more devices (`--output json` lists every one)\n",
+            devices.len() - DEVICE_LINES
+        ));
+    }
 }
 
 fn pretty(v: Option<&Value>) -> Vec<String> {

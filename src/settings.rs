@@ -8,6 +8,7 @@ use crate::aws::Remote;
 use crate::cli::{Cli, Command, DeviceCommand, FleetArgs, JobCommand, OutputFormat, StateCommand};
 use crate::config::{self, Config, SUFFIX_PLACEHOLDER};
 use crate::device::{Ca, Endpoint, Protocol};
+use crate::resources::fleet::PerDevice;
 use crate::state::Location;
 use crate::templates::{self, Template};
 
@@ -232,6 +233,10 @@ pub struct FleetSettings {
     pub manifest: Option<std::sync::Arc<crate::manifest::Manifest>>,
     pub concurrency: usize,
     pub prune: bool,
+    /// Which recorded devices get the reads no page covers (`--sample N`, `--full`).
+    pub per_device: PerDevice,
+    /// verify: what "connected lately" means (`--connected-within HOURS`).
+    pub connected_within: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -466,6 +471,7 @@ impl Settings {
                 FleetArgs {
                     fleet: fleet.fleet.clone().or(cli.fleet_before.fleet.clone()),
                     concurrency: fleet.concurrency.or(cli.fleet_before.concurrency),
+                    reads: fleet.reads,
                 },
                 true,
             ),
@@ -533,7 +539,22 @@ impl Settings {
         let device = DeviceSettings::resolve(&config.device, |var| {
             std::env::var(var).ok().filter(|v| !v.is_empty())
         })?;
+        let reads = match &cli.command {
+            Command::Verify { reads, .. } => *reads,
+            _ => fleet_args.reads,
+        };
         let fleet = FleetSettings {
+            per_device: if reads.full {
+                PerDevice::Full
+            } else {
+                PerDevice::Sample(reads.sample.unwrap_or(config.fleet.sample) as usize)
+            },
+            connected_within: std::time::Duration::from_secs_f64(match &cli.command {
+                Command::Verify {
+                    connected_within, ..
+                } => connected_within * 3600.0,
+                _ => 24.0 * 3600.0,
+            }),
             manifest,
             concurrency: fleet_args.concurrency.unwrap_or(config.fleet.concurrency) as usize,
             prune: matches!(
@@ -577,7 +598,8 @@ impl Settings {
                     skip_e2e,
                     skip_device,
                     timeout,
-                    sample,
+                    reads,
+                    ..
                 } => {
                     if let Some(path) = &junit {
                         let dir = match path.parent() {
@@ -596,7 +618,7 @@ impl Settings {
                         skip_e2e,
                         skip_device,
                         timeout: std::time::Duration::from_secs_f64(timeout),
-                        sample: sample.map(|n| n as usize),
+                        sample: reads.sample.map(|n| n as usize),
                     })
                 }
                 Command::Device { command } => Action::Device(device_action(command, &device)?),

@@ -37,17 +37,14 @@ pub async fn down(
     let (lock, backend) = (session.lock, session.backend);
     let (region, account) = (&session.region, &session.account);
     let mut d = deployment(settings, &state.suffix, region, account, wait)?;
-    with_fleet(settings, &mut d, &state, false, None)?;
+    with_fleet(settings, &mut d, &state, false)?;
     progress.line(&format!(
         "iotreg down: deployment {} in {region} (account {account})",
         state.suffix
     ));
     let suffix = state.suffix.clone();
     let store = Arc::new(backend.store(state));
-    let env = Arc::new(Env {
-        aws: session.clients,
-        d,
-    });
+    let env = Arc::new(Env::new(session.clients, d));
     // The configured stack and whatever else the state records (a stray shadow, a retired type).
     let plan = resources::everything(&env, &store.snapshot());
     let cx = Ctx::new(store.clone(), progress.clone(), cancel.clone());

@@ -378,12 +378,7 @@ struct ReadOnly {
     cx: Ctx,
 }
 
-fn read_only(
-    settings: &Settings,
-    session: Session,
-    state: &State,
-    sample: Option<usize>,
-) -> Result<ReadOnly> {
+fn read_only(settings: &Settings, session: Session, state: &State) -> Result<ReadOnly> {
     let mut d = deployment(
         settings,
         &state.suffix,
@@ -391,11 +386,8 @@ fn read_only(
         &session.account,
         false,
     )?;
-    with_fleet(settings, &mut d, state, false, sample)?;
-    let env = Arc::new(Env {
-        aws: session.clients,
-        d,
-    });
+    with_fleet(settings, &mut d, state, false)?;
+    let env = Arc::new(Env::new(session.clients, d));
     let plan = resources::plan(&env);
     let cx = read_only_ctx(state);
     Ok(ReadOnly { env, plan, cx })

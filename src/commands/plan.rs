@@ -40,11 +40,8 @@ pub async fn plan(
         },
     };
     let mut d = deployment(settings, &state.suffix, &region, &account, false)?;
-    with_fleet(settings, &mut d, &state, true, None)?;
-    let env = Arc::new(Env {
-        aws: session.clients,
-        d,
-    });
+    with_fleet(settings, &mut d, &state, true)?;
+    let env = Arc::new(Env::new(session.clients, d));
     let wanted = resources::plan(&env);
     let strays = resources::strays(&env, &state);
     let cx = read_only_ctx(&state);

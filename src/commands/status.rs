@@ -32,7 +32,7 @@ pub async fn status(settings: &Settings, progress: &Progress) -> Result<ExitStat
             },
         ));
     };
-    let ReadOnly { plan, cx, .. } = read_only(settings, session, &state, None)?;
+    let ReadOnly { plan, cx, .. } = read_only(settings, session, &state)?;
     let probes = futures_util::future::join_all(plan.iter().map(|r| r.probe(&cx))).await;
     let mut all_present = true;
     let resources: Vec<ResourceLine> = plan

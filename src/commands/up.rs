@@ -96,7 +96,7 @@ impl Run {
             }
         };
         let mut d = deployment(settings, &state.suffix, region, account, false)?;
-        with_fleet(settings, &mut d, &state, true, None)?;
+        with_fleet(settings, &mut d, &state, true)?;
         let dirs = [
             Some(settings.key_dir.as_path()),
             settings.state.local_path().and_then(|p| p.parent()),
@@ -115,10 +115,7 @@ impl Run {
             state.suffix
         ));
         let store = Arc::new(session.backend.store(state));
-        let env = Arc::new(Env {
-            aws: session.clients,
-            d,
-        });
+        let env = Arc::new(Env::new(session.clients, d));
         Ok(Run {
             env,
             cx: Ctx::new(store.clone(), progress.clone(), cancel.clone()),
@@ -130,9 +127,9 @@ impl Run {
     }
 
     async fn apply(&self, wanted: &[Box<dyn Resource>], planned: &[Planned]) -> Vec<StepReport> {
-        // A fleet's plan compares the manifest with the state, not with every live device, so
-        // "no change" proves nothing about drift there: with a fleet, up always runs its reads.
-        if !plan::has_changes(planned) && self.env.d.fleet.is_none() {
+        // A fleet's plan reads the fleet too (in pages, and its sample whole), so its "no
+        // change" is as good a proof as a single device's.
+        if !plan::has_changes(planned) {
             // In sync: the reads just made are the proof; nothing to write.
             return wanted
                 .iter()

@@ -31,7 +31,7 @@ pub async fn verify(
         .into());
     };
     let account = session.account.clone();
-    let ReadOnly { env, plan, cx } = read_only(settings, session, &state, options.sample)?;
+    let ReadOnly { env, plan, cx } = read_only(settings, session, &state)?;
     progress.line(&format!(
         "iotreg verify: deployment {} in {} (account {account})",
         state.suffix, state.region

@@ -203,6 +203,12 @@ pub struct FleetConfig {
     pub bulk_bucket: Option<String>,
     /// A static thing group every device joins (`{{suffix}}` is replaced); None: no group.
     pub group: Option<String>,
+    /// How many recorded devices `up`, `plan` and `verify` read one by one (chosen at random),
+    /// for what no paged call returns. `--sample N` and `--full` win.
+    pub sample: u64,
+    /// Fleet Indexing on for the account: registry, shadows and connectivity, which `plan`,
+    /// `up` and `verify` then read in pages (src/resources/indexing.rs).
+    pub indexing: bool,
 }
 
 impl Default for FleetConfig {
@@ -213,6 +219,8 @@ impl Default for FleetConfig {
             mode: FleetMode::Api,
             bulk_bucket: None,
             group: None,
+            sample: crate::resources::fleet::DEFAULT_SAMPLE as u64,
+            indexing: false,
         }
     }
 }

@@ -159,6 +159,11 @@ pub trait Resource: Meta {
     async fn probe(&self, cx: &Ctx) -> Result<Option<String>, StepError>;
     /// Read-only: verify's checks. An AWS error fails the checks it prevented.
     async fn check(&self, cx: &Ctx) -> Vec<Check>;
+    /// What the config wants of it, as the plan compares it (None: a resource that plans
+    /// for others, like a fleet).
+    fn wanted(&self, _cx: &Ctx) -> Option<Fields> {
+        None
+    }
 }
 
 /// A planned change handed to [`Kind::apply`], with the live resource it was planned from.
@@ -306,5 +311,9 @@ impl<K: Kind> Resource for K {
 
     async fn check(&self, cx: &Ctx) -> Vec<Check> {
         planning::check(self, cx).await
+    }
+
+    fn wanted(&self, cx: &Ctx) -> Option<Fields> {
+        Some(self.desired(cx))
     }
 }

@@ -49,10 +49,7 @@ impl ClaimCertificate {
         d.certificate.sweep_duplicates = true;
         d.thing.name = CLAIM.to_string();
         ClaimCertificate {
-            inner: Certificate(Arc::new(Env {
-                aws: env.aws.clone(),
-                d,
-            })),
+            inner: Certificate(Arc::new(Env::new(env.aws.clone(), d))),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The device certificate's two attachments, to the IoT policy and to the thing: one kind of
 //! link, told apart only by the calls that list, attach and detach it ([`Target`]).
 
+use super::fleet::view::Paged;
 use super::CERTIFICATE;
 use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
 use crate::plan::Fields;
@@ -28,6 +29,10 @@ pub trait Target: Send + Sync {
     fn depends_on(&self) -> &'static [&'static str];
     /// Whether `cert` is attached (the list call; false when what it lists is gone).
     async fn attached(&self, cert: &str, name: &str) -> Result<bool, StepError>;
+    /// Whether `cert` is attached, as a fleet's pages say (Unread: no page covers it).
+    fn paged(&self, _cert: &str) -> Paged<()> {
+        Paged::Unread
+    }
     /// Attaches `cert` (idempotent on AWS).
     async fn attach(&self, cert: &str, name: &str) -> Result<(), StepError>;
     /// Detaches `cert`; false when it was not attached any more.
@@ -68,13 +73,14 @@ impl<T: Target> Kind for CertificateLink<T> {
         let Ok(cert) = certificate_arn_of(cx, T::CERTIFICATE_KEY) else {
             return Ok(None);
         };
-        Ok(self
-            .0
-            .attached(&cert, &self.name())
-            .await?
-            .then_some(Attached {
-                certificate_arn: cert,
-            }))
+        let attached = match self.0.paged(&cert) {
+            Paged::Found(()) => true,
+            Paged::Absent => false,
+            Paged::Unread => self.0.attached(&cert, &self.name()).await?,
+        };
+        Ok(attached.then_some(Attached {
+            certificate_arn: cert,
+        }))
     }
 
     fn fields(&self, _live: &Attached) -> Fields {

@@ -21,6 +21,7 @@ pub mod claim_certificate;
 pub mod dashboard;
 pub mod fleet;
 pub mod function;
+pub mod indexing;
 pub mod jobs;
 pub mod link;
 pub mod monitoring;
@@ -64,6 +65,8 @@ pub struct Deployment {
     pub monitoring: monitoring::Monitoring,
     /// A fleet of devices instead of the recipe's one thing.
     pub fleet: Option<Arc<fleet::FleetSpec>>,
+    /// Fleet Indexing turned on for the account (`fleet.indexing`).
+    pub indexing: bool,
     /// Bulk registration of the fleet's new devices (`fleet.mode = "bulk"`), its role and
     /// bucket.
     pub bulk: Arc<bulk::BulkSpec>,
@@ -197,6 +200,15 @@ impl Deployment {
 pub struct Env {
     pub aws: Clients,
     pub d: Deployment,
+    /// A fleet device's live state read in pages with the rest of the fleet: its resources
+    /// read from it instead of calling AWS one device at a time (None: they call).
+    pub view: Option<Arc<fleet::view::FleetView>>,
+}
+
+impl Env {
+    pub fn new(aws: Clients, d: Deployment) -> Env {
+        Env { aws, d, view: None }
+    }
 }
 
 pub const THING_TYPE: &str = "thing_type";
@@ -213,6 +225,7 @@ pub const RULE: &str = "rule";
 pub const PERMISSION: &str = "permission";
 pub const SHADOW: &str = "shadow";
 pub const FLEET: &str = "fleet";
+pub const FLEET_INDEXING: &str = "fleet_indexing";
 pub const ALERT_TOPIC: &str = "alert_topic";
 pub const ALERT_SUBSCRIPTION: &str = "alert_subscription";
 pub const ALERT_POLICY: &str = "alert_policy";
@@ -376,9 +389,15 @@ const REGISTRY: &[Entry] = &[
     },
     Entry {
         device: false,
+        wanted: |d| d.indexing,
+        stray: true,
+        make: |env| one(indexing::Indexing(env.clone())),
+    },
+    Entry {
+        device: false,
         wanted: |d| d.fleet.is_some(),
         stray: false,
-        make: |env| one(fleet::Fleet(env.clone())),
+        make: |env| one(fleet::Fleet::new(env.clone())),
     },
     Entry {
         device: false,
@@ -602,8 +621,10 @@ mod tests {
                 devices: Some(vec![]),
                 concurrency: 1,
                 prune: false,
-                sample: None,
+                per_device: fleet::PerDevice::Sample(fleet::DEFAULT_SAMPLE),
+                connected_within: std::time::Duration::from_secs(3600),
             }));
+            d.indexing = true;
         };
         let tweaks: [&dyn Fn(&mut Deployment); 3] = [&everything_on, &|_| {}, &fleet];
         tweaks

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::fleet::view::Paged;
 use super::link::{CertificateLink, Target};
 use super::sdk::{self, op};
 use super::{Env, CERTIFICATE, POLICY, POLICY_ATTACHMENT};
@@ -37,6 +38,13 @@ impl Target for ToPolicy {
 
     async fn attach(&self, cert: &str, name: &str) -> Result<(), StepError> {
         attach(&self.0.aws.iot, KIND, name, &self.0.d.policy.name, cert).await
+    }
+
+    fn paged(&self, cert: &str) -> Paged<()> {
+        self.0
+            .view
+            .as_ref()
+            .map_or(Paged::Unread, |v| v.policy_attached(cert))
     }
 
     async fn detach(&self, cert: &str, name: &str) -> Result<bool, StepError> {

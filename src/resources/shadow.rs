@@ -7,6 +7,7 @@ use std::sync::Arc;
 use aws_sdk_iotdataplane::primitives::Blob;
 use serde_json::{Map, Value};
 
+use super::fleet::view::Paged;
 use super::sdk::{self, op};
 use super::{Env, SHADOW, THING};
 use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
@@ -52,8 +53,13 @@ impl Kind for Shadow {
 
     /// The live shadow document, or None when the thing has no shadow.
     async fn read(&self, _cx: &Ctx) -> Result<Option<Value>, StepError> {
-        let data = self.0.aws.data().await?;
         let thing = &self.0.d.thing.name;
+        match self.0.view.as_ref().map(|v| v.shadow(thing)) {
+            Some(Paged::Found(doc)) => return Ok(Some(doc)),
+            Some(Paged::Absent) => return Ok(None),
+            _ => {}
+        }
+        let data = self.0.aws.data().await?;
         let live = sdk::find(
             op(KIND, thing, "GetThingShadow"),
             data.get_thing_shadow().thing_name(thing).send(),

@@ -77,6 +77,7 @@ pub fn deployment(dir: &std::path::Path) -> Deployment {
             zip,
         },
         fleet: None,
+        indexing: false,
         bulk: Arc::new(crate::resources::bulk::BulkSpec::new(
             false,
             None,
@@ -161,7 +162,7 @@ pub fn harness(
     let store = Arc::new(Store::new(dir.path().join("state.json"), state));
     let cx = Ctx::new(store, Arc::new(NoEvents), Arc::new(AtomicBool::new(false)));
     Harness {
-        env: Arc::new(Env { aws: clients, d }),
+        env: Arc::new(Env::new(clients, d)),
         cx,
         _dir: dir,
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use aws_sdk_iot::operation::describe_thing::DescribeThingOutput;
 use aws_sdk_iot::types::AttributePayload;
 
+use super::fleet::view::Paged;
 use super::sdk::{self, op};
 use super::{Env, THING, THING_TYPE, THING_TYPE_RETIRED};
 use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
@@ -49,8 +50,15 @@ impl Kind for Thing {
         )
     }
 
-    async fn read(&self, _cx: &Ctx) -> Result<Option<DescribeThingOutput>, StepError> {
+    async fn read(&self, cx: &Ctx) -> Result<Option<DescribeThingOutput>, StepError> {
         let name = &self.0.d.thing.name;
+        if let Some(view) = &self.0.view {
+            // ListThings has no thing id: the record's stands in for it.
+            let id = cx.record(THING).and_then(|r| r.id);
+            if let Paged::Found(live) = view.thing(name, id) {
+                return Ok(Some(live));
+            }
+        }
         sdk::find(
             op(KIND, name, "DescribeThing"),
             self.0.aws.iot.describe_thing().thing_name(name).send(),

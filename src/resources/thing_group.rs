@@ -9,6 +9,7 @@ use std::sync::Arc;
 use aws_sdk_iot::operation::describe_thing_group::DescribeThingGroupOutput;
 use aws_sdk_iot::types::ThingGroupProperties;
 
+use super::fleet::view::Paged;
 use super::policy_attachment;
 use super::sdk::{self, op};
 use super::{Env, GROUP_MEMBERSHIP, GROUP_POLICY, POLICY, THING, THING_GROUP};
@@ -207,6 +208,11 @@ impl Kind for Membership {
     async fn read(&self, _cx: &Ctx) -> Result<Option<()>, StepError> {
         let thing = &self.0.d.thing.name;
         let group = &group_name(&self.0, None);
+        match self.0.view.as_ref().map(|v| v.member(thing)) {
+            Some(Paged::Found(())) => return Ok(Some(())),
+            Some(Paged::Absent) => return Ok(None),
+            _ => {}
+        }
         let mut token: Option<String> = None;
         loop {
             let Some(page) = sdk::find(

@@ -257,13 +257,15 @@ async fn rows_added_and_changed_are_planned_and_applied_exactly() {
     let plan = w.run(&["plan", "--fleet", "devices.csv", "--detailed-exitcode"]);
     assert_eq!(plan.code(), 3, "{}", plan.all());
     assert!(
-        plan.stdout().contains("10 to create, 1 to update"),
+        plan.stdout()
+            .contains("10 to create; 1 of 300 devices differ: 1 attributes"),
         "{}",
         plan.stdout()
     );
     assert!(
-        plan.stdout()
-            .contains("sensor-0007.attributes.line: \"L1\" → \"L9\""),
+        plan.stdout().contains(
+            "sensor-0007:\n        ~ thing: attributes.line: \"L1\" → \"L9\"   [config change]"
+        ),
         "{}",
         plan.stdout()
     );
@@ -298,11 +300,11 @@ async fn verify_checks_the_shared_stack_and_a_sample_of_devices() {
         .find(|c| c["name"] == "fleet.devices")
         .unwrap()
         .clone();
+    let reason = devices["reason"].as_str().unwrap();
     assert!(
-        devices["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("25 of 310 devices checked"),
+        reason.starts_with(
+            "310 devices: thing, active certificate, attachments, shadow as configured"
+        ) && reason.contains("25 of 310 devices one by one"),
         "{devices}"
     );
 }

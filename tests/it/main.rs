@@ -20,6 +20,7 @@ mod fault_proxy;
 mod faults;
 mod first_run;
 mod fleet;
+mod fleet_pages;
 mod hardening;
 mod jobs;
 mod jobs_device;

@@ -790,10 +790,10 @@ impl Run<'_> {
         cert_rec.arn = Some(r.certificate_arn.clone());
         cert_rec.data.remove(INPUT);
         // The device's own steps name its records: the same names and kinds as theirs.
-        let env = Arc::new(Env {
-            aws: self.env.aws.clone(),
-            d: super::fleet::device_deployment(d, name, dev.attributes.clone(), dev.csr.clone()),
-        });
+        let env = Arc::new(Env::new(
+            self.env.aws.clone(),
+            super::fleet::device_deployment(d, name, dev.attributes.clone(), dev.csr.clone()),
+        ));
         let link = |step: &dyn Meta| {
             let mut rec = Record::new(step.key(), step.kind(), Phase::Created, step.name());
             rec.data

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use aws_sdk_iot::types::{CertificateDescription, CertificateStatus};
 
+use super::fleet::view::Paged;
 use super::sdk::{self, op};
 use super::{Env, CERTIFICATE};
 use crate::config::CertificateMode;
@@ -65,21 +66,41 @@ impl Kind for Certificate {
     /// The recorded certificate, by its id. Only a recorded certificate is ours: the result
     /// of an interrupted create is looked for by `apply` before it creates one.
     async fn read(&self, cx: &Ctx) -> Result<Option<CertificateDescription>, StepError> {
-        let Some(id) = cx
-            .record(CERTIFICATE)
-            .filter(|r| r.phase == Phase::Created)
-            .and_then(|r| r.id)
-        else {
+        let Some(rec) = cx.record(CERTIFICATE).filter(|r| r.phase == Phase::Created) else {
             return Ok(None);
         };
-        self.describe(&id).await
+        let Some(id) = rec.id.as_deref() else {
+            return Ok(None);
+        };
+        // A listing has no PEM, so it serves only when the recorded key is the one wanted:
+        // a certificate's key never changes, and `fields` takes it from there.
+        let key_as_wanted = self
+            .0
+            .d
+            .certificate
+            .csr
+            .as_ref()
+            .is_none_or(|csr| rec.data_str(FINGERPRINT) == Some(csr.fingerprint.as_str()));
+        if let Some(view) = self.0.view.as_ref().filter(|_| key_as_wanted) {
+            match view.certificate(id) {
+                Paged::Found(live) => return Ok(Some(live)),
+                Paged::Absent => return Ok(None),
+                Paged::Unread => {}
+            }
+        }
+        self.describe(id).await
     }
 
     fn fields(&self, live: &CertificateDescription) -> Fields {
         let mut f = fields(status_of(live));
-        if self.0.d.certificate.csr.is_some() {
-            let fp = keys::certificate_key_fingerprint(live.certificate_pem().unwrap_or_default())
-                .unwrap_or_else(|e| format!("unreadable: {e}"));
+        if let Some(csr) = &self.0.d.certificate.csr {
+            let fp = match live.certificate_pem() {
+                Some(pem) => keys::certificate_key_fingerprint(pem)
+                    .unwrap_or_else(|e| format!("unreadable: {e}")),
+                // Listed in a page, not described: `read` serves a listing only for a
+                // certificate whose recorded key is the CSR's.
+                None => csr.fingerprint.clone(),
+            };
             f.insert(PUBLIC_KEY.into(), fp.into());
         }
         f

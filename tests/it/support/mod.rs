@@ -200,6 +200,19 @@ impl Emulator {
             .collect()
     }
 
+    /// Operations the emulator has served so far, as (service, operation, path).
+    pub fn requests_with_paths(&self) -> Vec<(String, String, String)> {
+        let text = std::fs::read_to_string(&self.request_log).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.get("held").is_none())
+            .map(|v| {
+                let s = |k: &str| v[k].as_str().unwrap_or("?").to_string();
+                (s("service"), s("operation"), s("path"))
+            })
+            .collect()
+    }
+
     /// Operations that change something (anything not a Get/List/Describe read).
     pub fn writes_since(&self, start: usize) -> Vec<String> {
         self.requests()
@@ -273,7 +286,7 @@ pub fn percent_decode(s: &str) -> String {
 }
 
 pub fn is_read(op: &str) -> bool {
-    ["Get", "List", "Describe"]
+    ["Get", "List", "Describe", "Search"]
         .iter()
         .any(|p| op.starts_with(p))
 }

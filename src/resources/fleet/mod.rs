@@ -13,8 +13,8 @@ use futures_util::stream::{self, StreamExt};
 
 use super::bulk::{BULK_BUCKET, BULK_ROLE};
 use super::{
-    device_plan, Deployment, Env, FLEET, GROUP_POLICY, PERMISSION, POLICY, THING, THING_GROUP,
-    THING_TYPE,
+    device_plan, Deployment, Env, FLEET, FLEET_INDEXING, GROUP_POLICY, PERMISSION, POLICY, THING,
+    THING_GROUP, THING_TYPE,
 };
 use crate::engine::{self, Ctx, Direction, Meta, Outcome, Resource, Silent, StepError, StepReport};
 use crate::keys::KeyFiles;
@@ -23,9 +23,23 @@ use crate::plan::{Action, Change, Fields, Origin, Planned};
 use crate::state::{Phase, Record};
 use crate::verify::Check;
 
+mod survey;
+pub mod view;
+
+use survey::Survey;
+
 const KIND: &str = "fleet";
-/// Per-device differences listed in a plan before it says "and N more".
-const PLAN_LINES: usize = 20;
+/// Devices read one by one (at random) by default, besides the pages.
+pub const DEFAULT_SAMPLE: usize = 100;
+
+/// Which recorded devices get the reads no page covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PerDevice {
+    /// This many, chosen at random each run.
+    Sample(usize),
+    /// Every one.
+    Full,
+}
 
 /// What the command line and config say about the fleet.
 #[derive(Debug, Clone)]
@@ -36,11 +50,18 @@ pub struct FleetSpec {
     pub concurrency: usize,
     /// Delete devices the state has and the manifest no longer lists.
     pub prune: bool,
-    /// verify: check this many devices chosen at random instead of all.
-    pub sample: Option<usize>,
+    /// Which devices `up`, `plan` and `verify` read one by one.
+    pub per_device: PerDevice,
+    /// verify: "connected lately" means within this long.
+    pub connected_within: Duration,
 }
 
-pub struct Fleet(pub Arc<Env>);
+pub struct Fleet(
+    pub Arc<Env>,
+    /// The survey `plan` made, for the `ensure` of the same run: `up` repairs exactly what its
+    /// plan named, without reading the fleet twice.
+    Mutex<Option<Arc<Survey>>>,
+);
 
 /// The deployment of one device: the fleet's, with the device's name, attributes and files.
 pub(super) fn device_deployment(
@@ -168,6 +189,10 @@ impl Tally {
 }
 
 impl Fleet {
+    pub fn new(env: Arc<Env>) -> Fleet {
+        Fleet(env, Mutex::new(None))
+    }
+
     fn spec(&self) -> &FleetSpec {
         self.0
             .d
@@ -190,10 +215,10 @@ impl Fleet {
         csr: Option<crate::keys::Csr>,
         direction: Direction,
     ) -> Result<Outcome, String> {
-        let env = Arc::new(Env {
-            aws: self.0.aws.clone(),
-            d: device_deployment(&self.0.d, name, attributes, csr),
-        });
+        let env = Arc::new(Env::new(
+            self.0.aws.clone(),
+            device_deployment(&self.0.d, name, attributes, csr),
+        ));
         let plan = device_plan(&env);
         let dcx = cx.for_device(name, Arc::new(Silent));
         let strays = if direction == Direction::Up {
@@ -268,16 +293,18 @@ impl Meta for Fleet {
             GROUP_POLICY,
             BULK_ROLE,
             BULK_BUCKET,
+            FLEET_INDEXING,
         ]
     }
 }
 
 /// A fleet plans, applies and checks its devices itself, each with the single device's
-/// resource code in its own state scope.
+/// resource code in its own state scope, reading the fleet's pages rather than one call per
+/// device (see [`survey`]).
 #[async_trait::async_trait]
 impl Resource for Fleet {
-    async fn plan(&self, cx: &Ctx, _read_live: bool) -> Result<Planned, StepError> {
-        self.plan_devices(cx)
+    async fn plan(&self, cx: &Ctx, read_live: bool) -> Result<Planned, StepError> {
+        self.plan_devices(cx, read_live).await
     }
 
     async fn ensure(&self, cx: &Ctx) -> Result<Outcome, StepError> {
@@ -291,11 +318,46 @@ impl Resource for Fleet {
             .filter(|n| !wanted.contains(n.as_str()))
             .cloned()
             .collect();
+        let tally = Tally::new(devices.len());
+        // The recorded devices first, in pages: only those that differ are run (and read
+        // again, one by one) below; the others are left as they are, unread.
+        let (known, new): (Vec<Device>, Vec<Device>) = devices
+            .into_iter()
+            .partition(|d| recorded.contains(&d.thing_name));
+        let planned = self.1.lock().expect("survey").take();
+        let survey = if known.is_empty() {
+            None
+        } else if let Some(sv) = planned.filter(|sv| sv.surveyed == known.len()) {
+            Some(sv)
+        } else {
+            cx.progress(&format!(
+                "reading {} recorded devices in pages",
+                known.len()
+            ));
+            Some(Arc::new(self.survey(cx, targets(&known)).await?))
+        };
+        let mut todo = new;
+        if let Some(sv) = &survey {
+            for (name, e) in &sv.failed {
+                tally.record(cx, name, Err(e.clone()));
+            }
+            for dev in known {
+                if sv.drifted.contains_key(&dev.thing_name) {
+                    todo.push(dev);
+                } else if !sv.failed.iter().any(|(n, _)| *n == dev.thing_name) {
+                    tally.record(cx, &dev.thing_name, Ok(Outcome::Unchanged));
+                }
+            }
+        }
         // Bulk mode registers the new devices server-side first; the rest (and any device
         // it did not handle) go one at a time as below.
-        let tally = Tally::new(devices.len());
         let bulk = if self.0.d.bulk.enabled {
-            super::bulk::register(&self.0, cx, &devices, self.spec().concurrency).await?
+            let fresh: Vec<Device> = todo
+                .iter()
+                .filter(|d| !recorded.contains(&d.thing_name))
+                .cloned()
+                .collect();
+            super::bulk::register(&self.0, cx, &fresh, self.spec().concurrency).await?
         } else {
             Default::default()
         };
@@ -303,7 +365,7 @@ impl Resource for Fleet {
             tally.record(cx, name, result.clone());
         }
         let t = &tally;
-        stream::iter(devices)
+        stream::iter(todo)
             .filter(|dev| std::future::ready(!bulk.contains_key(&dev.thing_name)))
             .map(|dev| async move {
                 let result = if cx.cancelled() {
@@ -318,6 +380,9 @@ impl Resource for Fleet {
             .collect::<Vec<()>>()
             .await;
         let mut text = tally.text();
+        if let Some(sv) = &survey {
+            text.push_str(&format!("; {}, {}", sv.summary(), sv.reads()));
+        }
         if !removed.is_empty() {
             if self.spec().prune && tally.error().is_none() {
                 let pruned = self.retire(cx, removed.clone()).await;
@@ -383,28 +448,56 @@ impl Resource for Fleet {
 
     async fn check(&self, cx: &Ctx) -> Vec<Check> {
         const NAME: &str = "fleet.devices";
-        let mut names: Vec<String> = Self::recorded(cx).into_iter().collect();
+        let names: Vec<String> = Self::recorded(cx).into_iter().collect();
         let total = names.len();
         if total == 0 {
             return vec![Check::fail(NAME, KIND, "no device recorded in the state")];
         }
-        if let Some(n) = self.spec().sample.filter(|n| *n < total) {
-            names = sample(names, n);
-        }
-        let checked = names.len();
+        let res = format!("{KIND} of {total} devices");
+        // Each device as `up` last applied it: its attributes from the state.
+        let targets: Vec<survey::Target> = names
+            .iter()
+            .map(|name| survey::Target {
+                name: name.clone(),
+                attributes: cx
+                    .store()
+                    .device_applied(name, THING)
+                    .map(|f| attributes_of(&f))
+                    .unwrap_or_default(),
+                csr: None,
+            })
+            .collect();
+        let sv = match self.survey(cx, targets).await {
+            Ok(sv) => sv,
+            Err(e) => {
+                return vec![
+                    Check::fail(NAME, &res, e.to_string()),
+                    Check::fail(CONNECTIVITY, &res, e.to_string()),
+                ]
+            }
+        };
+        // The sampled devices, and those the pages show differ, get verify's own checks, each
+        // with its own reads: what differs in its words, and what no plan looks at (the local
+        // key files).
+        let full: BTreeSet<String> = sv
+            .sampled
+            .iter()
+            .chain(sv.drifted.keys())
+            .cloned()
+            .collect();
         let failures: Mutex<Vec<String>> = Mutex::new(Vec::new());
         let f = &failures;
-        stream::iter(names)
+        stream::iter(full)
             .map(|name| async move {
                 let attributes = cx
                     .store()
                     .device_applied(&name, THING)
                     .map(|f| attributes_of(&f))
                     .unwrap_or_default();
-                let env = Arc::new(Env {
-                    aws: self.0.aws.clone(),
-                    d: device_deployment(&self.0.d, &name, attributes, None),
-                });
+                let env = Arc::new(Env::new(
+                    self.0.aws.clone(),
+                    device_deployment(&self.0.d, &name, attributes, None),
+                ));
                 let dcx = cx.for_device(&name, Arc::new(Silent));
                 for r in device_plan(&env) {
                     for c in r.check(&dcx).await {
@@ -419,129 +512,182 @@ impl Resource for Fleet {
             .buffer_unordered(self.spec().concurrency)
             .collect::<Vec<()>>()
             .await;
-        let failures = failures.into_inner().expect("failures");
-        let res = format!("{KIND} of {total} devices");
-        if failures.is_empty() {
-            vec![Check::pass(
-                NAME,
-                &res,
-                format!(
-                    "{checked} of {total} devices checked: thing, active certificate with its local key, policy and thing attachments{} as configured",
-                    if self.0.d.shadow.is_some() { ", shadow" } else { "" }
-                ),
-            )]
-        } else {
-            vec![Check::fail(
-                NAME,
-                &res,
-                format!(
-                    "{} problems in {checked} devices checked: {}",
-                    failures.len(),
-                    failures
-                        .iter()
-                        .take(10)
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ),
-            )]
+        let mut failures = failures.into_inner().expect("failures");
+        failures.sort();
+        for (name, e) in &sv.failed {
+            failures.push(format!("{name}: {e}"));
         }
+        let devices =
+            if failures.is_empty() {
+                Check::pass(
+                    NAME,
+                    &res,
+                    format!(
+                    "{total} devices: thing, active certificate, attachments{} as configured; {}",
+                    if self.0.d.shadow.is_some() { ", shadow" } else { "" },
+                    sv.reads()
+                ),
+                )
+            } else {
+                Check::fail(
+                    NAME,
+                    &res,
+                    format!(
+                        "{}; {} problems: {}",
+                        sv.summary(),
+                        failures.len(),
+                        failures
+                            .iter()
+                            .take(10)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                )
+            };
+        vec![devices, self.connectivity(&sv, &names, &res)]
     }
 }
 
+/// verify's fleet counts from the index.
+const CONNECTIVITY: &str = "fleet.connectivity";
+
 impl Fleet {
-    /// Compares the manifest with the state (what up last applied to each device), without a
-    /// live read per device: a fleet's drift is found by `verify` and repaired by `up`.
-    fn plan_devices(&self, cx: &Ctx) -> Result<Planned, StepError> {
+    /// Connected now, connected lately, never connected, and shadows whose reported state
+    /// lags the desired one: counted over the index's pages (no call per device).
+    fn connectivity(&self, sv: &Survey, names: &[String], res: &str) -> Check {
+        let view = &sv.view;
+        if !view.has_connectivity() && !view.has_shadows() {
+            let why = if view.notes.is_empty() {
+                "the account's fleet index has no connectivity or shadows (fleet.indexing = true turns it on)".to_string()
+            } else {
+                view.notes.join("; ")
+            };
+            return Check::skip(CONNECTIVITY, res, why);
+        }
+        let within = self.spec().connected_within;
+        let since = crate::state::now_ms() as i64 - within.as_millis() as i64;
+        let (mut now, mut lately, mut never, mut lagging, mut indexed) = (0, 0, 0, 0, 0);
+        for name in names {
+            if view.indexed(name) {
+                indexed += 1;
+            }
+            if let Some(c) = view.connectivity(name) {
+                if c.connected {
+                    now += 1;
+                }
+                match c.timestamp_ms {
+                    Some(t) if c.connected || t >= since => lately += 1,
+                    None if !c.connected => never += 1,
+                    _ => {}
+                }
+            }
+            if view.indexed_shadow(name).is_some_and(lags) {
+                lagging += 1;
+            }
+        }
+        let total = names.len();
+        let hours = within.as_secs_f64() / 3600.0;
+        let mut parts = Vec::new();
+        if view.has_connectivity() {
+            parts.push(format!(
+                "{now} of {total} devices connected now, {lately} connected in the last {hours} h, {never} never connected"
+            ));
+        }
+        if view.has_shadows() {
+            parts.push(format!(
+                "{lagging} shadows whose reported state lags the desired one"
+            ));
+        }
+        if indexed < total {
+            parts.push(format!(
+                "{} devices not in the index yet (AWS updates it within seconds)",
+                total - indexed
+            ));
+        }
+        Check::pass(CONNECTIVITY, res, parts.join("; "))
+    }
+}
+
+/// Whether an indexed shadow's reported state lags its desired one: a desired key whose
+/// reported value differs.
+fn lags(shadow: &serde_json::Value) -> bool {
+    let Some(desired) = shadow.get("desired").and_then(|d| d.as_object()) else {
+        return false;
+    };
+    let reported = shadow.get("reported");
+    desired
+        .iter()
+        .any(|(k, v)| reported.and_then(|r| r.get(k)) != Some(v))
+}
+
+/// The survey's targets: the manifest's devices with what it wants of each.
+fn targets(devices: &[Device]) -> Vec<survey::Target> {
+    devices
+        .iter()
+        .map(|d| survey::Target {
+            name: d.thing_name.clone(),
+            attributes: d.attributes.clone(),
+            csr: d.csr.clone(),
+        })
+        .collect()
+}
+
+impl Fleet {
+    /// Compares the manifest with the state and, for the recorded devices, with what is live
+    /// (the survey): new devices, devices that differ (each with its steps), devices gone
+    /// from the manifest.
+    async fn plan_devices(&self, cx: &Ctx, read_live: bool) -> Result<Planned, StepError> {
         let Some(devices) = self.spec().devices.as_ref() else {
             // Only `up` and `plan` plan, and both have the manifest.
             return Ok(Planned::new(FLEET, KIND, &self.name(), Action::Create));
         };
         let recorded = Self::recorded(cx);
         let mut p = Planned::new(FLEET, KIND, &self.name(), Action::NoChange);
-        let mut changes = Vec::new();
-        let mut new = 0;
-        let mut updated = 0;
-        for dev in devices {
-            if !recorded.contains(&dev.thing_name) {
-                new += 1;
-                continue;
+        let known: Vec<Device> = devices
+            .iter()
+            .filter(|d| recorded.contains(&d.thing_name))
+            .cloned()
+            .collect();
+        let new = devices.len() - known.len();
+        let survey = if known.is_empty() || !read_live {
+            None
+        } else {
+            let sv = self.survey(cx, targets(&known)).await?;
+            if let Some((name, e)) = sv.failed.first() {
+                return Err(StepError::Failed(format!(
+                    "{} of {} devices could not be read; first, {name}: {e}",
+                    sv.failed.len(),
+                    sv.surveyed
+                )));
             }
-            let mut key_changed = false;
-            if let Some(csr) = &dev.csr {
-                let recorded_key = cx.store().read(|st| {
-                    st.devices
-                        .get(&dev.thing_name)
-                        .and_then(|e| e.get(super::CERTIFICATE))
-                        .and_then(|r| r.data_str("public_key_sha256").map(str::to_string))
-                });
-                if recorded_key
-                    .as_deref()
-                    .is_some_and(|k| k != csr.fingerprint)
-                {
-                    // A new key on the device: `up` reissues its certificate.
-                    updated += 1;
-                    changes.push(Change {
-                        field: format!("{}.certificate.public_key_sha256", dev.thing_name),
-                        from: recorded_key.map(Into::into),
-                        to: Some(csr.fingerprint.clone().into()),
-                        origin: Origin::Config,
-                    });
-                    key_changed = true;
-                }
-            }
-            let applied = cx.store().device_applied(&dev.thing_name, THING);
-            let Some(applied) = applied else {
-                if !key_changed {
-                    updated += 1; // an interrupted device: up finishes it
-                }
-                continue;
-            };
-            let was = attributes_of(&applied);
-            if was != dev.attributes {
-                if !key_changed {
-                    updated += 1;
-                }
-                let keys: BTreeSet<&String> = was.keys().chain(dev.attributes.keys()).collect();
-                for k in keys {
-                    if was.get(k) != dev.attributes.get(k) {
-                        changes.push(Change {
-                            field: format!("{}.attributes.{k}", dev.thing_name),
-                            from: was.get(k).map(|v| v.clone().into()),
-                            to: dev.attributes.get(k).map(|v| v.clone().into()),
-                            origin: Origin::Config,
-                        });
-                    }
-                }
-            }
-        }
+            let sv = Arc::new(sv);
+            *self.1.lock().expect("survey") = Some(sv.clone());
+            Some(sv)
+        };
         let wanted: BTreeSet<&str> = devices.iter().map(|d| d.thing_name.as_str()).collect();
         let removed: Vec<&String> = recorded
             .iter()
             .filter(|n| !wanted.contains(n.as_str()))
             .collect();
         if recorded.len() != devices.len() || new > 0 {
-            changes.insert(
-                0,
-                Change {
-                    field: "devices".into(),
-                    from: Some(recorded.len().into()),
-                    to: Some(
-                        (devices.len() + if self.spec().prune { 0 } else { removed.len() }).into(),
-                    ),
-                    origin: Origin::Config,
-                },
-            );
+            p.changes.push(Change {
+                field: "devices".into(),
+                from: Some(recorded.len().into()),
+                to: Some(
+                    (devices.len() + if self.spec().prune { 0 } else { removed.len() }).into(),
+                ),
+                origin: Origin::Config,
+            });
         }
-        let more = changes.len().saturating_sub(PLAN_LINES);
-        changes.truncate(PLAN_LINES);
-        p.changes = changes;
         let mut notes = Vec::new();
         if new > 0 {
             notes.push(format!("{new} to create"));
         }
-        if updated > 0 {
-            notes.push(format!("{updated} to update"));
+        let drifted = survey.as_ref().map_or(0, |sv| sv.drifted.len());
+        if let Some(sv) = &survey {
+            notes.push(sv.summary());
+            p.devices = sv.device_plans();
         }
         if !removed.is_empty() {
             notes.push(if self.spec().prune {
@@ -553,21 +699,18 @@ impl Fleet {
                 )
             });
         }
-        if more > 0 {
-            notes.push(format!("{more} more differences not shown"));
+        if let Some(sv) = &survey {
+            notes.push(sv.reads());
         }
         p.action = if recorded.is_empty() {
             Action::Create
-        } else if new > 0 || updated > 0 || (self.spec().prune && !removed.is_empty()) {
+        } else if new > 0 || drifted > 0 || (self.spec().prune && !removed.is_empty()) {
             Action::Update
         } else {
             Action::NoChange
         };
         if !notes.is_empty() {
-            p.note = Some(format!(
-                "{} (compared with the state; `verify` reads every device)",
-                notes.join(", ")
-            ));
+            p.note = Some(notes.join("; "));
         }
         Ok(p)
     }
