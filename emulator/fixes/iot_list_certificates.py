@@ -52,8 +52,6 @@ def sorted_keys(backend, ascending: bool) -> list[tuple[float, str]]:
 
 
 def _list_certificates(self):
-    from moto.core.responses import ActionResult
-
     query = self.querystring
     page_size = _paging.page_size(
         query.get("pageSize", [None])[0], DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, "pageSize"
@@ -67,10 +65,11 @@ def _list_certificates(self):
         cert = backend.certificates.get(certificate_id)
         if cert is None:
             continue
-        entry = cert.to_dict()
+        entry = {k: v for k, v in cert.to_dict().items() if v is not None}
+        entry["creationDate"] = _paging.epoch_seconds(cert.creation_date)
         entry.setdefault("certificateMode", "DEFAULT")
         entries.append(entry)
-    return ActionResult(
+    return _paging.answer(
         {
             "certificates": entries,
             "nextMarker": _paging.encode(OP, list(next_after)) if next_after is not None else None,

@@ -48,7 +48,6 @@ def targets_by_policy(backend) -> dict[str, list[str]]:
 
 
 def _list_targets_for_policy(self):
-    from moto.core.responses import ActionResult
     from moto.iot.exceptions import ResourceNotFoundException
 
     query = self.querystring
@@ -60,7 +59,7 @@ def _list_targets_for_policy(self):
         raise ResourceNotFoundException("Policy not found")
     targets = targets_by_policy(backend).get(policy_name, [])
     chunk, next_after = _paging.page(targets, after, size)
-    return ActionResult(
+    return _paging.answer(
         {
             "targets": chunk,
             "nextMarker": _paging.encode(OP, next_after) if next_after is not None else None,

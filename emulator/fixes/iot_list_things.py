@@ -80,8 +80,6 @@ by_name = Snapshots("_emulator_things_by_name", limit=1)
 
 
 def _list_things(self):
-    from moto.core.responses import ActionResult
-
     size = _paging.page_size(_arg(self, "maxResults"), DEFAULT_MAX_RESULTS, MAX_RESULTS, "maxResults")
     after = _paging.decode(OP, _arg(self, "nextToken"), "nextToken")
     backend = self.iot_backend
@@ -95,7 +93,7 @@ def _list_things(self):
     chunk, next_after = _paging.page(names, after, size)
     things = thing_by_name(backend)
     entries = [things[name].to_dict() for name in chunk if name in things]
-    return ActionResult(
+    return _paging.answer(
         {
             "things": entries,
             "nextToken": _paging.encode(OP, next_after) if next_after is not None else None,

@@ -62,8 +62,6 @@ def member_names(backend, group, recursive: bool) -> list[str]:
 
 
 def _list_things_in_thing_group(self):
-    from moto.core.responses import ActionResult
-
     query = self.querystring
     size = _paging.page_size(query.get("maxResults", [None])[0], DEFAULT_MAX_RESULTS, MAX_RESULTS, "maxResults")
     after = _paging.decode(OP, query.get("nextToken", [None])[0], "nextToken")
@@ -71,7 +69,7 @@ def _list_things_in_thing_group(self):
     group = backend.describe_thing_group(self._get_param("thingGroupName"))
     names = member_names(backend, group, truthy(query.get("recursive", [None])[0]))
     chunk, next_after = _paging.page(names, after, size)
-    return ActionResult(
+    return _paging.answer(
         {
             "things": chunk,
             "nextToken": _paging.encode(OP, next_after) if next_after is not None else None,

@@ -300,8 +300,6 @@ def _body(response) -> dict:
 
 
 def _search_index(self):
-    from moto.core.responses import ActionResult
-
     body = _body(self)
     backend = self.iot_backend
     index = body.get("indexName") or THINGS_INDEX
@@ -334,7 +332,7 @@ def _search_index(self):
         for name in chunk
         if name in things
     ]
-    return ActionResult(
+    return _paging.answer(
         {
             "things": documents,
             "thingGroups": [],

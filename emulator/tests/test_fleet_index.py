@@ -581,6 +581,10 @@ def test_list_certificates_keyset_pages(aws):
     ids = [c["certificateId"] for c in page["certificates"] + rest]
     assert ids == [c["certificateId"] for c in everything]  # nothing repeated or skipped
     assert extra not in ids and set(made) <= set(ids)
+    listed = next(c for c in everything if c["certificateId"] == made[0])
+    described = iot.describe_certificate(certificateId=made[0])["certificateDescription"]
+    assert listed["creationDate"] == described["creationDate"]
+    assert listed["status"] == "INACTIVE" and listed["certificateMode"] == "DEFAULT"
 
 
 def test_list_targets_for_policy_pages(aws, raw_iot, plain_moto):
