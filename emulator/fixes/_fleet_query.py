@@ -163,23 +163,20 @@ def tokenize(query: str) -> list[tuple[str, Any]]:
             tokens.append(("term", _term_from_cmp(text)))
         elif kind == "range":
             tokens.append(("term", _term_from_range(text)))
-        elif kind in ("fieldterm", "group"):
+        elif kind in ("fieldterm", "group"):  # "group": the inner group of a fieldterm
             if text.startswith("-"):
                 tokens.append(("not", "-"))
                 text = text[1:]
             tokens.append(("term", _term_from_field(text)))
         elif kind == "minus":
             tokens.append(("not", "-"))
+        elif text in ("AND", "OR", "NOT"):  # Lucene's operators are upper case; "and" is a word
+            tokens.append((text.lower(), text))
+        elif text == "*":
+            tokens.append(("term", Term("*", "all")))
         else:
-            upper = text.upper() if text in ("AND", "OR", "NOT", "and", "or", "not") else text
-            if text in ("AND", "OR", "NOT"):
-                tokens.append((upper.lower(), upper))
-            elif text == "*":
-                tokens.append(("term", Term("*", "all")))
-            elif text.startswith("-") and len(text) > 1:
-                raise QueryError(f"term {text[1:]!r} has no field: searching every field is not supported by the emulator")
-            else:
-                raise QueryError(f"term {text!r} has no field: searching every field is not supported by the emulator")
+            word = text[1:] if text.startswith("-") and len(text) > 1 else text
+            raise QueryError(f"term {word!r} has no field: searching every field is not supported by the emulator")
     return tokens
 
 

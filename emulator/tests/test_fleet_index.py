@@ -24,9 +24,7 @@ from botocore.config import Config
 
 from conftest import clients_of, http_status, start_emulator
 from test_gateway import (  # noqa: F401 (fixtures)
-    DEVICE_POLICY,
     WAIT,
-    Client,
     clients,
     connected,
     gateway,
