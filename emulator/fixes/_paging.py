@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import datetime
 import json
 from typing import Any
 
@@ -63,12 +64,13 @@ def answer(body: dict) -> str:
 
 
 def epoch_seconds(moment) -> float:
-    """A moto datetime (naive = UTC, as moto's utcnow makes them) as epoch seconds, ms precision."""
+    """A moto datetime (naive = UTC, as moto's utcnow makes them) as epoch seconds, truncated
+    to milliseconds as moto's serializer (and the Smithy spec) does it."""
     import calendar
 
     if moment.tzinfo is not None:
-        return round(moment.timestamp(), 3)
-    return round(calendar.timegm(moment.timetuple()) + moment.microsecond / 1e6, 3)
+        moment = moment.astimezone(datetime.timezone.utc)
+    return calendar.timegm(moment.timetuple()) + (moment.microsecond // 1000) / 1000.0
 
 
 def page(keys: list, after: Any, size: int) -> tuple[list, Any]:

@@ -103,11 +103,16 @@ def _counting(value):
     return CountingDict(value)
 
 
-def _wrap_init(cls, names: tuple[str, ...]) -> None:
-    saved = "_emulator_orig___init__"
-    if not hasattr(cls, saved):
-        setattr(cls, saved, cls.__init__)
-    original = getattr(cls, saved)
+_MARK = "_emulator_counts_changes"
+
+
+def _wrap_init(cls, names: tuple[str, ...] = ()) -> None:
+    """Wrap the class's current ``__init__`` (another fix's wrapper included) once: after it,
+    the named dicts are CountingDicts and later attribute sets count (see _wrap_setattr)."""
+    current = cls.__dict__.get("__init__")
+    if current is not None and getattr(current, _MARK, False):
+        return
+    original = cls.__init__
 
     def __init__(self, *args, **kwargs):
         original(self, *args, **kwargs)
@@ -117,12 +122,14 @@ def _wrap_init(cls, names: tuple[str, ...]) -> None:
         object.__setattr__(self, "_emulator_counted", True)
         bump()
 
+    setattr(__init__, _MARK, True)
     cls.__init__ = __init__
 
 
 def _wrap_setattr(cls, dict_names: tuple[str, ...] = ()) -> None:
     """After ``__init__``, setting any attribute bumps the counter."""
-    if getattr(cls, "_emulator_counts_setattr", False):
+    current = cls.__dict__.get("__setattr__")
+    if current is not None and getattr(current, _MARK, False):
         return
 
     def __setattr__(self, name, value):
@@ -132,42 +139,26 @@ def _wrap_setattr(cls, dict_names: tuple[str, ...] = ()) -> None:
         if self.__dict__.get("_emulator_counted"):
             bump()
 
+    setattr(__setattr__, _MARK, True)
     cls.__setattr__ = __setattr__
-    cls._emulator_counts_setattr = True
-
-
-def _mark_after_init(cls) -> None:
-    saved = "_emulator_orig___init__"
-    if not hasattr(cls, saved):
-        setattr(cls, saved, cls.__init__)
-    original = getattr(cls, saved)
-
-    def __init__(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        object.__setattr__(self, "_emulator_counted", True)
-        bump()
-
-    cls.__init__ = __init__
 
 
 _applied = threading.Lock()
 
 
 def install() -> None:
-    """Count changes of moto's IoT registry (idempotent)."""
+    """Count changes of moto's IoT registry.  Idempotent, and safe after another fix has
+    replaced one of these ``__init__`` methods again (each is re-wrapped if it lost ours)."""
     from moto.iot import models
 
     with _applied:
-        if getattr(models.IoTBackend, "_emulator_counting", False):
-            return
         _wrap_init(models.IoTBackend, BACKEND_DICTS)
         _wrap_setattr(models.IoTBackend, BACKEND_DICTS)
         _wrap_init(models.FakeThingGroup, ("things",))
         _wrap_setattr(models.FakeThingGroup, ("things",))
         for cls in (models.FakeThing, models.FakeCertificate):
-            _mark_after_init(cls)
+            _wrap_init(cls)
             _wrap_setattr(cls)
-        models.IoTBackend._emulator_counting = True
         # Backends made before this ran (none in the server; tests may have some).
         for account in list(models.iot_backends.keys()):
             for backend in list(models.iot_backends[account].values()):
@@ -180,6 +171,8 @@ def install() -> None:
                     object.__setattr__(group, "_emulator_counted", True)
                 for thing in list(backend.things.values()):
                     object.__setattr__(thing, "_emulator_counted", True)
+                for cert in list(backend.certificates.values()):
+                    object.__setattr__(cert, "_emulator_counted", True)
 
 
 class Snapshots:
