@@ -559,12 +559,13 @@ def test_list_things_pages_and_filters(aws, raw_iot, plain_moto):
     with pytest.raises(iot.exceptions.InvalidRequestException):
         iot.list_things(nextToken=base64.b64encode(b"offset:3").decode())
 
-    # moto: 251 accepted, the prefix flag ignored (no thing's value equals "1.").
+    # moto: a default page of 50, 251 accepted, the prefix flag ignored (no value equals "1.").
     plain_moto.create_thing_type(thingTypeName=kind)
-    for i in range(3):
+    for i in range(60):
         plain_moto.create_thing(thingName=f"{kind}-{i}", thingTypeName=kind,
                                 attributePayload={"attributes": {"fw": f"1.{i}"}})
-    assert len(plain_moto.list_things(maxResults=251)["things"]) >= 3
+    assert len(plain_moto.list_things(thingTypeName=kind)["things"]) == 50
+    assert len(plain_moto.list_things(thingTypeName=kind, maxResults=251)["things"]) == 60
     assert plain_moto.list_things(attributeName="fw", attributeValue="1.", usePrefixAttributeValue=True)["things"] == []
 
 
