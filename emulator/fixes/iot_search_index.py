@@ -124,28 +124,32 @@ def _iotdata_backend(backend):
     return iotdata_backends[backend.account_id][backend.region_name]
 
 
-def _shadow_docs(backend, names=None) -> dict[str, dict]:
-    """thing name -> {"desired", "reported", "meta_desired", "meta_reported", "version"} of classic shadows."""
+def _view(doc) -> dict:
+    """A stored shadow's sections, not copied: only while the store's lock is held."""
+    return {
+        "desired": doc.desired or None,
+        "reported": doc.reported or None,
+        "meta_desired": doc.meta_desired or None,
+        "meta_reported": doc.meta_reported or None,
+        "version": doc.version,
+    }
+
+
+def _live(doc) -> bool:
+    return doc is not None and not doc.deleted and doc.version != 0
+
+
+def _shadow_docs(backend, names) -> dict[str, dict]:
+    """thing name -> a copy of its classic shadow's sections (see _view), for ``names``."""
     from . import iotdata_shadow
 
     store = iotdata_shadow._store(_iotdata_backend(backend))
-    out: dict[str, dict] = {}
     with iotdata_shadow._lock:
-        if names is None:
-            items = [(key[0], doc) for key, doc in store.items() if key[1] is None]
-        else:
-            items = [(name, store.get((name, None))) for name in names]
-        for name, doc in items:
-            if doc is None or doc.deleted or doc.version == 0:
-                continue
-            out[name] = {
-                "desired": json.loads(json.dumps(doc.desired)) if doc.desired else None,
-                "reported": json.loads(json.dumps(doc.reported)) if doc.reported else None,
-                "meta_desired": json.loads(json.dumps(doc.meta_desired)) if doc.meta_desired else None,
-                "meta_reported": json.loads(json.dumps(doc.meta_reported)) if doc.meta_reported else None,
-                "version": doc.version,
-            }
-    return out
+        return {
+            name: json.loads(json.dumps(_view(store[(name, None)])))
+            for name in names
+            if _live(store.get((name, None)))
+        }
 
 
 def _delta(shadow: dict):
@@ -257,10 +261,9 @@ def matching_names(backend, query: str, config: dict) -> list[str]:
         extra.append(("connectivity", iot_connectivity.version()))
     modes = (config["thingIndexingMode"], config["thingConnectivityIndexingMode"])
 
-    def build() -> list[str]:
+    def evaluate_all(shadows: dict) -> list[str]:
         things = list(backend.things.values())
         groups = _groups_by_thing(backend) if "thingGroupNames" in fields else {}
-        shadows = _shadow_docs(backend) if uses_shadow else {}
         records = iot_connectivity.snapshot(backend.account_id, backend.region_name) if uses_connectivity else {}
         names = []
         for thing in things:
@@ -270,6 +273,18 @@ def matching_names(backend, query: str, config: dict) -> list[str]:
                 names.append(name)
         names.sort()
         return names
+
+    def build() -> list[str]:
+        if not uses_shadow:
+            return evaluate_all({})
+        # Shadows are read in place, under the store's lock (one pass; copying 100,000
+        # shadows first would hold the lock several times longer).
+        from . import iotdata_shadow
+
+        store = iotdata_shadow._store(_iotdata_backend(backend))
+        with iotdata_shadow._lock:
+            views = {key[0]: _view(doc) for key, doc in store.items() if key[1] is None and _live(doc)}
+            return evaluate_all(views)
 
     return matches_cache.get(backend, (query, modes), build, tuple(extra))
 
