@@ -15,8 +15,10 @@ registration call moto's backend, or set group members, directly):
   ``certificates``, ``policies``, ``principal_policies`` and
   ``principal_things``, and every thing group's ``things``, are replaced by
   :class:`CountingDict` (an OrderedDict that bumps the counter on every
-  insert, replace or delete), installed by wrapping ``IoTBackend.__init__``
-  and ``FakeThingGroup.__init__`` (moto's reset re-runs ``__init__``);
+  insert, replace or delete), installed by wrapping the current
+  ``IoTBackend.__init__`` and ``FakeThingGroup.__init__`` (moto's reset re-runs
+  ``__init__``; a later fix that replaces one is wrapped again by the next
+  ``install()``);
 * setting any attribute of a thing, thing group or certificate after it was
   made (``thing_type``, ``attributes``, ``status``, a group's parent, ...)
   bumps it too (``__setattr__``); moto and the fixes replace a thing's
