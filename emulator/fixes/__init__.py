@@ -14,12 +14,18 @@ from . import (
     iot_certificate_id,
     iot_certificate_issuer,
     iot_concurrency,
+    iot_connectivity,
     iot_csr,
     iot_endpoint,
+    iot_indexing_configuration,
     iot_jobs,
     iot_list_certificates,
+    iot_list_targets_for_policy,
+    iot_list_things,
+    iot_list_things_in_thing_group,
     iot_provisioning_templates,
     iot_registration_tasks,
+    iot_search_index,
     iot_tags,
     iot_test_authorization,
     iot_thing_group_policies,
@@ -51,6 +57,12 @@ FIXES = [
     iot_registration_tasks,  # bulk registration: StartThingRegistrationTask and friends
     iot_thing_group_policies,  # group policy attachments: recursive listing, dropped with the group
     iot_jobs,  # AWS IoT Jobs' control plane on the emulator's jobs engine (after the group/thing fixes it hooks)
+    iot_list_things,  # ListThings: AWS's page sizes and filters, keyset pages over a cached sorted snapshot
+    iot_list_targets_for_policy,  # ListTargetsForPolicy: pageSize/marker, targets indexed once per registry change
+    iot_list_things_in_thing_group,  # ListThingsInThingGroup: maxResults/nextToken, recursive
+    iot_indexing_configuration,  # Fleet Indexing configuration: AWS's modes, validation, defaults
+    iot_connectivity,  # connectivity store the gateway feeds (cleared by /moto-api/reset)
+    iot_search_index,  # SearchIndex on AWS_Things (query subset, pages), DescribeIndex, ListIndices
     iot_concurrency,  # after every iot_* fix: locks the handlers they installed
     iotdata_shadow,
     lambda_permissions,

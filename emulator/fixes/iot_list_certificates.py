@@ -13,74 +13,66 @@ What moto 5.2.1 does instead
     that scans newest-first and stops at the first certificate older than a
     cut-off (how iotreg finds its certificate after a crash) would stop at
     once and miss it.
+
+At scale
+    The order is kept as a sorted snapshot of (creationDate, certificateId)
+    keys, rebuilt only after the registry changed (``_registry_version``);
+    ``nextMarker`` names the last certificate of its page (``_paging``), so
+    one page of 250 out of 100,000 certificates costs a bisect plus its own
+    entries, not a sort of all of them.  Certificates created in the same
+    instant are ordered by certificateId (AWS documents no tie order).
 """
 
 from __future__ import annotations
 
-import base64
-
+from . import _paging
+from ._registry_version import Snapshots
 from ._util import patch, truthy
 
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 250
+OP = "ListCertificates"
+
+snapshots = Snapshots("_emulator_list_certificates")
 
 
-def _encode_marker(offset: int) -> str:
-    return base64.b64encode(f"offset:{offset}".encode()).decode()
+def sorted_keys(backend, ascending: bool) -> list[tuple[float, str]]:
+    """(sort value, certificateId) of every certificate, in listing order."""
 
+    def build() -> list[tuple[float, str]]:
+        sign = 1.0 if ascending else -1.0
+        keys = [
+            (sign * cert.creation_date.timestamp(), cert.certificate_id)
+            for cert in list(backend.certificates.values())
+        ]
+        keys.sort()
+        return keys
 
-def _decode_marker(marker: str) -> int:
-    from moto.iot.exceptions import InvalidRequestException
-
-    try:
-        text = base64.b64decode(marker.encode(), validate=True).decode()
-        kind, _, value = text.partition(":")
-        if kind != "offset":
-            raise ValueError(marker)
-        offset = int(value)
-        if offset < 0:
-            raise ValueError(marker)
-        return offset
-    except ValueError:
-        raise InvalidRequestException("The marker is not valid.")
+    return snapshots.get(backend, ascending, build)
 
 
 def _list_certificates(self):
-    from moto.core.responses import ActionResult
-    from moto.iot.exceptions import InvalidRequestException
-
     query = self.querystring
-    raw_size = query.get("pageSize", [None])[0]
-    try:
-        page_size = int(raw_size) if raw_size is not None else DEFAULT_PAGE_SIZE
-    except ValueError:
-        page_size = 0
-    if not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise InvalidRequestException(
-            f"pageSize must be between 1 and {MAX_PAGE_SIZE}."
-        )
-    ascending = truthy(query.get("isAscendingOrder", [None])[0])
-    marker = query.get("marker", [None])[0]
-    offset = _decode_marker(marker) if marker else 0
-
-    certificates = sorted(
-        self.iot_backend.list_certificates(),
-        key=lambda cert: cert.creation_date,
-        reverse=not ascending,
+    page_size = _paging.page_size(
+        query.get("pageSize", [None])[0], DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, "pageSize"
     )
-    page = certificates[offset : offset + page_size]
-    next_offset = offset + page_size
+    ascending = truthy(query.get("isAscendingOrder", [None])[0])
+    after = _paging.decode(OP, query.get("marker", [None])[0], "marker")
+    backend = self.iot_backend
+    chunk, next_after = _paging.page(sorted_keys(backend, ascending), after, page_size)
     entries = []
-    for cert in page:
-        entry = cert.to_dict()
+    for _, certificate_id in chunk:
+        cert = backend.certificates.get(certificate_id)
+        if cert is None:
+            continue
+        entry = {k: v for k, v in cert.to_dict().items() if v is not None}
+        entry["creationDate"] = _paging.epoch_seconds(cert.creation_date)
         entry.setdefault("certificateMode", "DEFAULT")
         entries.append(entry)
-    return ActionResult(
+    return _paging.answer(
         {
             "certificates": entries,
-            "nextMarker": _encode_marker(next_offset)
-            if next_offset < len(certificates)
-            else None,
+            "nextMarker": _paging.encode(OP, list(next_after)) if next_after is not None else None,
         }
     )
 
@@ -88,4 +80,7 @@ def _list_certificates(self):
 def apply() -> None:
     from moto.iot.responses import IoTResponse
 
+    from . import _registry_version
+
+    _registry_version.install()
     patch(IoTResponse, "list_certificates", _list_certificates)

@@ -19,6 +19,14 @@ What moto 5.2.1 does instead
     expectedVersion; DeleteThing of a missing thing is ResourceNotFound, of an
     attached thing is InvalidRequestException with HTTP 409, and ignores
     expectedVersion.
+
+At scale
+    moto keys things by ARN but found one by name with a pass over all of them
+    (``describe_thing``, used by DescribeThing, UpdateThing, DeleteThing,
+    Attach/DetachThingPrincipal, ...; and this fix's CreateThing check), so
+    creating 100,000 things cost a quadratic number of comparisons.  The ARN is
+    made from the name (``FakeThing``: ``arn:<partition>:iot:<region>:<account>:thing/<name>``),
+    so both now look the thing up by its ARN: same answers, one dict lookup.
 """
 
 from __future__ import annotations
@@ -27,10 +35,23 @@ from ._util import patch
 
 
 def _find_thing(backend, thing_name):
-    for thing in backend.things.values():
-        if thing.thing_name == thing_name:
-            return thing
-    return None
+    """The thing named ``thing_name`` or None: moto keys things by their ARN, made from the name."""
+    from moto.utilities.utils import get_partition
+
+    if not isinstance(thing_name, str):
+        return None
+    region, account = backend.region_name, backend.account_id
+    thing = backend.things.get(f"arn:{get_partition(region)}:iot:{region}:{account}:thing/{thing_name}")
+    return thing if thing is not None and thing.thing_name == thing_name else None
+
+
+def _describe_thing(self, thing_name):
+    from moto.iot.exceptions import ResourceNotFoundException
+
+    thing = _find_thing(self, thing_name)
+    if thing is None:
+        raise ResourceNotFoundException()
+    return thing
 
 
 def _requested_attributes(attribute_payload) -> dict:
@@ -107,6 +128,7 @@ def apply() -> None:
 
     original_create = getattr(IoTBackend, "_emulator_orig_create_thing", IoTBackend.create_thing)
     patch(IoTBackend, "create_thing", _make_create_thing(original_create))
+    patch(IoTBackend, "describe_thing", _describe_thing)
     original_update = getattr(IoTResponse, "_emulator_orig_update_thing", IoTResponse.update_thing)
     patch(IoTResponse, "update_thing", _make_update_thing(original_update))
     patch(IoTResponse, "delete_thing", _delete_thing)

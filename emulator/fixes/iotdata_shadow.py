@@ -56,6 +56,15 @@ from ._util import patch
 
 _lock = threading.Lock()
 _listeners: list = []
+# Moves on every accepted update and delete (any account/region), so a reader
+# that caches something derived from shadows (fleet indexing's query matches,
+# fixes/iot_search_index.py) knows when to rebuild it.
+_changes = [0]
+
+
+def version() -> int:
+    """The shadow store's change counter."""
+    return _changes[0]
 
 
 def add_listener(fn) -> None:
@@ -244,6 +253,7 @@ def update_shadow(backend, thing_name: str, shadow_name: str | None, payload) ->
             doc.desired = doc.reported = doc.meta_desired = doc.meta_reported = None
         doc.version = current_version + 1
         doc.timestamp = ts
+        _changes[0] += 1
         answer: dict = {
             "state": request["state"],
             "metadata": answer_meta,
@@ -320,6 +330,7 @@ def delete_shadow(
             raise _not_found(thing_name, shadow_name)
         doc.deleted = True
         doc.desired = doc.reported = doc.meta_desired = doc.meta_reported = None
+        _changes[0] += 1
         answer: dict = {"version": doc.version, "timestamp": int(time.time())}
         if client_token is not None:
             answer["clientToken"] = client_token

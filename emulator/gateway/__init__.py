@@ -42,8 +42,10 @@ from urllib.parse import parse_qs, unquote
 
 from .authz import Authorizer, Principal, note
 from .broker import (
+    AUTH_ERROR,
     HTTP,
     MQTT,
+    SERVER_INITIATED_DISCONNECT,
     Connection,
     GatewayBroker,
     GatewayStreamReader,
@@ -171,6 +173,7 @@ class Gateway:
             server.close()
         for conn in list(self.connections):
             conn.killed = True
+            conn.close_reason = conn.close_reason or SERVER_INITIATED_DISCONNECT
             conn.transport.abort()
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -347,6 +350,19 @@ class Gateway:
                 self._to_rules(answer_topic, answer)
                 self._broadcast(answer_topic, answer)
 
+    # -- connectivity (fleet indexing's connectivity.*, fixes/iot_connectivity.py) -------------
+
+    def connectivity_connected(self, client_id: str) -> None:
+        """An accepted CONNECT: the thing named ``client_id`` is connected, as of now."""
+        from fixes import iot_connectivity
+
+        iot_connectivity.connected(self.account, self.region, client_id)
+
+    def connectivity_disconnected(self, client_id: str, reason: str) -> None:
+        from fixes import iot_connectivity
+
+        iot_connectivity.disconnected(self.account, self.region, client_id, reason)
+
     def authorize(self, conn: Connection, action: str, kind: str, name: str) -> tuple[bool, str]:
         peer = conn.peer
         return self.authorizer.check(
@@ -366,7 +382,7 @@ class Gateway:
                     continue
                 ok, reason = self.authorizer.certificate_status(conn.principal)
                 if not ok:
-                    conn.kill(reason)
+                    conn.kill(reason, AUTH_ERROR)
 
     # -- connections -------------------------------------------------------------
 
@@ -440,6 +456,9 @@ class Gateway:
             self.connections.discard(conn)
             if conn.client_id and self.broker.live.get(conn.client_id) is conn:
                 del self.broker.live[conn.client_id]
+                # Only the connection that holds the client id speaks for its thing: one taken
+                # over has been replaced by a connected one already.
+                self.connectivity_disconnected(conn.client_id, conn.disconnect_reason())
             conn.transport.abort()
 
     # -- HTTP on the tls443 port -------------------------------------------------

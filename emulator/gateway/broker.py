@@ -61,6 +61,16 @@ if TYPE_CHECKING:
     from . import Gateway
 
 CONN_KEY = "iotreg.connection"
+
+# Lifecycle events' disconnectReason values (developer guide, "Lifecycle events"),
+# as fleet indexing reports them in connectivity.disconnectReason.
+AUTH_ERROR = "AUTH_ERROR"
+CLIENT_ERROR = "CLIENT_ERROR"
+CLIENT_INITIATED_DISCONNECT = "CLIENT_INITIATED_DISCONNECT"
+CONNECTION_LOST = "CONNECTION_LOST"
+DUPLICATE_CLIENTID = "DUPLICATE_CLIENTID"
+MQTT_KEEP_ALIVE_TIMEOUT = "MQTT_KEEP_ALIVE_TIMEOUT"
+SERVER_INITIATED_DISCONNECT = "SERVER_INITIATED_DISCONNECT"
 SHADOW_REQUEST_SUFFIXES = ("/update", "/get", "/delete")
 
 # The Protocol dimension of AWS IoT's message broker metrics: "Valid values are: MQTT or
@@ -258,22 +268,38 @@ class Connection:
         self.client_id: str | None = None
         self.killed = False
         self.done = asyncio.Event()
+        # Why the connection ended, as a lifecycle event's disconnectReason (fleet indexing's
+        # connectivity.disconnectReason): set by kill(), or by a DISCONNECT packet.
+        self.close_reason: str | None = None
+        self.client_disconnected = False
 
     @property
     def protocol(self) -> str:
         """The Protocol dimension of this connection's metrics."""
         return HTTP if self.listener == "https" else MQTT
 
-    def kill(self, why: str) -> None:
-        """Close the connection at once (AWS: the server closes the TCP connection)."""
+    def kill(self, why: str, reason: str = SERVER_INITIATED_DISCONNECT) -> None:
+        """Close the connection at once (AWS: the server closes the TCP connection).
+
+        ``reason``: the lifecycle disconnectReason AWS gives for it (the first one counts)."""
         if not self.killed:
             self.killed = True
+            self.close_reason = reason
             who = self.client_id if self.client_id is not None else f"{self.peer}"
             note(f"closing connection of client {who!r} ({self.principal.label}): {why}")
         try:
             self.transport.abort()
         except Exception:  # noqa: BLE001
             pass
+
+
+    def disconnect_reason(self) -> str:
+        """The disconnectReason of a connection that has ended (developer guide, "Lifecycle events")."""
+        if self.close_reason is not None:
+            return self.close_reason
+        if self.client_disconnected:
+            return CLIENT_INITIATED_DISCONNECT
+        return CONNECTION_LOST
 
 
 class GatewayStreamReader(StreamReaderAdapter):
@@ -343,30 +369,37 @@ class GatewayHandler(BrokerProtocolHandler):
         # client's messages keep their order.
         if publish_packet.qos == 2:
             count("PublishIn.ClientError", conn.protocol)
-            conn.kill(f"PUBLISH with QoS 2 on {topic!r} (AWS IoT supports QoS 0 and 1 only)")
+            conn.kill(f"PUBLISH with QoS 2 on {topic!r} (AWS IoT supports QoS 0 and 1 only)", CLIENT_ERROR)
             return
         if not topic or "#" in topic or "+" in topic:
             count("PublishIn.ClientError", conn.protocol)
-            conn.kill(f"PUBLISH to invalid topic {topic!r}")
+            conn.kill(f"PUBLISH to invalid topic {topic!r}", CLIENT_ERROR)
             return
         if topic.startswith("$") and not is_served_request(topic):
             # The emulator's limit, not the client's error: no metric (AWS serves more topics).
-            conn.kill(f"PUBLISH to reserved topic {topic!r} is not supported")
+            conn.kill(f"PUBLISH to reserved topic {topic!r} is not supported", CLIENT_ERROR)
             return
         allowed, reason = self.gateway.authorize(conn, "iot:Publish", "topic", topic)
         if not allowed:
             count("PublishIn.AuthError", conn.protocol)
-            conn.kill(f"iot:Publish on topic {topic!r} denied: {reason}")
+            conn.kill(f"iot:Publish on topic {topic!r} denied: {reason}", AUTH_ERROR)
             return
         count("PublishIn.Success", conn.protocol)
         await super().handle_publish(publish_packet)
+
+    async def handle_disconnect(self, disconnect) -> None:
+        # A DISCONNECT packet (None: the connection closed without one).
+        conn = self._conn()
+        if conn is not None and disconnect is not None:
+            conn.client_disconnected = True
+        await super().handle_disconnect(disconnect)
 
     def handle_read_timeout(self) -> None:
         # amqtt's broker handler ignores it; AWS closes the connection after
         # 1.5 x the keep-alive interval without a packet.
         conn = self._conn()
         if conn is not None:
-            conn.kill("keep-alive timeout (no packet within 1.5 x the keep-alive interval)")
+            conn.kill("keep-alive timeout (no packet within 1.5 x the keep-alive interval)", MQTT_KEEP_ALIVE_TIMEOUT)
 
     async def handle_subscribe(self, subscribe) -> None:
         conn = self._conn()
@@ -377,7 +410,7 @@ class GatewayHandler(BrokerProtocolHandler):
             allowed, reason = self.gateway.authorize(conn, "iot:Subscribe", "topicfilter", topic_filter)
             if not allowed:
                 count("Subscribe.AuthError", conn.protocol)
-                conn.kill(f"iot:Subscribe on topic filter {topic_filter!r} denied: {reason}")
+                conn.kill(f"iot:Subscribe on topic filter {topic_filter!r} denied: {reason}", AUTH_ERROR)
                 return
         # One per SUBSCRIBE request, whatever the number of filters in it.
         count("Subscribe.Success", conn.protocol)
@@ -430,12 +463,14 @@ class GatewayBroker(Broker):
         if client_id:
             old = self.live.get(client_id)
             if old is not None and old is not conn:
-                old.kill(f"another connection with client id {client_id!r} connected")
+                old.kill(f"another connection with client id {client_id!r} connected", DUPLICATE_CLIENTID)
                 try:
                     await asyncio.wait_for(old.done.wait(), 2.0)
                 except asyncio.TimeoutError:
                     pass
             self.live[client_id] = conn
+            # After the take-over above: the old connection's disconnect is recorded first.
+            self.gateway.connectivity_connected(client_id)
 
         # The rest is amqtt 0.12.1's own session set-up.
         if client_session.clean_session:

@@ -120,6 +120,16 @@ def all_things(iot) -> list[dict]:
         kwargs["nextToken"] = page["nextToken"]
 
 
+def all_targets(iot, policy: str) -> list[str]:
+    out, kwargs = [], {"policyName": policy, "pageSize": 250}
+    while True:
+        page = iot.list_targets_for_policy(**kwargs)
+        out.extend(page["targets"])
+        if not page.get("nextMarker"):
+            return out
+        kwargs["marker"] = page["nextMarker"]
+
+
 def test_fleet_teardown_from_16_threads_has_no_errors(server):
     clients = [no_retry_client(server) for _ in range(WORKERS)]
     iot = clients[0]
@@ -143,7 +153,7 @@ def test_fleet_teardown_from_16_threads_has_no_errors(server):
 
     assert run_workers(clients, things, create) == []
     assert len({cert_id for cert_id, _ in certificates.values()}) == DEVICES
-    assert len(iot.list_targets_for_policy(policyName=policy)["targets"]) == DEVICES
+    assert len(all_targets(iot, policy)) == DEVICES
 
     def teardown(iot, thing):
         cert_id, cert_arn = certificates[thing]
@@ -199,7 +209,7 @@ def test_fleet_teardown_from_16_threads_has_no_errors(server):
     assert reads[0] > 0
     assert all_certificates(iot) == []
     assert all_things(iot) == []
-    assert iot.list_targets_for_policy(policyName=policy)["targets"] == []
+    assert all_targets(iot, policy) == []
     iot.delete_policy(policyName=policy)
     assert elapsed < 60
     assert "Traceback" not in server.log()
