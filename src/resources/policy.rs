@@ -161,18 +161,33 @@ impl Kind for Policy {
         };
         let iot = &self.0.aws.iot;
         let name = &rec.name;
-        let Some(targets) = sdk::find(
-            op(KIND, name, "ListTargetsForPolicy"),
-            iot.list_targets_for_policy().policy_name(name).send(),
-            |e| e.is_resource_not_found_exception(),
-        )
-        .await?
-        else {
-            cx.forget(key)?;
-            return Ok(Outcome::Absent);
-        };
+        // Every page of targets first (AWS answers up to 250 a page), detached after: detaching
+        // while paging would move the pages under the marker.
+        let mut targets: Vec<String> = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let Some(page) = sdk::find(
+                op(KIND, name, "ListTargetsForPolicy"),
+                iot.list_targets_for_policy()
+                    .policy_name(name)
+                    .page_size(250)
+                    .set_marker(marker.take())
+                    .send(),
+                |e| e.is_resource_not_found_exception(),
+            )
+            .await?
+            else {
+                cx.forget(key)?;
+                return Ok(Outcome::Absent);
+            };
+            targets.extend(page.targets().iter().cloned());
+            marker = page.next_marker().map(str::to_string);
+            if marker.is_none() {
+                break;
+            }
+        }
         // Our certificate was detached already; anything still attached would block deletion.
-        for target in targets.targets() {
+        for target in &targets {
             // DetachPolicy's error model has no typed not-found variant, though AWS answers
             // ResourceNotFoundException for a target already gone.
             sdk::find_by_code(
