@@ -3,6 +3,9 @@
 //! crash safety, since each device runs the same resource code on its own records (a device
 //! scope of the state, journalled). Devices run `concurrency` at a time; every AWS call waits
 //! for its operation's rate limit (see `ratelimit`), and throttling is retried with backoff.
+//!
+//! The recorded devices are read in pages ([`view`]) and each is planned from them by its own
+//! resource code ([`survey`]); only the devices that differ, and the new ones, are run.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -321,6 +324,9 @@ impl Resource for Fleet {
         let tally = Tally::new(devices.len());
         // The recorded devices first, in pages: only those that differ are run (and read
         // again, one by one) below; the others are left as they are, unread.
+        // Bulk mode picks its own candidates among all the manifest's devices (a device whose
+        // registration task was recorded is resumed by it), as before pages were read.
+        let all = self.0.d.bulk.enabled.then(|| devices.clone());
         let (known, new): (Vec<Device>, Vec<Device>) = devices
             .into_iter()
             .partition(|d| recorded.contains(&d.thing_name));
@@ -351,18 +357,17 @@ impl Resource for Fleet {
         }
         // Bulk mode registers the new devices server-side first; the rest (and any device
         // it did not handle) go one at a time as below.
-        let bulk = if self.0.d.bulk.enabled {
-            let fresh: Vec<Device> = todo
-                .iter()
-                .filter(|d| !recorded.contains(&d.thing_name))
-                .cloned()
-                .collect();
-            super::bulk::register(&self.0, cx, &fresh, self.spec().concurrency).await?
-        } else {
-            Default::default()
+        let bulk = match &all {
+            Some(all) => super::bulk::register(&self.0, cx, all, self.spec().concurrency).await?,
+            None => Default::default(),
         };
+        let to_run: std::collections::HashSet<&str> =
+            todo.iter().map(|d| d.thing_name.as_str()).collect();
         for (name, result) in &bulk {
-            tally.record(cx, name, result.clone());
+            // A device the survey counted as in place is not counted twice.
+            if to_run.contains(name.as_str()) {
+                tally.record(cx, name, result.clone());
+            }
         }
         let t = &tally;
         stream::iter(todo)
