@@ -340,7 +340,7 @@ impl Resource for Fleet {
                 "reading {} recorded devices in pages",
                 known.len()
             ));
-            Some(Arc::new(self.survey(cx, targets(&known)).await?))
+            Some(Arc::new(self.survey(cx, targets(&known), true).await?))
         };
         let mut todo = new;
         if let Some(sv) = &survey {
@@ -472,7 +472,7 @@ impl Resource for Fleet {
                 csr: None,
             })
             .collect();
-        let sv = match self.survey(cx, targets).await {
+        let sv = match self.survey(cx, targets, false).await {
             Ok(sv) => sv,
             Err(e) => {
                 return vec![
@@ -538,8 +538,13 @@ impl Resource for Fleet {
                     NAME,
                     &res,
                     format!(
-                        "{}; {} problems: {}",
-                        sv.summary(),
+                        "{}{} problems: {}",
+                        // The pages' count (the sample's devices are counted by their checks).
+                        if sv.drifted.is_empty() {
+                            String::new()
+                        } else {
+                            format!("pages: {}; ", sv.summary())
+                        },
                         failures.len(),
                         failures
                             .iter()
@@ -658,7 +663,7 @@ impl Fleet {
         let survey = if known.is_empty() || !read_live {
             None
         } else {
-            let sv = self.survey(cx, targets(&known)).await?;
+            let sv = self.survey(cx, targets(&known), true).await?;
             if let Some((name, e)) = sv.failed.first() {
                 return Err(StepError::Failed(format!(
                     "{} of {} devices could not be read; first, {name}: {e}",

@@ -165,31 +165,50 @@ fn settled(r: &dyn Resource, cx: &Ctx) -> bool {
 
 impl Fleet {
     /// Surveys `targets` (recorded devices): the pages once, then each device's own plan.
-    pub(super) async fn survey(&self, cx: &Ctx, targets: Vec<Target>) -> Result<Survey, StepError> {
-        let view = Arc::new(FleetView::read(&self.0).await?);
+    pub(super) async fn survey(
+        &self,
+        cx: &Ctx,
+        targets: Vec<Target>,
+        plan_sampled: bool,
+    ) -> Result<Survey, StepError> {
         let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
         let sampled: HashSet<String> = match self.spec().per_device {
             PerDevice::Full => names.into_iter().collect(),
             PerDevice::Sample(n) => super::sample(names, n).into_iter().collect(),
         };
+        let (whole, paged): (Vec<Target>, Vec<Target>) =
+            targets.into_iter().partition(|t| sampled.contains(&t.name));
         let drifted: Mutex<BTreeMap<String, Vec<Planned>>> = Mutex::new(BTreeMap::new());
         let failed: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
-        let surveyed = targets.len();
-        let (d, f, s, v) = (&drifted, &failed, &sampled, &view);
-        stream::iter(targets)
-            .map(|t| async move {
-                let paged = (!s.contains(&t.name)).then(|| v.clone());
-                match self.plan_device(cx, &t, paged).await {
-                    Ok(steps) if steps.is_empty() => {}
-                    Ok(steps) => {
-                        d.lock().expect("drifted").insert(t.name, steps);
+        let surveyed = whole.len() + paged.len();
+        let (d, f) = (&drifted, &failed);
+        let plan_all = |targets: Vec<Target>, view: Option<Arc<FleetView>>| {
+            stream::iter(targets)
+                .map(move |t| {
+                    let view = view.clone();
+                    async move {
+                        match self.plan_device(cx, &t, view).await {
+                            Ok(steps) if steps.is_empty() => {}
+                            Ok(steps) => {
+                                d.lock().expect("drifted").insert(t.name, steps);
+                            }
+                            Err(e) => f.lock().expect("failed").push((t.name, e.to_string())),
+                        }
                     }
-                    Err(e) => f.lock().expect("failed").push((t.name, e.to_string())),
-                }
-            })
-            .buffer_unordered(self.spec().concurrency)
-            .collect::<Vec<()>>()
-            .await;
+                })
+                .buffer_unordered(self.spec().concurrency)
+                .collect::<Vec<()>>()
+        };
+        // The sample's own reads need no page: they go while the pages are read (each call
+        // paced by its own rate), so a survey takes the longer of the two, not their sum.
+        // verify does not plan the sample: its checks read those devices whole anyway.
+        let whole = if plan_sampled { whole } else { Vec::new() };
+        let (view, _) = tokio::join!(
+            async { FleetView::read(&self.0).await.map(Arc::new) },
+            plan_all(whole, None)
+        );
+        let view = view?;
+        plan_all(paged, Some(view.clone())).await;
         let mut failed = failed.into_inner().expect("failed");
         failed.sort();
         Ok(Survey {

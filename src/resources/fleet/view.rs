@@ -458,10 +458,17 @@ async fn search_index(env: &Env, calls: &Calls) -> Result<(Option<Index>, Vec<St
         };
         for t in page.things() {
             let Some(name) = t.thing_name() else { continue };
+            // Only what is compared: the per-key metadata would multiply a fleet's memory.
             let shadow = t
                 .shadow()
                 .filter(|_| shadows)
-                .and_then(|s| serde_json::from_str::<Value>(s).ok());
+                .and_then(|s| serde_json::from_str::<Value>(s).ok())
+                .map(|mut s| {
+                    if let Some(o) = s.as_object_mut() {
+                        o.retain(|k, _| matches!(k.as_str(), "desired" | "reported" | "version"));
+                    }
+                    s
+                });
             let conn = t
                 .connectivity()
                 .filter(|_| connectivity)
