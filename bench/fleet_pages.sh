@@ -10,7 +10,7 @@
 #      INACTIVE, a shadow's desired state, in turn): `plan --detailed-exitcode` (must exit 3 and
 #      name exactly those devices) and `up` (must write for those only), timed the same way;
 #   3. with FULL=1, `plan --full` (every device read one call per resource: the old way);
-#   4. `down` (limits off).
+#   4. `down` (limits off; DOWN=0 skips it: the emulator is stopped at the end anyway).
 # One run on a fresh emulator bound to 127.0.0.1, stopped at the end. See bench/README.md,
 # "Fleets in pages".
 #
@@ -22,6 +22,7 @@
 #   SAMPLE       --sample for the timed runs (default: iotreg's default, 100)
 #   FULL         1 = also time `plan --full` (slow at AWS's rates: about DEVICES / 10 s)
 #   CONCURRENCY  iotreg --concurrency (default 16)
+#   DOWN         0 = skip `down` (default 1)
 #   TIMEOUT      seconds allowed per iotreg command (default 3600)
 #   KEEP_LOGS    1 = keep the work directory
 # Exit status: 0 when every step succeeded and checked out, 1 otherwise, 2 bad input.
@@ -44,12 +45,14 @@ DEVICES="${1:-10000}"
 DRIFT="${DRIFT:-20}"
 SAMPLE="${SAMPLE:-}"
 FULL="${FULL:-0}"
+DOWN="${DOWN:-1}"
 CONCURRENCY="${CONCURRENCY:-16}"
 TIMEOUT="${TIMEOUT:-3600}"
 [[ "$DEVICES" =~ ^[1-9][0-9]*$ ]] && ((DEVICES <= 100000)) || die "DEVICES must be 1 to 100000 (got '$DEVICES')"
 [[ "$DRIFT" =~ ^[0-9]+$ ]] && ((DRIFT <= DEVICES)) || die "DRIFT must be 0 to DEVICES (got '$DRIFT')"
 [[ -z "$SAMPLE" || "$SAMPLE" =~ ^[1-9][0-9]*$ ]] || die "SAMPLE must be a positive integer (got '$SAMPLE')"
 [[ "$FULL" == 0 || "$FULL" == 1 ]] || die "FULL must be 0 or 1 (got '$FULL')"
+[[ "$DOWN" == 0 || "$DOWN" == 1 ]] || die "DOWN must be 0 or 1 (got '$DOWN')"
 [[ "$CONCURRENCY" =~ ^[1-9][0-9]*$ ]] && ((CONCURRENCY <= 256)) || die "CONCURRENCY must be 1 to 256 (got '$CONCURRENCY')"
 [[ "$TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "TIMEOUT must be a positive number of seconds (got '$TIMEOUT')"
 
@@ -155,5 +158,7 @@ fi
 if [[ "$FULL" == 1 ]]; then
     timed plan-full "$WORK/iotreg.toml" 0 plan --detailed-exitcode --full || true
 fi
-timed down "$WORK/deploy.toml" 0 down || true
+if [[ "$DOWN" == 1 ]]; then
+    timed down "$WORK/deploy.toml" 0 down || true
+fi
 ((FAILURES == 0)) || { log "fleet_pages.sh: $FAILURES problems"; exit 1; }
