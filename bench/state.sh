@@ -7,4 +7,4 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 profile="${PROFILE:-release}"
 DEVICES="${DEVICES:-10000}" cargo test --quiet --profile "$profile" --bin iotreg \
-  -- --ignored --nocapture bench_state_at_fleet_scale 2>&1 | grep -E "^state with|test result|panicked"
+  -- --ignored --nocapture bench_state_at_fleet_scale 2>&1 | grep -E "^state |test result|panicked"
