@@ -470,10 +470,10 @@ impl Fleet {
             let mut key_changed = false;
             if let Some(csr) = &dev.csr {
                 let recorded_key = cx.store().read(|st| {
-                    st.devices
-                        .get(&dev.thing_name)
-                        .and_then(|e| e.get(super::CERTIFICATE))
-                        .and_then(|r| r.data_str("public_key_sha256").map(str::to_string))
+                    st.devices.get(&dev.thing_name).and_then(|e| {
+                        e.get(super::CERTIFICATE)
+                            .and_then(|r| r.data_str("public_key_sha256").map(str::to_string))
+                    })
                 });
                 if recorded_key
                     .as_deref()

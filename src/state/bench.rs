@@ -66,7 +66,8 @@ pub(super) fn device(i: usize) -> DeviceState {
     };
     d.applied
         .insert("certificate".into(), fields(&[("status", "ACTIVE".into())]));
-    d.applied.insert("policy_attachment".into(), BTreeMap::new());
+    d.applied
+        .insert("policy_attachment".into(), BTreeMap::new());
     d.applied.insert(
         "shadow".into(),
         fields(&[
@@ -137,7 +138,7 @@ fn the_journal_replays_in_order_and_a_null_entry_removes() {
     ])
     .unwrap();
     assert_eq!(state.devices.len(), 1);
-    assert_eq!(state.devices["a"], a);
+    assert_eq!(state.devices.get("a").unwrap(), a);
 }
 
 #[test]
@@ -172,8 +173,8 @@ fn only_durable_journal_lines_wait_for_the_disk() {
     assert_eq!(j.syncs(), 1);
     // Not synced is still written: a kill (not a power cut) loses nothing.
     let s = load(&path).unwrap().unwrap();
-    assert_eq!(s.devices["a"], device(2));
-    assert_eq!(s.devices["b"], device(3));
+    assert_eq!(s.devices.get("a").unwrap(), device(2));
+    assert_eq!(s.devices.get("b").unwrap(), device(3));
 }
 
 const PHASE: &str = "IOTREG_BENCH_STATE_PHASE";
@@ -222,7 +223,10 @@ fn bench_state_at_fleet_scale() {
                 .unwrap();
             let stdout = String::from_utf8_lossy(&out.stdout);
             // The harness prints the test's name before what the test prints, on its line.
-            for line in stdout.lines().filter_map(|l| l.find("state ").map(|i| &l[i..])) {
+            for line in stdout
+                .lines()
+                .filter_map(|l| l.find("state ").map(|i| &l[i..]))
+            {
                 println!("{line}");
             }
             assert!(
@@ -257,7 +261,7 @@ fn bench_state_at_fleet_scale() {
             for i in 0..n {
                 let name = device_name(i);
                 journal
-                    .append(&name, state.devices.get(&name), true)
+                    .append(&name, state.devices.get(&name).as_ref(), true)
                     .unwrap();
             }
             let appended = t.elapsed();
@@ -269,7 +273,7 @@ fn bench_state_at_fleet_scale() {
             for i in 0..n {
                 let name = device_name(i);
                 mixed
-                    .append(&name, state.devices.get(&name), i % 4 == 0)
+                    .append(&name, state.devices.get(&name).as_ref(), i % 4 == 0)
                     .unwrap();
             }
             let mixed_in = ms(t);

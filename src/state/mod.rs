@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod backend;
+mod devices;
+mod file;
 mod journal;
 mod location;
 mod lock;
@@ -20,6 +22,7 @@ mod s3;
 mod store;
 
 pub use backend::{Backend, Lock};
+pub use devices::{Devices, Row};
 pub use journal::{journal_path, Journal};
 pub use location::{Location, S3Location};
 pub use lock::StateLock;
@@ -29,9 +32,10 @@ pub use store::Store;
 /// The one field of the marker `state migrate` leaves where a state used to be.
 pub const MOVED_TO: &str = "moved_to";
 
-pub const SCHEMA_VERSION: u32 = 3;
-/// Version 1 had no `applied`, version 2 no `serial`: they read as version 3 with nothing
-/// applied on record and serial 0.
+pub const SCHEMA_VERSION: u32 = 4;
+/// Version 1 had no `applied`, version 2 no `serial`: they read as version 4 with nothing
+/// applied on record and serial 0. Versions 1–3 hold each fleet device as an object;
+/// version 4 packs each into a row on a line of its own ([`file`]).
 const OLDEST_READABLE: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -155,8 +159,9 @@ impl Record {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+/// The state. Serialised (`state pull`) it is the stored file's JSON; the file itself is
+/// written and read by [`file`], a device per line.
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct State {
     pub schema_version: u32,
     pub region: String,
@@ -172,9 +177,10 @@ pub struct State {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub applied: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
     /// A fleet's devices by thing name, each with its own records (thing, certificate,
-    /// attachments, shadow). Their changes go to the journal (see [`Journal`]), not a rewrite.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub devices: BTreeMap<String, DeviceState>,
+    /// attachments, shadow), held packed ([`Devices`]). Their changes go to the journal (see
+    /// [`Journal`]), not a rewrite.
+    #[serde(skip_serializing_if = "Devices::is_empty")]
+    pub devices: Devices,
 }
 
 /// One fleet device's part of the state.
@@ -212,7 +218,7 @@ impl State {
             serial: 0,
             resources: Vec::new(),
             applied: BTreeMap::new(),
-            devices: BTreeMap::new(),
+            devices: Devices::default(),
         }
     }
 
@@ -234,46 +240,18 @@ impl State {
     }
 
     /// The state as stored, locally and in S3 alike (so a `migrate` round trip is exact):
-    /// pretty JSON and a final newline.
+    /// see [`file`].
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut bytes = serde_json::to_vec_pretty(self).expect("state serialises");
-        bytes.push(b'\n');
+        let mut bytes = Vec::new();
+        file::write(self, &mut bytes).expect("writing to memory");
         bytes
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<State, StateError> {
-        let corrupt = |message: String| StateError::Corrupt {
-            path: path.to_path_buf(),
-            message,
-        };
-        // Read the version first so a newer schema is reported as such, not as "unknown field".
-        let raw: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| corrupt(format!("not JSON: {e}")))?;
-        if let Some(to) = raw.get(MOVED_TO).and_then(|v| v.as_str()) {
-            return Err(StateError::Moved {
-                path: path.to_path_buf(),
-                to: to.to_string(),
-            });
+        match file::read_lines(text.as_bytes(), path)? {
+            file::Read::State(state) => Ok(state),
+            file::Read::Whole(_) => file::read_whole(text, path),
         }
-        let version = raw
-            .get("schema_version")
-            .and_then(|v| v.as_u64())
-            .ok_or_else(|| corrupt("missing field `schema_version`".into()))?;
-        if version > u64::from(SCHEMA_VERSION) {
-            return Err(StateError::NewerSchema {
-                path: path.to_path_buf(),
-                found: version as u32,
-            });
-        }
-        if version < OLDEST_READABLE {
-            return Err(corrupt(format!("unsupported schema_version {version}")));
-        }
-        let mut state: State = serde_json::from_value(raw).map_err(|e| corrupt(e.to_string()))?;
-        if crate::config::validate_suffix(&state.suffix).is_err() {
-            return Err(corrupt(format!("invalid suffix {:?}", state.suffix)));
-        }
-        state.schema_version = SCHEMA_VERSION;
-        Ok(state)
     }
 
     /// Refuses a state that belongs elsewhere: acting on it would touch someone else's resources.
@@ -302,36 +280,50 @@ impl State {
 
 /// Reads the state file; `None` when it does not exist (nothing deployed).
 pub fn load(path: &Path) -> Result<Option<State>, StateError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let mut state = State::parse(&text, path)?;
-            let journal = journal_path(path);
-            match std::fs::read_to_string(&journal) {
-                Ok(lines) => journal::replay(&mut state, &lines, &journal)?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(StateError::Read {
-                        path: journal,
-                        source,
-                    })
-                }
-            }
-            Ok(Some(state))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(StateError::Read {
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
-}
-
-/// Writes `state` to `path` atomically, mode 0600.
-pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
-    let bytes = state.to_bytes();
-    crate::fsutil::write_atomic(path, &bytes, 0o600).map_err(|source| StateError::Write {
+    let read_err = |source| StateError::Read {
         path: path.to_path_buf(),
         source,
+    };
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(read_err(source)),
+    };
+    // A line at a time: the file is never held whole (see `file`).
+    let reader = std::io::BufReader::with_capacity(1 << 20, f);
+    let mut state = match file::read_lines(reader, path)? {
+        file::Read::State(state) => state,
+        file::Read::Whole(Some(text)) => file::read_whole(&text, path)?,
+        file::Read::Whole(None) => {
+            let text = std::fs::read_to_string(path).map_err(read_err)?;
+            file::read_whole(&text, path)?
+        }
+    };
+    let journal = journal_path(path);
+    match std::fs::File::open(&journal) {
+        Ok(f) => journal::replay(
+            &mut state,
+            std::io::BufReader::with_capacity(1 << 20, f),
+            &journal,
+        )?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(StateError::Read {
+                path: journal,
+                source,
+            })
+        }
+    }
+    Ok(Some(state))
+}
+
+/// Writes `state` to `path` atomically, mode 0600, streamed (never whole in memory).
+pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
+    crate::fsutil::write_atomic_with(path, 0o600, |w| file::write(state, w)).map_err(|source| {
+        StateError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
     })
 }
 
