@@ -174,10 +174,18 @@ pub fn read_lines(mut r: impl BufRead, path: &Path) -> Result<Read, StateError> 
         let Some((name, row)) = device_line(l) else {
             return Ok(Read::Whole(None));
         };
-        let row = Row::parse(row).map_err(|e| StateError::Corrupt {
-            path: path.to_path_buf(),
-            message: format!("line {number}: device {name}: {e}"),
-        })?;
+        let row = match Row::parse(row) {
+            Ok(row) => row,
+            // JSON, but not a row.
+            Err(e) if e.is_data() => {
+                return Err(StateError::Corrupt {
+                    path: path.to_path_buf(),
+                    message: format!("line {number}: device {name}: {e}"),
+                })
+            }
+            // Not JSON on this line: a row spread over lines, or a file cut short.
+            Err(_) => return Ok(Read::Whole(None)),
+        };
         state.devices.insert_row(name, row);
     }
     if !closed {
@@ -274,5 +282,144 @@ fn corrupt(path: &Path, e: serde_json::Error) -> StateError {
     StateError::Corrupt {
         path: path.to_path_buf(),
         message: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{journal_path, load, save, DeviceState, Journal, Phase};
+    use super::*;
+
+    /// A state written by iotreg before schema 4 (`up --fleet` with two devices on the
+    /// local AWS).
+    const SCHEMA_3: &str = include_str!("testdata/schema3.json");
+
+    fn with_devices(n: usize) -> State {
+        let mut s = State::new("us-east-1", "123456789012", "abc123");
+        s.put(Record::new(
+            "policy",
+            "IoT policy",
+            Phase::Created,
+            "p-abc123",
+        ));
+        for i in 0..n {
+            let name = super::super::bench::device_name(i);
+            s.devices.insert(name, super::super::bench::device(i));
+        }
+        s
+    }
+
+    #[test]
+    fn a_schema_3_state_reads_and_is_written_as_schema_4() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        std::fs::write(&path, SCHEMA_3).unwrap();
+        let old: serde_json::Value = serde_json::from_str(SCHEMA_3).unwrap();
+        assert_eq!(old["schema_version"], 3);
+        let state = load(&path).unwrap().unwrap();
+        assert_eq!(state.serial, old["serial"].as_u64().unwrap());
+        assert_eq!(
+            state.resources.len(),
+            old["resources"].as_array().unwrap().len()
+        );
+        assert_eq!(state.devices.len(), 2);
+        for (name, entry) in old["devices"].as_object().unwrap() {
+            let want: DeviceState = serde_json::from_value(entry.clone()).unwrap();
+            assert_eq!(state.devices.get(name), Some(want), "{name}");
+        }
+        save(&path, &state).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"schema_version\": 4"), "{text}");
+        assert_eq!(load(&path).unwrap().unwrap(), state);
+        // Read whole (as `state push` of a copy might be) it is the same state.
+        assert_eq!(read_whole(&text, &path).unwrap(), state);
+    }
+
+    #[test]
+    fn devices_are_written_a_line_each_and_the_file_stays_json() {
+        let state = with_devices(3);
+        let bytes = state.to_bytes();
+        let text = String::from_utf8(bytes).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["devices"].as_object().unwrap().len(), 3);
+        let lines: Vec<&str> = text.lines().collect();
+        let open = lines.iter().position(|l| *l == DEVICES_OPEN).unwrap();
+        assert_eq!(&lines[open + 4..], ["  }", "}"]);
+        for (i, l) in lines[open + 1..open + 4].iter().enumerate() {
+            let (name, row) = device_line(l).unwrap();
+            assert_eq!(name, super::super::bench::device_name(i));
+            assert_eq!(state.devices.row(&name).unwrap().as_str(), row);
+        }
+        let path = Path::new("s.json");
+        assert!(matches!(
+            read_lines(text.as_bytes(), path).unwrap(),
+            Read::State(s) if s == state
+        ));
+        // No devices: the header alone, as schema 3 wrote it.
+        let empty = State::new("us-east-1", "123456789012", "abc123");
+        let text = String::from_utf8(empty.to_bytes()).unwrap();
+        assert!(!text.contains("devices"));
+        assert_eq!(State::parse(&text, path).unwrap(), empty);
+    }
+
+    #[test]
+    fn a_file_laid_out_otherwise_is_read_whole() {
+        let state = with_devices(2);
+        let json: serde_json::Value = serde_json::from_slice(&state.to_bytes()).unwrap();
+        let path = Path::new("s.json");
+        for text in [
+            serde_json::to_string_pretty(&json).unwrap(),
+            serde_json::to_string(&json).unwrap(),
+        ] {
+            assert_eq!(State::parse(&text, path).unwrap(), state, "{text}");
+        }
+        // `state pull` prints the same JSON.
+        assert_eq!(serde_json::to_value(&state).unwrap(), json);
+    }
+
+    #[test]
+    fn bad_device_lines_are_corrupt() {
+        let text = String::from_utf8(with_devices(2).to_bytes()).unwrap();
+        let path = Path::new("s.json");
+        let cases = [
+            // A row that is JSON but not a row.
+            text.replacen("[[\"", "[[1, \"", 1),
+            // A var the row does not have.
+            text.replacen("\"$0", "\"$7", 1),
+            // Cut short in the devices.
+            text[..text.len() - 40].to_string(),
+            text[..text.len() - 6].to_string(),
+        ];
+        for bad in cases {
+            let e = State::parse(&bad, path).unwrap_err();
+            assert!(e.is_bad_input(), "{e}");
+            assert!(e.to_string().contains("corrupt"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_journal_of_unpacked_lines_still_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        save(&path, &State::new("us-east-1", "123456789012", "abc123")).unwrap();
+        let (a, b) = (
+            super::super::bench::device(1),
+            super::super::bench::device(2),
+        );
+        let old = |name: &str, entry: Option<&DeviceState>| {
+            let line = serde_json::json!({"device": name, "entry": entry});
+            format!("{line}\n")
+        };
+        let lines = [
+            old("a", Some(&a)),
+            old("b", Some(&b)),
+            String::from_utf8(Journal::line("c", Some(&b))).unwrap(),
+            old("b", None),
+        ];
+        std::fs::write(journal_path(&path), lines.concat()).unwrap();
+        let s = load(&path).unwrap().unwrap();
+        assert_eq!(s.devices.keys().collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(s.devices.get("a"), Some(a));
+        assert_eq!(s.devices.get("c"), Some(b));
     }
 }
