@@ -177,6 +177,124 @@ fn only_durable_journal_lines_wait_for_the_disk() {
     assert_eq!(s.devices.get("b").unwrap(), device(3));
 }
 
+/// The state as iotreg held, wrote and read it before schema 4 (`STATE_FORMAT=schema3`), for
+/// the "before" figures: every device unpacked in memory, the file pretty JSON read through a
+/// `serde_json::Value`, journal lines with the entry unpacked.
+mod schema3 {
+    use super::super::{DeviceState, Record};
+    use super::{device, device_name, BTreeMap, Path};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    pub struct State {
+        pub schema_version: u32,
+        pub region: String,
+        pub account: String,
+        pub suffix: String,
+        pub serial: u64,
+        pub resources: Vec<Record>,
+        pub devices: BTreeMap<String, DeviceState>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct JournalLine {
+        device: String,
+        entry: Option<DeviceState>,
+    }
+
+    pub fn fleet_state(n: usize) -> State {
+        let s = super::fleet_state(0);
+        State {
+            schema_version: 3,
+            region: s.region,
+            account: s.account,
+            suffix: s.suffix,
+            serial: 0,
+            resources: s.resources,
+            devices: (0..n).map(|i| (device_name(i), device(i))).collect(),
+        }
+    }
+
+    pub fn save(path: &Path, s: &State) {
+        let mut bytes = serde_json::to_vec_pretty(s).unwrap();
+        bytes.push(b'\n');
+        crate::fsutil::write_atomic(path, &bytes, 0o600).unwrap();
+    }
+
+    pub fn load(path: &Path) -> State {
+        let text = std::fs::read_to_string(path).unwrap();
+        let raw: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut state: State = serde_json::from_value(raw).unwrap();
+        if let Ok(lines) = std::fs::read_to_string(super::journal_path(path)) {
+            for line in lines.lines() {
+                let l: JournalLine = serde_json::from_str(line).unwrap();
+                match l.entry {
+                    Some(e) => state.devices.insert(l.device, e),
+                    None => state.devices.remove(&l.device),
+                };
+            }
+        }
+        state
+    }
+
+    pub fn line(name: &str, entry: Option<&DeviceState>) -> Vec<u8> {
+        let l = JournalLine {
+            device: name.to_string(),
+            entry: entry.cloned(),
+        };
+        let mut bytes = serde_json::to_vec(&l).unwrap();
+        bytes.push(b'\n');
+        bytes
+    }
+}
+
+/// The bench's view of either format.
+trait Format {
+    const NAME: &'static str;
+    type S: PartialEq + std::fmt::Debug;
+    fn build(n: usize) -> Self::S;
+    fn save(path: &Path, s: &Self::S);
+    fn load(path: &Path) -> Self::S;
+    fn line(s: &Self::S, name: &str) -> Vec<u8>;
+}
+
+struct Packed;
+impl Format for Packed {
+    const NAME: &'static str = "schema 4";
+    type S = State;
+    fn build(n: usize) -> State {
+        fleet_state(n)
+    }
+    fn save(path: &Path, s: &State) {
+        save(path, s).unwrap()
+    }
+    fn load(path: &Path) -> State {
+        load(path).unwrap().unwrap()
+    }
+    /// As a fleet run makes it: the entry unpacked, changed, packed again.
+    fn line(s: &State, name: &str) -> Vec<u8> {
+        Journal::line(name, s.devices.get(name).as_ref())
+    }
+}
+
+struct Schema3;
+impl Format for Schema3 {
+    const NAME: &'static str = "schema 3, before";
+    type S = schema3::State;
+    fn build(n: usize) -> schema3::State {
+        schema3::fleet_state(n)
+    }
+    fn save(path: &Path, s: &schema3::State) {
+        schema3::save(path, s)
+    }
+    fn load(path: &Path) -> schema3::State {
+        schema3::load(path)
+    }
+    fn line(s: &schema3::State, name: &str) -> Vec<u8> {
+        schema3::line(name, s.devices.get(name))
+    }
+}
+
 const PHASE: &str = "IOTREG_BENCH_STATE_PHASE";
 const DIR: &str = "IOTREG_BENCH_STATE_DIR";
 
@@ -237,21 +355,30 @@ fn bench_state_at_fleet_scale() {
         }
         return;
     };
+    match std::env::var("STATE_FORMAT").as_deref() {
+        Ok("schema3") => step::<Schema3>(n, &phase),
+        Ok("packed") | Err(_) => step::<Packed>(n, &phase),
+        Ok(other) => panic!("STATE_FORMAT={other}: packed (default) or schema3"),
+    }
+}
+
+fn step<F: Format>(n: usize, phase: &str) {
     let dir = PathBuf::from(std::env::var(DIR).unwrap());
     let path = dir.join("state.json");
     // The journal written in the first step, kept aside until the replay step.
     let kept = dir.join("journal.kept");
-    match phase.as_str() {
+    match phase {
         "write" => {
-            let state = fleet_state(n);
+            let state = F::build(n);
             let held = peak_mb();
             let t = Instant::now();
-            save(&path, &state).unwrap();
+            F::save(&path, &state);
             let saved = ms(t);
             let bytes = std::fs::metadata(&path).unwrap().len();
             println!(
-                "state {n} devices, write: file {:.1} MB; built in memory, peak {held:.0} MB; \
+                "state {n} devices ({}), write: file {:.1} MB; built in memory, peak {held:.0} MB; \
                  save {saved:.0} ms, peak {:.0} MB",
+                F::NAME,
                 bytes as f64 / 1e6,
                 peak_mb()
             );
@@ -260,9 +387,7 @@ fn bench_state_at_fleet_scale() {
             let t = Instant::now();
             for i in 0..n {
                 let name = device_name(i);
-                journal
-                    .append(&name, state.devices.get(&name).as_ref(), true)
-                    .unwrap();
+                journal.append_line(&F::line(&state, &name), true).unwrap();
             }
             let appended = t.elapsed();
             // As a fleet device writes them: its intents durable, the rest (commits, what
@@ -273,15 +398,16 @@ fn bench_state_at_fleet_scale() {
             for i in 0..n {
                 let name = device_name(i);
                 mixed
-                    .append(&name, state.devices.get(&name).as_ref(), i % 4 == 0)
+                    .append_line(&F::line(&state, &name), i % 4 == 0)
                     .unwrap();
             }
             let mixed_in = ms(t);
             let journal_bytes = std::fs::metadata(journal_path(&path)).unwrap().len();
             std::fs::rename(journal_path(&path), &kept).unwrap();
             println!(
-                "state {n} devices, journal: {n} appends (fdatasync each) {:.0} ms ({:.0} µs \
+                "state {n} devices ({}), journal: {n} appends (fdatasync each) {:.0} ms ({:.0} µs \
                  each, {:.1} MB); {n} with one in four synced (a device's mix) {mixed_in:.0} ms",
+                F::NAME,
                 appended.as_secs_f64() * 1e3,
                 appended.as_secs_f64() * 1e6 / n as f64,
                 journal_bytes as f64 / 1e6,
@@ -290,30 +416,32 @@ fn bench_state_at_fleet_scale() {
         "load" => {
             // A run: load the state, then save it.
             let t = Instant::now();
-            let state = load(&path).unwrap().unwrap();
+            let state = F::load(&path);
             let loaded = ms(t);
             let after_load = peak_mb();
             let t = Instant::now();
-            save(&path, &state).unwrap();
+            F::save(&path, &state);
             let saved = ms(t);
             println!(
-                "state {n} devices, load: {loaded:.0} ms, peak {after_load:.0} MB; then save \
+                "state {n} devices ({}), load: {loaded:.0} ms, peak {after_load:.0} MB; then save \
                  {saved:.0} ms, peak {:.0} MB",
+                F::NAME,
                 peak_mb()
             );
-            assert_eq!(state, fleet_state(n));
+            assert_eq!(state, F::build(n));
         }
         "replay" => {
             std::fs::rename(&kept, journal_path(&path)).unwrap();
             let t = Instant::now();
-            let state = load(&path).unwrap().unwrap();
+            let state = F::load(&path);
             let loaded = ms(t);
             println!(
-                "state {n} devices, load with the {n}-line journal replayed: {loaded:.0} ms, \
+                "state {n} devices ({}), load with the {n}-line journal replayed: {loaded:.0} ms, \
                  peak {:.0} MB",
+                F::NAME,
                 peak_mb()
             );
-            assert_eq!(state, fleet_state(n));
+            assert_eq!(state, F::build(n));
         }
         other => panic!("unknown step {other}"),
     }
