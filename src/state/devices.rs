@@ -22,6 +22,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq};
@@ -30,9 +31,10 @@ use serde_json::Value;
 
 use super::{DeviceState, Phase, Record};
 
-/// One device packed: the compact JSON text of its row.
+/// One device packed: the compact JSON text of its row. Shared, not copied, when the state
+/// is cloned (a run snapshots the state a few times).
 #[derive(Clone, PartialEq, Eq)]
-pub struct Row(Box<str>);
+pub struct Row(Arc<str>);
 
 impl fmt::Debug for Row {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -63,9 +65,7 @@ impl Row {
         let mut ser = serde_json::Serializer::new(&mut out);
         let row = RowOut { t: &t, d };
         row.serialize(&mut ser).expect("a row serialises");
-        Row(String::from_utf8(out)
-            .expect("JSON is UTF-8")
-            .into_boxed_str())
+        Row(Arc::from(String::from_utf8(out).expect("JSON is UTF-8")))
     }
 
     /// A row read from a file or a journal line, checked: every row held can be unpacked.
