@@ -9,6 +9,16 @@ use std::path::{Path, PathBuf};
 /// directory, fsync, rename over `path`, fsync of the directory. A crash at any instant
 /// leaves the old file or the new one, never a torn one, and a key never sits readable.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    write_atomic_with(path, mode, |w| w.write_all(bytes))
+}
+
+/// [`write_atomic`] with the content streamed by `write` (through a buffer), so a large file
+/// is never held whole in memory.
+pub fn write_atomic_with(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut std::io::BufWriter<&mut File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = parent_dir(path);
     let tmp = dir.join(format!(
         ".{}.tmp.{}",
@@ -25,7 +35,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         .open(&tmp)?;
     // A temp file left by an earlier run keeps its old mode: set it before writing.
     f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-    f.write_all(bytes)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
+    write(&mut w)?;
+    w.flush()?;
+    drop(w);
     f.sync_all()?;
     drop(f);
     std::fs::rename(&tmp, path)?;

@@ -89,13 +89,15 @@ impl Address {
             }
             Address::Device(t) => s.devices.remove(t).is_some(),
             Address::DeviceRecord(t, k) => {
-                let Some(d) = s.devices.get_mut(t) else {
+                let Some(mut d) = s.devices.get(t) else {
                     return false;
                 };
                 let had = d.get(k).is_some();
                 d.remove(k);
                 if d.records.is_empty() {
                     s.devices.remove(t);
+                } else {
+                    s.devices.insert(t.clone(), d);
                 }
                 had
             }
@@ -543,7 +545,7 @@ mod tests {
         assert!(Address::parse("fleet/s-1/certificate")
             .unwrap()
             .remove(&mut s));
-        assert_eq!(s.devices["s-1"].records.len(), 1);
+        assert_eq!(s.devices.get("s-1").unwrap().records.len(), 1);
         assert!(Address::parse("fleet/s-1/thing").unwrap().remove(&mut s));
         assert!(s.devices.is_empty(), "a device with no records left goes");
     }

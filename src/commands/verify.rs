@@ -128,8 +128,7 @@ async fn device_checks(
         let arn = state
             .devices
             .get(&name)
-            .and_then(|e| e.get(CERTIFICATE))
-            .and_then(|r| r.arn.clone());
+            .and_then(|e| e.get(CERTIFICATE).and_then(|r| r.arn.clone()));
         targets.push((name, arn));
     }
     // Another thing to try acting as: a real one of this deployment when there is one.
@@ -224,10 +223,14 @@ async fn device_checks(
     };
     let on_device = |thing: &str| {
         let rec = match &single {
-            Some(t) if t == thing => state.get(CERTIFICATE),
-            _ => state.devices.get(thing).and_then(|e| e.get(CERTIFICATE)),
+            Some(t) if t == thing => state.get(CERTIFICATE).cloned(),
+            _ => state
+                .devices
+                .get(thing)
+                .and_then(|e| e.get(CERTIFICATE).cloned()),
         };
-        rec.and_then(|r| r.data.get(crate::resources::certificate::KEY_ON_DEVICE))
+        rec.as_ref()
+            .and_then(|r| r.data.get(crate::resources::certificate::KEY_ON_DEVICE))
             .and_then(|v| v.as_bool())
             == Some(true)
     };

@@ -83,7 +83,7 @@ impl Ctx {
     pub fn record(&self, key: &str) -> Option<Record> {
         let key = self.state_key(key);
         let mut rec = self.store.read(|s| match &self.device {
-            Some(d) => s.devices.get(d).and_then(|e| e.get(key)).cloned(),
+            Some(d) => s.devices.get(d).and_then(|e| e.get(key).cloned()),
             None => s.get(key).cloned(),
         });
         // The code sees its own key, so the record compares equal to the one it builds.
@@ -127,7 +127,7 @@ impl Ctx {
     pub fn applied(&self, key: &str) -> Option<Fields> {
         let key = self.state_key(key);
         self.store.read(|s| match &self.device {
-            Some(d) => s.devices.get(d).and_then(|e| e.applied.get(key)).cloned(),
+            Some(d) => s.devices.get(d).and_then(|mut e| e.applied.remove(key)),
             None => s.applied.get(key).cloned(),
         })
     }

@@ -440,7 +440,10 @@ mod tests {
         assert_eq!(cx.store.journal_syncs(), 2);
         // Everything was written, in order: a reload sees the last change.
         let reloaded = state::load(&path).unwrap().unwrap();
-        assert_eq!(reloaded.devices["sensor-1"].records[0].phase, Phase::Intent);
+        assert_eq!(
+            reloaded.devices.get("sensor-1").unwrap().records[0].phase,
+            Phase::Intent
+        );
     }
 
     #[tokio::test]

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod backend;
+mod devices;
+mod file;
 mod journal;
 mod location;
 mod lock;
@@ -20,6 +22,7 @@ mod s3;
 mod store;
 
 pub use backend::{Backend, Lock};
+pub use devices::{Devices, Row};
 pub use journal::{journal_path, Journal};
 pub use location::{Location, S3Location};
 pub use lock::StateLock;
@@ -29,9 +32,10 @@ pub use store::Store;
 /// The one field of the marker `state migrate` leaves where a state used to be.
 pub const MOVED_TO: &str = "moved_to";
 
-pub const SCHEMA_VERSION: u32 = 3;
-/// Version 1 had no `applied`, version 2 no `serial`: they read as version 3 with nothing
-/// applied on record and serial 0.
+pub const SCHEMA_VERSION: u32 = 4;
+/// Version 1 had no `applied`, version 2 no `serial`: they read as version 4 with nothing
+/// applied on record and serial 0. Versions 1–3 hold each fleet device as an object;
+/// version 4 packs each into a row on a line of its own ([`file`]).
 const OLDEST_READABLE: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -155,8 +159,9 @@ impl Record {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+/// The state. Serialised (`state pull`) it is the stored file's JSON; the file itself is
+/// written and read by [`file`], a device per line.
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct State {
     pub schema_version: u32,
     pub region: String,
@@ -172,9 +177,10 @@ pub struct State {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub applied: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
     /// A fleet's devices by thing name, each with its own records (thing, certificate,
-    /// attachments, shadow). Their changes go to the journal (see [`Journal`]), not a rewrite.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub devices: BTreeMap<String, DeviceState>,
+    /// attachments, shadow), held packed ([`Devices`]). Their changes go to the journal (see
+    /// [`Journal`]), not a rewrite.
+    #[serde(skip_serializing_if = "Devices::is_empty")]
+    pub devices: Devices,
 }
 
 /// One fleet device's part of the state.
@@ -212,7 +218,7 @@ impl State {
             serial: 0,
             resources: Vec::new(),
             applied: BTreeMap::new(),
-            devices: BTreeMap::new(),
+            devices: Devices::default(),
         }
     }
 
@@ -234,46 +240,18 @@ impl State {
     }
 
     /// The state as stored, locally and in S3 alike (so a `migrate` round trip is exact):
-    /// pretty JSON and a final newline.
+    /// see [`file`].
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut bytes = serde_json::to_vec_pretty(self).expect("state serialises");
-        bytes.push(b'\n');
+        let mut bytes = Vec::new();
+        file::write(self, &mut bytes).expect("writing to memory");
         bytes
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<State, StateError> {
-        let corrupt = |message: String| StateError::Corrupt {
-            path: path.to_path_buf(),
-            message,
-        };
-        // Read the version first so a newer schema is reported as such, not as "unknown field".
-        let raw: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| corrupt(format!("not JSON: {e}")))?;
-        if let Some(to) = raw.get(MOVED_TO).and_then(|v| v.as_str()) {
-            return Err(StateError::Moved {
-                path: path.to_path_buf(),
-                to: to.to_string(),
-            });
+        match file::read_lines(text.as_bytes(), path)? {
+            file::Read::State(state) => Ok(state),
+            file::Read::Whole(_) => file::read_whole(text, path),
         }
-        let version = raw
-            .get("schema_version")
-            .and_then(|v| v.as_u64())
-            .ok_or_else(|| corrupt("missing field `schema_version`".into()))?;
-        if version > u64::from(SCHEMA_VERSION) {
-            return Err(StateError::NewerSchema {
-                path: path.to_path_buf(),
-                found: version as u32,
-            });
-        }
-        if version < OLDEST_READABLE {
-            return Err(corrupt(format!("unsupported schema_version {version}")));
-        }
-        let mut state: State = serde_json::from_value(raw).map_err(|e| corrupt(e.to_string()))?;
-        if crate::config::validate_suffix(&state.suffix).is_err() {
-            return Err(corrupt(format!("invalid suffix {:?}", state.suffix)));
-        }
-        state.schema_version = SCHEMA_VERSION;
-        Ok(state)
     }
 
     /// Refuses a state that belongs elsewhere: acting on it would touch someone else's resources.
@@ -302,36 +280,50 @@ impl State {
 
 /// Reads the state file; `None` when it does not exist (nothing deployed).
 pub fn load(path: &Path) -> Result<Option<State>, StateError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let mut state = State::parse(&text, path)?;
-            let journal = journal_path(path);
-            match std::fs::read_to_string(&journal) {
-                Ok(lines) => journal::replay(&mut state, &lines, &journal)?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(StateError::Read {
-                        path: journal,
-                        source,
-                    })
-                }
-            }
-            Ok(Some(state))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(StateError::Read {
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
-}
-
-/// Writes `state` to `path` atomically, mode 0600.
-pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
-    let bytes = state.to_bytes();
-    crate::fsutil::write_atomic(path, &bytes, 0o600).map_err(|source| StateError::Write {
+    let read_err = |source| StateError::Read {
         path: path.to_path_buf(),
         source,
+    };
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(read_err(source)),
+    };
+    // A line at a time: the file is never held whole (see `file`).
+    let reader = std::io::BufReader::with_capacity(1 << 20, f);
+    let mut state = match file::read_lines(reader, path)? {
+        file::Read::State(state) => state,
+        file::Read::Whole(Some(text)) => file::read_whole(&text, path)?,
+        file::Read::Whole(None) => {
+            let text = std::fs::read_to_string(path).map_err(read_err)?;
+            file::read_whole(&text, path)?
+        }
+    };
+    let journal = journal_path(path);
+    match std::fs::File::open(&journal) {
+        Ok(f) => journal::replay(
+            &mut state,
+            std::io::BufReader::with_capacity(1 << 20, f),
+            &journal,
+        )?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(StateError::Read {
+                path: journal,
+                source,
+            })
+        }
+    }
+    Ok(Some(state))
+}
+
+/// Writes `state` to `path` atomically, mode 0600, streamed (never whole in memory).
+pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
+    crate::fsutil::write_atomic_with(path, 0o600, |w| file::write(state, w)).map_err(|source| {
+        StateError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
     })
 }
 
@@ -469,179 +461,5 @@ mod tests {
     }
 }
 
-/// The state at fleet scale, timed: `bash bench/state.sh` runs it (release build) and prints
-/// the figures. Not a test of speed: it only checks that what is loaded is what was saved.
 #[cfg(test)]
-mod bench {
-    use super::*;
-    use std::time::Instant;
-
-    fn device(i: usize) -> DeviceState {
-        let name = format!("sensor-{i:05}");
-        let cert = format!("{:064x}", i as u128 * 0x9e37_79b9_7f4a_7c15);
-        let cert_arn = format!("arn:aws:iot:us-east-1:123456789012:cert/{cert}");
-        let mut d = DeviceState::default();
-        let mut thing = Record::new("thing", "thing", Phase::Created, &name);
-        thing.arn = Some(format!("arn:aws:iot:us-east-1:123456789012:thing/{name}"));
-        thing.id = Some(format!("{:032x}", i));
-        let mut c = Record::new("certificate", "certificate", Phase::Created, &cert);
-        c.arn = Some(cert_arn.clone());
-        c.id = Some(cert.clone());
-        c.intent_at_ms = Some(1_764_000_000_000);
-        c.data
-            .insert("public_key_sha256".into(), cert.clone().into());
-        let mut pa = Record::new(
-            "policy_attachment",
-            "policy attachment",
-            Phase::Created,
-            "device-policy-abc123 → certificate",
-        );
-        pa.data
-            .insert("certificate_arn".into(), cert_arn.clone().into());
-        let mut tp = Record::new(
-            "thing_principal",
-            "thing attachment",
-            Phase::Created,
-            format!("certificate → {name}"),
-        );
-        tp.data.insert("certificate_arn".into(), cert_arn.into());
-        let shadow = Record::new("shadow", "device shadow", Phase::Created, &name);
-        for r in [thing, c, pa, tp, shadow] {
-            d.put(r);
-        }
-        let mut applied = BTreeMap::new();
-        applied.insert("thing_type".to_string(), "TemperatureSensor".into());
-        for (k, v) in [
-            ("serial", format!("SN-{i:05}")),
-            ("line", "L1".into()),
-            ("model", "TC-2000".into()),
-        ] {
-            applied.insert(format!("attributes.{k}"), v.into());
-        }
-        d.applied.insert("thing".into(), applied);
-        d
-    }
-
-    /// A state file and its journal holding `lines`, loaded.
-    fn load_with_journal(lines: &[Vec<u8>]) -> Result<State, StateError> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.json");
-        save(&path, &State::new("us-east-1", "123456789012", "abc123")).unwrap();
-        std::fs::write(journal_path(&path), lines.concat()).unwrap();
-        load(&path).map(Option::unwrap)
-    }
-
-    #[test]
-    fn the_journal_replays_in_order_and_a_null_entry_removes() {
-        let (a, b) = (device(1), device(2));
-        let state = load_with_journal(&[
-            Journal::line("a", Some(&DeviceState::default())),
-            Journal::line("a", Some(&a)),
-            Journal::line("b", Some(&b)),
-            Journal::line("b", None),
-        ])
-        .unwrap();
-        assert_eq!(state.devices.len(), 1);
-        assert_eq!(state.devices["a"], a);
-    }
-
-    #[test]
-    fn a_torn_line_ends_the_replay() {
-        let whole = Journal::line("a", Some(&device(1)));
-        let cut = whole[..whole.len() / 2].to_vec();
-        let mut zeroed = Journal::line("b", Some(&device(2)));
-        zeroed[10..30].fill(0);
-        // Cut short at the end (a kill mid-append).
-        let s = load_with_journal(&[whole.clone(), cut.clone()]).unwrap();
-        assert_eq!(s.devices.keys().collect::<Vec<_>>(), ["a"]);
-        // Cut short, or zeroed by a power cut, before lines that were never synced either.
-        for torn in [[cut.clone(), b"\n".to_vec()].concat(), zeroed.clone()] {
-            let s = load_with_journal(&[whole.clone(), torn, Journal::line("c", Some(&device(3)))])
-                .unwrap();
-            assert_eq!(s.devices.keys().collect::<Vec<_>>(), ["a"]);
-        }
-        // A whole line that is not a journal line is corruption, not a tear.
-        let e = load_with_journal(&[b"{\"x\": 1}\n".to_vec(), whole]).unwrap_err();
-        assert!(e.to_string().contains("line 1"), "{e}");
-    }
-
-    #[test]
-    fn only_durable_journal_lines_wait_for_the_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.json");
-        save(&path, &State::new("us-east-1", "123456789012", "abc123")).unwrap();
-        let mut j = Journal::new(&path);
-        j.append("a", Some(&device(1)), true).unwrap();
-        j.append("a", Some(&device(2)), false).unwrap();
-        j.append("b", Some(&device(3)), false).unwrap();
-        assert_eq!(j.syncs(), 1);
-        // Not synced is still written: a kill (not a power cut) loses nothing.
-        let s = load(&path).unwrap().unwrap();
-        assert_eq!(s.devices["a"], device(2));
-        assert_eq!(s.devices["b"], device(3));
-    }
-
-    #[test]
-    #[ignore = "a benchmark: bash bench/state.sh"]
-    fn bench_state_at_fleet_scale() {
-        let n: usize = std::env::var("DEVICES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(10_000);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.json");
-        let mut state = State::new("us-east-1", "123456789012", "abc123");
-        for i in 0..n {
-            state.devices.insert(format!("sensor-{i:05}"), device(i));
-        }
-        let t = Instant::now();
-        save(&path, &state).unwrap();
-        let saved = t.elapsed();
-        let bytes = std::fs::metadata(&path).unwrap().len();
-        let t = Instant::now();
-        let loaded = load(&path).unwrap().unwrap();
-        let loaded_in = t.elapsed();
-        assert_eq!(loaded, state);
-        // Progress as a fleet run writes it: one journal line per device change.
-        let mut journal = Journal::new(&path);
-        let t = Instant::now();
-        for i in 0..n {
-            let name = format!("sensor-{i:05}");
-            journal
-                .append(&name, state.devices.get(&name), true)
-                .unwrap();
-        }
-        let appended = t.elapsed();
-        // As a fleet device writes them: its intents durable, the rest (commits, what was
-        // applied) riding on the next sync. About 5 of a device's 21 lines are intents.
-        std::fs::remove_file(journal_path(&path)).unwrap();
-        let mut mixed = Journal::new(&path);
-        let t = Instant::now();
-        for i in 0..n {
-            let name = format!("sensor-{i:05}");
-            mixed
-                .append(&name, state.devices.get(&name), i % 4 == 0)
-                .unwrap();
-        }
-        let appended_mixed = t.elapsed();
-        let journal_bytes = std::fs::metadata(journal_path(&path)).unwrap().len();
-        let t = Instant::now();
-        let replayed = load(&path).unwrap().unwrap();
-        let replayed_in = t.elapsed();
-        assert_eq!(replayed, state);
-        println!(
-            "state with {n} devices: {:.1} MB; save {:.0} ms, load {:.0} ms; \
-             {n} journal appends (fdatasync each) {:.0} ms ({:.0} µs each, {:.1} MB), \
-             {n} with one in four synced (a device's mix) {:.0} ms, \
-             load with the journal replayed {:.0} ms",
-            bytes as f64 / 1e6,
-            saved.as_secs_f64() * 1e3,
-            loaded_in.as_secs_f64() * 1e3,
-            appended.as_secs_f64() * 1e3,
-            appended.as_secs_f64() * 1e6 / n as f64,
-            journal_bytes as f64 / 1e6,
-            appended_mixed.as_secs_f64() * 1e3,
-            replayed_in.as_secs_f64() * 1e3,
-        );
-    }
-}
+mod bench;

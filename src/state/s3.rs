@@ -634,9 +634,8 @@ impl Inner {
             let Some((lines, _)) = self.get(seg).await? else {
                 continue;
             };
-            let lines = String::from_utf8_lossy(&lines);
             let path = PathBuf::from(format!("s3://{}/{seg}", self.loc.bucket));
-            journal::replay(&mut state, &lines, &path)?;
+            journal::replay(&mut state, lines.as_slice(), &path)?;
             if let Ok(n) = seg[own.len()..].parse::<u64>() {
                 next_seq = next_seq.max(n + 1);
             }

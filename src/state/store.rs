@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::s3::S3State;
-use super::{DeviceState, Journal, State, StateError};
+use super::{DeviceState, Journal, Row, State, StateError};
 use crate::plan::Fields;
 
 /// Where a store's saves and journal lines go.
@@ -72,13 +72,18 @@ impl Store {
         f: impl FnOnce(&mut DeviceState) -> T,
     ) -> Result<T, StateError> {
         let mut guard = self.state.lock().expect("state mutex");
-        let entry = guard.devices.entry(device.to_string()).or_default();
-        let out = f(entry);
-        let keep = !entry.records.is_empty();
-        if !keep {
-            guard.devices.remove(device);
-        }
-        let line = Journal::line(device, guard.devices.get(device));
+        // Unpacked, changed, packed again: the row that goes in is the journal line's.
+        let mut entry = guard.devices.get(device).unwrap_or_default();
+        let out = f(&mut entry);
+        let line = if entry.records.is_empty() {
+            guard.devices.remove_row(device);
+            Journal::row_line(device, None)
+        } else {
+            let row = Row::pack(device, &entry);
+            let line = Journal::row_line(device, Some(&row));
+            guard.devices.insert_row(device.to_string(), row);
+            line
+        };
         match &self.sink {
             Sink::Local { journal, .. } => {
                 // Lines go out in the order of the changes (the journal is taken before the
@@ -125,7 +130,7 @@ impl Store {
     /// What `up` last applied to one of a device's resources.
     pub fn device_applied(&self, device: &str, key: &str) -> Option<Fields> {
         let s = self.state.lock().expect("state mutex");
-        s.devices.get(device)?.applied.get(key).cloned()
+        s.devices.get(device)?.applied.remove(key)
     }
 
     /// Writes the whole state and folds the journal in.
