@@ -55,6 +55,7 @@ def client(service: str, endpoint: str):
 
 
 def drift(args) -> int:
+    # The state's device rows are packed; only their names are read from it.
     state = json.load(open(args.state))
     names = sorted(state["devices"])
     rng = random.Random(args.seed)
@@ -68,8 +69,9 @@ def drift(args) -> int:
                 attributePayload={"attributes": {"line": "Moved-Outside"}, "merge": True},
             )
         elif kind == 1:
-            cert = next(r for r in state["devices"][name]["records"] if r["key"] == "certificate")
-            iot.update_certificate(certificateId=cert["id"], newStatus="INACTIVE")
+            # The device's certificate: the one principal attached to its thing.
+            arn = iot.list_thing_principals(thingName=name)["principals"][0]
+            iot.update_certificate(certificateId=arn.rsplit("/", 1)[1], newStatus="INACTIVE")
         else:
             data.update_thing_shadow(
                 thingName=name,

@@ -187,6 +187,9 @@ impl Fleet {
                 .map(move |t| {
                     let view = view.clone();
                     async move {
+                        // Planning from the pages makes no call, so it would never yield: give
+                        // the sample's reads, polled by the same task, their turn.
+                        tokio::task::yield_now().await;
                         match self.plan_device(cx, &t, view).await {
                             Ok(steps) if steps.is_empty() => {}
                             Ok(steps) => {
@@ -199,16 +202,18 @@ impl Fleet {
                 .buffer_unordered(self.spec().concurrency)
                 .collect::<Vec<()>>()
         };
-        // The sample's own reads need no page: they go while the pages are read (each call
-        // paced by its own rate), so a survey takes the longer of the two, not their sum.
-        // verify does not plan the sample: its checks read those devices whole anyway.
+        // The sample's own reads need no page: they go while the pages are read and the other
+        // devices planned from them (each call paced by its own rate), so a survey takes the
+        // longer of the two, not their sum. verify does not plan the sample: its checks read
+        // those devices whole anyway.
         let whole = if plan_sampled { whole } else { Vec::new() };
-        let (view, _) = tokio::join!(
-            async { FleetView::read(&self.0).await.map(Arc::new) },
-            plan_all(whole, None)
-        );
+        let from_pages = async {
+            let view = Arc::new(FleetView::read(&self.0).await?);
+            plan_all(paged, Some(view.clone())).await;
+            Ok::<_, StepError>(view)
+        };
+        let (view, _) = tokio::join!(from_pages, plan_all(whole, None));
         let view = view?;
-        plan_all(paged, Some(view.clone())).await;
         let mut failed = failed.into_inner().expect("failed");
         failed.sort();
         Ok(Survey {
