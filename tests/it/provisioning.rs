@@ -166,7 +166,10 @@ async fn csr_only_devices_get_certificates_for_their_own_keys_and_a_killed_up_re
     assert_eq!(plan.code(), 3, "{}", plan.all());
     assert!(
         plan.stdout()
-            .contains("sensor-0003.certificate.public_key_sha256"),
+            .contains("1 of 20 devices differ: 1 certificates to reissue")
+            && plan
+                .stdout()
+                .contains("sensor-0003:\n        ~ certificate: public_key_sha256: "),
         "{}",
         plan.stdout()
     );
