@@ -164,27 +164,20 @@ impl Kind for Policy {
         // Every page of targets first (AWS answers up to 250 a page), detached after: detaching
         // while paging would move the pages under the marker.
         let mut targets: Vec<String> = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let Some(page) = sdk::find(
-                op(KIND, name, "ListTargetsForPolicy"),
-                iot.list_targets_for_policy()
-                    .policy_name(name)
-                    .page_size(250)
-                    .set_marker(marker.take())
-                    .send(),
-                |e| e.is_resource_not_found_exception(),
-            )
-            .await?
-            else {
-                cx.forget(key)?;
-                return Ok(Outcome::Absent);
-            };
-            targets.extend(page.targets().iter().cloned());
-            marker = page.next_marker().map(str::to_string);
-            if marker.is_none() {
-                break;
-            }
+        let exists = sdk::each_page(
+            op(KIND, name, "ListTargetsForPolicy"),
+            iot.list_targets_for_policy()
+                .policy_name(name)
+                .page_size(250)
+                .into_paginator()
+                .send(),
+            |e| e.is_resource_not_found_exception(),
+            |page| targets.extend(page.targets().iter().cloned()),
+        )
+        .await?;
+        if !exists {
+            cx.forget(key)?;
+            return Ok(Outcome::Absent);
         }
         // Our certificate was detached already; anything still attached would block deletion.
         for target in &targets {

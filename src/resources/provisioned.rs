@@ -38,30 +38,27 @@ impl Provisioned {
 
     /// Every thing carrying the template's marker, from AWS, all pages.
     pub async fn things(&self, template: &str) -> Result<Vec<String>, StepError> {
-        let iot = &self.0.aws.iot;
         let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = sdk::send(
-                op(KIND, template, "ListThings"),
-                iot.list_things()
-                    .attribute_name(super::provisioning_template::MARKER)
-                    .attribute_value(template)
-                    .max_results(250)
-                    .set_next_token(token.clone())
-                    .send(),
-            )
-            .await?;
-            out.extend(
-                page.things()
-                    .iter()
-                    .filter_map(|t| t.thing_name().map(str::to_string)),
-            );
-            token = page.next_token().map(str::to_string);
-            if token.is_none() {
-                return Ok(out);
-            }
-        }
+        let pages = self.0.aws.iot.list_things();
+        sdk::each_page(
+            op(KIND, template, "ListThings"),
+            pages
+                .attribute_name(super::provisioning_template::MARKER)
+                .attribute_value(template)
+                .max_results(250)
+                .into_paginator()
+                .send(),
+            |_| false,
+            |page| {
+                out.extend(
+                    page.things()
+                        .iter()
+                        .filter_map(|t| t.thing_name().map(str::to_string)),
+                )
+            },
+        )
+        .await?;
+        Ok(out)
     }
 
     /// One device: its certificates detached, deactivated and deleted, its shadow and thing.

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 
+use aws_smithy_async::future::pagination_stream::PaginationStream;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -78,6 +79,32 @@ where
         Ok(v) => Ok(Some(v)),
         Err(e) if crate::aws::code_of(&e) == Some(code) => Ok(None),
         Err(e) => Err(op.failed(e)),
+    }
+}
+
+/// Reads every page of a paginated call (its SDK paginator), each request after the
+/// operation's rate limit: the paginator sends a page's request only when asked for the page.
+/// `each` sees the pages in order. False when AWS answers with the typed not-found error
+/// `not_found` recognises (what it lists is gone), after the pages before it.
+pub async fn each_page<T, E>(
+    op: Op<'_>,
+    mut pages: PaginationStream<Result<T, SdkError<E, Response>>>,
+    not_found: impl Fn(&E) -> bool,
+    mut each: impl FnMut(T),
+) -> Result<bool, StepError>
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+{
+    loop {
+        // The last ask makes no request (the paginator knows there is no next page), but it
+        // cannot be told apart beforehand: one rate token per listing is the cost.
+        crate::ratelimit::acquire(op.call).await;
+        match pages.next().await {
+            None => return Ok(true),
+            Some(Ok(page)) => each(page),
+            Some(Err(e)) if e.as_service_error().is_some_and(&not_found) => return Ok(false),
+            Some(Err(e)) => return Err(op.failed(e)),
+        }
     }
 }
 

@@ -276,36 +276,28 @@ impl FleetView {
 async fn list_things(env: &Env, calls: &Calls) -> Result<HashMap<String, ListedThing>, StepError> {
     let ty = &env.d.thing_type.name;
     let mut out = HashMap::new();
-    let mut token: Option<String> = None;
-    loop {
-        calls.one("ListThings");
-        let page = sdk::send(
-            op(KIND, ty, "ListThings"),
-            env.aws
-                .iot
-                .list_things()
-                .thing_type_name(ty)
-                .max_results(LIST_PAGE)
-                .set_next_token(token.take())
-                .send(),
-        )
-        .await?;
-        for t in page.things() {
-            let Some(name) = t.thing_name() else { continue };
-            out.insert(
-                name.to_string(),
-                ListedThing {
-                    arn: t.thing_arn().map(str::to_string),
-                    thing_type: t.thing_type_name().map(str::to_string),
-                    attributes: t.attributes().cloned().unwrap_or_default(),
-                },
-            );
-        }
-        token = page.next_token().map(str::to_string);
-        if token.is_none() {
-            return Ok(out);
-        }
-    }
+    let pages = env.aws.iot.list_things().thing_type_name(ty);
+    sdk::each_page(
+        op(KIND, ty, "ListThings"),
+        pages.max_results(LIST_PAGE).into_paginator().send(),
+        |_| false,
+        |page| {
+            calls.one("ListThings");
+            for t in page.things() {
+                let Some(name) = t.thing_name() else { continue };
+                out.insert(
+                    name.to_string(),
+                    ListedThing {
+                        arn: t.thing_arn().map(str::to_string),
+                        thing_type: t.thing_type_name().map(str::to_string),
+                        attributes: t.attributes().cloned().unwrap_or_default(),
+                    },
+                );
+            }
+        },
+    )
+    .await?;
+    Ok(out)
 }
 
 async fn list_certificates(
@@ -313,92 +305,70 @@ async fn list_certificates(
     calls: &Calls,
 ) -> Result<HashMap<String, (String, CertificateStatus)>, StepError> {
     let mut out = HashMap::new();
-    let mut marker: Option<String> = None;
-    loop {
-        calls.one("ListCertificates");
-        let page = sdk::send(
-            op(KIND, "certificates", "ListCertificates"),
-            env.aws
-                .iot
-                .list_certificates()
-                .page_size(LIST_PAGE)
-                .set_marker(marker.take())
-                .send(),
-        )
-        .await?;
-        for c in page.certificates() {
-            if let (Some(id), Some(arn), Some(status)) =
-                (c.certificate_id(), c.certificate_arn(), c.status())
-            {
-                out.insert(id.to_string(), (arn.to_string(), status.clone()));
+    sdk::each_page(
+        op(KIND, "certificates", "ListCertificates"),
+        env.aws
+            .iot
+            .list_certificates()
+            .page_size(LIST_PAGE)
+            .into_paginator()
+            .send(),
+        |_| false,
+        |page| {
+            calls.one("ListCertificates");
+            for c in page.certificates() {
+                if let (Some(id), Some(arn), Some(status)) =
+                    (c.certificate_id(), c.certificate_arn(), c.status())
+                {
+                    out.insert(id.to_string(), (arn.to_string(), status.clone()));
+                }
             }
-        }
-        marker = page.next_marker().map(str::to_string);
-        if marker.is_none() {
-            return Ok(out);
-        }
-    }
+        },
+    )
+    .await?;
+    Ok(out)
 }
 
+/// The targets the policy is attached to (none when there is no such policy).
 async fn list_policy_targets(
     env: &Env,
     calls: &Calls,
     policy: &str,
 ) -> Result<HashSet<String>, StepError> {
     let mut out = HashSet::new();
-    let mut marker: Option<String> = None;
-    loop {
-        calls.one("ListTargetsForPolicy");
-        let Some(page) = sdk::find(
-            op(KIND, policy, "ListTargetsForPolicy"),
-            env.aws
-                .iot
-                .list_targets_for_policy()
-                .policy_name(policy)
-                .page_size(LIST_PAGE)
-                .set_marker(marker.take())
-                .send(),
-            |e| e.is_resource_not_found_exception(),
-        )
-        .await?
-        else {
-            // No policy: nothing is attached to it.
-            return Ok(out);
-        };
-        out.extend(page.targets().iter().cloned());
-        marker = page.next_marker().map(str::to_string);
-        if marker.is_none() {
-            return Ok(out);
-        }
-    }
+    let pages = env.aws.iot.list_targets_for_policy().policy_name(policy);
+    sdk::each_page(
+        op(KIND, policy, "ListTargetsForPolicy"),
+        pages.page_size(LIST_PAGE).into_paginator().send(),
+        |e| e.is_resource_not_found_exception(),
+        |page| {
+            calls.one("ListTargetsForPolicy");
+            out.extend(page.targets().iter().cloned());
+        },
+    )
+    .await?;
+    Ok(out)
 }
 
+/// The group's members (none when there is no such group).
 async fn list_group(env: &Env, calls: &Calls, group: &str) -> Result<HashSet<String>, StepError> {
     let mut out = HashSet::new();
-    let mut token: Option<String> = None;
-    loop {
-        calls.one("ListThingsInThingGroup");
-        let Some(page) = sdk::find(
-            op(KIND, group, "ListThingsInThingGroup"),
-            env.aws
-                .iot
-                .list_things_in_thing_group()
-                .thing_group_name(group)
-                .max_results(LIST_PAGE)
-                .set_next_token(token.take())
-                .send(),
-            |e| e.is_resource_not_found_exception(),
-        )
-        .await?
-        else {
-            return Ok(out);
-        };
-        out.extend(page.things().iter().cloned());
-        token = page.next_token().map(str::to_string);
-        if token.is_none() {
-            return Ok(out);
-        }
-    }
+    let pages = env
+        .aws
+        .iot
+        .list_things_in_thing_group()
+        .thing_group_name(group);
+    sdk::each_page(
+        op(KIND, group, "ListThingsInThingGroup"),
+        pages.max_results(LIST_PAGE).into_paginator().send(),
+        |e| e.is_resource_not_found_exception(),
+        |page| {
+            calls.one("ListThingsInThingGroup");
+            out.extend(page.things().iter().cloned());
+        },
+    )
+    .await?;
+    Ok(out)
 }
 
 /// The fleet's index documents, when the account indexes shadows or connectivity; with the
