@@ -39,6 +39,10 @@ pub struct Clients {
     /// S3 for a bulk registration's input (src/resources/bulk): path-style addressing against
     /// an endpoint override, where bucket host names do not resolve.
     pub s3: aws_sdk_s3::Client,
+    /// Telemetry analytics: its stream, the detector's table and its failure queue.
+    pub kinesis: aws_sdk_kinesis::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
     pub sdk_config: aws_types::SdkConfig,
     /// The iot-data client needs the account's data endpoint, looked up lazily.
     pub endpoint_override: Option<String>,
@@ -102,6 +106,9 @@ impl Clients {
                     .force_path_style(config.endpoint_url().is_some())
                     .build(),
             ),
+            kinesis: aws_sdk_kinesis::Client::new(config),
+            dynamodb: aws_sdk_dynamodb::Client::new(config),
+            sqs: aws_sdk_sqs::Client::new(config),
             endpoint_override: config.endpoint_url().map(str::to_string),
             sdk_config: config.clone(),
             data: Default::default(),
@@ -131,6 +138,9 @@ impl Clients {
             sns: aws_sdk_sns::Client::new(&sdk_config),
             cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk_config),
             s3: aws_sdk_s3::Client::new(&sdk_config),
+            kinesis: aws_sdk_kinesis::Client::new(&sdk_config),
+            dynamodb: aws_sdk_dynamodb::Client::new(&sdk_config),
+            sqs: aws_sdk_sqs::Client::new(&sdk_config),
             endpoint_override: Some("http://127.0.0.1:9".into()),
             sdk_config,
             data: Default::default(),

@@ -321,7 +321,9 @@ pub enum DeviceCommand {
     },
     /// Act as the device, or every fleet device at once: connect, publish readings, update
     /// the reported shadow and answer a delta; prints a summary with PUBACK latencies.
-    /// With --claim: provision --count devices by claim concurrently instead.
+    /// With --claim: provision --count devices by claim concurrently instead. With
+    /// --pattern: readings shaped like an anomaly (for the analytics detector).
+    #[command(group(clap::ArgGroup::new("seeded").args(["jobs", "pattern"]).multiple(true)))]
     Simulate {
         /// The thing (default: the deployment's only device).
         #[arg(conflicts_with_all = ["fleet", "claim"])]
@@ -351,6 +353,11 @@ pub enum DeviceCommand {
         /// Leave the shadow alone: connect and publish only.
         #[arg(long)]
         no_shadow: bool,
+        /// The readings' shape: normal (noise around the device's baseline), drift (a steady
+        /// climb faster than analytics.max_rate), stuck (one value repeated) or spike (one
+        /// reading far out); the anomaly starts after analytics.min_history + 5 readings.
+        #[arg(long, value_name = "P", value_parser = pattern, conflicts_with_all = ["jobs", "claim"])]
+        pattern: Option<crate::device::pattern::Pattern>,
         /// Take jobs instead of publishing readings: every device stays connected, takes its
         /// pending and newly notified job executions over the AWS IoT Jobs MQTT API (a
         /// firmware update downloaded and checked, or a configuration change), reports the
@@ -366,8 +373,9 @@ pub enum DeviceCommand {
         /// drops its connection for the rest of the run, drawn like --fail-rate.
         #[arg(long, value_name = "P", requires = "jobs", value_parser = rate)]
         offline_rate: Option<f64>,
-        /// With --jobs: the seed of the --fail-rate and --offline-rate draws [default: 0].
-        #[arg(long, value_name = "N", requires = "jobs")]
+        /// With --jobs: the seed of the --fail-rate and --offline-rate draws; with --pattern,
+        /// of the readings' noise [default: 0].
+        #[arg(long, value_name = "N", requires = "seeded")]
         seed: Option<u64>,
         /// With --jobs: seconds a device with no pending job waits for a new one before it
         /// disconnects [default: 10].
@@ -381,6 +389,10 @@ pub enum DeviceCommand {
 }
 
 fn protocol(s: &str) -> Result<Protocol, String> {
+    s.parse()
+}
+
+fn pattern(s: &str) -> Result<crate::device::pattern::Pattern, String> {
     s.parse()
 }
 

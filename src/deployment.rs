@@ -148,6 +148,31 @@ pub fn deployment(
             None
         },
         provisioning: provisioning(settings, suffix, region, account, group.as_ref())?,
+        analytics: if c.analytics.enabled {
+            let zip = templates::lambda_zip(
+                resources::analytics::DETECTOR_FILE,
+                templates::ANOMALY_DETECTOR,
+            )
+            .map_err(bad)?;
+            let partition = aws::partition(region);
+            Some(resources::analytics::spec(
+                &c.analytics,
+                |pattern| settings::name(pattern, suffix),
+                |service, resource| {
+                    format!("arn:{partition}:{service}:{region}:{account}:{resource}")
+                },
+                &c.function.runtime,
+                &monitoring.topic_arn,
+                crate::config::LAMBDA_BASIC_EXECUTION.replacen(
+                    "arn:aws:",
+                    &format!("arn:{partition}:"),
+                    1,
+                ),
+                zip,
+            ))
+        } else {
+            None
+        },
         iam_retry: Backoff::IAM_PROPAGATION,
         write_settle: std::time::Duration::from_secs_f64(c.aws.attempt_timeout_s),
         wait_for_thing_type,

@@ -124,6 +124,12 @@ pub struct SimulateOptions {
     pub serials: Option<PathBuf>,
     /// `--jobs`: take jobs instead of publishing readings.
     pub jobs: Option<JobsOptions>,
+    /// `--pattern`: the readings' shape, where its anomaly starts, and the noise's seed.
+    pub pattern: Option<(
+        crate::device::pattern::Pattern,
+        crate::device::pattern::Shape,
+        u64,
+    )>,
 }
 
 /// `device simulate --jobs`.
@@ -621,7 +627,9 @@ impl Settings {
                         sample: reads.sample.map(|n| n as usize),
                     })
                 }
-                Command::Device { command } => Action::Device(device_action(command, &device)?),
+                Command::Device { command } => {
+                    Action::Device(device_action(command, &device, &config.analytics)?)
+                }
                 Command::Job { command } => Action::Job(job_action(command, &config)?),
                 Command::State { command } => Action::State(state_action(command)?),
                 Command::ForceUnlock { lock_id, yes } => Action::ForceUnlock { lock_id, yes },
@@ -723,6 +731,7 @@ fn state_action(command: StateCommand) -> Result<StateAction, BadInput> {
 fn device_action(
     command: DeviceCommand,
     device: &DeviceSettings,
+    analytics: &crate::config::analytics::AnalyticsConfig,
 ) -> Result<DeviceAction, BadInput> {
     Ok(match command {
         DeviceCommand::Bundle { thing, out } => {
@@ -756,6 +765,7 @@ fn device_action(
             protocol,
             concurrency,
             no_shadow,
+            pattern,
             jobs,
             fail_rate,
             offline_rate,
@@ -770,7 +780,25 @@ fn device_action(
                 ));
             }
             let seconds = std::time::Duration::from_secs_f64;
+            let pattern = pattern.map(|p| {
+                (
+                    p,
+                    crate::device::pattern::Shape::new(p, analytics),
+                    seed.unwrap_or(0),
+                )
+            });
+            if let Some((p, shape, _)) = &pattern {
+                if count < shape.needs {
+                    return Err(BadInput(format!(
+                        "--pattern {p} needs --count {} at least: the anomaly starts after reading {} (analytics.min_history + 5) and the detector needs {} more to see it",
+                        shape.needs,
+                        shape.onset,
+                        shape.needs - shape.onset
+                    )));
+                }
+            }
             DeviceAction::Simulate(SimulateOptions {
+                pattern,
                 thing,
                 fleet,
                 count,

@@ -14,6 +14,8 @@ pub const TRUST_POLICY: &str = include_str!("../templates/lambda-trust-policy.js
 pub const HANDLER: &str = include_str!("../templates/lambda-function.py");
 /// The pre-provisioning hook of claim provisioning (its allow-list travels beside it).
 pub const PROVISIONING_HOOK: &str = include_str!("../templates/provisioning-hook.py");
+/// The anomaly detector the analytics stream runs (`[analytics]`).
+pub const ANOMALY_DETECTOR: &str = include_str!("../templates/anomaly-detector.py");
 pub const RULE_SQL: &str = include_str!("../templates/rule.sql");
 pub const SHADOW: &str = include_str!("../templates/device-shadow.json");
 pub const DASHBOARD: &str = include_str!("../templates/dashboard.json");

@@ -51,13 +51,28 @@ pub async fn verify(
                 "skipped with --skip-e2e",
             ));
         }
+        if env.d.analytics.is_some() {
+            skipped.push(Check::skip(
+                verify::anomaly::E2E_ANOMALY,
+                "anomaly",
+                "skipped with --skip-e2e",
+            ));
+        }
         skipped
     } else {
         progress.line(&format!(
             "  … publishing a test reading and waiting up to {}s for it in the function's log",
             options.timeout.as_secs_f64()
         ));
-        verify::data_path(&env, options.timeout).await
+        let mut checks = verify::data_path(&env, options.timeout).await;
+        if env.d.analytics.is_some() {
+            progress.line(&format!(
+                "  … publishing a probe device's normal readings and an outlier, waiting up to {}s for the detector's alert",
+                options.timeout.as_secs_f64()
+            ));
+            checks.push(verify::anomaly::anomaly(&env, options.timeout).await);
+        }
+        checks
     };
     let seconds = e2e_started.elapsed().as_secs_f64() / e2e.len() as f64;
     checks.extend(e2e.into_iter().map(|check| Timed { check, seconds }));

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod analytics;
 pub mod jobs;
 
 /// A configuration problem: always "bad input" (exit 2), always naming the file and the field.
@@ -53,6 +54,7 @@ pub struct Config {
     pub provisioning: ProvisioningConfig,
     pub jobs: jobs::JobsConfig,
     pub job_templates: Vec<jobs::JobTemplateConfig>,
+    pub analytics: analytics::AnalyticsConfig,
 }
 
 /// Where the state lives (`--state` wins). Without this section: the local file.
@@ -759,6 +761,14 @@ impl Config {
         }
         jobs::validate(&self.jobs, &self.job_templates, suffix)
             .map_err(|(field, m)| invalid(&field, m))?;
+        analytics::validate(&self.analytics, suffix).map_err(|(field, m)| invalid(&field, m))?;
+        // The detector publishes what it finds to the alert topic, which monitoring deploys.
+        if self.analytics.enabled && !self.monitoring.enabled {
+            return Err(invalid(
+                "analytics.enabled",
+                "the detector alerts through the alert topic: set monitoring.enabled = true".into(),
+            ));
+        }
         check_name(
             &sample_name(&self.jobs.presign_role_name, suffix),
             &ROLE_NAME,

@@ -17,6 +17,7 @@ pub mod claim;
 pub mod https;
 pub mod jobs;
 pub mod mqtt;
+pub mod pattern;
 pub mod policy;
 pub mod sigv4;
 pub mod stats;

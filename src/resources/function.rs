@@ -58,6 +58,15 @@ pub const HOOK: Slot = Slot {
     depends_on: &[HOOK_ROLE],
 };
 
+/// The anomaly detector the analytics stream's event source mapping runs.
+pub const DETECTOR: Slot = Slot {
+    key: super::analytics::DETECTOR,
+    role: super::analytics::DETECTOR_ROLE,
+    check: "analytics.detector",
+    spec: |d| d.analytics.as_deref().map(|a| &a.function),
+    depends_on: &[super::analytics::DETECTOR_ROLE],
+};
+
 pub struct Function(pub Arc<Env>, pub &'static Slot);
 
 impl Function {

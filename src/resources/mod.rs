@@ -14,6 +14,7 @@ pub mod alarm;
 pub mod alert_policy;
 pub mod alert_subscription;
 pub mod alert_topic;
+pub mod analytics;
 pub mod bucket;
 pub mod bulk;
 pub mod certificate;
@@ -76,6 +77,8 @@ pub struct Deployment {
     pub group: Option<thing_group::GroupSpec>,
     /// Fleet provisioning by claim: devices register themselves (no device of the recipe's).
     pub provisioning: Option<ProvisioningSpec>,
+    /// Telemetry analytics: the stream, its rule, the anomaly detector (`[analytics]`).
+    pub analytics: Option<Arc<analytics::AnalyticsSpec>>,
     pub iam_retry: crate::retry::Backoff,
     /// How long a timed-out call may still be running on the server (the attempt timeout).
     pub write_settle: std::time::Duration,
@@ -379,7 +382,7 @@ const REGISTRY: &[Entry] = &[
         device: false,
         wanted: always,
         stray: true,
-        make: |env| one(rule::Rule(env.clone())),
+        make: |env| one(rule::Rule::processor(env.clone())),
     },
     Entry {
         device: false,
@@ -504,6 +507,54 @@ const REGISTRY: &[Entry] = &[
         wanted: monitoring,
         stray: true,
         make: |env| one(dashboard::Dashboard(env.clone())),
+    },
+    Entry {
+        device: false,
+        wanted: analytics::wanted,
+        stray: true,
+        make: |env| one(analytics::stream::Stream(env.clone())),
+    },
+    Entry {
+        device: false,
+        wanted: analytics::wanted,
+        stray: true,
+        make: |env| one(role::Role(env.clone(), &role::ANALYTICS_RULE)),
+    },
+    Entry {
+        device: false,
+        wanted: analytics::wanted,
+        stray: true,
+        make: |env| one(rule::Rule(env.clone(), &rule::ANALYTICS)),
+    },
+    Entry {
+        device: false,
+        wanted: analytics::wanted,
+        stray: true,
+        make: |env| one(analytics::table::Table(env.clone())),
+    },
+    Entry {
+        device: false,
+        wanted: analytics::wanted,
+        stray: true,
+        make: |env| one(analytics::queue::Queue(env.clone())),
+    },
+    Entry {
+        device: false,
+        wanted: analytics::wanted,
+        stray: true,
+        make: |env| one(role::Role(env.clone(), &role::DETECTOR)),
+    },
+    Entry {
+        device: false,
+        wanted: analytics::wanted,
+        stray: true,
+        make: |env| one(function::Function(env.clone(), &function::DETECTOR)),
+    },
+    Entry {
+        device: false,
+        wanted: analytics::wanted,
+        stray: true,
+        make: |env| one(analytics::mapping::Mapping(env.clone())),
     },
 ];
 

@@ -88,6 +88,27 @@ pub const JOBS: Slot = Slot {
     depends_on: &[],
 };
 
+/// The role the analytics rule's Kinesis action assumes: PutRecord on its stream, nothing else.
+pub const ANALYTICS_RULE: Slot = Slot {
+    key: super::analytics::RULE_ROLE,
+    service: "iot.amazonaws.com",
+    description: "Lets the iotreg analytics rule put readings on its Kinesis stream",
+    check: "analytics.rule_role",
+    spec: |d| d.analytics.as_deref().map(|a| &a.rule_role),
+    depends_on: &[],
+};
+
+/// The anomaly detector's execution role: read the stream, its table, publish alerts, and
+/// report failed batches.
+pub const DETECTOR: Slot = Slot {
+    key: super::analytics::DETECTOR_ROLE,
+    service: "lambda.amazonaws.com",
+    description: "Execution role for the iotreg anomaly detector",
+    check: "analytics.detector_role",
+    spec: |d| d.analytics.as_deref().map(|a| &a.detector_role),
+    depends_on: &[],
+};
+
 pub struct Role(pub Arc<Env>, pub &'static Slot);
 
 impl Role {

@@ -1,13 +1,16 @@
-//! The topic rule routing `sensor/temperature/+` to the function.
+//! A topic rule. Two rules are this one kind: the recipe's, routing `sensor/temperature/+` to
+//! the processor function, and, with analytics on, the one putting every reading on the
+//! Kinesis stream. Each is a [`Slot`]: its key, its spec, and where its one action goes.
 
 use std::sync::Arc;
 
 use aws_sdk_iot::error::SdkError;
 use aws_sdk_iot::operation::get_topic_rule::{GetTopicRuleError, GetTopicRuleOutput};
-use aws_sdk_iot::types::{Action as RuleAction, LambdaAction, TopicRulePayload};
+use aws_sdk_iot::types::{Action as RuleAction, KinesisAction, LambdaAction, TopicRulePayload};
 
+use super::analytics;
 use super::sdk::{self, op};
-use super::{Env, FUNCTION, RULE};
+use super::{Deployment, Env, RuleSpec, FUNCTION, RULE};
 use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
 use crate::plan::Fields;
 use crate::state::{Phase, Record};
@@ -17,20 +20,146 @@ use serde_json::Value;
 const KIND: &str = "topic rule";
 const ENABLED: &str = "enabled";
 
-pub struct Rule(pub Arc<Env>);
+/// Where a rule's action sends what it selects.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// Invoke the function of this ARN.
+    Lambda(String),
+    /// Put a record on the stream, as the role, keyed by the partition key template.
+    Kinesis {
+        stream: String,
+        role_arn: String,
+        partition_key: String,
+    },
+}
+
+impl Target {
+    /// How the action shows in a plan: the function's ARN (as it always has), or the stream.
+    fn describe(&self) -> String {
+        match self {
+            Target::Lambda(arn) => arn.clone(),
+            Target::Kinesis {
+                stream,
+                role_arn,
+                partition_key,
+            } => format!("kinesis {stream} as {role_arn}, partition key {partition_key}"),
+        }
+    }
+
+    fn action(&self) -> Result<RuleAction, StepError> {
+        let built = |e: aws_sdk_iot::error::BuildError| StepError::Failed(format!("{KIND}: {e}"));
+        Ok(match self {
+            Target::Lambda(arn) => RuleAction::builder()
+                .lambda(
+                    LambdaAction::builder()
+                        .function_arn(arn)
+                        .build()
+                        .map_err(built)?,
+                )
+                .build(),
+            Target::Kinesis {
+                stream,
+                role_arn,
+                partition_key,
+            } => RuleAction::builder()
+                .kinesis(
+                    KinesisAction::builder()
+                        .stream_name(stream)
+                        .role_arn(role_arn)
+                        .partition_key(partition_key)
+                        .build()
+                        .map_err(built)?,
+                )
+                .build(),
+        })
+    }
+
+    fn of(action: &RuleAction) -> Option<Target> {
+        if let Some(l) = action.lambda() {
+            return Some(Target::Lambda(l.function_arn().to_string()));
+        }
+        action.kinesis().map(|k| Target::Kinesis {
+            stream: k.stream_name().to_string(),
+            role_arn: k.role_arn().to_string(),
+            partition_key: k.partition_key().unwrap_or_default().to_string(),
+        })
+    }
+}
+
+/// Which rule: everything that tells the two apart.
+pub struct Slot {
+    key: &'static str,
+    check: &'static str,
+    /// The rule's spec; None when the deployment has no such rule (a recorded one to delete).
+    spec: fn(&Deployment) -> Option<&RuleSpec>,
+    /// Its action's target, from the deployment and the records of what it targets (None
+    /// while they are not recorded).
+    target: fn(&Deployment, &Ctx) -> Option<Target>,
+    /// What verify says the action does.
+    says: &'static str,
+    depends_on: &'static [&'static str],
+}
+
+pub const PROCESSOR: Slot = Slot {
+    key: RULE,
+    check: "rule.configuration",
+    spec: |d| Some(&d.rule),
+    target: |_, cx| cx.record(FUNCTION).and_then(|r| r.arn).map(Target::Lambda),
+    says: "action targets the function",
+    depends_on: &[FUNCTION],
+};
+
+pub const ANALYTICS: Slot = Slot {
+    key: analytics::RULE,
+    check: "analytics.rule",
+    spec: |d| d.analytics.as_deref().map(|a| &a.rule),
+    target: |d, cx| {
+        let a = d.analytics.as_deref()?;
+        Some(Target::Kinesis {
+            stream: a.stream_name.clone(),
+            role_arn: cx.record(analytics::RULE_ROLE).and_then(|r| r.arn)?,
+            partition_key: analytics::PARTITION_KEY.into(),
+        })
+    },
+    says: "action puts each reading on the stream",
+    depends_on: &[analytics::STREAM, analytics::RULE_ROLE],
+};
+
+pub struct Rule(pub Arc<Env>, pub &'static Slot);
+
+impl Rule {
+    pub fn processor(env: Arc<Env>) -> Rule {
+        Rule(env, &PROCESSOR)
+    }
+
+    /// The spec; a rule the config no longer wants is named by its record.
+    fn spec(&self) -> RuleSpec {
+        (self.1.spec)(&self.0.d).cloned().unwrap_or(RuleSpec {
+            name: String::new(),
+            description: String::new(),
+            sql: String::new(),
+            sql_version: String::new(),
+            enabled: false,
+        })
+    }
+
+    fn arn(&self, name: &str) -> String {
+        self.0.d.arn("iot", &format!("rule/{name}"))
+    }
+}
 
 impl Meta for Rule {
     fn key(&self) -> &str {
-        RULE
+        self.1.key
     }
     fn kind(&self) -> &str {
         KIND
     }
     fn name(&self) -> String {
-        self.0.d.rule.name.clone()
+        self.spec().name
     }
     fn depends_on(&self) -> &[&'static str] {
-        &[FUNCTION]
+        self.1.depends_on
     }
 }
 
@@ -39,32 +168,38 @@ impl Kind for Rule {
     type Live = GetTopicRuleOutput;
 
     fn desired(&self, cx: &Ctx) -> Fields {
-        let d = &self.0.d;
-        let function_arn = cx.record(FUNCTION).and_then(|r| r.arn).unwrap_or_default();
+        let rule = self.spec();
+        let target = (self.1.target)(&self.0.d, cx)
+            .map(|t| t.describe())
+            .unwrap_or_default();
         Fields::from([
-            ("actions".to_string(), vec![function_arn].into()),
-            ("description".to_string(), d.rule.description.clone().into()),
-            (ENABLED.to_string(), d.rule.enabled.into()),
-            ("sql".to_string(), d.rule.sql.trim().into()),
-            ("sql_version".to_string(), d.rule.sql_version.clone().into()),
+            ("actions".to_string(), vec![target].into()),
+            ("description".to_string(), rule.description.into()),
+            (ENABLED.to_string(), rule.enabled.into()),
+            ("sql".to_string(), rule.sql.trim().into()),
+            ("sql_version".to_string(), rule.sql_version.into()),
         ])
     }
 
-    async fn read(&self, _cx: &Ctx) -> Result<Option<GetTopicRuleOutput>, StepError> {
-        self.get(&self.0.d.rule.name).await
+    async fn read(&self, cx: &Ctx) -> Result<Option<GetTopicRuleOutput>, StepError> {
+        let name = match (self.1.spec)(&self.0.d) {
+            Some(r) => r.name.clone(),
+            None => cx.record(self.1.key).map(|r| r.name).unwrap_or_default(),
+        };
+        self.get(&name).await
     }
 
     fn fields(&self, live: &GetTopicRuleOutput) -> Fields {
-        let d = &self.0.d;
+        let wanted = self.spec();
         let Some(rule) = live.rule() else {
             return Fields::new();
         };
         let actions: Vec<String> = rule
             .actions()
             .iter()
-            .map(|a| match a.lambda() {
-                Some(l) => l.function_arn().to_string(),
-                None => "(an action other than Lambda)".to_string(),
+            .map(|a| match Target::of(a) {
+                Some(t) => t.describe(),
+                None => "(an action other than Lambda or Kinesis)".to_string(),
             })
             .collect();
         Fields::from([
@@ -85,7 +220,7 @@ impl Kind for Rule {
             (
                 "sql_version".to_string(),
                 rule.aws_iot_sql_version()
-                    .unwrap_or(&d.rule.sql_version)
+                    .unwrap_or(&wanted.sql_version)
                     .into(),
             ),
         ])
@@ -94,30 +229,29 @@ impl Kind for Rule {
     fn identify(&self, live: &GetTopicRuleOutput) -> String {
         live.rule_arn()
             .map(str::to_string)
-            .unwrap_or_else(|| self.0.d.rule_arn())
+            .unwrap_or_else(|| self.arn(&self.name()))
     }
 
     async fn apply(&self, cx: &Ctx, step: Step<GetTopicRuleOutput>) -> Result<Outcome, StepError> {
         let iot = &self.0.aws.iot;
-        let d = &self.0.d;
-        let name = &d.rule.name;
-        let function_arn = cx
-            .record(FUNCTION)
-            .and_then(|r| r.arn)
-            .ok_or_else(|| StepError::Failed("function ARN missing from state".into()))?;
+        let key = self.1.key;
+        let name = &self.name();
+        let target = (self.1.target)(&self.0.d, cx).ok_or_else(|| {
+            StepError::Failed("what the rule's action targets is missing from the state".into())
+        })?;
         let Some(live) = &step.live else {
-            let mut rec = cx.intent(Record::new(RULE, KIND, Phase::Intent, name))?;
+            let mut rec = cx.intent(Record::new(key, KIND, Phase::Intent, name))?;
             sdk::create(
                 op(KIND, name, "CreateTopicRule"),
                 iot.create_topic_rule()
                     .rule_name(name)
-                    .topic_rule_payload(self.payload(&function_arn)?)
+                    .topic_rule_payload(self.payload(&target)?)
                     .send(),
                 |e| e.is_resource_already_exists_exception(),
             )
             .await?;
             rec.phase = Phase::Created;
-            rec.arn = Some(d.rule_arn());
+            rec.arn = Some(self.arn(name));
             cx.commit(rec)?;
             return Ok(Outcome::Created);
         };
@@ -138,42 +272,43 @@ impl Kind for Rule {
                 op(KIND, name, "ReplaceTopicRule"),
                 iot.replace_topic_rule()
                     .rule_name(name)
-                    .topic_rule_payload(self.payload(&function_arn)?)
+                    .topic_rule_payload(self.payload(&target)?)
                     .send(),
             )
             .await?;
         }
         let outcome = step.outcome((!changes.is_empty()).then(|| step.summary()));
-        let mut rec = step.live_record(RULE, KIND, name);
+        let mut rec = step.live_record(key, KIND, name);
         rec.arn = Some(self.identify(live));
         cx.save(step.record.as_ref(), rec)?;
         Ok(outcome)
     }
 
     fn check_name(&self) -> &'static str {
-        "rule.configuration"
+        self.1.check
     }
 
     async fn checks(&self, _cx: &Ctx, seen: Seen<'_, GetTopicRuleOutput>) -> Vec<Check> {
         let mut check = planning::comparison_check(self.check_name(), &seen);
         if check.status == CheckStatus::Pass {
-            let state = if self.0.d.rule.enabled {
+            let state = if self.spec().enabled {
                 "enabled"
             } else {
                 "disabled as configured"
             };
-            check.reason = format!("{state}, SQL as configured, action targets the function");
+            check.reason = format!("{state}, SQL as configured, {}", self.1.says);
         }
         vec![check]
     }
 
     async fn destroy(&self, cx: &Ctx) -> Result<Outcome, StepError> {
-        let Some(rec) = cx.record(RULE) else {
+        let key = self.1.key;
+        let Some(rec) = cx.record(key) else {
             return Ok(Outcome::Absent);
         };
         let name = &rec.name;
         if self.get(name).await?.is_none() {
-            cx.forget(RULE)?;
+            cx.forget(key)?;
             return Ok(Outcome::Absent);
         }
         // A retried delete whose first answer was lost meets a missing rule. DeleteTopicRule's
@@ -196,28 +331,20 @@ impl Kind for Rule {
                     && self.get(name).await?.is_none() => {}
             Err(e) => return Err(crate::aws::failed(KIND, name, "DeleteTopicRule", e)),
         }
-        cx.forget(RULE)?;
+        cx.forget(key)?;
         Ok(Outcome::Deleted)
     }
 }
 
 impl Rule {
-    fn payload(&self, function_arn: &str) -> Result<TopicRulePayload, StepError> {
-        let d = &self.0.d;
-        let action = RuleAction::builder()
-            .lambda(
-                LambdaAction::builder()
-                    .function_arn(function_arn)
-                    .build()
-                    .map_err(|e| StepError::Failed(format!("{KIND}: {e}")))?,
-            )
-            .build();
+    fn payload(&self, target: &Target) -> Result<TopicRulePayload, StepError> {
+        let rule = self.spec();
         TopicRulePayload::builder()
-            .sql(&d.rule.sql)
-            .description(&d.rule.description)
-            .actions(action)
-            .rule_disabled(!d.rule.enabled)
-            .aws_iot_sql_version(&d.rule.sql_version)
+            .sql(&rule.sql)
+            .description(&rule.description)
+            .actions(target.action()?)
+            .rule_disabled(!rule.enabled)
+            .aws_iot_sql_version(&rule.sql_version)
             .build()
             .map_err(|e| StepError::Failed(format!("{KIND}: {e}")))
     }
@@ -337,7 +464,7 @@ mod tests {
     }
 
     async fn plan_then_ensure(h: &Harness) -> (Planned, Outcome) {
-        crate::resources::testing::plan_then_ensure(&Rule(h.env.clone()), &h.cx).await
+        crate::resources::testing::plan_then_ensure(&Rule::processor(h.env.clone()), &h.cx).await
     }
 
     fn fields(p: &Planned) -> Vec<&str> {
@@ -418,14 +545,14 @@ mod tests {
     async fn verify_judges_by_the_same_comparison() {
         let get = get_rule(SQL, false);
         let h = stack(&[&get], |_| {});
-        let checks = Resource::check(&Rule(h.env.clone()), &h.cx).await;
+        let checks = Resource::check(&Rule::processor(h.env.clone()), &h.cx).await;
         assert_eq!(
             checks[0].reason,
             "enabled, SQL as configured, action targets the function"
         );
         let get = get_rule(SQL, true);
         let h = stack(&[&get], |_| {});
-        let checks = Resource::check(&Rule(h.env.clone()), &h.cx).await;
+        let checks = Resource::check(&Rule::processor(h.env.clone()), &h.cx).await;
         assert_eq!(checks[0].status, CheckStatus::Fail);
         assert_eq!(
             checks[0].reason,

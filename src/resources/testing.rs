@@ -104,6 +104,7 @@ pub fn deployment(dir: &std::path::Path) -> Deployment {
             templates: vec![],
         }),
         provisioning: None,
+        analytics: None,
         rule: RuleSpec {
             name: "sensor_data_rule_abc123".into(),
             description: "d".into(),

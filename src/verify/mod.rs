@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::engine::{Ctx, Resource};
 use crate::resources::Env;
 
+pub mod anomaly;
 pub mod authorization;
 pub mod device;
 

@@ -34,8 +34,15 @@ pub async fn simulate(
     let policy = deployed.policy()?;
     let endpoint = deployed.endpoint(progress).await?;
     let signer = deployed.signer(o.protocol).await?;
+    let shape = match &o.pattern {
+        Some((p, s, _)) if *p != device::pattern::Pattern::Normal => {
+            format!(", pattern {p} from reading {}", s.onset + 1)
+        }
+        Some((p, _, _)) => format!(", pattern {p}"),
+        None => String::new(),
+    };
     progress.line(&format!(
-        "iotreg device simulate: {} device(s) over {} ({}), {} reading(s) each",
+        "iotreg device simulate: {} device(s) over {} ({}), {} reading(s) each{shape}",
         things.len(),
         o.protocol,
         endpoint.authority(endpoint.port(o.protocol)),
@@ -148,13 +155,14 @@ impl Run<'_> {
     }
 
     fn reading(&self, thing: &str, i: u32) -> serde_json::Value {
-        // A gentle, repeatable walk through normal temperatures.
-        device::reading(
-            thing,
-            20.0 + f64::from(i % 10) * 0.5,
-            45.0 + f64::from(i % 5),
-            87,
-        )
+        let temperature = match &self.options.pattern {
+            Some((pattern, shape, seed)) => {
+                device::pattern::value(*pattern, shape, thing, *seed, i)
+            }
+            // A gentle, repeatable walk through normal temperatures.
+            None => 20.0 + f64::from(i % 10) * 0.5,
+        };
+        device::reading(thing, temperature, 45.0 + f64::from(i % 5), 87)
     }
 
     async fn over_mqtt(&self, files: &DeviceFiles, out: &mut Outcome) -> Result<(), DeviceError> {
