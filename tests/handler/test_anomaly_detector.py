@@ -305,6 +305,30 @@ def test_a_drift_raises_one_rate_alert_and_at_most_one_zscore(detector):
     assert rate["value"] <= 22.0 + 2.0 * 5
 
 
+def walk(n, first=0):
+    """`iotreg device simulate`'s normal walk: 20, 20.5, ... 24.5, 20, ..."""
+    return [20.0 + ((first + i) % 10) * 0.5 for i in range(n)]
+
+
+@pytest.mark.parametrize("pattern, expected", [
+    ("normal", []),
+    ("spike", ["zscore"]),
+    ("stuck", ["stuck"]),
+    ("drift", ["zscore", "rate"]),
+])
+def test_the_simulator_patterns_over_the_normal_walk(detector, pattern, expected):
+    """What `device simulate --pattern` can expect when its patterns start from the walk."""
+    before, after = walk(40), walk(30, first=40)
+    middle = {
+        "normal": walk(20, first=40),
+        "spike": [60.0],
+        "stuck": [22.5] * 15,
+        "drift": [24.5 + 2.0 * (k + 1) for k in range(15)],
+    }[pattern]
+    alerts = run(detector, series_records(f"sim-{pattern}", before + middle + after))
+    assert [a["rule"] for a in alerts] == expected
+
+
 def test_a_slow_drift_within_max_rate_does_not_fire_rate(detector):
     values = [round(22.0 + 0.5 * k + (0.1 if k % 2 else -0.1), 2) for k in range(60)]
     assert [a["rule"] for a in run(detector, series_records("slow", values))
@@ -762,15 +786,20 @@ def format_figures(figures, readings):
     return "\n".join(lines)
 
 
-# Floors set from what was measured on seeds 1..20 with the default settings (the scoring
-# figures in the file's history and bench/detector_scoring.py), with room for other seeds: the
-# z-score at THRESHOLD 3.5 over a 30-reading window fires on about 0.5% of plain Gaussian
-# readings (the MAD of 30 readings is itself noisy), hence its lower precision.
+# Floors from what was measured with the default settings (bench/detector_scoring.py --seeds 20:
+# worst series of 20 at 10,000 readings, in brackets the 20 together; this test's seed 2026 gives
+# the figures it prints): zscore precision 0.568 (0.653), recall 0.960 (0.994); stuck 1.0 and
+# 1.0; rate precision 1.0, recall 1.0; overall precision 0.691 (0.760), recall 0.980 (0.997).
+# The z-score's precision is the weak figure, and it is the statistics, not a defect: over a
+# 30-reading window the MAD is itself a noisy estimate of the spread, so THRESHOLD 3.5 fires on
+# about 0.5% of plain Gaussian readings (0.03% with a well-estimated MAD), about 4 false alerts
+# per 1000 readings. THRESHOLD 4.5 with WINDOW 60 measures 0.2 per 1000 (see the bench).
 FLOORS = {
-    "zscore": (0.0, 0.96),
+    # rule: (precision, recall)
+    "zscore": (0.55, 0.95),
     "stuck": (0.99, 0.99),
     "rate": (0.99, 0.99),
-    "overall": (0.0, 0.98),
+    "overall": (0.65, 0.97),
 }
 
 
