@@ -42,7 +42,9 @@ A record whose data is not JSON, or whose FIELD is missing or not a finite numbe
 the state reached by the records before it is saved, one `POISON {json}` line is logged and the
 invocation fails. The event source mapping's retries and BisectBatchOnFunctionError then narrow
 the failure down to that record and send it to the on-failure destination; the records before
-it are skipped on those retries and the records after it are processed once.
+it are skipped on those retries and the records after it are processed once. (A record at or
+below `last_seq` is skipped before it is decoded: a poison record replayed after its device's
+progress has passed it is skipped like any processed record.)
 """
 import base64
 import binascii
@@ -255,13 +257,11 @@ def _sequence(record):
     return int(record["kinesis"]["sequenceNumber"])
 
 
-def _device(record, message=None):
-    key = record["kinesis"].get("partitionKey")
-    if key:
-        return key
-    if isinstance(message, dict) and isinstance(message.get("device"), str):
-        return message["device"]
-    return "unknown"
+def _device(record):
+    # The rule's partition key is ${topic(3)}, the thing name the gateway's policy lets the
+    # device publish under. The message's own "device" is not used: the data is not decoded
+    # until the record is known to be new, and a poison record has none.
+    return record["kinesis"]["partitionKey"]
 
 
 def decode(record, field):

@@ -480,60 +480,67 @@ def deliver_with_bisect(detector, records):
 ])
 def test_a_poison_record_fails_after_saving_the_progress_before_it(detector, caplog, bad):
     caplog.set_level(logging.INFO)
-    a = normal(30, seed=11) + [35.0] + normal(3, seed=12)   # a spike at a[30]
-    b = normal(34, base=30.0, seed=13)
+    # "a" spikes at a[30] (before the poison) and a[36] (after it); "b" is calm.
+    a = normal(40, seed=11)
+    a[30], a[36] = 35.0, 36.0
+    b = normal(40, base=30.0, seed=13)
     records = []
-    for i in range(34):
-        records.append(record("a", SEQ0 + 2 * i, reading("a", a[i], i)))
-        records.append(record("b", SEQ0 + 2 * i + 1, reading("b", b[i], i)))
-    # The poison is "a"'s, after the spike; "b" has records on both sides of it.
-    poison = record("a", SEQ0 + 2 * 32 + 1, raw=bad)
-    poison["kinesis"]["sequenceNumber"] = str(SEQ0 + 2 * 31 + 1)  # between a[31] and a[32]
-    at = records.index(next(r for r in records if int(r["kinesis"]["sequenceNumber"]) > SEQ0 + 63))
-    batch = records[:at] + [poison] + records[at:]
+    for i in range(40):
+        records.append(record("a", SEQ0 + 4 * i, reading("a", a[i], i)))
+        records.append(record("b", SEQ0 + 4 * i + 2, reading("b", b[i], i)))
+    # The poison is "a"'s, between a[32] and b[32]: both devices have records on both sides.
+    poison = record("a", SEQ0 + 4 * 32 + 1, raw=bad)
+    batch = records[:65] + [poison] + records[65:]
+    assert [int(r["kinesis"]["sequenceNumber"]) for r in batch] == sorted(
+        int(r["kinesis"]["sequenceNumber"]) for r in batch)
 
     with pytest.raises(detector.PoisonRecord):
         detector.lambda_handler(event(batch), None)
-    # The records before the poison are saved; the spike before it was alerted once.
-    assert detector.dynamodb.items["a"]["last_seq"] == {"S": str(SEQ0 + 62)}
-    assert detector.dynamodb.items["b"]["last_seq"] == {"S": str(SEQ0 + 63)}
+    # The records before the poison are saved; the spike before it was alerted.
+    assert detector.dynamodb.items["a"]["last_seq"] == {"S": str(SEQ0 + 4 * 32)}
+    assert detector.dynamodb.items["b"]["last_seq"] == {"S": str(SEQ0 + 4 * 31 + 2)}
     assert [x["value"] for x in detector.sns.alerts()] == [35.0]
     lines = [json.loads(r.getMessage()[len("POISON "):]) for r in caplog.records
              if r.getMessage().startswith("POISON ")]
     assert len(lines) == 1
-    assert lines[0]["device"] == "a" and lines[0]["sequence"] == str(SEQ0 + 63)
+    assert lines[0]["device"] == "a" and lines[0]["sequence"] == str(SEQ0 + 4 * 32 + 1)
     assert lines[0]["why"]
 
     # The retries and bisect: the poison ends at the on-failure destination, everything else is
     # processed exactly once.
     failed = deliver_with_bisect(detector, batch)
     assert failed == [poison]
-    assert [x["value"] for x in detector.sns.alerts()] == [35.0]
-    assert detector.dynamodb.items["a"]["last_seq"] == {"S": str(SEQ0 + 66)}
-    assert detector.dynamodb.items["b"]["last_seq"] == {"S": str(SEQ0 + 67)}
+    assert [x["value"] for x in detector.sns.alerts()] == [35.0, 36.0]
+    assert detector.dynamodb.items["a"]["last_seq"] == {"S": str(SEQ0 + 4 * 39)}
+    assert detector.dynamodb.items["b"]["last_seq"] == {"S": str(SEQ0 + 4 * 39 + 2)}
     assert [float(v["N"]) for v in detector.dynamodb.items["a"]["values"]["L"]] == a[-30:]
     assert [float(v["N"]) for v in detector.dynamodb.items["b"]["values"]["L"]] == b[-30:]
 
 
-def test_the_other_half_of_a_bisected_batch_is_processed_once(detector):
+def test_the_batch_retried_without_the_poison_is_processed_once(detector):
     a = normal(40, seed=21)
-    a[35] = 45.0
+    a[25], a[35] = 45.0, 46.0
     records = series_records("h", a)
-    poison = record("h", SEQ0 + 20 * 10 + 5, raw=b'{"temperature": "hot"}')
-    batch = records[:21] + [poison] + records[21:]
+    poison = record("h", SEQ0 + 30 * 10 + 5, raw=b'{"temperature": "hot"}')
+    batch = records[:31] + [poison] + records[31:]
     with pytest.raises(detector.PoisonRecord):
         detector.lambda_handler(event(batch), None)
-    assert detector.sns.alerts() == []
-    # Lambda retries the half without the poison, then the other one, then the poison alone.
-    detector.lambda_handler(event(batch[22:]), None)
     assert [x["value"] for x in detector.sns.alerts()] == [45.0]
-    detector.lambda_handler(event(batch[:21]), None)
-    detector.lambda_handler(event(batch[22:]), None)
-    assert [x["value"] for x in detector.sns.alerts()] == [45.0]
+    saved = copy.deepcopy(detector.dynamodb.items)
+    # The poison alone still fails, and changes nothing.
     with pytest.raises(detector.PoisonRecord):
-        # The poison alone: it precedes the device's saved progress only by sequence; it is
-        # still not a number, so it still fails (and then goes to the on-failure destination).
-        detector.lambda_handler(event([record("other", 1, raw=b"{")]), None)
+        detector.lambda_handler(event([poison]), None)
+    assert detector.dynamodb.items == saved
+    # Bisect's other half, the batch without the poison: the records before the poison are
+    # skipped, the ones after it processed, once.
+    summary = detector.lambda_handler(event(records), None)
+    assert summary == {"records": 40, "devices": 1, "skipped": 31, "anomalies": 1}
+    assert [x["value"] for x in detector.sns.alerts()] == [45.0, 46.0]
+    detector.lambda_handler(event(records), None)
+    assert len(detector.sns.alerts()) == 2
+    # Once the device's progress is past it, the poison is behind last_seq like any processed
+    # record, and skipped.
+    assert detector.lambda_handler(event([poison]), None)["skipped"] == 1
 
 
 # --- DynamoDB's and SNS's partial answers ----------------------------------------------------
