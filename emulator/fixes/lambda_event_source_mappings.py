@@ -22,6 +22,7 @@ https://docs.aws.amazon.com/lambda/latest/api/API_CreateEventSourceMapping.html)
       answers ``Deleting``.
     * A second mapping of the same stream to the same function:
       ResourceConflictException (409) naming the existing UUID.
+    * CreateEventSourceMapping answers 202 (moto: 201).
     * Get / Update / Delete of an unknown UUID: ResourceNotFoundException (404).
     * ListEventSourceMappings filters by EventSourceArn and by FunctionName
       given as a name, an ARN or a partial ARN.
@@ -252,7 +253,7 @@ def _create(original):
             # Where LATEST starts: after the records already in each shard now.
             esm._iotreg_latest = _shard_heads(esm.event_source_arn)
         set_phase(esm, "Creating")
-        return 201, {"status": 201}, json.dumps(configuration(esm))
+        return 202, {"status": 202}, json.dumps(configuration(esm))
 
     return create_event_source_mapping
 
