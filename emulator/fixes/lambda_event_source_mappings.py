@@ -171,7 +171,7 @@ def state_of(esm: Any) -> str:
 
 def polled(esm: Any) -> bool:
     """Whether the poller reads the stream for this mapping now (Enabled or Updating)."""
-    return bool(esm.enabled) and state_of(esm) in ("Enabled", "Updating", "Disabling")
+    return bool(esm.enabled) and state_of(esm) in ("Enabled", "Updating")
 
 
 def configuration(esm: Any) -> dict:
