@@ -35,6 +35,10 @@ certificates, HTTPS publish, MQTT over SigV4 WebSockets, device shadow
 topics) runs in the same process on two more ports of 127.0.0.1;
 ``GET /iotreg-test/gateway`` reports them.  ``--no-gateway`` leaves it out.
 
+Lambda event source mappings of Kinesis streams are run by a poller thread
+(emulator/datapath/stream_poller.py); ``GET /iotreg-test/event-source-mappings``
+shows their counters and checkpoints (emulator-only).
+
 The gateway and the rules engine publish AWS IoT's CloudWatch metrics
 (Connect.Success, PublishIn.Success, TopicMatch, ...) into the emulator's
 CloudWatch through emulator/metrics.py, about once a second.
@@ -183,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     loopback = f"[{loopback}]" if ":" in loopback and not loopback.startswith("[") else loopback
     # Lambda handlers run by the emulator send their own AWS calls here.
     datapath.set_endpoint(f"http://{loopback}:{port}")
+    # Lambda event source mappings of Kinesis streams are polled from now on.
+    datapath.start()
+    from datapath import stream_poller
+
+    app.holds.add_route("/event-source-mappings", "GET", lambda: (200, stream_poller.snapshot()))
 
     # The device gateway (emulated AWS IoT data endpoint: MQTT over TLS,
     # HTTPS publish, MQTT over WebSockets) is listening before the line below

@@ -15,7 +15,7 @@ beta are read alike)::
     primary   := number | 'string' | TRUE | FALSE | NULL | name
                | "name" (a quoted field name) | func "(" [expr ("," expr)*] ")"
                | "(" expr ")"
-    func      := topic | timestamp
+    func      := topic | timestamp | newuuid
 
 Semantics, as AWS IoT documents them:
 
@@ -34,7 +34,8 @@ Semantics, as AWS IoT documents them:
   the emulator's own choice, give such items an alias.
 * ``topic()`` is the whole topic, ``topic(n)`` its n-th level (1-based;
   out of range -> Undefined); ``timestamp()`` the epoch milliseconds at which
-  the rules engine evaluates the message (one value per message).
+  the rules engine evaluates the message (one value per message);
+  ``newuuid()`` a random UUID (version 4) string, a new one at every call.
 * Comparisons: Undefined on either side -> Undefined. ``=`` / ``<>`` /
   ``!=``: equal when of the same JSON type and value (1 = 1.0; objects and
   arrays compared whole); values of different types are not equal
@@ -60,6 +61,7 @@ import math
 import re
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,7 +92,7 @@ UNDEFINED = _UndefinedType()
 KEYWORDS = {"SELECT", "FROM", "WHERE", "AS", "AND", "OR", "NOT", "TRUE", "FALSE", "NULL"}
 # Words that are real IoT SQL but outside the subset: named in the error.
 _KNOWN_UNSUPPORTED = {"CASE", "IN", "LIKE", "VALUE", "WHEN", "THEN", "ELSE", "END", "IS", "BETWEEN", "SET"}
-FUNCTIONS = {"topic": (0, 1), "timestamp": (0, 0)}
+FUNCTIONS = {"topic": (0, 1), "timestamp": (0, 0), "newuuid": (0, 0)}
 
 _TOKEN_RE = re.compile(
     r"""
@@ -588,6 +590,9 @@ def _eval(node, message: Message):
 def _call(node: Call, message: Message):
     if node.name == "timestamp":
         return message.timestamp_ms
+    if node.name == "newuuid":
+        # "Returns a random 16-byte UUID" as a string, a new one at every call (SQL reference).
+        return str(uuid.uuid4())
     if node.name == "topic":
         if not node.args:
             return message.topic

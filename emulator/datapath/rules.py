@@ -12,8 +12,9 @@ moto's IoT backend:
 3. matches the FROM topic filter (topics.py) and evaluates SELECT / WHERE;
    a message the rule does not select goes nowhere;
 4. runs each action with the selected message: ``lambda`` is emulated
-   (below); every other action is ignored with one stderr line per rule and
-   action type. ``errorAction`` is never run.
+   (below), ``kinesis`` too (kinesis_action.py); every other action is
+   ignored with one stderr line per rule and action type. ``errorAction`` is
+   never run.
 
 Lambda action: the function named by ``functionArn`` (an ARN with optional
 qualifier, looked up in the ARN's account/region) must exist, and its
@@ -34,7 +35,8 @@ Metrics (emulator/metrics.py, AWS/IoT, the emulator's account and region
 only): ``TopicMatch`` (RuleName) for every enabled rule whose topic filter
 matches, whatever WHERE then selects; the lambda action's ``Success`` or
 ``Failure`` (RuleName, ActionType ``Lambda``): invoked, or not invoked because
-the function is missing, not Active or does not allow the rule.  iot-data
+the function is missing, not Active or does not allow the rule; the kinesis
+action's (ActionType ``Kinesis``): a record written, or not.  iot-data
 Publish counts ``PublishIn.Success`` (Protocol ``HTTP``), the message broker's
 HTTP publish.
 """
@@ -50,7 +52,7 @@ from typing import Any
 
 import metrics
 
-from . import iotsql, lambda_runtime, topics
+from . import iotsql, kinesis_action, lambda_runtime, topics
 from .lambda_runtime import note
 
 SQL_VERSIONS = {"2015-10-08", "2016-03-23", "beta"}
@@ -129,8 +131,9 @@ def route(account_id: str, region: str, topic: str, payload: Any, timestamp_ms: 
         # listening": counted before WHERE selects anything.
         if counted:
             metrics.record("TopicMatch", dimensions={"RuleName": rule.rule_name})
+        message = iotsql.Message(topic, decoded, timestamp_ms)
         try:
-            selected = iotsql.evaluate(stmt, iotsql.Message(topic, decoded, timestamp_ms))
+            selected = iotsql.evaluate(stmt, message)
         except Exception as error:  # noqa: BLE001 - a bug here must not stop other rules
             note(f"rule {rule.rule_name}: cannot evaluate SQL for topic {topic}: {error!r}")
             continue
@@ -146,6 +149,11 @@ def route(account_id: str, region: str, topic: str, payload: Any, timestamp_ms: 
                         if counted:
                             action_metric(rule.rule_name, "Lambda", bool(ok))
                         started += ok
+                elif kind == "kinesis":
+                    written = kinesis_action.run(rule, config or {}, selected, message)
+                    if counted:
+                        action_metric(rule.rule_name, "Kinesis", written)
+                    started += int(written)
                 else:
                     note_once(
                         (rule.arn, "action", kind),

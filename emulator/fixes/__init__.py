@@ -34,6 +34,7 @@ from . import (
     iot_topic_rules,
     iot_update_certificate,
     iotdata_shadow,
+    lambda_event_source_mappings,
     lambda_permissions,
     s3_bucket_defaults,
     s3_bucket_versioning,
@@ -66,6 +67,7 @@ FIXES = [
     iot_concurrency,  # after every iot_* fix: locks the handlers they installed
     iotdata_shadow,
     lambda_permissions,
+    lambda_event_source_mappings,  # Kinesis mappings: AWS's defaults, states, checks; no push in PutRecord
     sns_email_pending,  # email/email-json subscriptions stay pending confirmation
     cloudwatch_cbor,  # CloudWatch over RPC v2 CBOR (aws-sdk-cloudwatch for Rust)
     cloudwatch_metrics,  # GetMetricData/GetMetricStatistics/ListMetrics: exact metric identity
