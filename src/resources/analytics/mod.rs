@@ -128,7 +128,12 @@ pub fn spec(
                     ),
                     statement(&["kinesis:ListStreams"], "*"),
                     statement(
-                        &["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem"],
+                        &[
+                            "dynamodb:BatchGetItem",
+                            "dynamodb:BatchWriteItem",
+                            "dynamodb:GetItem",
+                            "dynamodb:PutItem",
+                        ],
                         &table_arn,
                     ),
                     statement(&["sns:Publish"], alert_topic_arn),
