@@ -68,7 +68,7 @@ impl Default for AnalyticsConfig {
             failure_queue_name: "iot-detector-failures-{{suffix}}".into(),
             field: "temperature".into(),
             window: 60,
-            min_history: 10,
+            min_history: 30,
             threshold: 4.5,
             stuck_count: 10,
             max_rate: 1.0,
@@ -246,7 +246,7 @@ mod tests {
             (&|a| a.shards = Some(0), "analytics.shards"),
             (&|a| a.threshold = 0.5, "analytics.threshold"),
             (&|a| a.threshold = f64::NAN, "analytics.threshold"),
-            (&|a| a.min_history = 40, "analytics.min_history"),
+            (&|a| a.min_history = 61, "analytics.min_history"),
             (&|a| a.max_rate = 0.0, "analytics.max_rate"),
             (&|a| a.batch_size = 0, "analytics.batch_size"),
             (

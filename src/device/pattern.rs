@@ -168,17 +168,17 @@ mod tests {
 
     #[test]
     fn each_anomaly_starts_at_the_onset() {
-        let (shape, normal) = series(Pattern::Normal, 40);
+        let (shape, normal) = series(Pattern::Normal, 60);
         let onset = shape.onset as usize;
-        assert_eq!(onset, 15);
-        let (_, spike) = series(Pattern::Spike, 40);
+        assert_eq!(onset, 35);
+        let (_, spike) = series(Pattern::Spike, 60);
         assert!(spike[onset] - normal[onset] > 10.0);
         assert_eq!(spike[onset + 1], normal[onset + 1]);
-        let (shape, stuck) = series(Pattern::Stuck, 40);
-        assert_eq!(shape.needs, 27);
+        let (shape, stuck) = series(Pattern::Stuck, 60);
+        assert_eq!(shape.needs, 47);
         assert!(stuck[onset..].iter().all(|v| *v == stuck[onset]));
         assert_eq!(stuck[..onset], normal[..onset]);
-        let (_, drift) = series(Pattern::Drift, 40);
+        let (_, drift) = series(Pattern::Drift, 60);
         assert!(drift[onset + 10] - normal[onset + 10] > 21.0);
     }
 }

@@ -53,6 +53,16 @@ fn cases() -> Vec<Case> {
         c("wrong type", "[function]\nmemory_mb = \"big\"\n", "iotreg.toml: invalid TOML"),
         c("memory too small", "[function]\nmemory_mb = 64\n", "iotreg.toml: function.memory_mb: 64"),
         c("timeout too large", "[function]\ntimeout_s = 901\n", "iotreg.toml: function.timeout_s: 901"),
+        c(
+            "analytics threshold out of range",
+            "[analytics]\nenabled = true\nthreshold = 0.5\n",
+            "iotreg.toml: analytics.threshold: 0.5 is out of range",
+        ),
+        c(
+            "analytics stream of no shards",
+            "[analytics]\nenabled = true\nshards = 0\n",
+            "iotreg.toml: analytics.shards: 0 is out of range",
+        ),
         c("rule name with hyphen", "[rule]\nname = \"sensor-rule\"\n", "iotreg.toml: rule.name: \"sensor-rule\""),
         c(
             "thing name too long",

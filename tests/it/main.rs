@@ -10,6 +10,7 @@
 
 mod support;
 
+mod analytics;
 mod bad_input;
 mod bulk;
 mod claim;

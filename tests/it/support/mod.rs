@@ -181,6 +181,8 @@ impl Emulator {
             sns: aws_sdk_sns::Client::new(&c),
             cloudwatch: aws_sdk_cloudwatch::Client::new(&c),
             sqs: aws_sdk_sqs::Client::new(&c),
+            kinesis: aws_sdk_kinesis::Client::new(&c),
+            dynamodb: aws_sdk_dynamodb::Client::new(&c),
             s3: s3_client(&c),
         }
     }
@@ -384,6 +386,8 @@ pub struct Clients {
     pub sns: aws_sdk_sns::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub sqs: aws_sdk_sqs::Client,
+    pub kinesis: aws_sdk_kinesis::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
     pub s3: aws_sdk_s3::Client,
 }
 
