@@ -35,7 +35,8 @@ Semantics, as AWS IoT documents them:
 * ``topic()`` is the whole topic, ``topic(n)`` its n-th level (1-based;
   out of range -> Undefined); ``timestamp()`` the epoch milliseconds at which
   the rules engine evaluates the message (one value per message);
-  ``newuuid()`` a random UUID (version 4) string, a new one at every call.
+  ``newuuid()`` a random UUID (version 4) string, a new one at every call;
+  ``isUndefined(x)`` true when ``x`` is Undefined (a field the message lacks).
 * Comparisons: Undefined on either side -> Undefined. ``=`` / ``<>`` /
   ``!=``: equal when of the same JSON type and value (1 = 1.0; objects and
   arrays compared whole); values of different types are not equal
@@ -92,7 +93,7 @@ UNDEFINED = _UndefinedType()
 KEYWORDS = {"SELECT", "FROM", "WHERE", "AS", "AND", "OR", "NOT", "TRUE", "FALSE", "NULL"}
 # Words that are real IoT SQL but outside the subset: named in the error.
 _KNOWN_UNSUPPORTED = {"CASE", "IN", "LIKE", "VALUE", "WHEN", "THEN", "ELSE", "END", "IS", "BETWEEN", "SET"}
-FUNCTIONS = {"topic": (0, 1), "timestamp": (0, 0), "newuuid": (0, 0)}
+FUNCTIONS = {"topic": (0, 1), "timestamp": (0, 0), "newuuid": (0, 0), "isundefined": (1, 1)}
 
 _TOKEN_RE = re.compile(
     r"""
@@ -588,6 +589,9 @@ def _eval(node, message: Message):
 
 
 def _call(node: Call, message: Message):
+    if node.name == "isundefined":
+        # "Returns true if the argument is Undefined" (SQL reference, isUndefined).
+        return _eval(node.args[0], message) is UNDEFINED
     if node.name == "timestamp":
         return message.timestamp_ms
     if node.name == "newuuid":

@@ -303,3 +303,15 @@ def statement(**overrides):
 def test_invoke_permission(statements, allowed):
     ok, reason = rules.invoke_permitted(_Fn(statements), RULE, "123456789012")
     assert ok is allowed, reason
+
+
+def test_is_undefined_filters_on_a_missing_field():
+    # The analytics rule's WHERE: iotreg verify's marked test readings stay out of the stream.
+    sql = ("SELECT *, topic(3) AS device FROM 'sensor/temperature/+' "
+           "WHERE isUndefined(iotreg_verify)")
+    assert iotsql.run(sql, "sensor/temperature/d1", {"temperature": 21.5}) == {
+        "temperature": 21.5, "device": "d1"}
+    assert iotsql.run(sql, "sensor/temperature/d1", {"temperature": 85.5, "iotreg_verify": "m"}) is None
+    assert iotsql.run("SELECT isUndefined(a.b) AS u FROM 't'", "t", {"a": {"b": 1}}) == {"u": False}
+    with pytest.raises(UnsupportedSql):
+        iotsql.parse("SELECT isUndefined() FROM 't'")
