@@ -202,3 +202,30 @@ pub async fn plan_then_ensure(r: &dyn Resource, cx: &Ctx) -> (Planned, Outcome) 
 pub fn changed_fields(p: &Planned) -> Vec<&str> {
     p.changes.iter().map(|c| c.field.as_str()).collect()
 }
+
+/// A harness with analytics on (the config's defaults), whose Kinesis, DynamoDB, SQS and
+/// Lambda clients answer with the given rules.
+pub fn analytics_harness(
+    kinesis: &[&Rule],
+    dynamodb: &[&Rule],
+    sqs: &[&Rule],
+    lambda: &[&Rule],
+    records: Vec<Record>,
+) -> Harness {
+    let mut h = harness(&[], &[], lambda, &[], records, |d| {
+        d.analytics = Some(super::analytics::spec(
+            &crate::config::analytics::AnalyticsConfig::default(),
+            |p| p.replace("{{suffix}}", "abc123"),
+            |service, resource| format!("arn:aws:{service}:us-east-1:123456789012:{resource}"),
+            "python3.12",
+            "arn:aws:sns:us-east-1:123456789012:iot-temperature-alerts-abc123",
+            crate::config::LAMBDA_BASIC_EXECUTION.into(),
+            vec![1, 2, 3],
+        ));
+    });
+    let env = Arc::get_mut(&mut h.env).expect("harness owns the env");
+    env.aws.kinesis = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, kinesis);
+    env.aws.dynamodb = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, dynamodb);
+    env.aws.sqs = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, sqs);
+    h
+}

@@ -378,7 +378,7 @@ async fn analytics_finds_each_pattern_splits_out_a_poison_reading_and_down_leave
     let mappings = c.lambda.list_event_source_mappings().send().await.unwrap();
     assert!(mappings.event_source_mappings().is_empty());
     let queues = c.sqs.list_queues().send().await.unwrap();
-    assert_eq!(queues.queue_urls(), [alerts_url.clone()]);
+    assert_eq!(queues.queue_urls(), std::slice::from_ref(&alerts_url));
     let inv = inventory(&c).await;
     assert_eq!(
         (

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use aws_sdk_lambda::operation::create_event_source_mapping::CreateEventSourceMappingError;
 use aws_sdk_lambda::types::{
     DestinationConfig, EventSourceMappingConfiguration, EventSourcePosition, OnFailure,
 };
@@ -246,12 +247,7 @@ impl Kind for Mapping {
                     // the mapping is created; a new role's policy takes seconds to propagate.
                     // AWS gives that no code of its own (an InvalidParameterValueException like
                     // any bad parameter): its message names the permission it lacks.
-                    Err(e)
-                        if e.as_service_error().is_some_and(|s| {
-                            s.is_invalid_parameter_value_exception()
-                                && s.meta().message().is_some_and(|m| m.contains("permission"))
-                        }) =>
-                    {
+                    Err(e) if is_role_not_ready(&e) => {
                         let Some(delay) = delays.next() else {
                             return Err(crate::aws::failed(
                                 KIND,
@@ -421,6 +417,16 @@ impl Mapping {
             cx.progress(&format!("waiting for the mapping ({state})"));
             tokio::time::sleep(delay).await;
         }
+    }
+}
+
+/// Lambda's answer while the function's role cannot read the stream yet (see the create).
+fn is_role_not_ready(e: &aws_sdk_lambda::error::SdkError<CreateEventSourceMappingError>) -> bool {
+    match e.as_service_error() {
+        Some(CreateEventSourceMappingError::InvalidParameterValueException(e)) => {
+            e.message().is_some_and(|m| m.contains("permission"))
+        }
+        _ => false,
     }
 }
 

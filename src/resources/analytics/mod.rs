@@ -23,6 +23,8 @@ pub mod mapping;
 pub mod queue;
 pub mod stream;
 pub mod table;
+#[cfg(test)]
+mod tests;
 
 pub const STREAM: &str = "analytics_stream";
 pub const RULE_ROLE: &str = "analytics_rule_role";
