@@ -416,3 +416,76 @@ async fn a_pattern_too_short_for_the_detector_is_bad_input() {
     );
     assert!(emu.requests().is_empty(), "no call was made");
 }
+
+/// How many of the analytics stack's own resources exist: streams, tables, queues (the
+/// detector's failure queue), event source mappings.
+async fn analytics_inventory(c: &Clients) -> (usize, usize, usize, usize) {
+    (
+        c.kinesis
+            .list_streams()
+            .send()
+            .await
+            .unwrap()
+            .stream_names()
+            .len(),
+        c.dynamodb
+            .list_tables()
+            .send()
+            .await
+            .unwrap()
+            .table_names()
+            .len(),
+        c.sqs.list_queues().send().await.unwrap().queue_urls().len(),
+        c.lambda
+            .list_event_source_mappings()
+            .send()
+            .await
+            .unwrap()
+            .event_source_mappings()
+            .len(),
+    )
+}
+
+/// Killed right after each of the analytics stack's own creates lands (its answer held, so
+/// iotreg never learns of it): the next `up` adopts what was made, one of each, converges, and
+/// `down` leaves nothing. (The roles, the rule and the function are the kinds the crash tests
+/// already kill after.)
+#[tokio::test(flavor = "multi_thread")]
+async fn up_killed_after_each_analytics_create_adopts_it_once() {
+    let emu = Emulator::start();
+    let c = emu.clients().await;
+    for op in [
+        "CreateStream",
+        "CreateTable",
+        "UpdateTimeToLive",
+        "CreateQueue",
+        "CreateEventSourceMapping",
+    ] {
+        emu.reset();
+        let w = emu.workdir();
+        std::fs::write(w.path().join("iotreg.toml"), CONFIG).unwrap();
+        let mut child = emu.start_held(&w, &["up"], op, 20);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let r = w.ok(&["up"]);
+        assert_eq!(
+            analytics_inventory(&c).await,
+            (1, 1, 1, 1),
+            "after a kill at {op}:\n{}",
+            r.all()
+        );
+        let start = emu.requests().len();
+        w.ok(&["up"]);
+        assert_eq!(
+            emu.writes_since(start),
+            Vec::<String>::new(),
+            "converged after a kill at {op}"
+        );
+        w.ok(&["down"]);
+        assert_eq!(
+            analytics_inventory(&c).await,
+            (0, 0, 0, 0),
+            "down after a kill at {op}"
+        );
+    }
+}
