@@ -121,12 +121,13 @@ impl Kind for Mapping {
                 .send(),
             |e| e.is_resource_not_found_exception(),
             |page| {
+                // One being deleted (a `down` moments ago) is gone for planning.
                 if found.is_none() {
                     found = page
                         .event_source_mappings
                         .unwrap_or_default()
                         .into_iter()
-                        .next();
+                        .find(|m| m.state() != Some("Deleting"));
                 }
             },
         )
@@ -217,6 +218,7 @@ impl Kind for Mapping {
         let Some(live) = &step.live else {
             let mut rec = cx.intent(Record::new(MAPPING, KIND, Phase::Intent, &name))?;
             let mut delays = self.0.d.iam_retry.delays();
+            let mut deleting = SETTLE.delays();
             let out = loop {
                 crate::ratelimit::acquire("CreateEventSourceMapping").await;
                 let sent = lambda
@@ -234,14 +236,29 @@ impl Kind for Mapping {
                     .await;
                 match sent {
                     Ok(out) => break out,
+                    // The mapping of the same stream and function exists: our own create whose
+                    // answer was lost (the engine reads again and adopts it), or one still
+                    // being deleted, which is waited out.
                     Err(e)
                         if e.as_service_error()
                             .is_some_and(|s| s.is_resource_conflict_exception()) =>
                     {
-                        return Err(StepError::ExistsAfterCreate {
-                            kind: KIND.into(),
-                            name,
-                        })
+                        if self.read(cx).await?.is_some() {
+                            return Err(StepError::ExistsAfterCreate {
+                                kind: KIND.into(),
+                                name,
+                            });
+                        }
+                        let Some(delay) = deleting.next() else {
+                            return Err(crate::aws::failed(
+                                KIND,
+                                &name,
+                                "CreateEventSourceMapping",
+                                e,
+                            ));
+                        };
+                        cx.progress("waiting for the previous mapping to finish deleting");
+                        tokio::time::sleep(delay).await;
                     }
                     // Lambda checks the function's role for the stream's read permissions when
                     // the mapping is created; a new role's policy takes seconds to propagate.

@@ -77,7 +77,11 @@ impl Kind for Stream {
             Some(_) => self.name(),
             None => cx.record(STREAM).map(|r| r.name).unwrap_or_default(),
         };
-        describe(&self.0, &name).await
+        // A stream being deleted (a `down` moments ago) is gone for planning: `up` waits for it
+        // to go before creating the new one.
+        Ok(describe(&self.0, &name)
+            .await?
+            .filter(|s| s.stream_status() != &StreamStatus::Deleting))
     }
 
     fn fields(&self, live: &StreamDescriptionSummary) -> Fields {
@@ -112,6 +116,7 @@ impl Kind for Stream {
             .build()
             .map_err(|e| StepError::Failed(format!("{KIND}: {e}")))?;
         let Some(live) = &step.live else {
+            wait_deleted(&self.0, cx, name).await?;
             let mut rec = cx.intent(Record::new(STREAM, KIND, Phase::Intent, name))?;
             sdk::create(
                 op(KIND, name, "CreateStream"),
@@ -239,6 +244,26 @@ pub async fn describe(
     )
     .await?;
     Ok(out.and_then(|o| o.stream_description_summary))
+}
+
+/// Waits (bounded) for a stream of this name that is being deleted to be gone: Kinesis refuses
+/// to create a stream while one of the same name is DELETING.
+async fn wait_deleted(env: &Env, cx: &Ctx, name: &str) -> Result<(), StepError> {
+    let mut delays = ACTIVE_WAIT.delays();
+    while describe(env, name)
+        .await?
+        .is_some_and(|s| s.stream_status() == &StreamStatus::Deleting)
+    {
+        let Some(delay) = delays.next() else {
+            return Err(StepError::Failed(format!(
+                "{KIND} {name:?} is still being deleted after {}s",
+                ACTIVE_WAIT.budget.as_secs()
+            )));
+        };
+        cx.progress("waiting for the stream of the same name to finish deleting");
+        tokio::time::sleep(delay).await;
+    }
+    Ok(())
 }
 
 /// Polls until the stream is ACTIVE (bounded).

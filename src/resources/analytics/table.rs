@@ -84,7 +84,12 @@ impl Kind for Table {
             Some(_) => self.name(),
             None => cx.record(TABLE).map(|r| r.name).unwrap_or_default(),
         };
-        let Some(table) = describe(&self.0, &name).await? else {
+        // A table being deleted (a `down` moments ago) is gone for planning: `up` waits for it
+        // to go before creating the new one.
+        let Some(table) = describe(&self.0, &name)
+            .await?
+            .filter(|t| t.table_status() != Some(&TableStatus::Deleting))
+        else {
             return Ok(None);
         };
         let ttl = sdk::find(
@@ -161,6 +166,7 @@ impl Kind for Table {
         let build =
             |e: aws_sdk_dynamodb::error::BuildError| StepError::Failed(format!("{KIND}: {e}"));
         let Some(live) = &step.live else {
+            wait_deleted(&self.0, cx, name).await?;
             let mut rec = cx.intent(Record::new(TABLE, KIND, Phase::Intent, name))?;
             let out = sdk::create(
                 op(KIND, name, "CreateTable"),
@@ -293,6 +299,26 @@ async fn describe(env: &Env, name: &str) -> Result<Option<TableDescription>, Ste
     )
     .await?;
     Ok(out.and_then(|o| o.table))
+}
+
+/// Waits (bounded) for a table of this name that is being deleted to be gone: DynamoDB
+/// refuses to create a table while one of the same name is DELETING.
+async fn wait_deleted(env: &Env, cx: &Ctx, name: &str) -> Result<(), StepError> {
+    let mut delays = ACTIVE_WAIT.delays();
+    while describe(env, name)
+        .await?
+        .is_some_and(|t| t.table_status() == Some(&TableStatus::Deleting))
+    {
+        let Some(delay) = delays.next() else {
+            return Err(StepError::Failed(format!(
+                "{KIND} {name:?} is still being deleted after {}s",
+                ACTIVE_WAIT.budget.as_secs()
+            )));
+        };
+        cx.progress("waiting for the table of the same name to finish deleting");
+        tokio::time::sleep(delay).await;
+    }
+    Ok(())
 }
 
 /// Polls until the table is ACTIVE (bounded).

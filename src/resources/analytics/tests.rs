@@ -394,3 +394,28 @@ async fn a_disabled_mapping_fails_verify_with_lambdas_reason() {
         checks[0].reason
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_of_the_same_name_still_deleting_is_waited_out_then_created() {
+    // `down` then `up` with a pinned suffix: the old stream is DELETING for a while, and
+    // Kinesis refuses a create of its name meanwhile.
+    let describe = mock!(aws_sdk_kinesis::Client::describe_stream_summary)
+        .sequence()
+        .output(|| summary(StreamStatus::Deleting))
+        .times(3)
+        .error(|| {
+            DescribeStreamSummaryError::ResourceNotFoundException(
+                aws_sdk_kinesis::types::error::ResourceNotFoundException::builder().build(),
+            )
+        })
+        .output(|| summary(StreamStatus::Active))
+        .build();
+    let create = mock!(aws_sdk_kinesis::Client::create_stream)
+        .then_output(|| CreateStreamOutput::builder().build());
+    let h = analytics_harness(&[&describe, &create], &[], &[], &[], vec![]);
+    let stream = Stream(h.env.clone());
+    assert_eq!(stream.ensure(&h.cx).await.unwrap(), Outcome::Created);
+    assert_eq!(create.num_calls(), 1);
+    // Planned from a DELETING stream (absent), twice more DELETING, gone, then ACTIVE.
+    assert_eq!(describe.num_calls(), 5);
+}
