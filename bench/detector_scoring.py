@@ -20,7 +20,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(ROOT, "tests", "handler", "test_anomaly_detector.py")
 
-DEFAULTS = {"WINDOW": "60", "MIN_HISTORY": "10", "THRESHOLD": "4.5", "STUCK_COUNT": "10",
+DEFAULTS = {"WINDOW": "60", "MIN_HISTORY": "30", "THRESHOLD": "4.5", "STUCK_COUNT": "10",
             "MAX_RATE": "1.0", "RATE_WINDOW": "8", "STATE_TTL_DAYS": "7"}
 
 

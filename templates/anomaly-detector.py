@@ -21,10 +21,11 @@ For each device, in stream order, three rules score each reading of FIELD:
           RATE_WINDOW - 1 of the pairwise slopes, fewer than half, so it cannot move the median;
           a steady ramp does.
 Each rule alerts once per episode: when it starts firing for a device. It stays quiet while it
-keeps firing and re-arms after a reading where it does not fire. A drift raises `rate`; it also
-raises `zscore` once, near its start, when the ramp leaves the device's noise band before the
-slope over RATE_WINDOW readings has crossed MAX_RATE. A spike raises `zscore` only; a stuck
-sensor `stuck` only (its repeated value is one the device already reported).
+keeps firing and re-arms after a reading where it does not fire. A drift raises `rate` (a few
+readings into the ramp, once the slope over RATE_WINDOW readings crosses MAX_RATE) and usually
+`zscore` once too, when the ramp leaves the device's noise band; which comes first depends on
+the ramp's steepness and the noise. A spike raises `zscore` only; a stuck sensor `stuck` only
+(its repeated value is one the device already reported).
 
 An alert is published to the SNS topic ALERT_TOPIC_ARN and logged as one line
 `ANOMALY {json}` (iotreg verify reads these lines from the function's log).
@@ -123,7 +124,7 @@ def load_config(environ=None):
         "topic": environ["ALERT_TOPIC_ARN"],
         "field": environ.get("FIELD") or "temperature",
         "window": _number(environ, "WINDOW", 60, int, 1),
-        "min_history": _number(environ, "MIN_HISTORY", 10, int, 1),
+        "min_history": _number(environ, "MIN_HISTORY", 30, int, 1),
         "threshold": _number(environ, "THRESHOLD", 4.5, float, 0.0),
         "stuck_count": _number(environ, "STUCK_COUNT", 10, int, 2),
         "max_rate": _number(environ, "MAX_RATE", 1.0, float, 0.0),
