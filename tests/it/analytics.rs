@@ -10,58 +10,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use aws_sdk_iotdataplane::primitives::Blob;
-use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::support::*;
 
 /// Analytics on, no client-side rate limits (the local AWS has no quotas).
 const CONFIG: &str = "[analytics]\nenabled = true\n[aws.rate_limits]\n\"*\" = 0\n";
-
-async fn queue_arn(c: &Clients, url: &str) -> String {
-    c.sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone()
-}
-
-/// Every message body `url` holds or receives until `enough` says so or `wait` passes.
-async fn receive(
-    c: &Clients,
-    url: &str,
-    wait: Duration,
-    enough: impl Fn(&[serde_json::Value]) -> bool,
-) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + wait;
-    let mut out: Vec<serde_json::Value> = Vec::new();
-    while !enough(&out) && Instant::now() < deadline {
-        let got = c
-            .sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        for m in got.messages() {
-            out.push(serde_json::from_str(m.body().unwrap()).unwrap());
-            c.sqs
-                .delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-        }
-    }
-    out
-}
 
 /// The anomaly alerts among SNS envelopes, by device: (rule, value) in arrival order.
 fn anomalies(envelopes: &[serde_json::Value]) -> BTreeMap<String, Vec<(String, f64)>> {
@@ -223,25 +176,11 @@ async fn analytics_finds_each_pattern_splits_out_a_poison_reading_and_down_leave
     assert_eq!(emu.writes_since(start), Vec::<String>::new());
 
     // An SQS queue subscribed to the alert topic: what a person or a pager would get.
-    let alerts_url = c
-        .sqs
-        .create_queue()
-        .queue_name("alert-watcher")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    c.sns
-        .subscribe()
-        .topic_arn(format!(
-            "arn:aws:sns:{REGION}:{ACCOUNT}:iot-temperature-alerts-{s}"
-        ))
-        .protocol("sqs")
-        .endpoint(queue_arn(&c, &alerts_url).await)
-        .send()
-        .await
-        .unwrap();
+    let alerts_url = subscribed_queue(
+        &c,
+        &format!("arn:aws:sns:{REGION}:{ACCOUNT}:iot-temperature-alerts-{s}"),
+    )
+    .await;
 
     // verify: the analytics resources and the probe's one anomaly.
     let r = w.ok(&["verify", "--skip-device", "--output", "json"]);

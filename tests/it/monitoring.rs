@@ -15,70 +15,10 @@ fn topic_arn(suffix: &str) -> String {
     format!("arn:aws:sns:{REGION}:{ACCOUNT}:iot-temperature-alerts-{suffix}")
 }
 
-/// A queue subscribed to the alert topic (SNS envelope, not raw), and its URL.
-async fn subscribed_queue(c: &Clients, topic: &str) -> String {
-    let url = c
-        .sqs
-        .create_queue()
-        .queue_name("alert-watcher")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let attrs = c
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap();
-    let queue_arn = attrs
-        .attributes()
-        .unwrap()
-        .get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .unwrap()
-        .clone();
-    c.sns
-        .subscribe()
-        .topic_arn(topic)
-        .protocol("sqs")
-        .endpoint(queue_arn)
-        .send()
-        .await
-        .unwrap();
-    url
-}
-
-/// Every message the queue holds or receives within `wait`, as the SNS envelopes' parsed JSON.
+/// Every message the queue holds or receives within `wait` (until the first arrive), as the SNS
+/// envelopes' parsed JSON.
 async fn drain(c: &Clients, url: &str, wait: Duration) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + wait;
-    let mut out = Vec::new();
-    loop {
-        let got = c
-            .sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        for m in got.messages() {
-            out.push(serde_json::from_str(m.body().unwrap()).unwrap());
-            c.sqs
-                .delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-        }
-        if !out.is_empty() || Instant::now() >= deadline {
-            return out;
-        }
-    }
+    receive(c, url, wait, |got| !got.is_empty()).await
 }
 
 /// Publishes a reading as a device would, and waits until the function has finished with it

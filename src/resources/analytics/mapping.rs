@@ -15,7 +15,7 @@ use aws_sdk_lambda::types::{
     DestinationConfig, EventSourceMappingConfiguration, EventSourcePosition, OnFailure,
 };
 
-use super::{AnalyticsSpec, DETECTOR, DETECTOR_ROLE, MAPPING, QUEUE, STREAM};
+use super::{AnalyticsSpec, Poll, DETECTOR, DETECTOR_ROLE, MAPPING, QUEUE, STREAM};
 use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
 use crate::plan::Fields;
 use crate::resources::sdk::{self, op};
@@ -408,32 +408,22 @@ impl Kind for Mapping {
 
 impl Mapping {
     /// Polls until the mapping has left its transitional states (Creating, Enabling,
-    /// Updating), bounded. A mapping that ends Disabled on its own says why.
+    /// Updating), bounded. A mapping that is gone, or ends Disabled, has settled.
     async fn wait_settled(&self, cx: &Ctx, id: &str) -> Result<(), StepError> {
-        let mut delays = SETTLE.delays();
-        loop {
+        let what = format!("{KIND} {id}");
+        super::wait_until(cx, SETTLE, &what, || async {
             let found = sdk::find(
                 op(KIND, id, "GetEventSourceMapping"),
                 self.0.aws.lambda.get_event_source_mapping().uuid(id).send(),
                 |e| e.is_resource_not_found_exception(),
             )
             .await?;
-            let Some(m) = found else {
-                return Ok(());
-            };
-            let state = m.state().unwrap_or("unknown").to_string();
-            if matches!(state.as_str(), "Enabled" | "Disabled") {
-                return Ok(());
-            }
-            let Some(delay) = delays.next() else {
-                return Err(StepError::Failed(format!(
-                    "{KIND} {id}: still {state} after {}s",
-                    SETTLE.budget.as_secs()
-                )));
-            };
-            cx.progress(&format!("waiting for the mapping ({state})"));
-            tokio::time::sleep(delay).await;
-        }
+            Ok(match found.as_ref().and_then(|m| m.state()) {
+                None | Some("Enabled" | "Disabled") => Poll::Done,
+                Some(state) => Poll::Waiting(state.to_string()),
+            })
+        })
+        .await
     }
 }
 

@@ -202,6 +202,42 @@ pub fn spec(
     })
 }
 
+/// What a poll of a resource in transition found.
+pub(crate) enum Poll {
+    Done,
+    /// Still in this state.
+    Waiting(String),
+}
+
+/// Polls until `poll` says done, backing off, within `backoff`'s budget: Kinesis, DynamoDB and
+/// Lambda all create, change and delete these resources asynchronously. `what` names the
+/// resource in the progress line and the error.
+pub(crate) async fn wait_until<F, Fut>(
+    cx: &crate::engine::Ctx,
+    backoff: crate::retry::Backoff,
+    what: &str,
+    mut poll: F,
+) -> Result<(), crate::engine::StepError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Poll, crate::engine::StepError>>,
+{
+    let mut delays = backoff.delays();
+    loop {
+        let Poll::Waiting(state) = poll().await? else {
+            return Ok(());
+        };
+        let Some(delay) = delays.next() else {
+            return Err(crate::engine::StepError::Failed(format!(
+                "{what}: still {state} after {}s",
+                backoff.budget.as_secs()
+            )));
+        };
+        cx.progress(&format!("waiting: {what} is {state}"));
+        tokio::time::sleep(delay).await;
+    }
+}
+
 /// The analytics spec, for a resource the deployment wants: a stray (analytics turned off)
 /// is only ever deleted by its record, and never asks.
 pub(crate) fn of(d: &Deployment) -> Option<&AnalyticsSpec> {

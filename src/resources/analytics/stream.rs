@@ -8,7 +8,7 @@ use aws_sdk_kinesis::types::{
     ScalingType, StreamDescriptionSummary, StreamMode, StreamModeDetails, StreamStatus,
 };
 
-use super::{AnalyticsSpec, STREAM};
+use super::{AnalyticsSpec, Poll, STREAM};
 use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
 use crate::plan::Fields;
 use crate::resources::sdk::{self, op};
@@ -249,51 +249,29 @@ pub async fn describe(
 /// Waits (bounded) for a stream of this name that is being deleted to be gone: Kinesis refuses
 /// to create a stream while one of the same name is DELETING.
 async fn wait_deleted(env: &Env, cx: &Ctx, name: &str) -> Result<(), StepError> {
-    let mut delays = ACTIVE_WAIT.delays();
-    while describe(env, name)
-        .await?
-        .is_some_and(|s| s.stream_status() == &StreamStatus::Deleting)
-    {
-        let Some(delay) = delays.next() else {
-            return Err(StepError::Failed(format!(
-                "{KIND} {name:?} is still being deleted after {}s",
-                ACTIVE_WAIT.budget.as_secs()
-            )));
-        };
-        cx.progress("waiting for the stream of the same name to finish deleting");
-        tokio::time::sleep(delay).await;
-    }
-    Ok(())
+    let what = format!("{KIND} {name:?} (of the same name)");
+    super::wait_until(cx, ACTIVE_WAIT, &what, || async {
+        Ok(match describe(env, name).await? {
+            Some(s) if s.stream_status() == &StreamStatus::Deleting => {
+                Poll::Waiting("DELETING".into())
+            }
+            _ => Poll::Done,
+        })
+    })
+    .await
 }
 
 /// Polls until the stream is ACTIVE (bounded).
 async fn wait_active(env: &Env, cx: &Ctx, name: &str) -> Result<(), StepError> {
-    let mut delays = ACTIVE_WAIT.delays();
-    loop {
-        let status = describe(env, name)
-            .await?
-            .map(|s| s.stream_status().clone());
-        match status {
-            Some(StreamStatus::Active) => return Ok(()),
-            None => {
-                return Err(StepError::Failed(format!(
-                    "{KIND} {name:?} disappeared while waiting for it to become ACTIVE"
-                )))
-            }
-            Some(s) => {
-                let Some(delay) = delays.next() else {
-                    return Err(StepError::Failed(format!(
-                        "{KIND} {name:?} is still {} after {}s",
-                        s.as_str(),
-                        ACTIVE_WAIT.budget.as_secs()
-                    )));
-                };
-                cx.progress(&format!(
-                    "waiting for the stream to become ACTIVE ({})",
-                    s.as_str()
-                ));
-                tokio::time::sleep(delay).await;
-            }
+    let what = format!("{KIND} {name:?}");
+    super::wait_until(cx, ACTIVE_WAIT, &what, || async {
+        match describe(env, name).await? {
+            Some(s) if s.stream_status() == &StreamStatus::Active => Ok(Poll::Done),
+            Some(s) => Ok(Poll::Waiting(s.stream_status().as_str().to_string())),
+            None => Err(StepError::Failed(format!(
+                "{KIND} {name:?} disappeared while waiting for it to become ACTIVE"
+            ))),
         }
-    }
+    })
+    .await
 }

@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::{
     TableDescription, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
 
-use super::{AnalyticsSpec, TABLE};
+use super::{AnalyticsSpec, Poll, TABLE};
 use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
 use crate::plan::Fields;
 use crate::resources::sdk::{self, op};
@@ -304,40 +304,32 @@ async fn describe(env: &Env, name: &str) -> Result<Option<TableDescription>, Ste
 /// Waits (bounded) for a table of this name that is being deleted to be gone: DynamoDB
 /// refuses to create a table while one of the same name is DELETING.
 async fn wait_deleted(env: &Env, cx: &Ctx, name: &str) -> Result<(), StepError> {
-    let mut delays = ACTIVE_WAIT.delays();
-    while describe(env, name)
-        .await?
-        .is_some_and(|t| t.table_status() == Some(&TableStatus::Deleting))
-    {
-        let Some(delay) = delays.next() else {
-            return Err(StepError::Failed(format!(
-                "{KIND} {name:?} is still being deleted after {}s",
-                ACTIVE_WAIT.budget.as_secs()
-            )));
-        };
-        cx.progress("waiting for the table of the same name to finish deleting");
-        tokio::time::sleep(delay).await;
-    }
-    Ok(())
+    let what = format!("{KIND} {name:?} (of the same name)");
+    super::wait_until(cx, ACTIVE_WAIT, &what, || async {
+        Ok(match describe(env, name).await? {
+            Some(t) if t.table_status() == Some(&TableStatus::Deleting) => {
+                Poll::Waiting("DELETING".into())
+            }
+            _ => Poll::Done,
+        })
+    })
+    .await
 }
 
 /// Polls until the table is ACTIVE (bounded).
 async fn wait_active(env: &Env, cx: &Ctx, name: &str) -> Result<(), StepError> {
-    let mut delays = ACTIVE_WAIT.delays();
-    loop {
-        let status = describe(env, name)
-            .await?
-            .and_then(|t| t.table_status().cloned());
-        if status == Some(TableStatus::Active) {
-            return Ok(());
-        }
-        let Some(delay) = delays.next() else {
-            return Err(StepError::Failed(format!(
-                "{KIND} {name:?} is not ACTIVE after {}s",
-                ACTIVE_WAIT.budget.as_secs()
-            )));
-        };
-        cx.progress("waiting for the table to become ACTIVE");
-        tokio::time::sleep(delay).await;
-    }
+    let what = format!("{KIND} {name:?}");
+    super::wait_until(cx, ACTIVE_WAIT, &what, || async {
+        Ok(
+            match describe(env, name)
+                .await?
+                .and_then(|t| t.table_status().cloned())
+            {
+                Some(TableStatus::Active) => Poll::Done,
+                Some(s) => Poll::Waiting(s.as_str().to_string()),
+                None => Poll::Waiting("not yet visible".into()),
+            },
+        )
+    })
+    .await
 }

@@ -802,3 +802,74 @@ pub fn private_keys_under(dir: &Path) -> Vec<PathBuf> {
     }
     found
 }
+
+/// A queue's ARN.
+pub async fn queue_arn(c: &Clients, url: &str) -> String {
+    c.sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone()
+}
+
+/// A queue `alert-watcher` subscribed to `topic` (SNS envelopes, not raw): what an on-call
+/// person would receive. Its URL.
+pub async fn subscribed_queue(c: &Clients, topic: &str) -> String {
+    let url = c
+        .sqs
+        .create_queue()
+        .queue_name("alert-watcher")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    c.sns
+        .subscribe()
+        .topic_arn(topic)
+        .protocol("sqs")
+        .endpoint(queue_arn(c, &url).await)
+        .send()
+        .await
+        .unwrap();
+    url
+}
+
+/// Every message body `url` holds or receives (each deleted once read) until `enough` says so
+/// or `wait` passes, parsed as JSON.
+pub async fn receive(
+    c: &Clients,
+    url: &str,
+    wait: Duration,
+    enough: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + wait;
+    let mut out: Vec<serde_json::Value> = Vec::new();
+    while !enough(&out) && Instant::now() < deadline {
+        let got = c
+            .sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for m in got.messages() {
+            out.push(serde_json::from_str(m.body().unwrap()).unwrap());
+            c.sqs
+                .delete_message()
+                .queue_url(url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    out
+}
