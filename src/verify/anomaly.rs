@@ -144,44 +144,17 @@ pub fn judge(res: &str, normal: usize, outlier: f64, found: &[Logged], timeout: 
 
 /// The detector's log lines naming the probe since `since_ms`.
 async fn lines(env: &Env, group: &str, probe: &str, since_ms: i64) -> Result<Vec<String>, String> {
-    let logs = &env.aws.logs;
-    let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    for _ in 0..20 {
-        let page = logs
-            .filter_log_events()
-            .log_group_name(group)
-            .start_time(since_ms)
-            .filter_pattern(format!("\"{probe}\""))
-            .set_next_token(token.clone())
-            .send()
-            .await;
-        let page = match page {
-            Ok(p) => p,
-            // The group appears with the detector's first invocation.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
-            {
-                return Ok(out)
-            }
-            Err(e) => {
-                return Err(crate::aws::failed("log group", group, "FilterLogEvents", e).to_string())
-            }
-        };
-        out.extend(
-            page.events()
-                .iter()
-                .filter_map(|e| e.message().map(str::to_string))
-                // An endpoint that ignores the pattern returns everything.
-                .filter(|m| m.contains(probe)),
-        );
-        token = page.next_token().map(str::to_string);
-        if token.is_none() {
-            break;
-        }
-    }
-    Ok(out)
+    let pattern = format!("\"{probe}\"");
+    Ok(
+        super::log_events(env, group, Some(&pattern), None, since_ms)
+            .await?
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| e.message().map(str::to_string))
+            // An endpoint that ignores the pattern returns everything.
+            .filter(|m| m.contains(probe))
+            .collect(),
+    )
 }
 
 #[cfg(test)]

@@ -289,6 +289,51 @@ pub async fn wait_for_marker(
     }
 }
 
+/// The events of a log group since `start_ms` (milliseconds), optionally only those matching a
+/// filter pattern or in one stream, every page up to 20 (polled checks look at seconds of
+/// log). None while the group does not exist: it appears with the function's first invocation.
+pub async fn log_events(
+    env: &Env,
+    group: &str,
+    pattern: Option<&str>,
+    stream: Option<&str>,
+    start_ms: i64,
+) -> Result<Option<Vec<aws_sdk_cloudwatchlogs::types::FilteredLogEvent>>, String> {
+    let mut events = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..20 {
+        let mut call = env
+            .aws
+            .logs
+            .filter_log_events()
+            .log_group_name(group)
+            .start_time(start_ms)
+            .set_filter_pattern(pattern.map(str::to_string))
+            .set_next_token(token.clone());
+        if let Some(stream) = stream {
+            call = call.log_stream_names(stream);
+        }
+        let page = match call.send().await {
+            Ok(p) => p,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => {
+                return Err(crate::aws::failed("log group", group, "FilterLogEvents", e).to_string())
+            }
+        };
+        events.extend(page.events().iter().cloned());
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    Ok(Some(events))
+}
+
 /// Finds the marker's event; returns its invocation's log lines and the stream name.
 async fn find_marker(
     env: &Env,
@@ -296,30 +341,12 @@ async fn find_marker(
     marker: &str,
     since_ms: i64,
 ) -> Result<Option<(Vec<String>, String)>, String> {
-    let logs = &env.aws.logs;
-    let found = logs
-        .filter_log_events()
-        .log_group_name(group)
-        .start_time(since_ms)
-        .filter_pattern(format!("\"{marker}\""))
-        .send()
-        .await;
-    let out = match found {
-        Ok(o) => o,
-        // The group appears with the function's first invocation.
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_not_found_exception()) =>
-        {
-            return Ok(None)
-        }
-        Err(e) => {
-            return Err(crate::aws::failed("log group", group, "FilterLogEvents", e).to_string())
-        }
+    let pattern = format!("\"{marker}\"");
+    let Some(found) = log_events(env, group, Some(&pattern), None, since_ms).await? else {
+        return Ok(None);
     };
     // Confirm locally: an emulator that ignores the pattern would return everything.
-    let Some(hit) = out
-        .events()
+    let Some(hit) = found
         .iter()
         .find(|e| e.message().is_some_and(|m| m.contains(marker)))
     else {
@@ -327,30 +354,12 @@ async fn find_marker(
     };
     let stream = hit.log_stream_name().unwrap_or_default().to_string();
     let from = hit.timestamp().unwrap_or(since_ms) - 60_000;
-    let mut events: Vec<String> = Vec::new();
-    let mut token: Option<String> = None;
-    for _ in 0..20 {
-        let page = logs
-            .filter_log_events()
-            .log_group_name(group)
-            .log_stream_names(&stream)
-            .start_time(from)
-            .set_next_token(token.clone())
-            .send()
-            .await
-            .map_err(|e| {
-                crate::aws::failed("log group", group, "FilterLogEvents", e).to_string()
-            })?;
-        events.extend(
-            page.events()
-                .iter()
-                .filter_map(|e| e.message().map(str::to_string)),
-        );
-        token = page.next_token().map(str::to_string);
-        if token.is_none() {
-            break;
-        }
-    }
+    let events: Vec<String> = log_events(env, group, None, Some(&stream), from)
+        .await?
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| e.message().map(str::to_string))
+        .collect();
     let Some(index) = events.iter().position(|m| m.contains(marker)) else {
         return Ok(None);
     };
