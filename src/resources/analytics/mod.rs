@@ -131,16 +131,13 @@ pub fn spec(
                         &stream_arn,
                     ),
                     statement(&["kinesis:ListStreams"], "*"),
+                    // The detector reads and writes a batch's devices in one call each.
                     statement(
-                        &[
-                            "dynamodb:BatchGetItem",
-                            "dynamodb:BatchWriteItem",
-                            "dynamodb:GetItem",
-                            "dynamodb:PutItem",
-                        ],
+                        &["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"],
                         &table_arn,
                     ),
                     statement(&["sns:Publish"], alert_topic_arn),
+                    // Lambda sends a failed batch's record to the queue as the function's role.
                     statement(&["sqs:SendMessage"], &queue_arn),
                 ],
             }),
