@@ -16,7 +16,8 @@ use aws_sdk_lambda::types::{
 };
 
 use super::{AnalyticsSpec, Poll, DETECTOR, DETECTOR_ROLE, MAPPING, QUEUE, STREAM};
-use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
+use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Replacement, Seen, Step, StepError};
+use crate::plan::Action;
 use crate::plan::Fields;
 use crate::resources::sdk::{self, op};
 use crate::resources::Env;
@@ -200,6 +201,18 @@ impl Kind for Mapping {
         true
     }
 
+    /// A mapping holds nothing but its checkpoint: replacing it is safe, and `up` does it.
+    fn replacement(&self, why: &Replacement) -> (String, bool) {
+        let what = match why {
+            Replacement::Renamed { from } => format!("was {from:?}"),
+            Replacement::Immutable { fields } => format!("{} changed", fields.join(", ")),
+        };
+        (
+            format!("{what}: Lambda cannot change that in place; the mapping is deleted and created again"),
+            true,
+        )
+    }
+
     async fn apply(
         &self,
         cx: &Ctx,
@@ -215,7 +228,21 @@ impl Kind for Mapping {
         let failure = DestinationConfig::builder()
             .on_failure(OnFailure::builder().destination(&s.queue_arn).build())
             .build();
-        let Some(live) = &step.live else {
+        let mut live = step.live.as_ref();
+        if step.plan.action == Action::Replace {
+            // A new starting position (or another stream or function) needs a new mapping: the
+            // old one goes first; the create below waits while it is still being deleted.
+            let old = step
+                .record
+                .as_ref()
+                .and_then(|r| r.id.clone())
+                .or_else(|| live.and_then(|l| l.uuid()).map(str::to_string));
+            if let Some(id) = old {
+                self.delete(cx, &id).await?;
+            }
+            live = None;
+        }
+        let Some(live) = live else {
             let mut rec = cx.intent(Record::new(MAPPING, KIND, Phase::Intent, &name))?;
             let mut delays = self.0.d.iam_retry.delays();
             let mut deleting = SETTLE.delays();
@@ -389,24 +416,31 @@ impl Kind for Mapping {
                 }
             },
         };
-        self.wait_settled(cx, &id).await?;
-        let deleted = sdk::find(
-            op(KIND, &rec.name, "DeleteEventSourceMapping"),
-            self.0
-                .aws
-                .lambda
-                .delete_event_source_mapping()
-                .uuid(&id)
-                .send(),
-            |e| e.is_resource_not_found_exception(),
-        )
-        .await?;
+        let deleted = self.delete(cx, &id).await?;
         cx.forget(MAPPING)?;
-        Ok(Outcome::deleted_if(deleted.is_some()))
+        Ok(Outcome::deleted_if(deleted))
     }
 }
 
 impl Mapping {
+    /// Deletes the mapping `id` once it has settled (Lambda refuses to delete one in
+    /// transition); false when it was already gone.
+    async fn delete(&self, cx: &Ctx, id: &str) -> Result<bool, StepError> {
+        self.wait_settled(cx, id).await?;
+        let deleted = sdk::find(
+            op(KIND, id, "DeleteEventSourceMapping"),
+            self.0
+                .aws
+                .lambda
+                .delete_event_source_mapping()
+                .uuid(id)
+                .send(),
+            |e| e.is_resource_not_found_exception(),
+        )
+        .await?;
+        Ok(deleted.is_some())
+    }
+
     /// Polls until the mapping has left its transitional states (Creating, Enabling,
     /// Updating), bounded. A mapping that is gone, or ends Disabled, has settled.
     async fn wait_settled(&self, cx: &Ctx, id: &str) -> Result<(), StepError> {

@@ -419,3 +419,77 @@ async fn a_stream_of_the_same_name_still_deleting_is_waited_out_then_created() {
     // Planned from a DELETING stream (absent), twice more DELETING, gone, then ACTIVE.
     assert_eq!(describe.num_calls(), 5);
 }
+
+/// The live mapping `u-1` as configured, but starting from `position`.
+fn live_mapping(
+    position: aws_sdk_lambda::types::EventSourcePosition,
+) -> GetEventSourceMappingOutput {
+    GetEventSourceMappingOutput::builder()
+        .uuid("u-1")
+        .state("Enabled")
+        .function_arn(FUNCTION_ARN)
+        .event_source_arn(STREAM_ARN)
+        .batch_size(100)
+        .maximum_batching_window_in_seconds(1)
+        .starting_position(position)
+        .maximum_retry_attempts(2)
+        .bisect_batch_on_function_error(true)
+        .destination_config(
+            aws_sdk_lambda::types::DestinationConfig::builder()
+                .on_failure(
+                    aws_sdk_lambda::types::OnFailure::builder()
+                        .destination(QUEUE_ARN)
+                        .build(),
+                )
+                .build(),
+        )
+        .build()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_starting_position_replaces_the_mapping() {
+    use aws_sdk_lambda::operation::delete_event_source_mapping::DeleteEventSourceMappingOutput;
+    use aws_sdk_lambda::types::EventSourcePosition;
+    let old = mock!(aws_sdk_lambda::Client::get_event_source_mapping)
+        .match_requests(|r| r.uuid() == Some("u-1"))
+        .then_output(|| live_mapping(EventSourcePosition::TrimHorizon));
+    let new = mock!(aws_sdk_lambda::Client::get_event_source_mapping)
+        .match_requests(|r| r.uuid() == Some("u-2"))
+        .then_output(|| {
+            GetEventSourceMappingOutput::builder()
+                .uuid("u-2")
+                .state("Enabled")
+                .build()
+        });
+    let delete = mock!(aws_sdk_lambda::Client::delete_event_source_mapping)
+        .match_requests(|r| r.uuid() == Some("u-1"))
+        .then_output(|| {
+            DeleteEventSourceMappingOutput::builder()
+                .uuid("u-1")
+                .build()
+        });
+    let create = mock!(aws_sdk_lambda::Client::create_event_source_mapping)
+        .match_requests(|r| r.starting_position() == Some(&EventSourcePosition::Latest))
+        .then_output(|| {
+            CreateEventSourceMappingOutput::builder()
+                .uuid("u-2")
+                .build()
+        });
+    let mut recs = mapping_records();
+    let mut rec = recorded(
+        MAPPING,
+        "event source mapping",
+        "iot-telemetry-abc123 → iot-anomaly-detector-abc123",
+        None,
+    );
+    rec.id = Some("u-1".into());
+    recs.push(rec);
+    let h = analytics_harness(&[], &[], &[], &[&old, &new, &delete, &create], recs);
+    let m = Mapping(h.env.clone());
+    let plan = m.plan(&h.cx, true).await.unwrap();
+    assert_eq!(plan.action, Action::Replace, "{plan:?}");
+    assert!(plan.applicable);
+    assert_eq!(m.ensure(&h.cx).await.unwrap(), Outcome::Created);
+    assert_eq!((delete.num_calls(), create.num_calls()), (1, 1));
+    assert_eq!(h.cx.record(MAPPING).unwrap().id.as_deref(), Some("u-2"));
+}
