@@ -493,9 +493,26 @@ def _finish(log: LogWriter, request_id: str, error: dict | None, timed_out: bool
 # -- background (Event) invocations -------------------------------------------
 
 
+def _still_exists(fn: Any) -> bool:
+    """Whether the function an event was queued for still exists."""
+    from moto.awslambda.utils import get_backend
+
+    try:
+        get_backend(fn.account_id, fn.region).get_function(fn.function_arn)
+    except Exception:  # noqa: BLE001 - UnknownFunctionException and the like
+        return False
+    return True
+
+
 def _worker() -> None:
     while True:
         fn, event, invoked_arn = _background.get()
+        # AWS discards the queued events of a deleted function: running them anyway would
+        # write logs (and recreate the log group `down` just deleted) for a function gone.
+        if not _still_exists(fn):
+            note(f"asynchronous invocation of {getattr(fn, 'function_name', '?')} dropped: "
+                 "the function was deleted")
+            continue
         try:
             invoke(fn, event, invoked_arn)
         except Exception as error:  # noqa: BLE001 - never kill the worker

@@ -623,3 +623,19 @@ def test_handler_import_errors(aws, make_function):
         "[ERROR] Runtime.HandlerNotFound: Handler 'nope' missing on module 'index'\n"
         "Traceback (most recent call last):"
     )
+
+
+def test_queued_events_of_a_deleted_function_are_dropped(aws, emulator, make_function):
+    # AWS discards the asynchronous events still queued for a function that is deleted; running
+    # them would write logs and recreate the log group `down` just removed. Twice as many slow
+    # events as the emulator runs at once (16 workers) leave some queued at the delete.
+    function = make_function("import time\ndef handler(event, context):\n    time.sleep(1)\n")
+    lam = aws("lambda")
+    for _ in range(32):
+        assert lam.invoke(FunctionName=function, InvocationType="Event", Payload=b"{}")["StatusCode"] == 202
+    lam.delete_function(FunctionName=function)
+    note = f"asynchronous invocation of {function} dropped: the function was deleted"
+    deadline = time.monotonic() + WAIT
+    while note not in emulator.log():
+        assert time.monotonic() < deadline, "queued events were run after the delete"
+        time.sleep(0.05)

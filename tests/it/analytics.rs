@@ -220,15 +220,30 @@ async fn analytics_finds_each_pattern_splits_out_a_poison_reading_and_down_leave
         0
     );
 
-    // A poison reading first, on the spike device's shard: split out to the failure queue.
-    c.data
-        .publish()
-        .topic("sensor/temperature/spike-0")
-        .qos(1)
-        .payload(Blob::new(r#"{"temperature": "hot", "device": "spike-0"}"#))
-        .send()
-        .await
-        .unwrap();
+    // A poison reading in the middle of a burst of one device's good readings, published
+    // within the mapping's batching window so that they reach the detector as one batch: the
+    // batch fails, is split until the poison reading is alone, which goes to the failure queue
+    // after its retries, while its neighbours are all taken, each once.
+    // All at once: the window is a second, and a loaded machine must not stretch the burst.
+    let burst = (0..21).map(|i| {
+        let payload = if i == 10 {
+            r#"{"temperature": "hot", "device": "burst-0"}"#.to_string()
+        } else {
+            format!(
+                r#"{{"temperature": {}, "device": "burst-0"}}"#,
+                21.0 + f64::from(i % 3) / 10.0
+            )
+        };
+        c.data
+            .publish()
+            .topic("sensor/temperature/burst-0")
+            .qos(1)
+            .payload(Blob::new(payload))
+            .send()
+    });
+    for sent in futures_util::future::join_all(burst).await {
+        sent.unwrap();
+    }
 
     // Each pattern from its own device, over MQTT through the device gateway.
     for (device, pattern) in [
@@ -291,8 +306,9 @@ async fn analytics_finds_each_pattern_splits_out_a_poison_reading_and_down_leave
     assert_eq!(probes.len(), 1, "{found:?}");
     assert_eq!(found.len() - probes.len(), 3, "{found:?}");
 
-    // The poison reading: alone in its batch after bisecting, retried, then described in the
-    // failure queue (exactly once); the spike device's later readings still flowed (above).
+    // The poison reading: alone in its batch after bisecting, tried 1 + `retries` times, then
+    // described in the failure queue (exactly once); its 20 neighbours were each taken once
+    // (the detector's item holds all 20), and every pattern's readings flowed after it.
     let failed = receive(&c, &failures_url, Duration::from_secs(20), |got| {
         !got.is_empty()
     })
@@ -307,6 +323,25 @@ async fn analytics_finds_each_pattern_splits_out_a_poison_reading_and_down_leave
         failed[0]["requestContext"]["condition"],
         "RetryAttemptsExhausted"
     );
+    assert_eq!(failed[0]["requestContext"]["approximateInvokeCount"], 3);
+    // The records after the poison one in its shard are taken once it is given up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while readings_seen(&c, &table, "burst-0").await < 20 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(readings_seen(&c, &table, "burst-0").await, 20);
+    // The local AWS's own count (an emulator-only endpoint): the batch was split on its way.
+    let esm: serde_json::Value =
+        serde_json::from_str(&emu.control_get("/iotreg-test/event-source-mappings")).unwrap();
+    let counters = esm["mappings"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    assert!(counters["bisections"].as_u64().unwrap() >= 1, "{counters}");
+    assert_eq!(counters["batchesGivenUp"], 1, "{counters}");
 
     // down: nothing of the analytics stack is left.
     w.ok(&["down"]);

@@ -236,6 +236,11 @@ impl Emulator {
         http_post(&self.url, "/moto-api/reset", "");
     }
 
+    /// GET on one of the local AWS's test-control endpoints (`/iotreg-test/...`).
+    pub fn control_get(&self, path: &str) -> String {
+        http_get(&self.url, path)
+    }
+
     /// How many held calls have been carried out so far.
     pub fn held_count(&self) -> usize {
         std::fs::read_to_string(&self.request_log)
