@@ -137,10 +137,11 @@ impl Kind for Function {
     }
 
     async fn read(&self, cx: &Ctx) -> Result<Option<FunctionConfiguration>, StepError> {
-        let name = &match (self.1.spec)(&self.0.d) {
-            Some(f) => f.name.clone(),
-            None => cx.record(self.1.key).map(|r| r.name).unwrap_or_default(),
-        };
+        let name = &super::name_to_read(
+            (self.1.spec)(&self.0.d).map(|f| f.name.as_str()),
+            cx,
+            self.1.key,
+        );
         let out = sdk::find(
             op(KIND, name, "GetFunction"),
             self.0.aws.lambda.get_function().function_name(name).send(),

@@ -641,6 +641,15 @@ pub fn everything(env: &Arc<Env>, state: &crate::state::State) -> Vec<Box<dyn Re
     all
 }
 
+/// The name a resource is read by: the configured one, or, for one the config no longer wants
+/// (a stray, only ever deleted), its record's.
+pub fn name_to_read(configured: Option<&str>, cx: &crate::engine::Ctx, key: &str) -> String {
+    match configured {
+        Some(name) => name.to_string(),
+        None => cx.record(key).map(|r| r.name).unwrap_or_default(),
+    }
+}
+
 /// The failing checks of a resource that this state has no record of.
 pub fn not_deployed(names: &[&str], resource: &str) -> Vec<crate::verify::Check> {
     names

@@ -184,10 +184,11 @@ impl Kind for Role {
 
     async fn read(&self, cx: &Ctx) -> Result<Option<LiveRole>, StepError> {
         // A role the config no longer wants is read by its recorded name.
-        let name = &match (self.1.spec)(&self.0.d) {
-            Some(spec) => spec.name.clone(),
-            None => cx.record(self.1.key).map(|r| r.name).unwrap_or_default(),
-        };
+        let name = &super::name_to_read(
+            (self.1.spec)(&self.0.d).map(|s| s.name.as_str()),
+            cx,
+            self.1.key,
+        );
         let role = sdk::find(
             op(KIND, name, "GetRole"),
             self.0.aws.iam.get_role().role_name(name).send(),

@@ -182,10 +182,11 @@ impl Kind for Rule {
     }
 
     async fn read(&self, cx: &Ctx) -> Result<Option<GetTopicRuleOutput>, StepError> {
-        let name = match (self.1.spec)(&self.0.d) {
-            Some(r) => r.name.clone(),
-            None => cx.record(self.1.key).map(|r| r.name).unwrap_or_default(),
-        };
+        let name = super::name_to_read(
+            (self.1.spec)(&self.0.d).map(|r| r.name.as_str()),
+            cx,
+            self.1.key,
+        );
         self.get(&name).await
     }
 

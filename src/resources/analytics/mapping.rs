@@ -218,9 +218,7 @@ impl Kind for Mapping {
         cx: &Ctx,
         step: Step<EventSourceMappingConfiguration>,
     ) -> Result<Outcome, StepError> {
-        let s = self
-            .spec()
-            .ok_or_else(|| StepError::Failed("analytics is not configured".into()))?;
+        let s = super::configured(&self.0.d)?;
         let lambda = &self.0.aws.lambda;
         let name = self.name();
         let m = &s.mapping;

@@ -235,6 +235,19 @@ where
     }
 }
 
+/// The analytics spec, for a change `up` carries out (only ever asked of a wanted resource).
+pub(crate) fn configured(d: &Deployment) -> Result<&AnalyticsSpec, crate::engine::StepError> {
+    of(d).ok_or_else(|| crate::engine::StepError::Failed("analytics is not configured".into()))
+}
+
+/// How long a stream or a table may take to become ACTIVE, or to finish deleting: AWS
+/// documents seconds to minutes.
+pub(crate) const TRANSITION: crate::retry::Backoff = crate::retry::Backoff {
+    initial: std::time::Duration::from_millis(250),
+    max_delay: std::time::Duration::from_secs(5),
+    budget: std::time::Duration::from_secs(300),
+};
+
 /// The analytics spec, for a resource the deployment wants: a stray (analytics turned off)
 /// is only ever deleted by its record, and never asks.
 pub(crate) fn of(d: &Deployment) -> Option<&AnalyticsSpec> {

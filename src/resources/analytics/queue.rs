@@ -71,10 +71,8 @@ impl Kind for Queue {
     }
 
     async fn read(&self, cx: &Ctx) -> Result<Option<LiveQueue>, StepError> {
-        let name = match self.spec() {
-            Some(_) => self.name(),
-            None => cx.record(QUEUE).map(|r| r.name).unwrap_or_default(),
-        };
+        let name =
+            crate::resources::name_to_read(self.spec().map(|s| s.queue_name.as_str()), cx, QUEUE);
         let sqs = &self.0.aws.sqs;
         let Some(url) = url(&self.0, &name).await? else {
             return Ok(None);
@@ -107,9 +105,7 @@ impl Kind for Queue {
     }
 
     async fn apply(&self, cx: &Ctx, step: Step<LiveQueue>) -> Result<Outcome, StepError> {
-        let spec = self
-            .spec()
-            .ok_or_else(|| StepError::Failed("analytics is not configured".into()))?;
+        let spec = super::configured(&self.0.d)?;
         let sqs = &self.0.aws.sqs;
         let name = &spec.queue_name;
         let retention = QUEUE_RETENTION_S.to_string();

@@ -13,20 +13,12 @@ use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
 use crate::plan::Fields;
 use crate::resources::sdk::{self, op};
 use crate::resources::Env;
-use crate::retry::Backoff;
 use crate::state::{Phase, Record};
 use crate::verify::{Check, CheckStatus};
 
 const KIND: &str = "Kinesis stream";
 const MODE: &str = "mode";
 const SHARDS: &str = "shards";
-/// How long a stream may take to become ACTIVE: AWS documents creation and resharding in
-/// seconds to minutes.
-const ACTIVE_WAIT: Backoff = Backoff {
-    initial: std::time::Duration::from_millis(250),
-    max_delay: std::time::Duration::from_secs(5),
-    budget: std::time::Duration::from_secs(300),
-};
 
 pub struct Stream(pub Arc<Env>);
 
@@ -73,10 +65,8 @@ impl Kind for Stream {
     }
 
     async fn read(&self, cx: &Ctx) -> Result<Option<StreamDescriptionSummary>, StepError> {
-        let name = match self.spec() {
-            Some(_) => self.name(),
-            None => cx.record(STREAM).map(|r| r.name).unwrap_or_default(),
-        };
+        let name =
+            crate::resources::name_to_read(self.spec().map(|s| s.stream_name.as_str()), cx, STREAM);
         // A stream being deleted (a `down` moments ago) is gone for planning: `up` waits for it
         // to go before creating the new one.
         Ok(describe(&self.0, &name)
@@ -106,9 +96,7 @@ impl Kind for Stream {
         cx: &Ctx,
         step: Step<StreamDescriptionSummary>,
     ) -> Result<Outcome, StepError> {
-        let spec = self
-            .spec()
-            .ok_or_else(|| StepError::Failed("analytics is not configured".into()))?;
+        let spec = super::configured(&self.0.d)?;
         let kinesis = &self.0.aws.kinesis;
         let name = &spec.stream_name;
         let mode = StreamModeDetails::builder()
@@ -250,7 +238,7 @@ pub async fn describe(
 /// to create a stream while one of the same name is DELETING.
 async fn wait_deleted(env: &Env, cx: &Ctx, name: &str) -> Result<(), StepError> {
     let what = format!("{KIND} {name:?} (of the same name)");
-    super::wait_until(cx, ACTIVE_WAIT, &what, || async {
+    super::wait_until(cx, super::TRANSITION, &what, || async {
         Ok(match describe(env, name).await? {
             Some(s) if s.stream_status() == &StreamStatus::Deleting => {
                 Poll::Waiting("DELETING".into())
@@ -264,7 +252,7 @@ async fn wait_deleted(env: &Env, cx: &Ctx, name: &str) -> Result<(), StepError> 
 /// Polls until the stream is ACTIVE (bounded).
 async fn wait_active(env: &Env, cx: &Ctx, name: &str) -> Result<(), StepError> {
     let what = format!("{KIND} {name:?}");
-    super::wait_until(cx, ACTIVE_WAIT, &what, || async {
+    super::wait_until(cx, super::TRANSITION, &what, || async {
         match describe(env, name).await? {
             Some(s) if s.stream_status() == &StreamStatus::Active => Ok(Poll::Done),
             Some(s) => Ok(Poll::Waiting(s.stream_status().as_str().to_string())),

@@ -15,7 +15,6 @@ use crate::engine::{planning, Ctx, Kind, Meta, Outcome, Seen, Step, StepError};
 use crate::plan::Fields;
 use crate::resources::sdk::{self, op};
 use crate::resources::Env;
-use crate::retry::Backoff;
 use crate::state::{Phase, Record};
 use crate::verify::{Check, CheckStatus};
 
@@ -27,11 +26,6 @@ pub const TTL_ATTRIBUTE: &str = "expires_at";
 const KEY: &str = "key";
 const BILLING: &str = "billing_mode";
 const TTL: &str = "ttl_attribute";
-const ACTIVE_WAIT: Backoff = Backoff {
-    initial: std::time::Duration::from_millis(250),
-    max_delay: std::time::Duration::from_secs(5),
-    budget: std::time::Duration::from_secs(300),
-};
 
 pub struct Table(pub Arc<Env>);
 
@@ -80,10 +74,8 @@ impl Kind for Table {
     }
 
     async fn read(&self, cx: &Ctx) -> Result<Option<LiveTable>, StepError> {
-        let name = match self.spec() {
-            Some(_) => self.name(),
-            None => cx.record(TABLE).map(|r| r.name).unwrap_or_default(),
-        };
+        let name =
+            crate::resources::name_to_read(self.spec().map(|s| s.table_name.as_str()), cx, TABLE);
         // A table being deleted (a `down` moments ago) is gone for planning: `up` waits for it
         // to go before creating the new one.
         let Some(table) = describe(&self.0, &name)
@@ -158,9 +150,7 @@ impl Kind for Table {
     }
 
     async fn apply(&self, cx: &Ctx, step: Step<LiveTable>) -> Result<Outcome, StepError> {
-        let spec = self
-            .spec()
-            .ok_or_else(|| StepError::Failed("analytics is not configured".into()))?;
+        let spec = super::configured(&self.0.d)?;
         let db = &self.0.aws.dynamodb;
         let name = &spec.table_name;
         let build =
@@ -305,7 +295,7 @@ async fn describe(env: &Env, name: &str) -> Result<Option<TableDescription>, Ste
 /// refuses to create a table while one of the same name is DELETING.
 async fn wait_deleted(env: &Env, cx: &Ctx, name: &str) -> Result<(), StepError> {
     let what = format!("{KIND} {name:?} (of the same name)");
-    super::wait_until(cx, ACTIVE_WAIT, &what, || async {
+    super::wait_until(cx, super::TRANSITION, &what, || async {
         Ok(match describe(env, name).await? {
             Some(t) if t.table_status() == Some(&TableStatus::Deleting) => {
                 Poll::Waiting("DELETING".into())
@@ -319,7 +309,7 @@ async fn wait_deleted(env: &Env, cx: &Ctx, name: &str) -> Result<(), StepError> 
 /// Polls until the table is ACTIVE (bounded).
 async fn wait_active(env: &Env, cx: &Ctx, name: &str) -> Result<(), StepError> {
     let what = format!("{KIND} {name:?}");
-    super::wait_until(cx, ACTIVE_WAIT, &what, || async {
+    super::wait_until(cx, super::TRANSITION, &what, || async {
         Ok(
             match describe(env, name)
                 .await?
