@@ -120,7 +120,7 @@ pub fn deployment(
                 .role
                 .managed_policies
                 .iter()
-                .map(|arn| arn.replacen("arn:aws:", &format!("arn:{}:", aws::partition(region)), 1))
+                .map(|arn| in_partition(arn, region))
                 .collect(),
             inline_policy: None,
         },
@@ -163,11 +163,7 @@ pub fn deployment(
                 },
                 &c.function.runtime,
                 &monitoring.topic_arn,
-                crate::config::LAMBDA_BASIC_EXECUTION.replacen(
-                    "arn:aws:",
-                    &format!("arn:{partition}:"),
-                    1,
-                ),
+                in_partition(crate::config::LAMBDA_BASIC_EXECUTION, region),
                 zip,
             ))
         } else {
@@ -199,6 +195,11 @@ pub fn deployment(
     })
 }
 
+/// An AWS-managed policy's ARN (written for the `aws` partition) in the region's partition.
+fn in_partition(arn: &str, region: &str) -> String {
+    arn.replacen("arn:aws:", &format!("arn:{}:", aws::partition(region)), 1)
+}
+
 /// AWS's managed policy for the role fleet provisioning assumes.
 pub const THINGS_REGISTRATION: &str =
     "arn:aws:iam::aws:policy/service-role/AWSIoTThingsRegistration";
@@ -223,7 +224,6 @@ fn provisioning(
         return Ok(None);
     }
     let partition = aws::partition(region);
-    let in_partition = |arn: &str| arn.replacen("arn:aws:", &format!("arn:{partition}:"), 1);
     let template_name = settings::name(&p.template_name, suffix);
     let policy_name = settings::name(&c.policy.name, suffix);
     let hook = if p.hook {
@@ -246,7 +246,7 @@ fn provisioning(
             role: RoleSpec {
                 name: settings::name(&p.hook_role_name, suffix),
                 trust_policy: resources::role::trust_policy("lambda.amazonaws.com"),
-                managed_policies: vec![in_partition(crate::config::LAMBDA_BASIC_EXECUTION)],
+                managed_policies: vec![in_partition(crate::config::LAMBDA_BASIC_EXECUTION, region)],
                 inline_policy: None,
             },
             function: FunctionSpec {
@@ -277,7 +277,7 @@ fn provisioning(
         role: RoleSpec {
             name: settings::name(&p.role_name, suffix),
             trust_policy: resources::role::trust_policy("iot.amazonaws.com"),
-            managed_policies: vec![in_partition(THINGS_REGISTRATION)],
+            managed_policies: vec![in_partition(THINGS_REGISTRATION, region)],
             inline_policy: None,
         },
         claim_policy: PolicySpec {

@@ -65,13 +65,7 @@ pub async fn anomaly(env: &Env, timeout: Duration) -> Check {
         "anomaly {topic} → {} → {} → {group}",
         a.rule.name, a.stream_name
     );
-    let min_history = a
-        .function
-        .environment
-        .get("MIN_HISTORY")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
-    let (normal, outlier) = probe_readings(min_history);
+    let (normal, outlier) = probe_readings(a.min_history);
     let data = match env.aws.data().await {
         Ok(c) => c,
         Err(e) => return Check::fail(E2E_ANOMALY, &res, e.to_string()),

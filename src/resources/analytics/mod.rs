@@ -62,6 +62,9 @@ pub struct AnalyticsSpec {
     pub queue_arn: String,
     pub detector_role: RoleSpec,
     pub function: FunctionSpec,
+    /// Readings a device sends before its z-score may fire (the detector's MIN_HISTORY):
+    /// what verify's probe must send first.
+    pub min_history: u32,
     pub mapping: MappingSpec,
 }
 
@@ -182,6 +185,7 @@ pub fn spec(
             zip,
         },
         detector_role,
+        min_history: c.min_history,
         mapping: MappingSpec {
             batch_size: c.batch_size,
             batching_window_s: c.batching_window_s,
