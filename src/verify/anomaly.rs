@@ -7,7 +7,7 @@
 //! so they reach the detector in order: once the outlier's line is there, anything the normal
 //! readings raised is there too.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_iotdataplane::primitives::Blob;
 
@@ -86,19 +86,15 @@ pub async fn anomaly(env: &Env, timeout: Duration) -> Check {
             return Check::fail(E2E_ANOMALY, &res, format!("reading {}: {e}", i + 1));
         }
     }
-    let deadline = Instant::now() + timeout;
-    let mut delay = Duration::from_millis(250);
-    loop {
-        let found = match lines(env, &group, &probe, since_ms).await {
-            Ok(lines) => anomalies_in(&lines, &probe),
-            Err(e) => return Check::fail(E2E_ANOMALY, &res, e),
-        };
+    let found = super::poll(timeout, || async {
+        let found = anomalies_in(&lines(env, &group, &probe, since_ms).await?, &probe);
         let outlier_seen = found.iter().any(|f| f.value == outlier);
-        if outlier_seen || Instant::now() >= deadline {
-            return judge(&res, normal.len(), outlier, &found, timeout);
-        }
-        tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
+        Ok((found, outlier_seen))
+    })
+    .await;
+    match found {
+        Ok((found, _)) => judge(&res, normal.len(), outlier, &found, timeout),
+        Err(e) => Check::fail(E2E_ANOMALY, &res, e),
     }
 }
 

@@ -273,16 +273,33 @@ pub async fn wait_for_marker(
     timeout: Duration,
 ) -> Result<(Vec<String>, String), WaitError> {
     let group = format!("/aws/lambda/{}", env.d.function.name);
+    let found = poll(timeout, || async {
+        let found = find_marker(env, &group, marker, since_ms).await?;
+        let done = found.is_some();
+        Ok((found, done))
+    })
+    .await;
+    match found {
+        Ok((Some(found), _)) => Ok(found),
+        Ok((None, _)) => Err(WaitError::TimedOut),
+        Err(e) => Err(WaitError::Failed(e)),
+    }
+}
+
+/// Calls `attempt` until it says it is done or `timeout` has passed, backing off from 250 ms
+/// to 2 s between calls (what an end-to-end check waits for takes seconds to show in a log):
+/// the last value, and whether it was done.
+pub async fn poll<T, F, Fut>(timeout: Duration, mut attempt: F) -> Result<(T, bool), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(T, bool), String>>,
+{
     let deadline = Instant::now() + timeout;
     let mut delay = Duration::from_millis(250);
     loop {
-        match find_marker(env, &group, marker, since_ms).await {
-            Ok(Some(found)) => return Ok(found),
-            Ok(None) => {}
-            Err(e) => return Err(WaitError::Failed(e)),
-        }
-        if Instant::now() >= deadline {
-            return Err(WaitError::TimedOut);
+        let (value, done) = attempt().await?;
+        if done || Instant::now() >= deadline {
+            return Ok((value, done));
         }
         tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
         delay = (delay * 2).min(Duration::from_secs(2));

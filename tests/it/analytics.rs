@@ -54,6 +54,24 @@ async fn readings_seen(c: &Clients, table: &str, device: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// How many readings of `device` the detector has taken once it has `n` of them, polled until
+/// `deadline` at the latest.
+async fn readings_reach(
+    c: &Clients,
+    table: &str,
+    device: &str,
+    n: usize,
+    deadline: Instant,
+) -> usize {
+    loop {
+        let seen = readings_seen(c, table, device).await;
+        if seen >= n || Instant::now() >= deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn analytics_finds_each_pattern_splits_out_a_poison_reading_and_down_leaves_nothing() {
     let emu = Emulator::start();
@@ -272,10 +290,8 @@ async fn analytics_finds_each_pattern_splits_out_a_poison_reading_and_down_leave
     // the alerts they raised.
     let deadline = Instant::now() + Duration::from_secs(60);
     for device in ["normal-0", "drift-0", "stuck-0", "spike-0"] {
-        while readings_seen(&c, &table, device).await < 60 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        assert_eq!(readings_seen(&c, &table, device).await, 60, "{device}");
+        let seen = readings_reach(&c, &table, device, 60, deadline).await;
+        assert_eq!(seen, 60, "{device}");
     }
     let envelopes = receive(&c, &alerts_url, Duration::from_secs(30), |got| {
         let a = anomalies(got);
@@ -326,10 +342,8 @@ async fn analytics_finds_each_pattern_splits_out_a_poison_reading_and_down_leave
     assert_eq!(failed[0]["requestContext"]["approximateInvokeCount"], 3);
     // The records after the poison one in its shard are taken once it is given up.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while readings_seen(&c, &table, "burst-0").await < 20 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    assert_eq!(readings_seen(&c, &table, "burst-0").await, 20);
+    let seen = readings_reach(&c, &table, "burst-0", 20, deadline).await;
+    assert_eq!(seen, 20);
     // The local AWS's own count (an emulator-only endpoint): the batch was split on its way.
     let esm: serde_json::Value =
         serde_json::from_str(&emu.control_get("/iotreg-test/event-source-mappings")).unwrap();
