@@ -110,10 +110,13 @@ def handles(fn: Any) -> bool:
 class LogWriter:
     """Writes one invocation's events into moto's logs backend, in-process."""
 
-    def __init__(self, account_id: str, region: str, group: str, stream: str):
+    def __init__(self, account_id: str, region: str, group: str, stream: str, fn: Any = None):
         from moto.logs.models import logs_backends
 
         self.backend = logs_backends[account_id][region]
+        # The function whose invocation this is: once it is deleted, a group deleted too (by
+        # `down`) is not recreated for the rest of its output.
+        self.fn = fn
         self.group = group
         self.stream = stream
         self.messages: list[str] = []
@@ -136,6 +139,9 @@ class LogWriter:
             try:
                 self.backend.put_log_events(self.group, self.stream, event)
             except Exception:  # noqa: BLE001 - group/stream deleted meanwhile
+                if self.fn is not None and not _still_exists(self.fn):
+                    note(f"log of {self.group} dropped: the function and its log group were deleted")
+                    return
                 try:
                     self._ensure()
                     self.backend.put_log_events(self.group, self.stream, event)
@@ -308,7 +314,7 @@ def invoke(fn: Any, event: Any, invoked_arn: str | None = None) -> Result:
     now = datetime.now(timezone.utc)
     group = f"/aws/lambda/{fn.function_name}"
     stream = f"{now:%Y/%m/%d}/[{version}]{uuid.uuid4().hex}"
-    log = LogWriter(fn.account_id, fn.region, group, stream)
+    log = LogWriter(fn.account_id, fn.region, group, stream, fn)
     log.emit(f"START RequestId: {request_id} Version: {version}\n")
 
     timeout = float(fn.timeout or 3)

@@ -639,3 +639,23 @@ def test_queued_events_of_a_deleted_function_are_dropped(aws, emulator, make_fun
     while note not in emulator.log():
         assert time.monotonic() < deadline, "queued events were run after the delete"
         time.sleep(0.05)
+
+
+def test_a_running_invocation_does_not_recreate_its_deleted_log_group(aws, emulator, make_function):
+    # `down` deletes the function, then its log group, while an invocation may still be
+    # running: its later output must not bring the group back.
+    function = make_function("import time\ndef handler(event, context):\n    time.sleep(1.5)\n    print('late line')\n")
+    group = f"/aws/lambda/{function}"
+    lam, logs = aws("lambda"), aws("logs")
+    assert lam.invoke(FunctionName=function, InvocationType="Event", Payload=b"{}")["StatusCode"] == 202
+    deadline = time.monotonic() + WAIT
+    while not logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]:
+        assert time.monotonic() < deadline, "the invocation never started"
+        time.sleep(0.05)
+    lam.delete_function(FunctionName=function)
+    logs.delete_log_group(logGroupName=group)
+    note = f"log of {group} dropped: the function and its log group were deleted"
+    while note not in emulator.log():
+        assert time.monotonic() < deadline, "the late line recreated the group or was lost silently"
+        time.sleep(0.05)
+    assert logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"] == []
